@@ -1,0 +1,37 @@
+"""hf-iia: Iterated Integrated Attributions (Barkan et al., ICCV 2023) for Hugging Face image classifiers.
+
+>>> from hf_iia import IIAExplainer
+>>> explainer = IIAExplainer("path/or/hub-id")
+>>> explanation = explainer("cat.jpg")   # .heatmap, .target, .label, .score, .overlay()
+"""
+
+from .engine import IntegralSpec, Path, integrate
+from .errors import (
+    AttentionNotReachableError,
+    IIAError,
+    ImageInputError,
+    LayerNotFoundError,
+    NumericalError,
+    TargetError,
+    UnsafeCheckpointError,
+    UnsupportedModelError,
+)
+from .explainer import Explanation, IIAExplainer
+
+__all__ = [
+    "AttentionNotReachableError",
+    "Explanation",
+    "IIAError",
+    "IIAExplainer",
+    "ImageInputError",
+    "IntegralSpec",
+    "LayerNotFoundError",
+    "NumericalError",
+    "Path",
+    "TargetError",
+    "UnsafeCheckpointError",
+    "UnsupportedModelError",
+    "integrate",
+]
+
+__version__ = "0.1.0"

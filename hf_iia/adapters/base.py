@@ -1,0 +1,168 @@
+"""The Adapter protocol (the seam between the engine and model families) and its registry.
+
+An adapter knows, for one family of models, where the representations of the iterated
+integral live in the forward pass (its *taps*, in forward order), how to hand each of
+them to the engine while the model runs, and how to fuse the integrated quantities into
+one 2-D map. The engine (:mod:`hf_iia.engine`) knows nothing else about the model.
+
+While a model runs under :meth:`Adapter.installed`, the adapter calls two methods of
+the engine's :class:`TapRun` at each active tap:
+
+- ``expand(tap, *tensors)`` on the tensors that flow *into* the part of the network
+  that follows the tap (e.g. a block's input hidden states); the engine repeats
+  batch rows so that every later integration point gets its own row.
+- ``represent(tap, rep)`` on the representation itself; the engine returns the
+  tensor to substitute (interpolated towards the baseline, and recorded for the
+  integrand when it is observed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from typing import ClassVar, Protocol
+
+import torch
+from torch import nn
+
+from ..errors import IIAError, LayerNotFoundError, UnsupportedModelError
+
+LayerSpec = str | int | nn.Module | Sequence[str | int | nn.Module] | None
+
+
+class TapRun(Protocol):
+    """What an adapter may call while the model runs (implemented by the engine)."""
+
+    def expand(self, tap: str, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Repeat batch rows of ``tensors`` (all ``[N, ...]``) as the integration grid needs at ``tap``."""
+
+    def represent(self, tap: str, rep: torch.Tensor) -> torch.Tensor:
+        """Return the representation to substitute at ``tap`` (``[N, ...]``, same shape)."""
+
+
+class Adapter(ABC):
+    """Reach and substitute the representations of one family of models.
+
+    Attributes:
+        family: which preset table applies (``"cnn"`` or ``"vit"``).
+        upsample_mode: ``F.interpolate`` mode used to bring the map to the input size.
+    """
+
+    family: ClassVar[str]
+    upsample_mode: ClassVar[str]
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    @property
+    @abstractmethod
+    def taps(self) -> tuple[str, ...]:
+        """Names of every representation this adapter can reach, in forward order."""
+
+    @property
+    @abstractmethod
+    def levels(self) -> tuple[str, ...]:
+        """The taps whose representations are interpolated (the internal paths), in forward order."""
+
+    @abstractmethod
+    def observed(self, levels: Sequence[str]) -> tuple[str, ...]:
+        """The taps whose (representation, gradient) pairs the integrand reads."""
+
+    @abstractmethod
+    def installed(self, run: TapRun, active: Sequence[str]) -> contextlib.AbstractContextManager[None]:
+        """Context manager: route the ``active`` taps of every forward pass to ``run``.
+
+        Everything installed on the model must be removed on every exit path.
+        """
+
+    @abstractmethod
+    def to_map(self, integrals: dict[str, torch.Tensor], input_size: tuple[int, int]) -> torch.Tensor:
+        """Fuse integrated quantities (``{tap: [B, ...]}``) into maps ``[B, h, w]``."""
+
+    def logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Run the model on ``pixel_values`` ``[N, C, H, W]`` and return logits ``[N, num_classes]``."""
+        return extract_logits(self.model(pixel_values))
+
+    def not_reached(self, taps: Sequence[str]) -> IIAError:
+        """The error to raise when ``taps`` were never reached during a forward pass."""
+        return LayerNotFoundError(
+            f"layer(s) {list(taps)} were not reached (or not reached in forward order) during the forward pass "
+            "of the model; pass layer= a module that the forward pass runs exactly once, listing several in "
+            "the order the model runs them"
+        )
+
+
+def extract_logits(output: object) -> torch.Tensor:
+    """Return the ``[N, num_classes]`` logits of a model output (a tensor or an object with ``.logits``)."""
+    logits = getattr(output, "logits", output)
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        logits = output[0]
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+        raise UnsupportedModelError(
+            f"the model returned {type(output).__name__}, not logits: a classifier must return a "
+            "[batch, num_classes] tensor or an output with a .logits attribute; wrap the model in a module "
+            "whose forward returns the logits"
+        )
+    return logits
+
+
+AdapterFactory = Callable[[nn.Module, LayerSpec], Adapter]
+_REGISTRY: dict[str, AdapterFactory] = {}
+
+
+def register_adapter(*model_types: str) -> Callable[[AdapterFactory], AdapterFactory]:
+    """Register a factory ``(model, layer) -> Adapter`` for the given ``config.model_type`` values."""
+
+    def decorate(factory: AdapterFactory) -> AdapterFactory:
+        for model_type in model_types:
+            _REGISTRY[model_type] = factory
+        return factory
+
+    return decorate
+
+
+def supported_model_types() -> tuple[str, ...]:
+    """The ``config.model_type`` values that have an adapter."""
+    return tuple(sorted(_REGISTRY))
+
+
+def adapter_for(model: nn.Module, layer: LayerSpec = None) -> Adapter:
+    """Pick the adapter for ``model``: by ``config.model_type``, else the generic CNN adapter if ``layer`` is given."""
+    from .cnn import GenericCNNAdapter  # the generic fallback is itself an adapter file
+
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type in _REGISTRY:
+        return _REGISTRY[model_type](model, layer)
+    if layer is not None:
+        return GenericCNNAdapter(model, layer)
+    kind = f"model_type {model_type!r}" if model_type else f"a plain {type(model).__name__}"
+    raise UnsupportedModelError(
+        f"no IIA adapter for {kind}. Supported model types: {', '.join(supported_model_types())}. "
+        "For any other classifier whose forward returns logits, pass layer= (a module or its dotted name, "
+        "e.g. layer='layer4') to explain that layer's activations CNN-style"
+    )
+
+
+def resolve_module(model: nn.Module, name: str) -> nn.Module:
+    """``model.get_submodule(name)`` with an error that lists close candidates."""
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        names = [n for n, _ in model.named_modules() if n]
+        hint = [n for n in names if n.endswith(name.split(".")[-1])][:8] or names[-8:]
+        raise LayerNotFoundError(
+            f"layer {name!r} not found in {type(model).__name__}; module names look like {hint}. "
+            "Pass layer= one of the model's dotted module names (see model.named_modules())"
+        ) from None
+
+
+@contextlib.contextmanager
+def hooks_removed_on_exit(handles: list[torch.utils.hooks.RemovableHandle]) -> Iterator[None]:
+    """Remove every hook handle in ``handles`` when the block exits, however it exits."""
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        handles.clear()

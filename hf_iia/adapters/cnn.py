@@ -1,0 +1,190 @@
+"""CNN adapters: feature maps of convolutional stages, reached with forward hooks.
+
+A tap is a module whose *output* is the representation, or (for timm heads) a module
+whose *input* is: the feature map that the classifier head pools. At an active tap the
+hook hands the feature map ``[N, K, h, w]`` to the engine (expand, then represent) and
+returns the substituted tensor, so everything after the tap is recomputed from it.
+
+Covers Hugging Face ``resnet``, ``convnext``, ``convnextv2``, timm conv nets through
+``timm_wrapper``, and any ``nn.Module`` given ``layer=``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import LayerNotFoundError, UnsupportedModelError
+from ..integrands import channel_sum
+from .base import Adapter, LayerSpec, TapRun, hooks_removed_on_exit, register_adapter, resolve_module
+
+
+@dataclass(frozen=True)
+class TapPoint:
+    """A module and which of its tensors is the representation (``"output"`` or ``"input"``)."""
+
+    module: nn.Module
+    side: str = "output"
+
+
+class CNNAdapter(Adapter):
+    """Feature maps of chosen modules; the map is the channel sum of the integral at the deepest level."""
+
+    family = "cnn"
+    upsample_mode = "bicubic"
+
+    def __init__(self, model: nn.Module, points: dict[str, TapPoint], levels: Sequence[str]) -> None:
+        super().__init__(model)
+        self._points = points
+        self._levels = tuple(levels)
+
+    @property
+    def taps(self) -> tuple[str, ...]:
+        return tuple(self._points)
+
+    @property
+    def levels(self) -> tuple[str, ...]:
+        return self._levels
+
+    def observed(self, levels: Sequence[str]) -> tuple[str, ...]:
+        return (levels[-1],)
+
+    def installed(self, run: TapRun, active: Sequence[str]) -> contextlib.AbstractContextManager[None]:
+        return self._hooks(run, active)
+
+    @contextlib.contextmanager
+    def _hooks(self, run: TapRun, active: Sequence[str]) -> Iterator[None]:
+        handles = []
+        with hooks_removed_on_exit(handles):
+            for tap in active:
+                point = self._points[tap]
+                if point.side == "output":
+                    handles.append(point.module.register_forward_hook(_output_hook(run, tap)))
+                else:
+                    handles.append(point.module.register_forward_pre_hook(_input_hook(run, tap)))
+            yield
+
+    def to_map(self, integrals: dict[str, torch.Tensor], input_size: tuple[int, int]) -> torch.Tensor:
+        (integral,) = integrals.values()
+        if integral.dim() != 4:
+            raise UnsupportedModelError(
+                f"the explained layer produced a tensor of shape {list(integral.shape)}; a CNN layer must output "
+                "a feature map [batch, channels, height, width] — choose a convolutional layer with layer="
+            )
+        return channel_sum(integral)
+
+
+def _substitute(run: TapRun, tap: str, feature_map: object) -> torch.Tensor:
+    if not isinstance(feature_map, torch.Tensor):
+        raise LayerNotFoundError(
+            f"layer {tap!r} produces a {type(feature_map).__name__}, not a tensor; choose a layer whose output is "
+            "a feature map tensor"
+        )
+    (feature_map,) = run.expand(tap, feature_map)
+    return run.represent(tap, feature_map)
+
+
+def _output_hook(run: TapRun, tap: str):
+    def hook(module: nn.Module, args: tuple, output: object) -> torch.Tensor:
+        return _substitute(run, tap, output)
+
+    return hook
+
+
+def _input_hook(run: TapRun, tap: str):
+    def hook(module: nn.Module, args: tuple) -> tuple:
+        return (_substitute(run, tap, args[0]), *args[1:])
+
+    return hook
+
+
+def _named_points(model: nn.Module, layer: LayerSpec, candidates: dict[str, TapPoint]) -> dict[str, TapPoint]:
+    """Resolve ``layer=`` (name, index into ``candidates``, module, or a list of them) to tap points in the given order."""
+    specs = list(layer) if isinstance(layer, (list, tuple)) else [layer]
+    if not specs:
+        raise LayerNotFoundError("layer= is an empty list; give at least one layer")
+    names = {id(module): name for name, module in model.named_modules()}
+    candidate_names = list(candidates)
+    points: dict[str, TapPoint] = {}
+    for spec in specs:
+        if isinstance(spec, int):
+            if not -len(candidate_names) <= spec < len(candidate_names):
+                raise LayerNotFoundError(f"layer index {spec} out of range; this model has stages {candidate_names}")
+            name = candidate_names[spec]
+            points[name] = candidates[name]
+        elif isinstance(spec, nn.Module):
+            if id(spec) not in names:
+                raise LayerNotFoundError(f"the module given as layer= ({type(spec).__name__}) is not part of the model")
+            points[names[id(spec)]] = TapPoint(spec)
+        elif isinstance(spec, str):
+            points[spec] = candidates.get(spec) or TapPoint(resolve_module(model, spec))
+        else:
+            raise LayerNotFoundError(f"layer= must be a module, a dotted name or a stage index, got {type(spec).__name__}")
+    return points
+
+
+def _stage_adapter(model: nn.Module, layer: LayerSpec, candidates: dict[str, TapPoint]) -> CNNAdapter:
+    """Adapter over named stage candidates; default level: the last candidate (the map the head pools)."""
+    if layer is None:
+        return CNNAdapter(model, candidates, [list(candidates)[-1]])
+    chosen = _named_points(model, layer, candidates)
+    return CNNAdapter(model, candidates if set(chosen) <= set(candidates) else chosen, list(chosen))
+
+
+def _stages(model: nn.Module, prefix: str) -> dict[str, TapPoint]:
+    stages = model.get_submodule(prefix)
+    return {f"{prefix}.{i}": TapPoint(stage) for i, stage in enumerate(stages)}
+
+
+@register_adapter("resnet")
+def resnet_adapter(model: nn.Module, layer: LayerSpec) -> CNNAdapter:
+    """HF ResNet: stage outputs of ``resnet.encoder.stages``; the last one is pooled by the head."""
+    return _stage_adapter(model, layer, _stages(model, f"{model.base_model_prefix}.encoder.stages"))
+
+
+@register_adapter("convnext", "convnextv2")
+def convnext_adapter(model: nn.Module, layer: LayerSpec) -> CNNAdapter:
+    """HF ConvNeXt (v1, v2): stage outputs; the last one is averaged, layer-normed and classified."""
+    return _stage_adapter(model, layer, _stages(model, f"{model.base_model_prefix}.encoder.stages"))
+
+
+@register_adapter("timm_wrapper")
+def timm_adapter(model: nn.Module, layer: LayerSpec) -> CNNAdapter:
+    """timm models in ``TimmWrapperForImageClassification``.
+
+    Taps: the modules of ``timm_model.feature_info`` (stage outputs), then the input of
+    the head's global pooling (``timm_model.global_pool`` or ``timm_model.head.global_pool``),
+    which is the default: the feature map the classifier pools, after any final conv/norm.
+    """
+    timm_model = model.timm_model
+    candidates = {
+        f"timm_model.{info['module']}": TapPoint(timm_model.get_submodule(info["module"]))
+        for info in getattr(timm_model, "feature_info", [])
+        if info.get("module")
+    }
+    for pool_name in ("global_pool", "head.global_pool"):
+        try:
+            candidates[f"timm_model.{pool_name}"] = TapPoint(timm_model.get_submodule(pool_name), side="input")
+            break
+        except AttributeError:
+            continue
+    if not candidates:
+        raise UnsupportedModelError(
+            f"timm model {type(timm_model).__name__} exposes no feature_info or global_pool; pass layer= the dotted "
+            "name of a convolutional module (e.g. 'timm_model.stages.3')"
+        )
+    if isinstance(layer, str) and layer not in candidates and not layer.startswith("timm_model."):
+        layer = f"timm_model.{layer}"
+    return _stage_adapter(model, layer, candidates)
+
+
+class GenericCNNAdapter(CNNAdapter):
+    """Any ``nn.Module`` classifier returning logits, explained at the output of ``layer=`` (CNN-style)."""
+
+    def __init__(self, model: nn.Module, layer: LayerSpec) -> None:
+        points = _named_points(model, layer, {})
+        super().__init__(model, points, list(points))

@@ -1,0 +1,221 @@
+"""ViT-family adapters: attention probabilities reached through transformers' AttentionInterface.
+
+While a model runs under :meth:`ViTAdapter.installed`, its attention implementation is
+switched (with the public ``set_attn_implementation``) to ``"hf_iia"``: an eager
+attention function registered in ``AttentionInterface`` that hands each block's
+attention probabilities ``[N, heads, T, T]`` to the engine and multiplies the values
+by the tensor it gets back. A forward pre-hook on every block lets the engine repeat
+the block's input rows. Nothing is monkey-patched and the model is not copied; on
+exit the original implementation is restored and the function unregistered.
+
+Token layout quirks live here: ViT reads the CLS token (row 0, patches from column 1);
+DeiT has a distillation token (patches from column 2), and
+``DeiTForImageClassificationWithTeacher`` averages the CLS and distillation heads, so
+both rows are read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
+
+import torch
+from torch import nn
+from transformers import AttentionInterface
+
+from ..errors import AttentionNotReachableError, IIAError, LayerNotFoundError
+from ..integrands import gradient_rollout
+from .base import Adapter, LayerSpec, TapRun, hooks_removed_on_exit, register_adapter
+
+ATTENTION_NAME = "hf_iia"
+
+# The run whose taps the attention function feeds in this thread/context: (module id -> tap, run).
+_ACTIVE: ContextVar[tuple[dict[int, str], TapRun] | None] = ContextVar("hf_iia_attention", default=None)
+_REGISTRATION_LOCK = threading.Lock()
+_registrations = 0
+
+
+def _iia_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: object,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eager attention (``[N, heads, T, d]`` inputs) whose probabilities pass through the active run."""
+    scaling = query.size(-1) ** -0.5 if scaling is None else scaling
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    probs = nn.functional.dropout(probs, p=dropout, training=module.training)
+    active = _ACTIVE.get()
+    if active is not None and id(module) in active[0]:
+        probs = active[1].represent(active[0][id(module)], probs)
+    output = torch.matmul(probs, value).transpose(1, 2).contiguous()
+    return output, probs
+
+
+@contextlib.contextmanager
+def _registered() -> Iterator[None]:
+    """Register the attention function for the duration of the block (reference-counted across threads)."""
+    global _registrations
+    with _REGISTRATION_LOCK:
+        if _registrations == 0:
+            AttentionInterface.register(ATTENTION_NAME, _iia_attention)
+        _registrations += 1
+    try:
+        yield
+    finally:
+        with _REGISTRATION_LOCK:
+            _registrations -= 1
+            if _registrations == 0:
+                AttentionInterface._global_mapping.pop(ATTENTION_NAME, None)
+
+
+@contextlib.contextmanager
+def _attention_implementation(model: nn.Module, name: str) -> Iterator[None]:
+    """Switch ``model`` to attention implementation ``name``; restore the original on exit."""
+    original = model.config._attn_implementation
+    try:
+        model.set_attn_implementation(name)
+    except (ValueError, KeyError, ImportError) as error:
+        raise AttentionNotReachableError(
+            f"{type(model).__name__} refused attention implementation {name!r} ({error}); IIA needs a ViT whose "
+            "attention goes through transformers' AttentionInterface"
+        ) from error
+    try:
+        if model.config._attn_implementation != name:
+            raise AttentionNotReachableError(
+                f"{type(model).__name__} cannot switch its attention implementation, so its attention "
+                "probabilities are unreachable; use a model whose attention goes through AttentionInterface "
+                "(ViT, DeiT, ...) or explain a CNN-style layer with layer="
+            )
+        yield
+    finally:
+        model.set_attn_implementation(original)
+
+
+class ViTAdapter(Adapter):
+    """Attention probabilities of every block; Gradient Rollout fuses them into the map.
+
+    Levels (interpolated): the last block by default, or the blocks chosen with ``layer=``
+    (indices or names such as ``"layers.11"``). Observed: every block.
+    """
+
+    family = "vit"
+    upsample_mode = "bilinear"
+    special_tokens = 1  # CLS
+    classifier_rows: tuple[int, ...] = (0,)
+
+    def __init__(self, model: nn.Module, layer: LayerSpec) -> None:
+        super().__init__(model)
+        base = getattr(model, model.base_model_prefix)
+        blocks = getattr(base, "layers", None) or getattr(getattr(base, "encoder", None), "layer", None)
+        if blocks is None:
+            raise AttentionNotReachableError(f"cannot find the transformer blocks of {type(model).__name__}")
+        self.blocks: list[nn.Module] = list(blocks)
+        self._taps = tuple(f"layers.{i}" for i in range(len(self.blocks)))
+        self._levels = self._choose_levels(layer)
+        self.patch_size = int(model.config.patch_size)
+
+    def _choose_levels(self, layer: LayerSpec) -> tuple[str, ...]:
+        if layer is None:
+            return (self._taps[-1],)
+        chosen = []
+        for spec in layer if isinstance(layer, (list, tuple)) else [layer]:
+            if isinstance(spec, int) and -len(self._taps) <= spec < len(self._taps):
+                chosen.append(self._taps[spec])
+            elif isinstance(spec, str) and spec.split(".", 1)[-1].isdigit() and f"layers.{spec.rsplit('.', 1)[-1]}" in self._taps:
+                chosen.append(f"layers.{spec.rsplit('.', 1)[-1]}")
+            else:
+                raise LayerNotFoundError(
+                    f"layer {spec!r} is not a block of this ViT; give block indices 0..{len(self._taps) - 1} "
+                    "or names like 'layers.11'"
+                )
+        return tuple(sorted(set(chosen), key=self._taps.index))
+
+    @property
+    def taps(self) -> tuple[str, ...]:
+        return self._taps
+
+    @property
+    def levels(self) -> tuple[str, ...]:
+        return self._levels
+
+    def observed(self, levels: Sequence[str]) -> tuple[str, ...]:
+        return self._taps
+
+    def installed(self, run: TapRun, active: Sequence[str]) -> contextlib.AbstractContextManager[None]:
+        return self._installed(run, active)
+
+    @contextlib.contextmanager
+    def _installed(self, run: TapRun, active: Sequence[str]) -> Iterator[None]:
+        owners = {}
+        handles = []
+        for tap, block in zip(self._taps, self.blocks):
+            if tap in active:
+                owners.update({id(module): tap for module in block.modules()})
+                handles.append(block.register_forward_pre_hook(_expand_hook(run, tap), with_kwargs=True))
+        token = _ACTIVE.set((owners, run))
+        try:
+            with hooks_removed_on_exit(handles), _registered(), _attention_implementation(self.model, ATTENTION_NAME):
+                yield
+        finally:
+            _ACTIVE.reset(token)
+
+    def not_reached(self, taps: Sequence[str]) -> IIAError:
+        return AttentionNotReachableError(
+            f"the attention probabilities of {list(taps)} never reached the '{ATTENTION_NAME}' attention function; "
+            f"{type(self.model).__name__} does not route its attention through transformers' AttentionInterface. "
+            "Use a model that does (ViT, DeiT) or explain a CNN-style layer with layer="
+        )
+
+    def to_map(self, integrals: dict[str, torch.Tensor], input_size: tuple[int, int]) -> torch.Tensor:
+        blocks = [integrals[tap] for tap in self._taps]
+        relevance = gradient_rollout(blocks, self.classifier_rows, self.special_tokens)
+        height, width = input_size[0] // self.patch_size, input_size[1] // self.patch_size
+        if relevance.shape[1] != height * width:
+            raise AttentionNotReachableError(
+                f"{relevance.shape[1]} patch tokens do not form the {height}x{width} grid of a {input_size} input "
+                f"with patch size {self.patch_size}; the model has special tokens this adapter does not know"
+            )
+        return relevance.reshape(-1, height, width)
+
+
+def _expand_hook(run: TapRun, tap: str):
+    """Pre-hook: let the engine repeat the rows of every batch-shaped tensor entering the block."""
+
+    def hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        hidden = args[0] if args else kwargs["hidden_states"]
+        rows = hidden.shape[0]
+        names = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.dim() and a.shape[0] == rows]
+        keys = [k for k, v in kwargs.items() if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == rows]
+        expanded = run.expand(tap, *(args[i] for i in names), *(kwargs[k] for k in keys))
+        args = list(args)
+        for i, tensor in zip(names, expanded):
+            args[i] = tensor
+        kwargs = {**kwargs, **dict(zip(keys, expanded[len(names) :]))}
+        return tuple(args), kwargs
+
+    return hook
+
+
+register_adapter("vit")(ViTAdapter)
+
+
+@register_adapter("deit")
+class DeiTAdapter(ViTAdapter):
+    """DeiT: CLS + distillation token; the with-teacher model reads both."""
+
+    special_tokens = 2
+
+    def __init__(self, model: nn.Module, layer: LayerSpec) -> None:
+        super().__init__(model, layer)
+        with_teacher = hasattr(model, "distillation_classifier")
+        self.classifier_rows = (0, 1) if with_teacher else (0,)

@@ -1,0 +1,276 @@
+"""The iterated Riemann integral of IIA (ALGORITHM.md), generic over a chain of levels.
+
+The integral nests one straight-line path per level: the image path
+``x(a0) = x' + a0 (x - x')`` and, for every internal level ``l`` (a *tap* of the adapter),
+``r_l(a0..al) = r_l' + al (h_l(...) - r_l')``. Each path is discretised with
+``steps + 1`` evenly spaced points (``steps = 0`` means the single point ``a = 1``).
+
+All points of a batch form one grid of rows ``(image b, i0, i1, ..., iL)``. The grid is
+evaluated in chunks of at most ``internal_batch_size`` full points; inside a chunk each
+part of the network runs once per distinct *prefix* of the row: the prefix up to the
+first tap once per image point ``(b, i0)``, the part between tap ``l`` and ``l+1`` once
+per ``(b, i0..il)``. Rows are repeated (``expand``) exactly where the grid needs them.
+
+This module knows nothing about model families: it talks to an
+:class:`~hf_iia.adapters.base.Adapter` only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from .adapters.base import Adapter
+from .errors import LayerNotFoundError, NumericalError, TargetError
+from .integrands import Integrand
+
+
+@dataclass(frozen=True)
+class Path:
+    """One straight-line path: ``steps + 1`` points ``a = 1, (n-1)/n, ..., 0`` from the value to a constant baseline."""
+
+    steps: int
+    baseline: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.steps, int) or self.steps < 0:
+            raise ValueError(f"steps must be a non-negative int, got {self.steps!r}")
+
+    def alphas(self) -> torch.Tensor:
+        """``[steps + 1]`` float64, descending, so the first point of every path is the unmodified value."""
+        if self.steps == 0:
+            return torch.ones(1, dtype=torch.float64)
+        return torch.linspace(1.0, 0.0, self.steps + 1, dtype=torch.float64)
+
+
+@dataclass(frozen=True)
+class IntegralSpec:
+    """What to integrate.
+
+    Attributes:
+        input_path: the image path (level 0).
+        levels: ``(tap, path)`` for each internal level, in forward order (may be empty).
+        observe: taps whose ``(representation, gradient)`` the integrand reads.
+        integrand: ``q(r, g) -> contribution``, see :mod:`hf_iia.integrands`.
+    """
+
+    input_path: Path
+    levels: tuple[tuple[str, Path], ...]
+    observe: tuple[str, ...]
+    integrand: Integrand
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        return (self.input_path, *(path for _, path in self.levels))
+
+    @property
+    def points_per_image(self) -> int:
+        count = 1
+        for path in self.paths:
+            count *= path.steps + 1
+        return count
+
+
+@dataclass
+class IntegrationResult:
+    """Output of :func:`integrate`.
+
+    Attributes:
+        integrals: ``{tap: [B, ...]}`` float32, the integrand averaged over all points.
+        logits: ``[B, num_classes]`` float32, the model's logits on the unmodified input.
+        targets: ``[B]`` int64, the explained class of each image.
+    """
+
+    integrals: dict[str, torch.Tensor]
+    logits: torch.Tensor
+    targets: torch.Tensor
+
+
+def _grid(batch: int, spec: IntegralSpec) -> torch.Tensor:
+    """All integration points as rows ``(b, i0, ..., iL)``, ``[B * P, L + 2]`` int64, lexicographic."""
+    ranges = [torch.arange(batch)] + [torch.arange(path.steps + 1) for path in spec.paths]
+    return torch.cartesian_prod(*ranges).reshape(-1, len(ranges))
+
+
+def _chunks(total: int, points_per_image_point: int, internal_batch_size: int) -> list[tuple[int, int]]:
+    """Contiguous row ranges of at most ``internal_batch_size`` rows, aligned to whole image points when possible."""
+    size = internal_batch_size
+    if size >= points_per_image_point:
+        size -= size % points_per_image_point
+    return [(start, min(start + size, total)) for start in range(0, total, size)]
+
+
+def _required_depths(adapter: Adapter, spec: IntegralSpec) -> dict[str, int]:
+    """Grid depth each active tap must reach: a level's own index, the full depth where observed; monotone in forward order."""
+    full = len(spec.levels)
+    need = {tap: index + 1 for index, (tap, _) in enumerate(spec.levels)}
+    for tap in spec.observe:
+        need[tap] = full
+    depths, depth = {}, 0
+    for tap in adapter.taps:
+        depth = max(depth, need.get(tap, 0))
+        depths[tap] = depth
+    missing = set(need) - set(depths)
+    if missing:
+        raise LayerNotFoundError(f"taps {sorted(missing)} are not known to the adapter; known taps: {list(adapter.taps)}")
+    return depths
+
+
+@dataclass
+class _ChunkRun:
+    """One chunk's forward pass: implements the adapter-facing :class:`TapRun`."""
+
+    rows: torch.Tensor  # [N, L + 2] grid rows of this chunk
+    spec: IntegralSpec
+    depths: dict[str, int]
+    device: torch.device
+    depth: int = 0
+    grad_started: bool = False
+    observed: dict[str, torch.Tensor] = field(default_factory=dict)
+    level_order: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # inverse[d][k]: index of row k's prefix (b, i0..id) among the chunk's distinct depth-d prefixes
+        self.inverse = [
+            torch.unique_consecutive(self.rows[:, : d + 2], dim=0, return_inverse=True)[1]
+            for d in range(len(self.spec.levels) + 1)
+        ]
+        self.levels = {tap: index + 1 for index, (tap, _) in enumerate(self.spec.levels)}
+
+    def prefix_rows(self, depth: int) -> torch.Tensor:
+        """Indices into ``rows`` of the first row of each distinct depth-``depth`` prefix."""
+        inverse = self.inverse[depth]
+        starts = torch.ones_like(inverse, dtype=torch.bool)
+        starts[1:] = inverse[1:] != inverse[:-1]
+        return starts.nonzero().squeeze(1)
+
+    def input_points(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The image-path points of this chunk, ``[N0, C, H, W]``."""
+        first = self.rows[self.prefix_rows(0)]
+        path = self.spec.input_path
+        alpha = path.alphas()[first[:, 1]].to(self.device, pixel_values.dtype).view(-1, 1, 1, 1)
+        images = pixel_values[first[:, 0].to(self.device)]
+        return path.baseline + alpha * (images - path.baseline)
+
+    def expand(self, tap: str, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if not self.grad_started:
+            # Nothing before the first tap needs gradients: the prefix ran without a graph.
+            torch.set_grad_enabled(True)
+            self.grad_started = True
+            tensors = tuple(t.detach() for t in tensors)
+        target = self.depths[tap]
+        if target > self.depth:
+            index = self.inverse[self.depth][self.prefix_rows(target)].to(self.device)
+            tensors = tuple(t.index_select(0, index) for t in tensors)
+            self.depth = target
+        return tensors
+
+    def represent(self, tap: str, rep: torch.Tensor) -> torch.Tensor:
+        if tap in self.observed:
+            raise LayerNotFoundError(f"tap {tap!r} ran twice in one forward pass; explain a layer that runs once")
+        level = self.levels.get(tap)
+        if level is not None:
+            if self.level_order and level <= self.level_order[-1]:
+                raise LayerNotFoundError(f"layers ran out of order at {tap!r}; list layers in the order the model runs them")
+            self.level_order.append(level)
+            path = self.spec.levels[level - 1][1]
+            index = self.rows[self.prefix_rows(self.depth), level + 1]
+            alpha = path.alphas()[index].to(self.device, rep.dtype).view(-1, *([1] * (rep.dim() - 1)))
+            rep = path.baseline + alpha * (rep - path.baseline)
+        if not rep.requires_grad:
+            rep = rep.detach().requires_grad_()
+        if tap in self.spec.observe:
+            self.observed[tap] = rep
+        return rep
+
+
+def integrate(
+    adapter: Adapter,
+    pixel_values: torch.Tensor,
+    targets: torch.Tensor,
+    spec: IntegralSpec,
+    *,
+    internal_batch_size: int = 64,
+    progress: bool = True,
+) -> IntegrationResult:
+    """Evaluate the iterated integral for a batch.
+
+    Args:
+        adapter: reaches the taps of the model.
+        pixel_values: ``[B, C, H, W]`` preprocessed inputs on the model's device and dtype.
+        targets: ``[B]`` int64 class indices; ``-1`` means the top-1 class (found from the
+            first point of each image's grid, which is the unmodified input).
+        spec: the paths, taps and integrand.
+        internal_batch_size: most integration points evaluated in one forward/backward pass.
+        progress: show a progress bar when the run takes longer than a second.
+
+    Returns:
+        An :class:`IntegrationResult` with integrals averaged over the points.
+    """
+    batch, device = pixel_values.shape[0], pixel_values.device
+    depths = _required_depths(adapter, spec)
+    active = tuple(dict.fromkeys([*(tap for tap, _ in spec.levels), *spec.observe]))
+    grid = _grid(batch, spec)
+    per_image_point = spec.points_per_image // (spec.input_path.steps + 1)
+    targets = targets.clone().cpu()
+    sums: dict[str, torch.Tensor] = {}
+    input_logits: torch.Tensor | None = None
+    chunks = _chunks(grid.shape[0], per_image_point, max(1, internal_batch_size))
+    for start, stop in tqdm(chunks, desc="IIA", unit="chunk", delay=1.0, disable=not progress or len(chunks) < 2):
+        run = _ChunkRun(grid[start:stop], spec, depths, device)
+        with torch.no_grad(), adapter.installed(run, active):
+            logits = adapter.logits(run.input_points(pixel_values))
+        unreached = [tap for tap in spec.observe if tap not in run.observed]
+        if unreached or logits.shape[0] != run.rows.shape[0]:
+            raise adapter.not_reached(unreached or [tap for tap, _ in spec.levels])
+        if not torch.isfinite(logits).all():
+            raise NumericalError("the model produced non-finite logits (NaN or inf) for this input; no faithful map exists")
+        first = (run.rows[:, 1:] == 0).all(dim=1).nonzero().squeeze(1)  # rows at the unmodified input
+        if input_logits is None:
+            input_logits = torch.empty(batch, logits.shape[1], dtype=torch.float32)
+        image_of_first = run.rows[first, 0]
+        input_logits[image_of_first] = logits[first.to(device)].detach().float().cpu()
+        unresolved = image_of_first[targets[image_of_first] < 0]
+        targets[unresolved] = input_logits[unresolved].argmax(dim=1)
+        if (targets >= logits.shape[1]).any():
+            raise TargetError(f"target out of range: the model has {logits.shape[1]} classes (valid indices 0..{logits.shape[1] - 1})")
+        row_targets = targets[run.rows[:, 0]].to(device)
+        score = logits.gather(1, row_targets.unsqueeze(1)).sum()
+        taps = list(run.observed)
+        grads = torch.autograd.grad(score, [run.observed[tap] for tap in taps], allow_unused=True)
+        image_index = run.rows[:, 0].to(device)
+        for tap, grad in zip(taps, grads):
+            rep = run.observed[tap].detach()
+            grad = torch.zeros_like(rep) if grad is None else grad
+            contribution = spec.integrand(rep.float(), grad.float())
+            if tap not in sums:
+                sums[tap] = torch.zeros(batch, *contribution.shape[1:], dtype=torch.float32, device=device)
+            sums[tap].index_add_(0, image_index, contribution)
+        del run, logits, score, grads
+    if input_logits is None:  # empty batch
+        input_logits = torch.empty(0, 0)
+    integrals = {tap: total / spec.points_per_image for tap, total in sums.items()}
+    return IntegrationResult(integrals=integrals, logits=input_logits, targets=targets)
+
+
+def make_spec(
+    levels: Sequence[str],
+    observe: Sequence[str],
+    steps: Sequence[int],
+    integrand: Integrand,
+    baselines: Sequence[float] | None = None,
+) -> IntegralSpec:
+    """Build an :class:`IntegralSpec` from per-level step counts ``steps = (n0, n1, ..., nL)``."""
+    if len(steps) != len(levels) + 1:
+        raise ValueError(f"need {len(levels) + 1} step counts (image path + {len(levels)} levels), got {list(steps)}")
+    baselines = list(baselines) if baselines is not None else [0.0] * len(steps)
+    paths = [Path(int(n), float(b)) for n, b in zip(steps, baselines)]
+    return IntegralSpec(
+        input_path=paths[0],
+        levels=tuple(zip(levels, paths[1:])),
+        observe=tuple(observe),
+        integrand=integrand,
+    )

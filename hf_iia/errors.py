@@ -1,0 +1,40 @@
+"""The package's exceptions: one small hierarchy rooted at :class:`IIAError`.
+
+Every error a user can trigger with bad input derives from ``IIAError`` (itself a
+``ValueError``), so ``except hf_iia.IIAError`` catches all of them. Each message says
+what is wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class IIAError(ValueError):
+    """Base class of every error raised by hf-iia for bad input or an unsupported model."""
+
+
+class ImageInputError(IIAError):
+    """An image has an unsupported type, shape, dtype or value range."""
+
+
+class TargetError(IIAError):
+    """A target is out of range, an unknown label name, or the targets do not match the images."""
+
+
+class UnsupportedModelError(IIAError):
+    """The model's architecture has no adapter, or its output carries no logits."""
+
+
+class LayerNotFoundError(IIAError):
+    """The layer given with ``layer=`` does not exist or is never reached in the forward pass."""
+
+
+class AttentionNotReachableError(IIAError):
+    """A ViT's attention probabilities cannot be reached through transformers' AttentionInterface."""
+
+
+class UnsafeCheckpointError(IIAError):
+    """A checkpoint would need unsafe loading (pickle weights or remote code) that was not opted into."""
+
+
+class NumericalError(IIAError):
+    """The model produced non-finite logits or gradients, so no faithful map exists."""

@@ -1,0 +1,348 @@
+"""``IIAExplainer``: images in, IIA maps out — one ``preprocess -> forward -> postprocess`` flow.
+
+Nothing here is model-specific: the adapter (chosen by ``config.model_type``) reaches the
+representations, the engine integrates, and this module turns images into
+``pixel_values`` and integrals into normalised maps and :class:`Explanation` objects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from .adapters import Adapter, adapter_for
+from .adapters.base import LayerSpec
+from .engine import IntegralSpec, integrate, make_spec
+from .errors import ImageInputError, IIAError, TargetError, UnsupportedModelError
+from .imaging import Geometry, ImageLike, probe_geometry, to_rgb
+from .loading import load_model, load_processor
+from .presets import get_preset, resolve_integrand, resolve_steps
+from .viz import overlay as draw_overlay
+
+Target = int | str | None
+Targets = Target | Sequence[int | str] | torch.Tensor | np.ndarray
+
+DEFAULT_INTERNAL_BATCH_SIZE = 64
+
+
+@dataclass
+class Explanation:
+    """One image's explanation.
+
+    Attributes:
+        heatmap: ``[H, W]`` float32 in ``[0, 1]`` at the model's input resolution.
+        target: the explained class index.
+        label: its ``id2label`` name (``None`` if the model has no labels).
+        score: the model's softmax probability of ``target`` on the image.
+        image: the original RGB image (``None`` when the input was a pixel_values tensor).
+        geometry: how the processor mapped ``image`` onto the model input (``None`` if unknown).
+        pixel_values: ``[C, H, W]`` the model input that was explained.
+    """
+
+    heatmap: np.ndarray
+    target: int
+    label: str | None
+    score: float
+    image: Image.Image | None = None
+    geometry: Geometry | None = None
+    pixel_values: torch.Tensor | None = None
+
+    def heatmap_on_image(self) -> np.ndarray:
+        """The map resampled onto the original image, ``[H0, W0]``; NaN where the model input did not see it."""
+        if self.image is None:
+            return self.heatmap
+        if self.geometry is None:
+            resized = Image.fromarray(self.heatmap).resize(self.image.size, Image.Resampling.BILINEAR)
+            return np.asarray(resized, dtype=np.float32)
+        return self.geometry.to_original(self.heatmap)
+
+    def overlay(self, *, alpha: float = 0.5, colormap: str = "jet") -> Image.Image:
+        """The map over the original image (resize/crop undone), as a PIL image."""
+        if self.image is None:
+            assert self.pixel_values is not None
+            view = self.pixel_values.float()
+            view = (view - view.min()) / (view.max() - view.min()).clamp_min(1e-12)
+            base = Image.fromarray((view.permute(1, 2, 0).numpy() * 255).astype(np.uint8)[..., :3].squeeze())
+            return draw_overlay(base.convert("RGB"), self.heatmap, alpha=alpha, colormap=colormap)
+        return draw_overlay(self.image, self.heatmap_on_image(), alpha=alpha, colormap=colormap)
+
+
+class IIAExplainer:
+    """Iterated Integrated Attributions for an image classifier.
+
+    Args:
+        model: a Hub id or local checkpoint folder (loaded with
+            ``AutoModelForImageClassification``), a ``PreTrainedModel``, or any
+            ``nn.Module`` returning logits (then ``layer=`` is required).
+        processor: turns images into ``pixel_values``: a transformers image processor or
+            any callable ``images -> tensor | {"pixel_values": tensor}``. Loaded with the
+            model when ``model`` is a path or id.
+        layer: the representation(s) to integrate over: a module, its dotted name or a
+            stage/block index, or a list of them in forward order (multi-layer IIA).
+            Defaults to the last stage (CNNs) or the last block's attention (ViTs).
+        preset: ``"default"`` (the nested integral) or ``"reference"`` (the authors' code).
+        steps: steps per path: one int for all, or ``(n0, n1, ...)`` image path first.
+        device: where the model runs; ``None`` keeps a given model where it is and puts a
+            loaded one on the best device Accelerate finds.
+        dtype: cast the model (e.g. ``torch.bfloat16`` on GPU); maps are always float32.
+        internal_batch_size: most integration points per forward/backward pass.
+        integrand: name of an integrand in :data:`hf_iia.integrands.INTEGRANDS`.
+        trust_remote_code: passed to ``from_pretrained``; off unless you trust the repo.
+        allow_pickle: allow loading pickle (``.bin``) weights; off by default.
+        progress: show a progress bar on runs longer than a second.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike | nn.Module,
+        processor: object | None = None,
+        *,
+        layer: LayerSpec = None,
+        preset: str | None = None,
+        steps: int | Sequence[int] | None = None,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | str | None = None,
+        internal_batch_size: int | None = None,
+        integrand: str | None = None,
+        trust_remote_code: bool = False,
+        allow_pickle: bool = False,
+        progress: bool = True,
+    ) -> None:
+        dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        if isinstance(model, (str, os.PathLike)):
+            source = model
+            model = load_model(source, dtype=dtype, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+            processor = processor if processor is not None else load_processor(source, trust_remote_code=trust_remote_code)
+            if device is None:
+                from accelerate import PartialState
+
+                device = PartialState().device
+        elif not isinstance(model, nn.Module):
+            raise UnsupportedModelError(
+                f"model must be a Hub id, a checkpoint folder or a torch.nn.Module, got {type(model).__name__}"
+            )
+        if device is not None or dtype is not None:
+            model.to(device=device, dtype=dtype)
+        self.model = model
+        self.processor = processor
+        self.adapter: Adapter = adapter_for(model, layer)
+        chosen = get_preset(preset, self.adapter.family)
+        levels = self.adapter.levels if chosen.interpolate_levels else ()
+        self.spec: IntegralSpec = make_spec(
+            levels,
+            self.adapter.observed(self.adapter.levels),
+            resolve_steps(steps, chosen, len(levels)),
+            resolve_integrand(integrand, chosen),
+        )
+        if internal_batch_size is not None and internal_batch_size < 1:
+            raise IIAError(f"internal_batch_size must be a positive int, got {internal_batch_size}")
+        self.internal_batch_size = internal_batch_size or DEFAULT_INTERNAL_BATCH_SIZE
+        self.progress = progress
+        self._lock = threading.Lock()
+        self._geometries: dict[tuple[int, int], Geometry | None] = {}
+
+    # ----------------------------------------------------------------- labels
+    @property
+    def id2label(self) -> dict[int, str]:
+        """Class index -> label name, from the model config (empty for plain modules)."""
+        labels = getattr(getattr(self.model, "config", None), "id2label", None) or {}
+        return {int(k): v for k, v in labels.items()}
+
+    def _num_classes(self) -> int | None:
+        config = getattr(self.model, "config", None)
+        return getattr(config, "num_labels", None) if config is not None else None
+
+    def resolve_targets(self, target: Targets, batch: int) -> torch.Tensor:
+        """``[B]`` int64 class indices (``-1`` = top-1) from ``None``, an index, a label name, or one per image."""
+        if isinstance(target, torch.Tensor | np.ndarray):
+            target = target.tolist()
+        if isinstance(target, (list, tuple)):
+            if len(target) != batch:
+                raise TargetError(f"got {len(target)} targets for {batch} images; pass one target per image or a single one")
+            return torch.tensor([self._one_target(t) for t in target], dtype=torch.int64)
+        return torch.full((batch,), self._one_target(target), dtype=torch.int64)
+
+    def _one_target(self, target: Target) -> int:
+        if target is None:
+            return -1
+        if isinstance(target, str):
+            return self._label_index(target)
+        if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
+            classes = self._num_classes()
+            if target < 0 or (classes is not None and target >= classes):
+                valid = f"0..{classes - 1}" if classes else "non-negative indices"
+                raise TargetError(f"target {target} is out of range; valid class indices are {valid}")
+            return int(target)
+        raise TargetError(f"target must be None, a class index or a label name, got {type(target).__name__}")
+
+    def _label_index(self, name: str) -> int:
+        labels = self.id2label
+        if not labels:
+            raise TargetError(f"target {name!r} is a label name, but the model has no id2label; pass a class index")
+        for match in (
+            lambda label: label == name,
+            lambda label: label.casefold() == name.casefold(),
+            lambda label: name.casefold() in (part.strip().casefold() for part in label.split(",")),
+        ):
+            found = [index for index, label in labels.items() if match(label)]
+            if len(found) == 1:
+                return found[0]
+            if len(found) > 1:
+                raise TargetError(f"label {name!r} matches several classes {[labels[i] for i in found]}; pass the index")
+        close = [label for label in labels.values() if name.casefold()[:4] in label.casefold()][:5]
+        raise TargetError(f"unknown label {name!r}; close labels: {close or 'none'}; see explainer.id2label")
+
+    # ------------------------------------------------------------ preprocess
+    def _pixel_values(self, images: list[Image.Image]) -> torch.Tensor:
+        if self.processor is None:
+            raise ImageInputError(
+                "this explainer has no image processor: pass processor= (e.g. AutoImageProcessor.from_pretrained"
+                "(...)), or preprocess yourself and call explainer.attribute(pixel_values)"
+            )
+        out = self.processor(images=images, return_tensors="pt") if _is_hf_processor(self.processor) else self.processor(images)
+        pixel_values = out["pixel_values"] if isinstance(out, dict) or hasattr(out, "keys") else out
+        if not isinstance(pixel_values, torch.Tensor):
+            pixel_values = torch.as_tensor(np.stack(pixel_values))
+        return pixel_values
+
+    def geometry(self, size: tuple[int, int]) -> Geometry | None:
+        """How the processor maps an image of ``size = (W, H)`` onto the model input (cached)."""
+        if size not in self._geometries:
+            if len(self._geometries) > 64:
+                self._geometries.clear()
+            self._geometries[size] = probe_geometry(self._pixel_values, size)
+        return self._geometries[size]
+
+    def preprocess(self, images: ImageLike | Sequence[ImageLike]) -> tuple[torch.Tensor, list[Image.Image]]:
+        """Images -> (``pixel_values`` ``[B, C, H, W]``, the original RGB images)."""
+        items = list(images) if isinstance(images, (list, tuple)) else [images]
+        originals = [to_rgb(item) for item in items]
+        return (self._pixel_values(originals) if originals else torch.empty(0)), originals
+
+    # --------------------------------------------------------------- forward
+    def attribute(self, pixel_values: torch.Tensor, target: Targets = None) -> torch.Tensor:
+        """IIA maps for preprocessed inputs.
+
+        Args:
+            pixel_values: ``[B, C, H, W]`` (or ``[C, H, W]``) model inputs.
+            target: ``None`` (top-1), a class index, a label name, or one per image.
+
+        Returns:
+            ``[B, H, W]`` float32 on CPU, each map min-max normalised to ``[0, 1]``.
+        """
+        return self._forward(pixel_values, target)[0]
+
+    def _forward(self, pixel_values: torch.Tensor, target: Targets) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        pixel_values = _check_pixel_values(pixel_values)
+        targets = self.resolve_targets(target, pixel_values.shape[0])
+        if pixel_values.shape[0] == 0:
+            return torch.empty(0, *pixel_values.shape[2:]), targets, torch.empty(0)
+        parameter = next(self.model.parameters(), None)
+        if parameter is not None:
+            pixel_values = pixel_values.to(parameter.device, parameter.dtype)
+        with self._lock, _evaluation_mode(self.model):
+            result = integrate(
+                self.adapter,
+                pixel_values,
+                targets,
+                self.spec,
+                internal_batch_size=self.internal_batch_size,
+                progress=self.progress,
+            )
+        raw = self.adapter.to_map(result.integrals, tuple(pixel_values.shape[2:])).float().cpu()
+        maps = normalise(upsample(raw, tuple(pixel_values.shape[2:]), self.adapter.upsample_mode))
+        probabilities = result.logits.softmax(dim=1).gather(1, result.targets.unsqueeze(1)).squeeze(1)
+        return maps, result.targets, probabilities
+
+    def __call__(self, images: ImageLike | Sequence[ImageLike] | torch.Tensor, target: Targets = None):
+        """Explain one image (-> :class:`Explanation`) or a list (-> list).
+
+        ``images``: a path, PIL image or numpy array (``[H, W]`` / ``[H, W, C]``), a list
+        of them, or a preprocessed ``pixel_values`` tensor ``[C, H, W]`` / ``[B, C, H, W]``.
+        """
+        if isinstance(images, torch.Tensor):
+            single = images.dim() == 3
+            pixel_values, originals = _check_pixel_values(images), []
+        else:
+            single = not isinstance(images, (list, tuple))
+            pixel_values, originals = self.preprocess(images)
+        maps, targets, scores = self._forward(pixel_values, target)
+        labels = self.id2label
+        explanations = [
+            Explanation(
+                heatmap=maps[i].numpy(),
+                target=int(targets[i]),
+                label=labels.get(int(targets[i])),
+                score=float(scores[i]),
+                image=originals[i] if originals else None,
+                geometry=self.geometry(originals[i].size) if originals else None,
+                pixel_values=pixel_values[i].detach().cpu(),
+            )
+            for i in range(maps.shape[0])
+        ]
+        return explanations[0] if single else explanations
+
+
+def _is_hf_processor(processor: object) -> bool:
+    return hasattr(processor, "preprocess") or type(processor).__module__.startswith("transformers")
+
+
+def _check_pixel_values(pixel_values: object) -> torch.Tensor:
+    if not isinstance(pixel_values, torch.Tensor):
+        raise ImageInputError(f"pixel_values must be a torch.Tensor [B, C, H, W], got {type(pixel_values).__name__}")
+    if pixel_values.dim() == 3:
+        pixel_values = pixel_values.unsqueeze(0)
+    if pixel_values.dim() != 4 or (pixel_values.numel() and pixel_values.shape[1] not in (1, 3, 4)):
+        raise ImageInputError(
+            f"pixel_values has shape {list(pixel_values.shape)}; expected [B, C, H, W] (or [C, H, W]) with C = 1, 3 or 4"
+        )
+    if not pixel_values.is_floating_point():
+        raise ImageInputError(f"pixel_values must be floating point (preprocessed), got {pixel_values.dtype}")
+    if not torch.isfinite(pixel_values).all():
+        raise ImageInputError("pixel_values contains NaN or inf; pass finite, preprocessed values")
+    return pixel_values
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """``[B, h, w] -> [B, H, W]`` with ``mode`` (bicubic/bilinear, ``align_corners=False``)."""
+    if tuple(maps.shape[1:]) == tuple(size):
+        return maps
+    return torch.nn.functional.interpolate(maps.unsqueeze(1), size=size, mode=mode, align_corners=False).squeeze(1)
+
+
+def normalise(maps: torch.Tensor) -> torch.Tensor:
+    """Min-max normalise each ``[H, W]`` map of ``[B, H, W]`` to ``[0, 1]``; a constant map becomes zeros (with a warning)."""
+    flat = maps.flatten(1)
+    low = flat.min(dim=1).values.view(-1, 1, 1)
+    span = (flat.max(dim=1).values.view(-1, 1, 1) - low)
+    constant = ~(span > 0) | ~torch.isfinite(span)
+    if constant.any():
+        warnings.warn(
+            f"{int(constant.sum())} map(s) are constant (the integrand is the same everywhere, e.g. all zero); "
+            "returning all-zero maps for them",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    out = (maps - low) / torch.where(constant, torch.ones_like(span), span)
+    return torch.where(constant, torch.zeros_like(out), out).clamp_(0, 1)
+
+
+@contextlib.contextmanager
+def _evaluation_mode(model: nn.Module) -> Iterator[None]:
+    """Run ``model`` in eval mode; restore every submodule's own train/eval flag on exit."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training

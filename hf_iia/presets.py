@@ -1,0 +1,66 @@
+"""Named presets: step counts, integrand and whether internal levels are interpolated, per model family.
+
+``default`` is the true nested integral of ALGORITHM.md (image path + the adapter's
+levels). ``reference`` reproduces the authors' published code: for CNNs its activation
+path degenerates, so only the image path is integrated and the last stage is observed
+without being interpolated; for ViTs it is the nested integral with 5 steps per path.
+The ``default`` values are provisional until the benchmark (issue 3) decides them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .errors import IIAError
+from .integrands import INTEGRANDS
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Settings of one family: ``steps`` of the image path and of each level, the integrand's name, interpolation on/off."""
+
+    input_steps: int
+    level_steps: int
+    integrand: str
+    interpolate_levels: bool = True
+
+
+PRESETS: dict[str, dict[str, Preset]] = {
+    "default": {
+        "cnn": Preset(input_steps=10, level_steps=10, integrand="grad_relu_act"),
+        "vit": Preset(input_steps=5, level_steps=5, integrand="relu_grad_act"),
+    },
+    "reference": {
+        "cnn": Preset(input_steps=10, level_steps=0, integrand="grad_relu_act", interpolate_levels=False),
+        "vit": Preset(input_steps=5, level_steps=5, integrand="relu_grad_act"),
+    },
+}
+
+
+def get_preset(name: str | None, family: str) -> Preset:
+    """The preset ``name`` (``None`` = ``"default"``) for ``family`` (``"cnn"`` or ``"vit"``)."""
+    name = name or "default"
+    if name not in PRESETS:
+        raise IIAError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name][family]
+
+
+def resolve_steps(steps: int | Sequence[int] | None, preset: Preset, levels: int) -> tuple[int, ...]:
+    """Step counts ``(n0, n1, ..., nL)``: from ``steps`` (one int for every path, or one per path) or the preset."""
+    if steps is None:
+        return (preset.input_steps, *([preset.level_steps] * levels))
+    if isinstance(steps, int):
+        return (steps,) * (levels + 1)
+    steps = tuple(int(n) for n in steps)
+    if len(steps) != levels + 1:
+        raise IIAError(f"steps= needs {levels + 1} values (image path + {levels} level(s)), got {list(steps)}")
+    return steps
+
+
+def resolve_integrand(name: str | None, preset: Preset):
+    """The integrand function called ``name`` (``None`` = the preset's)."""
+    name = name or preset.integrand
+    if name not in INTEGRANDS:
+        raise IIAError(f"unknown integrand {name!r}; choose one of {sorted(INTEGRANDS)}")
+    return INTEGRANDS[name]
