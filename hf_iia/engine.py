@@ -11,6 +11,9 @@ part of the network runs once per distinct *prefix* of the row: the prefix up to
 first tap once per image point ``(b, i0)``, the part between tap ``l`` and ``l+1`` once
 per ``(b, i0..il)``. Rows are repeated (``expand``) exactly where the grid needs them.
 
+The input itself can be observed under the tap name :data:`INPUT_TAP` (for input-space
+methods such as Integrated Gradients), when there are no internal levels.
+
 This module knows nothing about model families: it talks to an
 :class:`~hf_iia.adapters.base.Adapter` only.
 """
@@ -26,6 +29,8 @@ from tqdm.auto import tqdm
 from .adapters.base import Adapter
 from .errors import LayerNotFoundError, NumericalError, TargetError
 from .integrands import Integrand
+
+INPUT_TAP = "pixel_values"
 
 
 @dataclass(frozen=True)
@@ -108,7 +113,8 @@ def _required_depths(adapter: Adapter, spec: IntegralSpec) -> dict[str, int]:
     full = len(spec.levels)
     need = {tap: index + 1 for index, (tap, _) in enumerate(spec.levels)}
     for tap in spec.observe:
-        need[tap] = full
+        if tap != INPUT_TAP:
+            need[tap] = full
     depths, depth = {}, 0
     for tap in adapter.taps:
         depth = max(depth, need.get(tap, 0))
@@ -161,7 +167,7 @@ class _ChunkRun:
             torch.set_grad_enabled(True)
             self.grad_started = True
             tensors = tuple(t.detach() for t in tensors)
-        target = self.depths[tap]
+        target = self.depths.get(tap, 0)
         if target > self.depth:
             index = self.inverse[self.depth][self.prefix_rows(target)].to(self.device)
             tensors = tuple(t.index_select(0, index) for t in tensors)
@@ -212,7 +218,7 @@ def integrate(
     """
     batch, device = pixel_values.shape[0], pixel_values.device
     depths = _required_depths(adapter, spec)
-    active = tuple(dict.fromkeys([*(tap for tap, _ in spec.levels), *spec.observe]))
+    active = tuple(tap for tap in dict.fromkeys([*(t for t, _ in spec.levels), *spec.observe]) if tap != INPUT_TAP)
     grid = _grid(batch, spec)
     per_image_point = spec.points_per_image // (spec.input_path.steps + 1)
     targets = targets.clone().cpu()
@@ -222,7 +228,11 @@ def integrate(
     for start, stop in tqdm(chunks, desc="IIA", unit="chunk", delay=1.0, disable=not progress or len(chunks) < 2):
         run = _ChunkRun(grid[start:stop], spec, depths, device)
         with torch.no_grad(), adapter.installed(run, active):
-            logits = adapter.logits(run.input_points(pixel_values))
+            points = run.input_points(pixel_values)
+            if INPUT_TAP in spec.observe:
+                (points,) = run.expand(INPUT_TAP, points)
+                points = run.represent(INPUT_TAP, points)
+            logits = adapter.logits(points)
         unreached = [tap for tap in spec.observe if tap not in run.observed]
         if unreached or logits.shape[0] != run.rows.shape[0]:
             raise adapter.not_reached(unreached or [tap for tap, _ in spec.levels])
@@ -266,6 +276,8 @@ def make_spec(
     """Build an :class:`IntegralSpec` from per-level step counts ``steps = (n0, n1, ..., nL)``."""
     if len(steps) != len(levels) + 1:
         raise ValueError(f"need {len(levels) + 1} step counts (image path + {len(levels)} levels), got {list(steps)}")
+    if INPUT_TAP in observe and levels:
+        raise ValueError(f"observing {INPUT_TAP!r} needs a single-path integral (no internal levels)")
     baselines = list(baselines) if baselines is not None else [0.0] * len(steps)
     paths = [Path(int(n), float(b)) for n, b in zip(steps, baselines)]
     return IntegralSpec(
