@@ -11,6 +11,7 @@ import contextlib
 import os
 import threading
 import warnings
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -147,7 +148,7 @@ class IIAExplainer:
             raise IIAError(f"internal_batch_size must be a positive int, got {internal_batch_size}")
         self.internal_batch_size = internal_batch_size or DEFAULT_INTERNAL_BATCH_SIZE
         self.progress = progress
-        self._lock = threading.Lock()
+        self._lock = model_lock(model)  # shared by every explainer of this model: hooks never mix
         self._geometries: dict[tuple[int, int], Geometry | None] = {}
 
     # ----------------------------------------------------------------- labels
@@ -226,7 +227,7 @@ class IIAExplainer:
         """Images -> (``pixel_values`` ``[B, C, H, W]``, the original RGB images)."""
         items = list(images) if isinstance(images, (list, tuple)) else [images]
         originals = [to_rgb(item) for item in items]
-        return (self._pixel_values(originals) if originals else torch.empty(0)), originals
+        return self._pixel_values(originals), originals
 
     # --------------------------------------------------------------- forward
     def attribute(self, pixel_values: torch.Tensor, target: Targets = None) -> torch.Tensor:
@@ -274,6 +275,8 @@ class IIAExplainer:
             pixel_values, originals = _check_pixel_values(images), []
         else:
             single = not isinstance(images, (list, tuple))
+            if not single and not images:
+                return []
             pixel_values, originals = self.preprocess(images)
         maps, targets, scores = self._forward(pixel_values, target)
         labels = self.id2label
@@ -334,6 +337,23 @@ def normalise(maps: torch.Tensor) -> torch.Tensor:
         )
     out = (maps - low) / torch.where(constant, torch.ones_like(span), span)
     return torch.where(constant, torch.zeros_like(out), out).clamp_(0, 1)
+
+
+_MODEL_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.Lock] = weakref.WeakKeyDictionary()
+_MODEL_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: nn.Module) -> threading.Lock:
+    """The one lock of ``model``: every explainer of the same model serialises its runs on it.
+
+    Hooks, the attention implementation and train/eval flags are installed on the model
+    itself, so two explainers sharing a model in two threads must not run at once.
+    """
+    with _MODEL_LOCKS_GUARD:
+        lock = _MODEL_LOCKS.get(model)
+        if lock is None:
+            lock = _MODEL_LOCKS[model] = threading.Lock()
+        return lock
 
 
 @contextlib.contextmanager
