@@ -8,9 +8,11 @@
 from .engine import IntegralSpec, Path, integrate
 from .errors import (
     AttentionNotReachableError,
+    CheckpointError,
     IIAError,
     ImageInputError,
     LayerNotFoundError,
+    MethodError,
     NumericalError,
     TargetError,
     UnsafeCheckpointError,
@@ -20,12 +22,14 @@ from .explainer import Explanation, IIAExplainer
 
 __all__ = [
     "AttentionNotReachableError",
+    "CheckpointError",
     "Explanation",
     "IIAError",
     "IIAExplainer",
     "ImageInputError",
     "IntegralSpec",
     "LayerNotFoundError",
+    "MethodError",
     "NumericalError",
     "Path",
     "TargetError",

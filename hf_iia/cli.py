@@ -12,12 +12,16 @@ from pathlib import Path
 import numpy as np
 
 from .errors import IIAError
+from .methods import METHODS
 
 
 def _explainer_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", help="class index or label name (default: the top-1 class)")
+    parser.add_argument("--method", choices=list(METHODS), default="iia",
+                        help="attribution method (default: iia); the others are comparison methods")
     parser.add_argument("--preset", choices=["default", "reference"], default=None)
-    parser.add_argument("--steps", type=int, nargs="+", help="steps per path (one for all, or image path first)")
+    parser.add_argument("--steps", type=int, nargs="+",
+                        help="steps per path (one for all, or image path first); for --method ig the step count")
     parser.add_argument("--layer", nargs="+", help="layer(s) to integrate over (dotted module names)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps ... (default: best available)")
     parser.add_argument("--internal-batch-size", type=int)
@@ -31,6 +35,7 @@ def _make_explainer(args: argparse.Namespace, model: str):
     layer = args.layer[0] if args.layer and len(args.layer) == 1 else args.layer
     return IIAExplainer(
         model,
+        method=args.method,
         layer=layer,
         preset=args.preset,
         steps=steps,
@@ -43,28 +48,42 @@ def _target(value: str | None) -> int | str | None:
     return int(value) if value is not None and value.lstrip("-").isdigit() else value
 
 
-def _save_explanations(explanations, names: Sequence[str], out: Path, overwrite: bool) -> list[dict]:
+def _save_explanations(explanations, names: Sequence[str], out: Path, overwrite: bool, method: str) -> list[dict]:
     from .outputs import output_path, safe_name, write_atomic
 
+    stems: list[str] = []
+    for name in names:  # images with the same name from different folders get photo, photo-2, ...
+        base = safe_name(name)
+        stem, count = base, 1
+        while stem in stems:
+            count += 1
+            stem = f"{base}-{count}"
+        stems.append(stem)
+    suffix = method.replace("+", "p")  # e.g. photo_iia, photo_gradcampp
+    # Check every output name before writing any, so a refusal leaves no partial output behind.
+    paths = [
+        tuple(output_path(out, f"{stem}_{suffix}.{ext}", overwrite=overwrite) for ext in ("png", "npy"))
+        for stem in stems
+    ]
     records = []
-    for explanation, name in zip(explanations, names):
-        stem = safe_name(name)
+    for explanation, name, (png, npy) in zip(explanations, names, paths):
         buffer = io.BytesIO()
         explanation.overlay().save(buffer, format="PNG")
-        write_atomic(output_path(out, f"{stem}_iia.png", overwrite=overwrite), buffer.getvalue())
+        write_atomic(png, buffer.getvalue())
         buffer = io.BytesIO()
         np.save(buffer, explanation.heatmap)
-        write_atomic(output_path(out, f"{stem}_iia.npy", overwrite=overwrite), buffer.getvalue())
-        records.append({"image": name, "target": explanation.target, "label": explanation.label, "score": explanation.score})
+        write_atomic(npy, buffer.getvalue())
+        records.append({"image": name, "method": method, "target": explanation.target, "label": explanation.label,
+                        "score": explanation.score})
     return records
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    """Explain image files; write ``<stem>_iia.png`` overlays and ``<stem>_iia.npy`` maps into ``--out``."""
+    """Explain image files; write ``<stem>_<method>.png`` overlays and ``<stem>_<method>.npy`` maps into ``--out``."""
     explainer = _make_explainer(args, args.model)
     explanations = explainer(list(args.images), target=_target(args.target))
     names = [Path(image).stem for image in args.images]
-    for record in _save_explanations(explanations, names, Path(args.out), args.overwrite):
+    for record in _save_explanations(explanations, names, Path(args.out), args.overwrite, explainer.method):
         print(json.dumps(record))
     return 0
 
@@ -80,7 +99,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     explainer = _make_explainer(args, str(checkpoint))
     photos = sample_images()
     explanations = explainer([image for _, image in photos], target=_target(args.target))
-    records = _save_explanations(explanations, [name for name, _ in photos], out, args.overwrite)
+    records = _save_explanations(explanations, [name for name, _ in photos], out, args.overwrite, explainer.method)
     tiles, captions = [], []
     for (name, image), explanation in zip(photos, explanations):
         tiles += [image, explanation.overlay()]
@@ -92,6 +111,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for record in records:
         print(json.dumps(record))
     print(f"wrote {grid_path}")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Audit a classifier on a dataset (faithfulness, localisation, spurious cues); write a model-card section."""
+    from .audit import AuditConfig, run_audit
+    from .outputs import safe_name
+
+    steps = args.steps[0] if args.steps and len(args.steps) == 1 else (tuple(args.steps) if args.steps else None)
+    config = AuditConfig(
+        model=args.model, dataset=args.dataset, split=args.split, n=args.n, batch_size=args.batch_size,
+        image_column=args.image_column, label_column=args.labels, mask_column=args.masks, compare=args.compare,
+        preset=args.preset, steps=steps, perturbation_steps=args.perturbation_steps,
+        internal_batch_size=args.internal_batch_size, image_size=args.image_size, seed=args.seed, device=args.device,
+    )
+    out = Path(args.out or Path("model_cards") / safe_name(Path(args.model).name or args.model))
+    summary = run_audit(config, out)
+    if summary is not None:
+        for method, verdict in summary["verdict"].items():
+            print(f"{method}: {verdict['text']}")
+        print(f"wrote {out / 'README.md'}")
     return 0
 
 
@@ -110,6 +150,27 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="hf-iia-demo", help="output folder (default: ./hf-iia-demo)")
     _explainer_options(demo)
     demo.set_defaults(run=cmd_demo)
+
+    audit = commands.add_parser("audit", help=cmd_audit.__doc__)
+    audit.add_argument("model", help="Hub id or local checkpoint folder")
+    audit.add_argument("--dataset", required=True,
+                       help="synthetic | synthetic-shortcut | a save_to_disk folder | an image folder | a Hub dataset id")
+    audit.add_argument("--split", help="dataset split (default: test, else validation, else train)")
+    audit.add_argument("--n", type=int, default=240, help="number of images, the first N (default: 240)")
+    audit.add_argument("--masks", help="column of object masks (default: 'mask' for the synthetic datasets)")
+    audit.add_argument("--labels", help="column of ground-truth classes (default: 'label' if present)")
+    audit.add_argument("--image-column", default="image")
+    audit.add_argument("--compare", help="comparison method (default: gradcam for CNNs, gae for ViTs)")
+    audit.add_argument("--batch-size", type=int, default=16, help="images per batch and per resumable unit")
+    audit.add_argument("--preset", choices=["default", "reference"], default=None)
+    audit.add_argument("--steps", type=int, nargs="+", help="IIA steps per path (one for all, or image path first)")
+    audit.add_argument("--perturbation-steps", type=int, default=20, help="deletion/insertion curve steps")
+    audit.add_argument("--internal-batch-size", type=int)
+    audit.add_argument("--image-size", type=int, default=64, help="side of the synthetic images (default: 64)")
+    audit.add_argument("--seed", type=int, default=0, help="seed of the synthetic images")
+    audit.add_argument("--device", help="cpu, cuda, ... (default: the process's Accelerate device)")
+    audit.add_argument("--out", help="output folder (default: model_cards/<model-name>); rerun to resume")
+    audit.set_defaults(run=cmd_audit)
     return parser
 
 

@@ -2,8 +2,11 @@
 
 The integral nests one straight-line path per level: the image path
 ``x(a0) = x' + a0 (x - x')`` and, for every internal level ``l`` (a *tap* of the adapter),
-``r_l(a0..al) = r_l' + al (h_l(...) - r_l')``. Each path is discretised with
-``steps + 1`` evenly spaced points (``steps = 0`` means the single point ``a = 1``).
+``r_l(a0..al) = r_l' + al (h_l(...) - r_l')``. Each path is discretised by a quadrature
+rule (:data:`RULES`); the default, ``"endpoints"``, takes ``steps + 1`` evenly spaced
+points including both ends with equal weights, as the reference code does
+(``steps = 0`` means the single point ``a = 1``). The integral is the weighted mean of the
+integrand over the grid, each point weighted by the product of its paths' weights.
 
 All points of a batch form one grid of rows ``(image b, i0, i1, ..., iL)``. The grid is
 evaluated in chunks of at most ``internal_batch_size`` full points; inside a chunk each
@@ -33,22 +36,49 @@ from .integrands import Integrand
 INPUT_TAP = "pixel_values"
 
 
+RULES = ("endpoints", "riemann_right", "trapezoid")
+
+
 @dataclass(frozen=True)
 class Path:
-    """One straight-line path: ``steps + 1`` points ``a = 1, (n-1)/n, ..., 0`` from the value to a constant baseline."""
+    """One straight-line path from the value (``a = 1``) to a constant baseline (``a = 0``).
+
+    ``rule`` places the points and weighs them (``n = steps``):
+
+    - ``"endpoints"``: ``n + 1`` points ``1, (n-1)/n, ..., 0``, equal weights (the reference code);
+    - ``"riemann_right"``: ``n`` points ``1, (n-1)/n, ..., 1/n``, equal weights (IG's right Riemann sum);
+    - ``"trapezoid"``: the ``n + 1`` points of ``"endpoints"``, the two ends weighted by one half.
+
+    ``steps = 0`` is the single point ``a = 1`` under every rule.
+    """
 
     steps: int
     baseline: float = 0.0
+    rule: str = "endpoints"
 
     def __post_init__(self) -> None:
         if not isinstance(self.steps, int) or self.steps < 0:
             raise ValueError(f"steps must be a non-negative int, got {self.steps!r}")
+        if self.rule not in RULES:
+            raise ValueError(f"unknown quadrature rule {self.rule!r}; choose one of {RULES}")
+
+    @property
+    def points(self) -> int:
+        """How many points the path has."""
+        if self.rule == "riemann_right" and self.steps > 0:
+            return self.steps  # a = 0 is left out
+        return self.steps + 1
 
     def alphas(self) -> torch.Tensor:
-        """``[steps + 1]`` float64, descending, so the first point of every path is the unmodified value."""
-        if self.steps == 0:
-            return torch.ones(1, dtype=torch.float64)
-        return torch.linspace(1.0, 0.0, self.steps + 1, dtype=torch.float64)
+        """``[points]`` float64, descending, so the first point of every path is the unmodified value."""
+        return torch.linspace(1.0, 0.0, self.steps + 1, dtype=torch.float64)[: self.points]
+
+    def weights(self) -> torch.Tensor:
+        """``[points]`` float64 relative weights of the points (only their ratios matter)."""
+        weights = torch.ones(self.points, dtype=torch.float64)
+        if self.rule == "trapezoid" and self.steps > 0:
+            weights[[0, -1]] = 0.5
+        return weights
 
 
 @dataclass(frozen=True)
@@ -75,8 +105,23 @@ class IntegralSpec:
     def points_per_image(self) -> int:
         count = 1
         for path in self.paths:
-            count *= path.steps + 1
+            count *= path.points
         return count
+
+    @property
+    def total_weight(self) -> float:
+        """Sum of the point weights over one image's grid (the product of the paths' weight sums)."""
+        total = 1.0
+        for path in self.paths:
+            total *= float(path.weights().sum())
+        return total
+
+    def row_weights(self, rows: torch.Tensor) -> torch.Tensor:
+        """``[N]`` float64 weight of each grid row ``(b, i0, ..., iL)`` of ``rows`` ``[N, L + 2]``."""
+        weights = torch.ones(rows.shape[0], dtype=torch.float64)
+        for column, path in enumerate(self.paths, start=1):
+            weights *= path.weights()[rows[:, column]]
+        return weights
 
 
 @dataclass
@@ -84,7 +129,7 @@ class IntegrationResult:
     """Output of :func:`integrate`.
 
     Attributes:
-        integrals: ``{tap: [B, ...]}`` float32, the integrand averaged over all points.
+        integrals: ``{tap: [B, ...]}`` float32, the weighted mean of the integrand over all points.
         logits: ``[B, num_classes]`` float32, the model's logits on the unmodified input.
         targets: ``[B]`` int64, the explained class of each image.
     """
@@ -96,7 +141,7 @@ class IntegrationResult:
 
 def _grid(batch: int, spec: IntegralSpec) -> torch.Tensor:
     """All integration points as rows ``(b, i0, ..., iL)``, ``[B * P, L + 2]`` int64, lexicographic."""
-    ranges = [torch.arange(batch)] + [torch.arange(path.steps + 1) for path in spec.paths]
+    ranges = [torch.arange(batch)] + [torch.arange(path.points) for path in spec.paths]
     return torch.cartesian_prod(*ranges).reshape(-1, len(ranges))
 
 
@@ -193,6 +238,8 @@ class _ChunkRun:
         return rep
 
 
+@torch.inference_mode(False)
+@torch.enable_grad()  # the backward pass needs autograd even when the caller runs under no_grad/inference_mode
 def integrate(
     adapter: Adapter,
     pixel_values: torch.Tensor,
@@ -214,13 +261,13 @@ def integrate(
         progress: show a progress bar when the run takes longer than a second.
 
     Returns:
-        An :class:`IntegrationResult` with integrals averaged over the points.
+        An :class:`IntegrationResult` with the integrand's weighted mean over the points.
     """
     batch, device = pixel_values.shape[0], pixel_values.device
     depths = _required_depths(adapter, spec)
     active = tuple(tap for tap in dict.fromkeys([*(t for t, _ in spec.levels), *spec.observe]) if tap != INPUT_TAP)
     grid = _grid(batch, spec)
-    per_image_point = spec.points_per_image // (spec.input_path.steps + 1)
+    per_image_point = spec.points_per_image // spec.input_path.points
     targets = targets.clone().cpu()
     sums: dict[str, torch.Tensor] = {}
     input_logits: torch.Tensor | None = None
@@ -252,17 +299,25 @@ def integrate(
         taps = list(run.observed)
         grads = torch.autograd.grad(score, [run.observed[tap] for tap in taps], allow_unused=True)
         image_index = run.rows[:, 0].to(device)
+        row_weights = spec.row_weights(run.rows).to(device, torch.float32)
         for tap, grad in zip(taps, grads):
             rep = run.observed[tap].detach()
             grad = torch.zeros_like(rep) if grad is None else grad
             contribution = spec.integrand(rep.float(), grad.float())
+            contribution = contribution * row_weights.view(-1, *([1] * (contribution.dim() - 1)))
             if tap not in sums:
                 sums[tap] = torch.zeros(batch, *contribution.shape[1:], dtype=torch.float32, device=device)
             sums[tap].index_add_(0, image_index, contribution)
         del run, logits, score, grads
     if input_logits is None:  # empty batch
         input_logits = torch.empty(0, 0)
-    integrals = {tap: total / spec.points_per_image for tap, total in sums.items()}
+    integrals = {tap: total / spec.total_weight for tap, total in sums.items()}
+    non_finite = [tap for tap, total in integrals.items() if not torch.isfinite(total).all()]
+    if non_finite:
+        raise NumericalError(
+            f"the gradients at {non_finite} are not finite (NaN or inf), e.g. from sqrt or division at zero in the "
+            "model; no faithful map exists"
+        )
     return IntegrationResult(integrals=integrals, logits=input_logits, targets=targets)
 
 
@@ -272,14 +327,19 @@ def make_spec(
     steps: Sequence[int],
     integrand: Integrand,
     baselines: Sequence[float] | None = None,
+    rules: Sequence[str] | None = None,
 ) -> IntegralSpec:
-    """Build an :class:`IntegralSpec` from per-level step counts ``steps = (n0, n1, ..., nL)``."""
+    """Build an :class:`IntegralSpec` from per-path step counts ``steps = (n0, n1, ..., nL)``.
+
+    ``baselines`` and ``rules`` (see :class:`Path`) are per path too; default: ``0.0`` and ``"endpoints"``.
+    """
     if len(steps) != len(levels) + 1:
         raise ValueError(f"need {len(levels) + 1} step counts (image path + {len(levels)} levels), got {list(steps)}")
     if INPUT_TAP in observe and levels:
         raise ValueError(f"observing {INPUT_TAP!r} needs a single-path integral (no internal levels)")
     baselines = list(baselines) if baselines is not None else [0.0] * len(steps)
-    paths = [Path(int(n), float(b)) for n, b in zip(steps, baselines)]
+    rules = list(rules) if rules is not None else ["endpoints"] * len(steps)
+    paths = [Path(int(n), float(b), rule) for n, b, rule in zip(steps, baselines, rules, strict=True)]
     return IntegralSpec(
         input_path=paths[0],
         levels=tuple(zip(levels, paths[1:])),

@@ -36,5 +36,13 @@ class UnsafeCheckpointError(IIAError):
     """A checkpoint would need unsafe loading (pickle weights or remote code) that was not opted into."""
 
 
+class CheckpointError(IIAError):
+    """A checkpoint cannot be found, reached or read (no weights file, corrupt weights, unknown Hub id offline)."""
+
+
+class MethodError(IIAError):
+    """An attribution method is unknown, does not apply to the model's family, or got an option it does not use."""
+
+
 class NumericalError(IIAError):
     """The model produced non-finite logits or gradients, so no faithful map exists."""

@@ -20,13 +20,12 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .adapters import Adapter, adapter_for
 from .adapters.base import LayerSpec
-from .engine import IntegralSpec, integrate, make_spec
+from .engine import integrate
 from .errors import ImageInputError, IIAError, TargetError, UnsupportedModelError
 from .imaging import Geometry, ImageLike, probe_geometry, to_rgb
 from .loading import load_model, load_processor
-from .presets import get_preset, resolve_integrand, resolve_steps
+from .methods import MethodOptions, prepare
 from .viz import overlay as draw_overlay
 
 Target = int | str | None
@@ -90,8 +89,12 @@ class IIAExplainer:
         layer: the representation(s) to integrate over: a module, its dotted name or a
             stage/block index, or a list of them in forward order (multi-layer IIA).
             Defaults to the last stage (CNNs) or the last block's attention (ViTs).
+        method: the attribution method, ``"iia"`` or a comparison method run through the same
+            code path: ``"ig"``, ``"gradcam"``, ``"gradcam++"``, ``"attention_rollout"``,
+            ``"gradient_rollout"``, ``"gae"`` (see :mod:`hf_iia.methods`).
         preset: ``"default"`` (the nested integral) or ``"reference"`` (the authors' code).
-        steps: steps per path: one int for all, or ``(n0, n1, ...)`` image path first.
+        steps: steps per path: one int for all, or ``(n0, n1, ...)`` image path first; for
+            ``method="ig"`` the number of steps (default 50).
         device: where the model runs; ``None`` keeps a given model where it is and puts a
             loaded one on the best device Accelerate finds.
         dtype: cast the model (e.g. ``torch.bfloat16`` on GPU); maps are always float32.
@@ -107,6 +110,7 @@ class IIAExplainer:
         model: str | os.PathLike | nn.Module,
         processor: object | None = None,
         *,
+        method: str = "iia",
         layer: LayerSpec = None,
         preset: str | None = None,
         steps: int | Sequence[int] | None = None,
@@ -135,15 +139,8 @@ class IIAExplainer:
             model.to(device=device, dtype=dtype)
         self.model = model
         self.processor = processor
-        self.adapter: Adapter = adapter_for(model, layer)
-        chosen = get_preset(preset, self.adapter.family)
-        levels = self.adapter.levels if chosen.interpolate_levels else ()
-        self.spec: IntegralSpec = make_spec(
-            levels,
-            self.adapter.observed(self.adapter.levels),
-            resolve_steps(steps, chosen, len(levels)),
-            resolve_integrand(integrand, chosen),
-        )
+        self.method = method
+        self.adapter, self.spec, self._fuse = prepare(method, model, MethodOptions(layer, preset, steps, integrand))
         if internal_batch_size is not None and internal_batch_size < 1:
             raise IIAError(f"internal_batch_size must be a positive int, got {internal_batch_size}")
         self.internal_batch_size = internal_batch_size or DEFAULT_INTERNAL_BATCH_SIZE
@@ -231,7 +228,7 @@ class IIAExplainer:
 
     # --------------------------------------------------------------- forward
     def attribute(self, pixel_values: torch.Tensor, target: Targets = None) -> torch.Tensor:
-        """IIA maps for preprocessed inputs.
+        """Maps of the explainer's method for preprocessed inputs.
 
         Args:
             pixel_values: ``[B, C, H, W]`` (or ``[C, H, W]``) model inputs.
@@ -244,6 +241,7 @@ class IIAExplainer:
 
     def _forward(self, pixel_values: torch.Tensor, target: Targets) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         pixel_values = _check_pixel_values(pixel_values)
+        self.adapter.check_input(pixel_values)
         targets = self.resolve_targets(target, pixel_values.shape[0])
         if pixel_values.shape[0] == 0:
             return torch.empty(0, *pixel_values.shape[2:]), targets, torch.empty(0)
@@ -259,7 +257,7 @@ class IIAExplainer:
                 internal_batch_size=self.internal_batch_size,
                 progress=self.progress,
             )
-        raw = self.adapter.to_map(result.integrals, tuple(pixel_values.shape[2:])).float().cpu()
+        raw = self._fuse(self.adapter, result.integrals, pixel_values).float().cpu()
         maps = normalise(upsample(raw, tuple(pixel_values.shape[2:]), self.adapter.upsample_mode))
         probabilities = result.logits.softmax(dim=1).gather(1, result.targets.unsqueeze(1)).squeeze(1)
         return maps, result.targets, probabilities

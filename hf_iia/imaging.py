@@ -44,7 +44,12 @@ def to_rgb(image: ImageLike) -> Image.Image:
             raise ImageInputError(f"image has size {image.size}; it needs at least one pixel")
         if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
             return to_rgb(np.asarray(image))
-        return image.convert("RGB")
+        if image.mode == "La":  # premultiplied alpha: PIL converts it to LA only
+            image = image.convert("LA")
+        try:
+            return image.convert("RGB")
+        except (ValueError, OSError) as error:  # an unconvertible mode, or a lazily opened file that is gone
+            raise ImageInputError(f"cannot convert a PIL image of mode {image.mode!r} to RGB ({error})") from None
     if isinstance(image, np.ndarray):
         return Image.fromarray(_array_to_uint8(image), _CHANNEL_MODES[1 if image.ndim == 2 else image.shape[2]]).convert("RGB")
     if isinstance(image, torch.Tensor):
@@ -126,13 +131,34 @@ class Geometry:
 Preprocess = Callable[[list[Image.Image]], torch.Tensor]
 
 
+PROBE_MAX_SIDE = 1024
+
+
 def probe_geometry(preprocess: Preprocess, size: tuple[int, int]) -> Geometry | None:
     """Find the affine map ``preprocess`` applies to an RGB image of ``size = (W, H)``.
 
     Feeds three probes (black, white, and x/y coordinate ramps in the red/green
     channels) and fits ``source coordinate = scale * output coordinate + shift`` per axis.
     Returns ``None`` when the processor is not an axis-aligned affine map of the pixels.
+
+    Images with a side over :data:`PROBE_MAX_SIDE` are probed at a proportionally reduced
+    size and the fit is scaled back (the 8-bit ramps cannot resolve finer positions anyway),
+    so an 8k x 8k photo costs no more to probe than a 1k one.
     """
+    width, height = size
+    factor = max(width, height) / PROBE_MAX_SIDE
+    if factor > 1:
+        small = (max(1, round(width / factor)), max(1, round(height / factor)))
+        fit = _probe(preprocess, small)
+        if fit is None:
+            return None
+        sx, sy = width / small[0], height / small[1]  # pixel centres: u = (u' + 0.5) * s - 0.5
+        return Geometry(fit.scale_x * sx, (fit.shift_x + 0.5) * sx - 0.5,
+                        fit.scale_y * sy, (fit.shift_y + 0.5) * sy - 0.5, (width, height))
+    return _probe(preprocess, size)
+
+
+def _probe(preprocess: Preprocess, size: tuple[int, int]) -> Geometry | None:
     width, height = size
     ramp = np.zeros((height, width, 3), dtype=np.uint8)
     ramp[..., 0] = np.round(np.linspace(0, 255, width))[None, :]

@@ -11,9 +11,10 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoImageProcessor, AutoModelForImageClassification, PreTrainedModel
 
-from .errors import UnsafeCheckpointError, UnsupportedModelError
+from .errors import CheckpointError, UnsafeCheckpointError, UnsupportedModelError
 
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
@@ -52,6 +53,13 @@ def load_model(
         raise UnsupportedModelError(
             f"{source} is not an image classifier that AutoModelForImageClassification can load ({error})"
         ) from error
+    except (OSError, SafetensorError) as error:  # no such folder/repo, no weights file, corrupt weights, offline
+        if not folder.exists() and (folder.is_absolute() or str(source).startswith(".")):
+            raise CheckpointError(f"checkpoint folder {source} does not exist") from error
+        hint = ""
+        if not allow_pickle and "safetensors" in str(error):
+            hint = " (a checkpoint with only pickle weights needs allow_pickle=True, if you trust its source)"
+        raise CheckpointError(f"cannot load a checkpoint from {source}: {error}{hint}") from error
 
 
 def load_processor(source: str | os.PathLike, *, trust_remote_code: bool = False):

@@ -26,7 +26,7 @@ from typing import ClassVar, Protocol
 import torch
 from torch import nn
 
-from ..errors import IIAError, LayerNotFoundError, UnsupportedModelError
+from ..errors import IIAError, ImageInputError, LayerNotFoundError, UnsupportedModelError
 
 LayerSpec = str | int | nn.Module | Sequence[str | int | nn.Module] | None
 
@@ -79,6 +79,15 @@ class Adapter(ABC):
     @abstractmethod
     def to_map(self, integrals: dict[str, torch.Tensor], input_size: tuple[int, int]) -> torch.Tensor:
         """Fuse integrated quantities (``{tap: [B, ...]}``) into maps ``[B, h, w]``."""
+
+    def check_input(self, pixel_values: torch.Tensor) -> None:
+        """Raise :class:`ImageInputError` when the model cannot take ``pixel_values`` ``[B, C, H, W]``."""
+        channels = getattr(getattr(self.model, "config", None), "num_channels", None)
+        if isinstance(channels, int) and pixel_values.shape[1] != channels:
+            raise ImageInputError(
+                f"pixel_values has {pixel_values.shape[1]} channel(s) but {type(self.model).__name__} takes {channels} "
+                "(config.num_channels); preprocess images with the model's image processor"
+            )
 
     def logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Run the model on ``pixel_values`` ``[N, C, H, W]`` and return logits ``[N, num_classes]``."""

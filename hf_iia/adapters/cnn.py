@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..errors import LayerNotFoundError, UnsupportedModelError
+from ..errors import ImageInputError, LayerNotFoundError, UnsupportedModelError
 from ..integrands import channel_sum
 from .base import Adapter, LayerSpec, TapRun, hooks_removed_on_exit, register_adapter, resolve_module
 
@@ -146,10 +146,25 @@ def resnet_adapter(model: nn.Module, layer: LayerSpec) -> CNNAdapter:
     return _stage_adapter(model, layer, _stages(model, f"{model.base_model_prefix}.encoder.stages"))
 
 
+class ConvNextAdapter(CNNAdapter):
+    """HF ConvNeXt: its patchify stem and 2x downsampling stages need inputs of at least ``patch * 2**(stages-1)`` pixels."""
+
+    def check_input(self, pixel_values: torch.Tensor) -> None:
+        super().check_input(pixel_values)
+        config = self.model.config
+        smallest = int(config.patch_size) * 2 ** (int(config.num_stages) - 1)
+        if min(pixel_values.shape[2:]) < smallest:
+            raise ImageInputError(
+                f"pixel_values is {pixel_values.shape[2]}x{pixel_values.shape[3]}; {type(self.model).__name__} needs "
+                f"at least {smallest}x{smallest} inputs; preprocess images with the model's image processor"
+            )
+
+
 @register_adapter("convnext", "convnextv2")
 def convnext_adapter(model: nn.Module, layer: LayerSpec) -> CNNAdapter:
     """HF ConvNeXt (v1, v2): stage outputs; the last one is averaged, layer-normed and classified."""
-    return _stage_adapter(model, layer, _stages(model, f"{model.base_model_prefix}.encoder.stages"))
+    adapter = _stage_adapter(model, layer, _stages(model, f"{model.base_model_prefix}.encoder.stages"))
+    return ConvNextAdapter(model, adapter._points, adapter.levels)
 
 
 @register_adapter("timm_wrapper")

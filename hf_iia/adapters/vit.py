@@ -25,8 +25,8 @@ import torch
 from torch import nn
 from transformers import AttentionInterface
 
-from ..errors import AttentionNotReachableError, IIAError, LayerNotFoundError
-from ..integrands import gradient_rollout
+from ..errors import AttentionNotReachableError, IIAError, ImageInputError, LayerNotFoundError
+from ..integrands import Rollout, gradient_rollout
 from .base import Adapter, LayerSpec, TapRun, hooks_removed_on_exit, register_adapter
 
 ATTENTION_NAME = "hf_iia"
@@ -169,6 +169,17 @@ class ViTAdapter(Adapter):
         finally:
             _ACTIVE.reset(token)
 
+    def check_input(self, pixel_values: torch.Tensor) -> None:
+        """Channels as the config says, and exactly ``config.image_size`` (position embeddings are not interpolated)."""
+        super().check_input(pixel_values)
+        size = self.model.config.image_size
+        height, width = (size, size) if isinstance(size, int) else tuple(size)
+        if tuple(pixel_values.shape[2:]) != (height, width):
+            raise ImageInputError(
+                f"pixel_values is {pixel_values.shape[2]}x{pixel_values.shape[3]} but {type(self.model).__name__} takes "
+                f"{height}x{width} inputs (config.image_size); preprocess images with the model's image processor"
+            )
+
     def not_reached(self, taps: Sequence[str]) -> IIAError:
         return AttentionNotReachableError(
             f"the attention probabilities of {list(taps)} never reached the '{ATTENTION_NAME}' attention function; "
@@ -177,8 +188,14 @@ class ViTAdapter(Adapter):
         )
 
     def to_map(self, integrals: dict[str, torch.Tensor], input_size: tuple[int, int]) -> torch.Tensor:
+        return self.rollout_map(integrals, input_size, gradient_rollout)
+
+    def rollout_map(
+        self, integrals: dict[str, torch.Tensor], input_size: tuple[int, int], rollout: Rollout
+    ) -> torch.Tensor:
+        """Fuse per-block integrals ``{tap: [B, heads, T, T]}`` with ``rollout`` into patch-grid maps ``[B, h, w]``."""
         blocks = [integrals[tap] for tap in self._taps]
-        relevance = gradient_rollout(blocks, self.classifier_rows, self.special_tokens)
+        relevance = rollout(blocks, self.classifier_rows, self.special_tokens)
         height, width = input_size[0] // self.patch_size, input_size[1] // self.patch_size
         if relevance.shape[1] != height * width:
             raise AttentionNotReachableError(

@@ -1,0 +1,199 @@
+"""Attribution methods behind one call: IIA and the methods it is compared with.
+
+A method is two things: how to build the :class:`~hf_iia.engine.IntegralSpec` for an
+adapter (which taps, which points, which integrand) and a *fusion* that turns the
+integrals into raw maps. :class:`~hf_iia.explainer.IIAExplainer` runs every method
+through the same code path (device, batching, targets, engine, upsampling with the
+adapter's mode, min-max normalisation); only the spec and the fusion differ.
+
+========================  ==========  =====================================================
+name                      families    what it integrates, and how it is fused
+========================  ==========  =====================================================
+``iia``                   cnn, vit    the preset's iterated integral; the adapter's map
+``ig``                    any model   ``dy/dx`` on the image path (right Riemann sum, zero
+                                      baseline); ``(x - x') *`` it, summed over channels
+``gradcam``               cnn         :func:`~hf_iia.integrands.gradcam` at ``a = 1``;
+                                      channel sum, ReLU
+``gradcam++``             cnn         :func:`~hf_iia.integrands.gradcam_plus_plus` at
+                                      ``a = 1``; channel sum, ReLU
+``attention_rollout``     vit         every block's attention at ``a = 1``; rollout of
+                                      ``(A + I) / 2`` (Abnar & Zuidema 2020)
+``gradient_rollout``      vit         IIA's ViT integrand at ``a = 1`` only; the same rollout
+``gae``                   vit         IIA's ViT integrand at ``a = 1``;
+                                      :func:`~hf_iia.integrands.gae_rollout` (Chefer 2021)
+========================  ==========  =====================================================
+
+Attention Rollout reads no gradient: the engine's one backward pass at ``a = 1`` is computed
+and left unused (cheap next to the forward pass, and it keeps one code path).
+
+Options: ``layer`` picks the explained layer of ``iia``, ``gradcam`` and ``gradcam++``;
+``preset`` and ``integrand`` are IIA's; ``steps`` sets IIA's steps or IG's step count.
+Giving a method an option it does not read raises :class:`~hf_iia.errors.MethodError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from typing import cast
+
+import torch
+from torch import nn
+
+from ..adapters import Adapter, adapter_for
+from ..adapters.base import LayerSpec
+from ..adapters.plain import PlainAdapter
+from ..adapters.vit import ViTAdapter
+from ..engine import INPUT_TAP, IntegralSpec, make_spec
+from ..errors import MethodError
+from ..integrands import (
+    Integrand,
+    attention,
+    gae_rollout,
+    gradcam,
+    gradcam_plus_plus,
+    gradient,
+    integrated_gradients,
+    relu_grad_act,
+)
+from ..presets import get_preset, resolve_integrand, resolve_steps
+
+Fusion = Callable[[Adapter, dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
+"""``(adapter, integrals {tap: [B, ...]}, pixel_values [B, C, H, W]) -> raw maps [B, h, w]``."""
+
+IG_STEPS = 50  # Captum's default n_steps
+IG_BASELINE = 0.0  # the all-zero input in normalised pixel space, as IIA's image path
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    """The explainer's method options as the user gave them (``None``: not given)."""
+
+    layer: LayerSpec = None
+    preset: str | None = None
+    steps: int | Sequence[int] | None = None
+    integrand: str | None = None
+
+
+@dataclass(frozen=True)
+class Method:
+    """One attribution method.
+
+    Attributes:
+        families: the adapter families (``Adapter.family``) it applies to; ``None``: every model.
+        options: names of the :class:`MethodOptions` it reads; giving any other is an error.
+        spec: builds the integral for an adapter from the options.
+        fuse: turns the integrals into raw maps (see :data:`Fusion`).
+        adapter: picks the adapter for ``(model, layer)``.
+    """
+
+    families: frozenset[str] | None
+    options: frozenset[str]
+    spec: Callable[[Adapter, MethodOptions], IntegralSpec]
+    fuse: Fusion
+    adapter: Callable[[nn.Module, LayerSpec], Adapter] = adapter_for
+
+    def applies_to(self, family: str) -> bool:
+        """Whether the method explains models whose adapter has this family."""
+        return self.families is None or family in self.families
+
+
+# ----------------------------------------------------------------------------- specs
+def _iia_spec(adapter: Adapter, options: MethodOptions) -> IntegralSpec:
+    """The preset's nested integral over the adapter's levels."""
+    preset = get_preset(options.preset, adapter.family)
+    levels = adapter.levels if preset.interpolate_levels else ()
+    return make_spec(
+        levels,
+        adapter.observed(adapter.levels),
+        resolve_steps(options.steps, preset, len(levels)),
+        resolve_integrand(options.integrand, preset),
+    )
+
+
+def _ig_spec(adapter: Adapter, options: MethodOptions) -> IntegralSpec:
+    """The gradient with respect to the input on the image path, right Riemann sum (as Captum's ``riemann_right``)."""
+    steps = IG_STEPS if options.steps is None else options.steps
+    if not isinstance(steps, int):
+        if len(steps) != 1:
+            raise MethodError(f"ig integrates one path (the image), so steps= takes one int, got {list(steps)}")
+        (steps,) = steps
+    return make_spec((), (INPUT_TAP,), (int(steps),), gradient, baselines=(IG_BASELINE,), rules=("riemann_right",))
+
+
+def _at_input(integrand: Integrand) -> Callable[[Adapter, MethodOptions], IntegralSpec]:
+    """Spec builder: ``integrand`` at the single point ``a = 1`` (the unmodified input) at the observed taps."""
+
+    def spec(adapter: Adapter, options: MethodOptions) -> IntegralSpec:
+        if len(adapter.levels) > 1:
+            raise MethodError(f"this method explains one layer, got {list(adapter.levels)}; pass a single layer=")
+        return make_spec((), adapter.observed(adapter.levels), (0,), integrand)
+
+    return spec
+
+
+# ---------------------------------------------------------------------------- fusions
+def _adapter_map(adapter: Adapter, integrals: dict[str, torch.Tensor], pixel_values: torch.Tensor) -> torch.Tensor:
+    """The adapter's own fusion (channel sum for CNNs, gradient rollout for ViTs)."""
+    return adapter.to_map(integrals, tuple(pixel_values.shape[2:]))
+
+
+def _relu_map(adapter: Adapter, integrals: dict[str, torch.Tensor], pixel_values: torch.Tensor) -> torch.Tensor:
+    """The adapter's fusion followed by a ReLU (Grad-CAM's positive evidence)."""
+    return _adapter_map(adapter, integrals, pixel_values).clamp_min(0)
+
+
+def _ig_map(adapter: Adapter, integrals: dict[str, torch.Tensor], pixel_values: torch.Tensor) -> torch.Tensor:
+    """Integrated Gradients summed over channels, signed (so the map sums to about ``f(x) - f(x')``)."""
+    attributions = integrated_gradients(integrals[INPUT_TAP], pixel_values, IG_BASELINE)
+    return adapter.to_map({INPUT_TAP: attributions}, tuple(pixel_values.shape[2:]))
+
+
+def _gae_map(adapter: Adapter, integrals: dict[str, torch.Tensor], pixel_values: torch.Tensor) -> torch.Tensor:
+    """Chefer et al.'s relevance propagation over the per-block terms, on the ViT adapter's token layout."""
+    vit = cast(ViTAdapter, adapter)  # prepare() admits only the vit family
+    return vit.rollout_map(integrals, tuple(pixel_values.shape[2:]), gae_rollout)
+
+
+_CNN, _VIT = frozenset({"cnn"}), frozenset({"vit"})
+
+METHODS: dict[str, Method] = {
+    "iia": Method(_CNN | _VIT, frozenset({"layer", "preset", "steps", "integrand"}), _iia_spec, _adapter_map),
+    "ig": Method(None, frozenset({"steps"}), _ig_spec, _ig_map, adapter=lambda model, layer: PlainAdapter(model)),
+    "gradcam": Method(_CNN, frozenset({"layer"}), _at_input(gradcam), _relu_map),
+    "gradcam++": Method(_CNN, frozenset({"layer"}), _at_input(gradcam_plus_plus), _relu_map),
+    "attention_rollout": Method(_VIT, frozenset(), _at_input(attention), _adapter_map),
+    "gradient_rollout": Method(_VIT, frozenset(), _at_input(relu_grad_act), _adapter_map),
+    "gae": Method(_VIT, frozenset(), _at_input(relu_grad_act), _gae_map),
+}
+
+
+def prepare(name: str, model: nn.Module, options: MethodOptions) -> tuple[Adapter, IntegralSpec, Fusion]:
+    """Make method ``name`` concrete for ``model``: its adapter, its integral and its fusion.
+
+    Raises:
+        MethodError: unknown method, an option the method does not read, or a model
+            family the method does not apply to.
+    """
+    if name not in METHODS:
+        raise MethodError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
+    method = METHODS[name]
+    unused = [field.name for field in fields(options) if getattr(options, field.name) is not None
+              and field.name not in method.options]
+    if unused:
+        reads = ", ".join(f"{option}=" for option in sorted(method.options)) or "none of them"
+        raise MethodError(
+            f"method {name!r} does not use {', '.join(f'{option}=' for option in unused)}; leave it out "
+            f"(of layer=, preset=, steps=, integrand= it reads {reads})"
+        )
+    adapter = method.adapter(model, options.layer)
+    if not method.applies_to(adapter.family):
+        fitting = sorted(other for other, entry in METHODS.items() if entry.applies_to(adapter.family))
+        raise MethodError(
+            f"method {name!r} explains {'/'.join(sorted(method.families))} models, but {type(model).__name__} is a "
+            f"{adapter.family} model; for it choose one of {fitting}"
+        )
+    return adapter, method.spec(adapter, options), method.fuse
+
+
+__all__ = ["IG_BASELINE", "IG_STEPS", "METHODS", "Fusion", "Method", "MethodOptions", "prepare"]

@@ -1,0 +1,245 @@
+"""Comparison methods behind ``IIAExplainer(model, method=...)``, against Captum, pytorch-grad-cam and naive loops.
+
+Models are tiny random-weight checkpoints built from real configs, saved with
+``save_pretrained`` and loaded through the public API (``conftest.tiny_folder``).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from captum.attr import IntegratedGradients
+from PIL import Image
+from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
+from pytorch_grad_cam.utils.image import scale_cam_image
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torch import nn
+from transformers import AutoModelForImageClassification
+
+from hf_iia import IIAExplainer, MethodError, UnsupportedModelError
+from hf_iia.cli import main
+from hf_iia.engine import INPUT_TAP, Path, integrate, make_spec
+from hf_iia.explainer import normalise, upsample
+from hf_iia.integrands import gradient
+from hf_iia.methods import METHODS
+
+torch.set_num_threads(1)
+
+SUPPORTED = {
+    "resnet": ["iia", "ig", "gradcam", "gradcam++"],
+    "convnext": ["iia", "ig", "gradcam", "gradcam++"],
+    "timm": ["iia", "ig", "gradcam", "gradcam++"],
+    "vit": ["iia", "ig", "attention_rollout", "gradient_rollout", "gae"],
+    "deit": ["iia", "ig", "attention_rollout", "gradient_rollout", "gae"],
+}
+FAST = {"iia": dict(steps=2), "ig": dict(steps=4)}  # keep the integrals small; other methods take no steps
+
+
+class Logits(nn.Module):
+    """Return ``.logits`` of a Hugging Face classifier (what Captum and pytorch-grad-cam expect)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values).logits
+
+
+def _inputs(size: int = 32, batch: int = 2, seed: int = 0) -> torch.Tensor:
+    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def _minmax(maps: torch.Tensor) -> torch.Tensor:
+    flat = maps.flatten(1)
+    low, high = flat.min(1).values.view(-1, 1, 1), flat.max(1).values.view(-1, 1, 1)
+    return (maps - low) / (high - low)
+
+
+# --------------------------------------------------------------- one code path for every method
+@pytest.mark.filterwarnings("ignore:.*map\\(s\\) are constant:RuntimeWarning")
+@pytest.mark.parametrize("kind,method", [(kind, method) for kind, methods in SUPPORTED.items() for method in methods])
+def test_every_method_gives_unit_maps_and_batch_equals_per_image(tiny_folder, kind, method):
+    explainer = IIAExplainer(tiny_folder(kind), method=method, progress=False, **FAST.get(method, {}))
+    size = 32 if kind in ("vit", "deit") else 64  # CNN feature maps of 32-pixel inputs are 1x1 or 2x2
+    x = _inputs(size)
+    maps = explainer.attribute(x, target=[1, 4])
+    assert maps.shape == (2, size, size) and maps.dtype == torch.float32
+    assert torch.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1
+    peaks = maps.flatten(1).amax(1)  # 0: a constant raw map (tiny timm resnet: Grad-CAM's ReLU leaves nothing)
+    assert ((peaks == 1) | (peaks == 0)).all()
+    single = torch.cat([explainer.attribute(x[i : i + 1], target=t) for i, t in enumerate([1, 4])])
+    torch.testing.assert_close(maps, single, rtol=1e-4, atol=1e-5)
+    explanation = explainer(x[0], target="dog")  # the Explanation API works unchanged
+    assert explanation.target == 1 and explanation.heatmap.shape == (size, size)
+
+
+# ------------------------------------------------------------------ Integrated Gradients vs Captum
+@pytest.mark.parametrize("kind", ["resnet", "vit"])
+def test_ig_matches_captum_riemann_right(tiny_folder, kind):
+    """Same points and weights as Captum's ``riemann_right``; compared on min-max normalised channel sums."""
+    explainer = IIAExplainer(tiny_folder(kind), method="ig", steps=8, internal_batch_size=5, progress=False)
+    x, targets = _inputs(seed=1), torch.tensor([2, 0])
+    ours = explainer.attribute(x, target=targets)
+    captum = IntegratedGradients(Logits(explainer.model.eval())).attribute(
+        x, baselines=0.0, target=targets, n_steps=8, method="riemann_right"
+    )
+    assert (ours - _minmax(captum.sum(1))).abs().max() <= 1e-4
+
+
+def test_ig_works_on_a_plain_module_and_is_complete():
+    """IG needs no adapter taps: any module returning logits works, without layer=; the map sums to f(x) - f(0)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 3))
+    x = _inputs(size=8, batch=1)
+    explainer = IIAExplainer(model, method="ig", steps=200, progress=False)
+    result = integrate(explainer.adapter, x, torch.tensor([2]), explainer.spec, progress=False)
+    raw = METHODS["ig"].fuse(explainer.adapter, result.integrals, x)
+    with torch.no_grad():
+        difference = model(x)[0, 2] - model(torch.zeros_like(x))[0, 2]
+    assert abs(float(raw.sum() - difference)) < 1e-2 * abs(float(difference)) + 1e-4
+
+
+def test_quadrature_rules():
+    """Points and weights of every rule; the trapezoid rule against Captum's ``riemann_trapezoid``."""
+    assert Path(4, rule="riemann_right").alphas().tolist() == [1.0, 0.75, 0.5, 0.25]
+    assert Path(4, rule="trapezoid").weights().tolist() == [0.5, 1.0, 1.0, 1.0, 0.5]
+    assert Path(4).weights().tolist() == [1.0] * 5 and Path(0, rule="riemann_right").alphas().tolist() == [1.0]
+    with pytest.raises(ValueError, match="quadrature rule"):
+        Path(3, rule="simpson")
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(3, 2, 1), nn.Softplus(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 3))
+    x = _inputs(size=4, batch=1, seed=2)
+    explainer = IIAExplainer(model, method="ig", progress=False)
+    spec = make_spec((), (INPUT_TAP,), (4,), gradient, rules=("trapezoid",))
+    mean_gradient = integrate(explainer.adapter, x, torch.tensor([1]), spec, progress=False).integrals[INPUT_TAP]
+    captum = IntegratedGradients(model).attribute(x, target=1, n_steps=5, method="riemann_trapezoid")
+    # Captum's trapezoid step sizes 1/n (ends halved) sum to (n - 1)/n, ours are normalised to 1
+    torch.testing.assert_close(captum, x * mean_gradient * 4 / 5, rtol=1e-5, atol=1e-7)
+
+
+# --------------------------------------------------------------- Grad-CAM(++) vs pytorch-grad-cam
+def _raw_and_reference(explainer: IIAExplainer, cam_class, x: torch.Tensor, targets: torch.Tensor):
+    """Our raw map ``[B, h, w]`` (before upsampling) and pytorch-grad-cam's output ``[B, H, W]`` on the same layer."""
+    result = integrate(explainer.adapter, x, targets, explainer.spec, progress=False)
+    raw = METHODS[explainer.method].fuse(explainer.adapter, result.integrals, x)
+    (tap,) = result.integrals
+    with cam_class(Logits(explainer.model), [explainer.model.get_submodule(tap)]) as cam:
+        reference = cam(x, [ClassifierOutputTarget(int(t)) for t in targets])
+    # the maps the explainer returns are these raw maps, upsampled with the adapter's mode and min-max normalised
+    expected = normalise(upsample(raw, tuple(x.shape[2:]), explainer.adapter.upsample_mode))
+    torch.testing.assert_close(explainer.attribute(x, target=targets), expected, rtol=0, atol=1e-6)
+    return raw, reference
+
+
+@pytest.mark.parametrize("kind,layer", [("resnet", None), ("resnet", "resnet.encoder.stages.1"), ("convnext", None)])
+def test_gradcam_matches_pytorch_grad_cam(tiny_folder, kind, layer):
+    """Raw maps (4x4 / 8x8, before our bicubic upsampling) through pytorch-grad-cam's own resize + normalisation."""
+    explainer = IIAExplainer(tiny_folder(kind), method="gradcam", layer=layer, progress=False)
+    x, targets = _inputs(size=64, seed=3), torch.tensor([1, 3])
+    raw, reference = _raw_and_reference(explainer, GradCAM, x, targets)
+    ours = scale_cam_image(scale_cam_image(raw.numpy(), (64, 64)))  # per layer: min-max + cv2 resize; then min-max
+    assert np.abs(ours - reference).max() <= 1e-4
+
+
+@pytest.mark.parametrize("layer", [None, "resnet.encoder.stages.1"])
+def test_gradcam_plus_plus_matches_pytorch_grad_cam_where_its_epsilon_is_negligible(tiny_folder, layer):
+    """pytorch-grad-cam adds 1e-6 to alpha's denominator ``2 g^2 + sum(A) g^3``; we follow the paper (no epsilon).
+
+    With the classifier scaled by 1000 the gradients are large enough for that epsilon to vanish.
+    """
+    explainer = IIAExplainer(tiny_folder("resnet"), method="gradcam++", layer=layer, progress=False)
+    with torch.no_grad():
+        explainer.model.classifier[-1].weight.mul_(1000.0)
+    x, targets = _inputs(size=64, seed=3), torch.tensor([1, 3])
+    raw, reference = _raw_and_reference(explainer, GradCAMPlusPlus, x, targets)
+    ours = scale_cam_image(scale_cam_image(raw.numpy(), (64, 64)))
+    assert np.abs(ours - reference).max() <= 1e-4
+
+
+def test_gradcam_on_a_plain_module_at_input_resolution_equals_pytorch_grad_cam():
+    """With a feature map of the input's size neither side resizes: the public output equals pytorch-grad-cam's."""
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(6, 3))
+    x, targets = _inputs(size=12, seed=4), torch.tensor([0, 2])
+    ours = IIAExplainer(model, method="gradcam", layer="1", progress=False).attribute(x, target=targets)
+    with GradCAM(model, [model[1]]) as cam:
+        reference = cam(x, [ClassifierOutputTarget(int(t)) for t in targets])
+    assert np.abs(ours.numpy() - reference).max() <= 1e-4
+
+
+# ------------------------------------------------------------- attention methods vs naive loops
+def _naive_attention_map(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, method: str, special: int, rows):
+    """The method by its definition, from eager attention returned with ``output_attentions=True``."""
+    output = model(x, output_attentions=True)
+    attentions = output.attentions  # per block [B, heads, T, T], part of the autograd graph
+    grads = torch.autograd.grad(output.logits.gather(1, targets[:, None]).sum(), attentions)
+    tokens = attentions[0].shape[-1]
+    eye = torch.eye(tokens).expand(x.shape[0], tokens, tokens)
+    relevance = eye
+    for attention, grad in zip(attentions, grads):
+        if method == "attention_rollout":  # Abnar & Zuidema: 0.5 A + 0.5 I, rows renormalised
+            fused = 0.5 * attention.mean(1) + 0.5 * eye
+            relevance = (fused / fused.sum(-1, keepdim=True)) @ relevance
+        elif method == "gradient_rollout":
+            fused = (grad * attention).clamp(min=0).mean(1) + eye
+            relevance = (fused / fused.sum(-1, keepdim=True)) @ relevance
+        else:  # gae, Chefer et al. 2021: R += mean_h[(grad * A)+] @ R
+            relevance = relevance + (grad * attention).clamp(min=0).mean(1) @ relevance
+    patches = relevance[:, rows, special:].mean(1)
+    side = int(patches.shape[1] ** 0.5)
+    return normalise(upsample(patches.reshape(-1, side, side).detach(), tuple(x.shape[2:]), "bilinear"))
+
+
+@pytest.mark.parametrize("method", ["attention_rollout", "gradient_rollout", "gae"])
+@pytest.mark.parametrize("kind,special,rows", [("vit", 1, [0]), ("deit", 2, [0, 1])])
+def test_attention_methods_match_naive_loops(tiny_folder, method, kind, special, rows):
+    folder = tiny_folder(kind)
+    explainer = IIAExplainer(folder, method=method, progress=False)
+    x, targets = _inputs(seed=5), torch.tensor([4, 2])
+    naive_model = AutoModelForImageClassification.from_pretrained(folder, attn_implementation="eager").eval()
+    expected = _naive_attention_map(naive_model, x, targets, method, special, rows)
+    assert (explainer.attribute(x, target=targets) - expected).abs().max() <= 1e-5
+
+
+# ------------------------------------------------------------------------------- errors and CLI
+@pytest.mark.parametrize(
+    "kind,options,message",
+    [
+        ("vit", dict(method="gradcam"), "explains cnn models"),
+        ("deit", dict(method="gradcam++"), "explains cnn models"),
+        ("resnet", dict(method="attention_rollout"), "explains vit models"),
+        ("timm", dict(method="gae"), "explains vit models"),
+        ("resnet", dict(method="lime"), "unknown method"),
+        ("resnet", dict(method="gradcam", steps=5), "does not use steps="),
+        ("resnet", dict(method="ig", preset="reference"), "does not use preset="),
+        ("resnet", dict(method="ig", layer="resnet.encoder.stages.1"), "does not use layer="),
+        ("vit", dict(method="gae", integrand="grad_act"), "does not use integrand="),
+        ("resnet", dict(method="gradcam", layer=[1, 2]), "pass a single layer="),
+        ("resnet", dict(method="ig", steps=(4, 4)), "one path"),
+    ],
+)
+def test_unsupported_combinations_raise(tiny_folder, kind, options, message):
+    with pytest.raises(MethodError, match=message):
+        IIAExplainer(tiny_folder(kind), progress=False, **options)
+
+
+def test_cnn_methods_on_a_plain_module_need_a_layer():
+    with pytest.raises(UnsupportedModelError, match="layer="):
+        IIAExplainer(nn.Sequential(nn.Conv2d(3, 2, 1), nn.Flatten(), nn.LazyLinear(3)), method="gradcam")
+
+
+def test_cli_method_option(tiny_folder, tmp_path, capsys):
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(image)
+    folder = str(tiny_folder("resnet"))
+    for method in ["gradcam", "gradcam++"]:
+        assert main(["explain", folder, str(image), "--out", str(tmp_path), "--method", method]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [record["method"] for record in records] == ["gradcam", "gradcam++"]
+    assert np.load(tmp_path / "photo_gradcam.npy").shape == (32, 32) and (tmp_path / "photo_gradcampp.png").exists()
