@@ -274,6 +274,7 @@ class IIAExplainer:
         else:
             single = not isinstance(images, (list, tuple))
             if not single and not images:
+                self.resolve_targets(target, 0)  # a target list must still match the (empty) batch
                 return []
             pixel_values, originals = self.preprocess(images)
         maps, targets, scores = self._forward(pixel_values, target)

@@ -8,6 +8,7 @@ caller passes ``allow_pickle=True``.
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -52,6 +53,11 @@ def load_model(
             ) from error
         raise UnsupportedModelError(
             f"{source} is not an image classifier that AutoModelForImageClassification can load ({error})"
+        ) from error
+    except pickle.UnpicklingError as error:  # transformers unpickles with weights_only=True: code is refused
+        raise UnsafeCheckpointError(
+            f"the pickle weights of {source} hold more than tensors (they could run code when loaded); refused even "
+            f"with allow_pickle=True ({str(error).splitlines()[0]})"
         ) from error
     except (OSError, SafetensorError) as error:  # no such folder/repo, no weights file, corrupt weights, offline
         if not folder.exists() and (folder.is_absolute() or str(source).startswith(".")):
