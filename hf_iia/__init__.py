@@ -18,11 +18,14 @@ from .errors import (
     UnsafeCheckpointError,
     UnsupportedModelError,
 )
+from .data import DatasetColumnError, DatasetImageError, explain_batch_fn, explain_dataset
 from .explainer import Explanation, IIAExplainer
 
 __all__ = [
     "AttentionNotReachableError",
     "CheckpointError",
+    "DatasetColumnError",
+    "DatasetImageError",
     "Explanation",
     "IIAError",
     "IIAExplainer",
@@ -35,6 +38,8 @@ __all__ = [
     "TargetError",
     "UnsafeCheckpointError",
     "UnsupportedModelError",
+    "explain_batch_fn",
+    "explain_dataset",
     "integrate",
 ]
 

@@ -1,0 +1,156 @@
+"""Model-card sections from audit summaries: Hub model-card format (YAML metadata + Markdown).
+
+:func:`audit_card` turns the summary of :func:`hf_iia.audit.run_audit` into a
+``huggingface_hub.ModelCard``: the metadata (``ModelCardData``) carries the overall
+deletion / insertion AUC (and mask AP) of every method as ``eval_results``; the body is
+one ``## Attribution audit`` section (verdict, overall tables, per-class tables, the
+overlay grid, thresholds) meant to be pasted into the model's own card.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+_EVAL_METRICS: tuple[tuple[str, str], ...] = (
+    ("deletion_auc", "Deletion AUC"),
+    ("insertion_auc", "Insertion AUC"),
+    ("mask_ap", "Mask AP"),
+)
+
+_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    # (summary key, header, format)
+    ("n", "n", "d"),
+    ("accuracy", "accuracy", ".1%"),
+    ("deletion_auc", "deletion AUC ↓", ".3f"),
+    ("insertion_auc", "insertion AUC ↑", ".3f"),
+    ("mask_ap", "mask AP ↑", ".3f"),
+    ("pointing_game", "pointing game ↑", ".1%"),
+    ("object_mass", "mass on object ↑", ".1%"),
+    ("border_mass", "mass on border", ".1%"),
+    ("corner_mass", "mass in most-attributed corner", ".1%"),
+)
+
+
+_HEADERS = {key: header for key, header, _ in _COLUMNS}
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub-flavoured Markdown table."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _cell(value: Any, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def _columns(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The table columns that the summary has values for."""
+    first = summary["overall"][summary["methods"][0]]
+    return [column for column in _COLUMNS if column[0] in first]
+
+
+def _card_data(summary: dict[str, Any]) -> ModelCardData:
+    """Metadata: tags, and the overall metrics of every method as ``eval_results``."""
+    dataset, split = summary["dataset"], summary["split"]
+    results = [
+        EvalResult(
+            task_type="image-classification",
+            dataset_type=dataset,
+            dataset_name=dataset,
+            dataset_split=split,
+            metric_type=key,
+            metric_name=f"{name} ({method})",
+            metric_value=round(summary["overall"][method][key], 4),
+        )
+        for method in summary["methods"]
+        for key, name in _EVAL_METRICS
+        if summary["overall"][method].get(key) is not None
+    ]
+    return ModelCardData(
+        model_name=Path(summary["model"]).name or summary["model"],
+        library_name="transformers",
+        pipeline_tag="image-classification",
+        tags=["hf-iia", "explainability", "attribution-audit"],
+        eval_results=results or None,
+    )
+
+
+def audit_card(summary: dict[str, Any], grid_file: str) -> ModelCard:
+    """The audit as a model card: YAML metadata + an ``## Attribution audit`` Markdown section.
+
+    Args:
+        summary: the summary returned by :func:`hf_iia.audit.run_audit` (``results.json``).
+        grid_file: the overlay grid image, relative to the card.
+    """
+    methods = summary["methods"]
+    columns = _columns(summary)
+    areas, thresholds = summary["areas"], summary["settings"]["thresholds"]
+    split = f" (split `{summary['split']}`)" if summary["split"] else ""
+    parts = [
+        "## Attribution audit (hf-iia)",
+        f"Audited with hf-iia on {summary['rows']} images of `{summary['dataset']}`{split}: "
+        f"Iterated Integrated Attributions (`iia`) and `{methods[1]}` for comparison; each image is explained "
+        f"for its {'ground-truth class' if summary['has_labels'] else 'top-1 class'}, and classes are grouped "
+        f"by {summary['grouped_by']}. Settings: {_settings(summary['settings'])}; maps at the model input size "
+        f"{summary['input_size'][0]}x{summary['input_size'][1]}.",
+        "### Verdict",
+        *[_verdict_block(method, summary["verdict"][method]) for method in methods],
+        "### Overall",
+        markdown_table(
+            ["method", *(header for _, header, _ in columns)],
+            [[f"`{method}`", *(_cell(summary["overall"][method].get(key), spec) for key, _, spec in columns)]
+             for method in methods],
+        ),
+        "Spread of the class means across classes (standard deviation / range); a cue used by some classes "
+        "only shows up as a large spread:",
+        markdown_table(
+            ["method", *(_HEADERS[key] for key in summary["spread"][methods[0]])],
+            [[f"`{method}`", *(f"{spread['std']:.1%} / {spread['range']:.1%}" for spread in spreads.values())]
+             for method, spreads in summary["spread"].items()],
+        ),
+        *[_class_table(summary, method, columns) for method in methods],
+        "### Examples",
+        f"Each line: an image, then the `{'`, `'.join(methods)}` maps over it (flagged classes first).",
+        f"![attribution overlays]({grid_file})",
+        "### How to read this",
+        "Deletion AUC: the target probability while the most attributed pixels are removed (lower = more "
+        "faithful); insertion AUC: while they are restored on a blurred image (higher = more faithful). "
+        "Shares are of the map's mass (the sum of its values in [0, 1]). A class is flagged when its mean "
+        f"share in one corner square ({areas['corner']:.1%} of the image) reaches {thresholds['corner_lift']:g}x "
+        f"that area; when the border band ({areas['border']:.0%} of the image) holds {thresholds['border_lift']:g}x "
+        f"its area; or, with masks, when the object holds at most {thresholds['object_lift']:g}x its area share "
+        "(no better than a uniform map). Raw results: `results.json` (tables, verdicts, per-image measures) and "
+        "`results.parquet` (per image and method, maps included).",
+    ]
+    content = f"---\n{_card_data(summary).to_yaml()}\n---\n\n" + "\n\n".join(parts) + "\n"
+    return ModelCard(content)
+
+
+def _settings(settings: dict[str, Any]) -> str:
+    """The settings that change the numbers, as ``name=value`` pairs (defaults left out)."""
+    shown = ("n", "layer", "preset", "steps", "perturbation_steps")
+    return ", ".join(f"`{name}={settings[name]}`" for name in shown if settings.get(name) is not None)
+
+
+def _verdict_block(method: str, verdict: dict[str, Any]) -> str:
+    lines = [f"**`{method}`**: {verdict['text']}"]
+    for entry in verdict["flagged"]:
+        lines.append(f"- `{entry['name']}`: " + "; ".join(entry["reasons"]))
+    return "\n".join(lines)
+
+
+def _class_table(summary: dict[str, Any], method: str, columns: list[tuple[str, str, str]]) -> str:
+    rows = [
+        [f"{entry['name']} ({entry['class']})",
+         *(_cell(entry.get(key), spec) for key, _, spec in columns),
+         entry["corner"], "⚠ " + "; ".join(flag.split(":")[0] for flag in entry["flags"]) if entry["flags"] else "ok"]
+        for entry in summary["classes"][method]
+    ]
+    table = markdown_table(["class", *(header for _, header, _ in columns), "that corner", "verdict"], rows)
+    return f"### Per class: `{method}`\n\n{table}"
