@@ -1,0 +1,1 @@
+"""Benchmarks with known ground truth: synthetic data and the scripts' shared pieces."""
