@@ -55,6 +55,7 @@ class Path:
     steps: int
     baseline: float = 0.0
     rule: str = "endpoints"
+    detach: bool = False  # the interpolated value is a constant: no gradient flows through it to earlier layers
 
     def __post_init__(self) -> None:
         if not isinstance(self.steps, int) or self.steps < 0:
@@ -230,7 +231,7 @@ class _ChunkRun:
             path = self.spec.levels[level - 1][1]
             index = self.rows[self.prefix_rows(self.depth), level + 1]
             alpha = path.alphas()[index].to(self.device, rep.dtype).view(-1, *([1] * (rep.dim() - 1)))
-            rep = path.baseline + alpha * (rep - path.baseline)
+            rep = path.baseline + alpha * ((rep.detach() if path.detach else rep) - path.baseline)
         if not rep.requires_grad:
             rep = rep.detach().requires_grad_()
         if tap in self.spec.observe:
@@ -328,10 +329,12 @@ def make_spec(
     integrand: Integrand,
     baselines: Sequence[float] | None = None,
     rules: Sequence[str] | None = None,
+    detach_levels: bool = False,
 ) -> IntegralSpec:
     """Build an :class:`IntegralSpec` from per-path step counts ``steps = (n0, n1, ..., nL)``.
 
     ``baselines`` and ``rules`` (see :class:`Path`) are per path too; default: ``0.0`` and ``"endpoints"``.
+    ``detach_levels`` makes every internal level's interpolated value a constant (see ``Path.detach``).
     """
     if len(steps) != len(levels) + 1:
         raise ValueError(f"need {len(levels) + 1} step counts (image path + {len(levels)} levels), got {list(steps)}")
@@ -339,7 +342,10 @@ def make_spec(
         raise ValueError(f"observing {INPUT_TAP!r} needs a single-path integral (no internal levels)")
     baselines = list(baselines) if baselines is not None else [0.0] * len(steps)
     rules = list(rules) if rules is not None else ["endpoints"] * len(steps)
-    paths = [Path(int(n), float(b), rule) for n, b, rule in zip(steps, baselines, rules, strict=True)]
+    paths = [
+        Path(int(n), float(b), rule, detach=detach_levels and index > 0)
+        for index, (n, b, rule) in enumerate(zip(steps, baselines, rules, strict=True))
+    ]
     return IntegralSpec(
         input_path=paths[0],
         levels=tuple(zip(levels, paths[1:])),

@@ -3,7 +3,9 @@
 ``default`` is the true nested integral of ALGORITHM.md (image path + the adapter's
 levels). ``reference`` reproduces the authors' published code: for CNNs its activation
 path degenerates, so only the image path is integrated and the last stage is observed
-without being interpolated; for ViTs it is the nested integral with 5 steps per path.
+without being interpolated; for ViTs it is the nested integral with 5 steps per path, the
+interpolated last-block attention computed outside autograd (the authors' code builds it
+through numpy), so earlier blocks' gradients do not flow through that block's q/k.
 The ``default`` values are provisional until the benchmark (issue 3) decides them.
 """
 
@@ -24,6 +26,7 @@ class Preset:
     level_steps: int
     integrand: str
     interpolate_levels: bool = True
+    detach_levels: bool = False
 
 
 PRESETS: dict[str, dict[str, Preset]] = {
@@ -33,7 +36,7 @@ PRESETS: dict[str, dict[str, Preset]] = {
     },
     "reference": {
         "cnn": Preset(input_steps=10, level_steps=0, integrand="grad_relu_act", interpolate_levels=False),
-        "vit": Preset(input_steps=5, level_steps=5, integrand="relu_grad_act"),
+        "vit": Preset(input_steps=5, level_steps=5, integrand="relu_grad_act", detach_levels=True),
     },
 }
 

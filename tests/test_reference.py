@@ -63,8 +63,8 @@ def _manual_vit_logits(model, pixel_values, last_scale: torch.Tensor, kept: list
 
         query, key, value = split(attention.q_proj), split(attention.k_proj), split(attention.v_proj)
         probs = torch.softmax(query @ key.transpose(2, 3) * attention.scaling, dim=-1)
-        if index == len(base.layers) - 1:
-            probs = last_scale * probs
+        if index == len(base.layers) - 1:  # the authors build a1 * A_last outside autograd (through numpy)
+            probs = (last_scale * probs.detach()).requires_grad_()
         kept.append(probs)
         context = (probs @ value).transpose(1, 2).reshape(batch, tokens, -1)
         hidden = hidden + attention.o_proj(context)
@@ -100,6 +100,10 @@ def naive_reference_vit(model, x: torch.Tensor, target: int, rows: list[int], fi
 @pytest.mark.parametrize("kind, rows, first_patch", [("vit", [0], 1), ("deit", [0, 1], 2)])
 def test_reference_vit_matches_naive_gradient_rollout(tiny_folder, kind, rows, first_patch):
     explainer = IIAExplainer(tiny_folder(kind), preset="reference", progress=False)
+    with torch.no_grad():  # sharpen the random attention so detached and live last-block attention differ
+        for layer in getattr(explainer.model, explainer.model.base_model_prefix).layers:
+            layer.attention.q_proj.weight.mul_(6)
+            layer.attention.k_proj.weight.mul_(6)
     x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     ours = explainer.attribute(x, target=2)
     expected = naive_reference_vit(explainer.model.eval(), x, 2, rows, first_patch, patch=8)

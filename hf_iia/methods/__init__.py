@@ -108,6 +108,7 @@ def _iia_spec(adapter: Adapter, options: MethodOptions) -> IntegralSpec:
         adapter.observed(adapter.levels),
         resolve_steps(options.steps, preset, len(levels)),
         resolve_integrand(options.integrand, preset),
+        detach_levels=preset.detach_levels,
     )
 
 
