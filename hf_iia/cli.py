@@ -123,7 +123,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     config = AuditConfig(
         model=args.model, dataset=args.dataset, split=args.split, n=args.n, batch_size=args.batch_size,
         image_column=args.image_column, label_column=args.labels, mask_column=args.masks, compare=args.compare,
-        preset=args.preset, steps=steps, perturbation_steps=args.perturbation_steps,
+        layer=args.layer, preset=args.preset, steps=steps, perturbation_steps=args.perturbation_steps,
         internal_batch_size=args.internal_batch_size, image_size=args.image_size, seed=args.seed, device=args.device,
     )
     out = Path(args.out or Path("model_cards") / safe_name(Path(args.model).name or args.model))
@@ -132,6 +132,32 @@ def cmd_audit(args: argparse.Namespace) -> int:
         for method, verdict in summary["verdict"].items():
             print(f"{method}: {verdict['text']}")
         print(f"wrote {out / 'README.md'}")
+    return 0
+
+
+def _bench_command(args: argparse.Namespace) -> str:
+    """The documented options of this bench run, as a command line to reproduce it (recorded in the results)."""
+    words = ["hf-iia", "bench", "--suite", args.suite, "--out", args.out]
+    for option in ("n", "methods", "device", "batch_size", "perturbation_steps", "internal_batch_size", "threads", "archs"):
+        value = getattr(args, option)
+        if value is not None:
+            words += [f"--{option.replace('_', '-')}", *(map(str, value) if isinstance(value, list) else [str(value)])]
+    return " ".join(words)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Benchmark IIA against the comparison methods (synthetic checkpoints or the real Lite0); write tables, JSON, maps."""
+    from .bench.run import BenchConfig, run_bench
+
+    config = BenchConfig(
+        suite=args.suite, out=args.out, n=args.n, methods=args.methods, device=args.device,
+        batch_size=args.batch_size, perturbation_steps=args.perturbation_steps,
+        internal_batch_size=args.internal_batch_size, threads=args.threads, models_dir=args.models_dir,
+        archs=args.archs, checkpoint=args.checkpoint, overwrite=args.overwrite,
+        command=_bench_command(args),
+    )
+    run_bench(config)
+    print(f"wrote {Path(args.out) / 'results.md'}, results.json, maps.png")
     return 0
 
 
@@ -161,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--labels", help="column of ground-truth classes (default: 'label' if present)")
     audit.add_argument("--image-column", default="image")
     audit.add_argument("--compare", help="comparison method (default: gradcam for CNNs, gae for ViTs)")
+    audit.add_argument("--layer", help="layer IIA (and Grad-CAM) explain, a dotted module name (default: the last stage)")
     audit.add_argument("--batch-size", type=int, default=16, help="images per batch and per resumable unit")
     audit.add_argument("--preset", choices=["default", "reference"], default=None)
     audit.add_argument("--steps", type=int, nargs="+", help="IIA steps per path (one for all, or image path first)")
@@ -171,6 +198,25 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--device", help="cpu, cuda, ... (default: the process's Accelerate device)")
     audit.add_argument("--out", help="output folder (default: model_cards/<model-name>); rerun to resume")
     audit.set_defaults(run=cmd_audit)
+
+    bench = commands.add_parser("bench", help=cmd_bench.__doc__)
+    bench.add_argument("--suite", choices=["synthetic", "real"], required=True,
+                       help="synthetic: the tiny checkpoints under hf_iia/bench/models on held-out images with object "
+                            "masks; real: ImageNet EfficientNet-Lite0 on cropped sample photos")
+    bench.add_argument("--out", required=True, help="output folder (results.md, results.json, maps.png)")
+    bench.add_argument("--n", type=int, help="inputs per model (default: 300 synthetic, all 35 real)")
+    bench.add_argument("--methods", nargs="+", help="bench methods (default: all that apply to each model): "
+                       "iia iia-reference iia-multilayer ig gradcam gradcam++ attention_rollout gradient_rollout gae")
+    bench.add_argument("--device", help="cpu, cuda, ... (default: cpu)")
+    bench.add_argument("--batch-size", type=int, default=8, help="images per attribute call (default: 8)")
+    bench.add_argument("--perturbation-steps", type=int, default=50, help="deletion/insertion steps (default: 50)")
+    bench.add_argument("--internal-batch-size", type=int)
+    bench.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    bench.add_argument("--archs", nargs="+", help="synthetic architectures (default: vit deit resnet convnext)")
+    bench.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    bench.add_argument("--models-dir", help=argparse.SUPPRESS)  # tests: a folder of <arch>/ checkpoints
+    bench.add_argument("--checkpoint", help=argparse.SUPPRESS)  # tests: the real suite's model folder
+    bench.set_defaults(run=cmd_bench)
     return parser
 
 
