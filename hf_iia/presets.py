@@ -6,7 +6,10 @@ path degenerates, so only the image path is integrated and the last stage is obs
 without being interpolated; for ViTs it is the nested integral with 5 steps per path, the
 interpolated last-block attention computed outside autograd (the authors' code builds it
 through numpy), so earlier blocks' gradients do not flow through that block's q/k.
-The ``default`` values are provisional until the benchmark (issue 3) decides them.
+The CNN ``default`` integrand, ``relu_grad_act`` (``sum_k relu(dy/dA_k * A_k)``, the ViT term too), was
+chosen by ``hf-iia bench`` and ``scripts/sweep_defaults.py`` (README, "Benchmark"): better than the
+reference's ``grad_relu_act`` on the synthetic ConvNeXt and ResNet, no significant difference on the
+real EfficientNet-Lite0. Steps and layers stay as they were (no setting tested was reliably better).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ class Preset:
 
 PRESETS: dict[str, dict[str, Preset]] = {
     "default": {
-        "cnn": Preset(input_steps=10, level_steps=10, integrand="grad_relu_act"),
+        "cnn": Preset(input_steps=10, level_steps=10, integrand="relu_grad_act"),  # benchmark: README "Benchmark"
         "vit": Preset(input_steps=5, level_steps=5, integrand="relu_grad_act"),
     },
     "reference": {

@@ -35,7 +35,7 @@ class PooledHead(nn.Module):
     "options, scale",
     [
         ({"preset": "reference"}, _mean_power(10, 1)),  # image path only, last stage observed
-        ({"steps": (4, 3)}, _mean_power(4, 1) * _mean_power(3, 1)),  # nested: r(a) = a1 * A(a0 x)
+        ({"steps": (4, 3), "integrand": "grad_relu_act"}, _mean_power(4, 1) * _mean_power(3, 1)),  # nested: a1 * A(a0 x)
     ],
 )
 def test_linear_head_matches_hand_computation(options, scale):
@@ -56,7 +56,7 @@ def test_linear_head_matches_hand_computation(options, scale):
 def test_gradient_is_taken_at_the_interpolated_point():
     """Squared pooled head: dy/dA_k = 2 w_k mean(r_k) / hw at r = a0 a1 A, so the integral scales with E[a^2]^2."""
     model = PooledHead("square")
-    explainer = IIAExplainer(model, layer="features", steps=(3, 5), progress=False)
+    explainer = IIAExplainer(model, layer="features", steps=(3, 5), integrand="grad_relu_act", progress=False)
     x = torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(2))
     result = integrate(explainer.adapter, x, torch.tensor([1]), explainer.spec, progress=False)
     activation = model.features(x).detach()
@@ -111,7 +111,7 @@ def test_two_level_iia_matches_naive_nested_loop(tiny_folder):
     """Multi-layer IIA (L = 2) on a real ResNet equals the definition computed point by point."""
     explainer = IIAExplainer(
         tiny_folder("resnet"), layer=["resnet.encoder.stages.1", "resnet.encoder.stages.2"], steps=(2, 3, 2),
-        progress=False,
+        integrand="grad_relu_act", progress=False,
     )
     model = explainer.model.eval()
     x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(5))

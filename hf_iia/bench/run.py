@@ -415,7 +415,7 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     """Where the numbers were measured."""
     info: dict[str, Any] = {
         "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": _cpu_name() or platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -434,6 +434,17 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     if hasattr(os, "getloadavg"):
         info["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
     return info
+
+
+def _cpu_name() -> str | None:
+    """The CPU model from ``/proc/cpuinfo`` (Linux), else ``None``."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
 
 
 def _git_state() -> dict[str, Any]:
