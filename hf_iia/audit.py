@@ -84,7 +84,6 @@ if TYPE_CHECKING:
 SYNTHETIC_DATASETS: dict[str, bool] = {"synthetic": False, "synthetic-shortcut": True}
 """Built-in dataset names -> whether the class-coloured corner patch is planted (:mod:`hf_iia.bench.synthetic`)."""
 
-SYNTHETIC_START = 10_000_000
 """First synthetic sample index audited: the held-out range of ``scripts/train_synthetic.py``."""
 
 DEFAULT_COMPARISON: dict[str, str] = {"cnn": "gradcam", "vit": "gae"}
@@ -173,11 +172,11 @@ def load_audit_dataset(config: AuditConfig) -> datasets.Dataset | datasets.Itera
     if config.n < 1 or config.batch_size < 1:
         raise AuditError(f"n and batch_size must be positive, got n={config.n}, batch_size={config.batch_size}")
     if config.dataset in SYNTHETIC_DATASETS:
-        from .bench.synthetic import make_dataset
+        from .bench.synthetic import HELDOUT_START, make_dataset
 
         dataset = make_dataset(
             config.n, seed=config.seed, size=config.image_size, shortcut=SYNTHETIC_DATASETS[config.dataset],
-            start=SYNTHETIC_START,
+            start=HELDOUT_START,
         )
     else:
         source = Path(config.dataset)

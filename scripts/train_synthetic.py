@@ -74,10 +74,9 @@ from transformers import (  # noqa: E402
     ViTImageProcessor,
 )
 
-from hf_iia.bench.synthetic import CLASS_NAMES, NUM_CLASSES, add_shortcut_patch, make_arrays  # noqa: E402
+from hf_iia.bench.synthetic import CLASS_NAMES, HELDOUT_START, NUM_CLASSES, add_shortcut_patch, make_arrays  # noqa: E402
 
 ARCHS: tuple[str, ...] = ("vit", "deit", "resnet", "convnext")
-HELDOUT_START = 10_000_000
 """First index of the held-out samples; training uses indices below ``--train-size``."""
 IMAGE_MEAN = [0.5, 0.5, 0.5]
 IMAGE_STD = [0.5, 0.5, 0.5]

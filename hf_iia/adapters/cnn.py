@@ -127,12 +127,14 @@ def _named_points(model: nn.Module, layer: LayerSpec, candidates: dict[str, TapP
     return points
 
 
-def _stage_adapter(model: nn.Module, layer: LayerSpec, candidates: dict[str, TapPoint]) -> CNNAdapter:
+def _stage_adapter(
+    model: nn.Module, layer: LayerSpec, candidates: dict[str, TapPoint], kind: type[CNNAdapter] = CNNAdapter
+) -> CNNAdapter:
     """Adapter over named stage candidates; default level: the last candidate (the map the head pools)."""
     if layer is None:
-        return CNNAdapter(model, candidates, [list(candidates)[-1]])
+        return kind(model, candidates, [list(candidates)[-1]])
     chosen = _named_points(model, layer, candidates)
-    return CNNAdapter(model, candidates if set(chosen) <= set(candidates) else chosen, list(chosen))
+    return kind(model, candidates if set(chosen) <= set(candidates) else chosen, list(chosen))
 
 
 def _stages(model: nn.Module, prefix: str) -> dict[str, TapPoint]:
@@ -163,8 +165,7 @@ class ConvNextAdapter(CNNAdapter):
 @register_adapter("convnext", "convnextv2")
 def convnext_adapter(model: nn.Module, layer: LayerSpec) -> CNNAdapter:
     """HF ConvNeXt (v1, v2): stage outputs; the last one is averaged, layer-normed and classified."""
-    adapter = _stage_adapter(model, layer, _stages(model, f"{model.base_model_prefix}.encoder.stages"))
-    return ConvNextAdapter(model, adapter._points, adapter.levels)
+    return _stage_adapter(model, layer, _stages(model, f"{model.base_model_prefix}.encoder.stages"), ConvNextAdapter)
 
 
 @register_adapter("timm_wrapper")

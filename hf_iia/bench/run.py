@@ -6,7 +6,7 @@ Two suites (``hf-iia bench --suite synthetic|real --out DIR``), both offline:
   (``vit``, ``deit``, ``resnet``, ``convnext``; see ``scripts/train_synthetic.py``) on
   ``n`` held-out images of :mod:`hf_iia.bench.synthetic`: the indices, data seed and image
   size come from the checkpoint's ``train_log.json`` (``heldout_indices``), else from the
-  training script's convention (indices from :data:`SYNTHETIC_HELDOUT_START`, seed 0, the
+  training script's convention (indices from :data:`hf_iia.bench.synthetic.HELDOUT_START`, seed 0, the
   processor's size), so they never overlap the training indices ``[0, train_size)``.
   Target: the ground-truth label (the class whose object mask is the evidence).
   Metrics: pointing game, energy pointing game and mask average precision against the
@@ -78,7 +78,6 @@ from .stats import CONFIDENCE, summarise
 
 SUITES = ("synthetic", "real")
 SYNTHETIC_ARCHS = ("vit", "deit", "resnet", "convnext")
-SYNTHETIC_HELDOUT_START = 10_000_000
 """First held-out index of ``scripts/train_synthetic.py`` (training uses ``[0, train_size)``)."""
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent / "models"
 CROPS: tuple[tuple[str, tuple[float, float, float, float]], ...] = (
@@ -236,7 +235,7 @@ def synthetic_heldout(folder: Path, n: int, input_size: int | None) -> dict[str,
 
     From ``train_log.json`` (``heldout_indices``, ``data_seed``, ``size``) when present; else
     the convention of ``scripts/train_synthetic.py``: held-out indices start at
-    :data:`SYNTHETIC_HELDOUT_START`, data seed 0, image size = the model's input size.
+    :data:`hf_iia.bench.synthetic.HELDOUT_START`, data seed 0, image size = the model's input size.
     """
     log_path = folder / "train_log.json"
     if log_path.exists():
@@ -248,7 +247,9 @@ def synthetic_heldout(folder: Path, n: int, input_size: int | None) -> dict[str,
         if n > stop - start:
             raise IIAError(f"{log_path} holds out {stop - start} images, fewer than --n {n}")
         return {"start": int(start), "seed": int(log.get("data_seed", 0)), "size": int(log.get("size", input_size or 64))}
-    return {"start": SYNTHETIC_HELDOUT_START, "seed": 0, "size": int(input_size or 64)}
+    from .synthetic import HELDOUT_START
+
+    return {"start": HELDOUT_START, "seed": 0, "size": int(input_size or 64)}
 
 
 def synthetic_inputs(explainer: IIAExplainer, folder: Path, n: int, figure_images: int, batch_size: int) -> BenchInputs:

@@ -47,6 +47,9 @@ CLASS_NAMES: tuple[str, ...] = ("circle", "square", "triangle", "cross", "ring",
 
 NUM_CLASSES: int = len(CLASS_NAMES)
 
+HELDOUT_START: int = 10_000_000
+"""First sample index of the held-out split; training indices stay below it."""
+
 SHORTCUT_COLORS: tuple[tuple[int, int, int], ...] = (
     (255, 0, 0),
     (0, 255, 0),
