@@ -13,7 +13,8 @@ images with object masks), one factor at a time around the current default:
 ViTs (``--suite synthetic --arch vit|deit``):
 
 * ``steps``: 2, 5, 10 steps on both paths,
-* ``block``: which block's attention is interpolated: the last, the one before, the first,
+* ``block``: which block's attention is interpolated: the last, the last two (multi-layer IIA), the one
+  before the last, the first; and the ``reference`` preset,
 * ``integrand``: ``relu_grad_act`` (Gradient Rollout's term) vs ``grad_act`` (signed).
 
 Every configuration is scored with the benchmark's own code (:mod:`hf_iia.bench.run`):
@@ -91,7 +92,13 @@ CNN_SWEEPS: dict[str, list[tuple[str, dict[str, Any]]]] = {
 }
 VIT_SWEEPS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "steps": [("5 steps", {"steps": 5}), ("2 steps", {"steps": 2}), ("10 steps", {"steps": 10})],
-    "block": [("last block", {"layer": -1}), ("second-to-last block", {"layer": -2}), ("first block", {"layer": 0})],
+    "block": [
+        ("last block", {"layer": -1}),
+        ("last two blocks", {"layer": LAST_TWO}),
+        ("second-to-last block", {"layer": -2}),
+        ("first block", {"layer": 0}),
+        ("reference preset", {"preset": "reference"}),
+    ],
     "integrand": [("relu_grad_act", {"integrand": "relu_grad_act"}), ("grad_act", {"integrand": "grad_act"})],
 }
 

@@ -77,14 +77,17 @@ from transformers import (  # noqa: E402
 from hf_iia.bench.synthetic import CLASS_NAMES, HELDOUT_START, NUM_CLASSES, add_shortcut_patch, make_arrays  # noqa: E402
 
 ARCHS: tuple[str, ...] = ("vit", "deit", "resnet", "convnext")
-"""First index of the held-out samples; training uses indices below ``--train-size``."""
+"""The architectures this script builds (see :func:`build_model`)."""
 IMAGE_MEAN = [0.5, 0.5, 0.5]
 IMAGE_STD = [0.5, 0.5, 0.5]
 _CHUNK = 500  # samples per data-generation task
 # transformers' default N(0, 0.02) init is far below 1/sqrt(fan_in) at these tiny widths
 # and leaves the LayerNorm models stuck near chance for a long time.
-VIT_INITIALIZER_RANGE = 0.02
+VIT_INITIALIZER_RANGE = 0.1
 CONVNEXT_INITIALIZER_RANGE = 0.1
+VIT_PATCHES_PER_SIDE = 8
+"""ViT/DeiT token grid side: 8 x 8 patches (patch 8 at 64 px) trains ~5x faster per step on
+CPU than 16 x 16 and still resolves the smallest class object (radius 0.14 * size = 9 px)."""
 
 
 def build_model(arch: str, size: int) -> PreTrainedModel:
@@ -96,7 +99,7 @@ def build_model(arch: str, size: int) -> PreTrainedModel:
     }
     transformer = {
         "image_size": size,
-        "patch_size": max(1, size // 16),
+        "patch_size": max(1, size // VIT_PATCHES_PER_SIDE),
         "num_channels": 3,
         "hidden_size": 96,
         "num_hidden_layers": 4,

@@ -1,4 +1,4 @@
-"""Tiny real models for the hardening tests (test_guarantees, test_bad_input, test_safety).
+"""Tiny real models for the tests (conftest fixtures and test_guarantees, test_bad_input, test_safety).
 
 Every Hugging Face model is built from a real ``transformers`` config with random
 weights, saved with ``save_pretrained`` (plus an image processor) into a folder and
@@ -23,6 +23,8 @@ from transformers import (
     DeiTForImageClassificationWithTeacher,
     ResNetConfig,
     ResNetForImageClassification,
+    TimmWrapperConfig,
+    TimmWrapperForImageClassification,
     ViTConfig,
     ViTForImageClassification,
     ViTImageProcessor,
@@ -38,34 +40,46 @@ LABELS = {0: "cat", 1: "Dog", 2: "bird", 3: "tabby, tabby cat"}
 KINDS = ("vit", "deit", "resnet", "convnext")
 
 
-def _labels() -> dict:
-    return dict(id2label=dict(LABELS), label2id={v: k for k, v in LABELS.items()})
+def build_tiny(kind: str, labels: dict[int, str] = LABELS, *, depth: int = 2, width: int = 16) -> nn.Module:
+    """A random-weight ``kind`` classifier for ``SIZE x SIZE`` inputs from a real ``transformers`` config.
+
+    ``kind``: ``vit``, ``deit`` (with teacher), ``resnet``, ``convnext`` or ``timm`` (timm's
+    ``test_resnet`` in a ``TimmWrapper``). ``depth`` is the number of blocks (ViT) or stages
+    (CNN, at most 3); ``width`` the ViT hidden size.
+    """
+    label_kwargs = dict(id2label=dict(labels), label2id={v: k for k, v in labels.items()})
+    vit = dict(image_size=SIZE, patch_size=8, hidden_size=width, num_hidden_layers=depth,
+               num_attention_heads=width // 8, intermediate_size=2 * width, **label_kwargs)
+    stages = dict(hidden_sizes=[8, 16, 24][:depth], depths=[1] * depth, **label_kwargs)
+    if kind == "vit":
+        return ViTForImageClassification(ViTConfig(**vit))
+    if kind == "deit":
+        return DeiTForImageClassificationWithTeacher(DeiTConfig(**vit))
+    if kind == "resnet":
+        return ResNetForImageClassification(ResNetConfig(embedding_size=8, **stages))
+    if kind == "convnext":
+        return ConvNextForImageClassification(ConvNextConfig(num_stages=depth, **stages))
+    if kind == "timm":
+        pretrained_cfg = {"input_size": [3, SIZE, SIZE], "mean": [0.5] * 3, "std": [0.5] * 3,
+                          "interpolation": "bilinear", "crop_pct": 1.0, "num_classes": len(labels)}
+        return TimmWrapperForImageClassification(
+            TimmWrapperConfig(architecture="test_resnet", pretrained_cfg=pretrained_cfg, **label_kwargs)
+        )
+    raise ValueError(f"unknown tiny model kind {kind!r}")
 
 
-def _vit_kwargs() -> dict:
-    return dict(image_size=SIZE, patch_size=8, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                intermediate_size=32, **_labels())
-
-
-BUILDERS = {
-    "vit": lambda: ViTForImageClassification(ViTConfig(**_vit_kwargs())),
-    "deit": lambda: DeiTForImageClassificationWithTeacher(DeiTConfig(**_vit_kwargs())),
-    "resnet": lambda: ResNetForImageClassification(
-        ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], **_labels())
-    ),
-    "convnext": lambda: ConvNextForImageClassification(
-        ConvNextConfig(num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], **_labels())
-    ),
-}
+BUILDERS = {kind: functools.partial(build_tiny, kind) for kind in KINDS}
+"""The hardening tests' models: ``BUILDERS[kind]()`` (2 blocks / stages, the 4 labels of :data:`LABELS`)."""
 
 _ROOT = Path(tempfile.mkdtemp(prefix="hf_iia_hardening_"))
 
 
-def save_tiny(kind: str, folder: Path, seed: int = 0) -> Path:
-    """Build the tiny ``kind`` model and ``save_pretrained`` it with a 32x32 image processor into ``folder``."""
+def save_tiny(kind: str, folder: Path, seed: int = 0, **build: object) -> Path:
+    """``save_pretrained`` :func:`build_tiny` ``(kind, **build)`` plus a 32x32 image processor into ``folder``."""
     torch.manual_seed(seed)
-    BUILDERS[kind]().save_pretrained(folder)
-    ViTImageProcessor(size={"height": SIZE, "width": SIZE}).save_pretrained(folder)
+    build_tiny(kind, **build).save_pretrained(folder)
+    if kind != "timm":  # TimmWrapper keeps its processor settings in config.json
+        ViTImageProcessor(size={"height": SIZE, "width": SIZE}).save_pretrained(folder)
     return folder
 
 

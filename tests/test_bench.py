@@ -26,7 +26,7 @@ from hf_iia.cli import main
 SIZE = 32
 N = 4
 CNN_METHODS = ["iia", "iia-reference", "iia-multilayer", "ig", "gradcam", "gradcam++"]
-VIT_METHODS = ["iia", "iia-reference", "ig", "attention_rollout", "gradient_rollout", "gae"]
+VIT_METHODS = ["iia", "iia-reference", "iia-multilayer", "ig", "attention_rollout", "gradient_rollout", "gae"]
 LOCALISATION = ["pointing_game", "energy_pointing_game", "mask_ap"]
 PERTURBATION = ["deletion_auc", "insertion_auc"]
 
@@ -86,6 +86,8 @@ def test_synthetic_bench_writes_the_three_files(synthetic_run):
         assert set(model["paired_vs_iia"]) == set(model["methods"]) - {"iia"}
     resnet = next(m for m in results["models"] if m["name"] == "resnet")
     assert resnet["methods"]["iia-multilayer"]["explainer"]["levels"] == ["resnet.encoder.stages.1", "resnet.encoder.stages.2"]
+    vit = next(m for m in results["models"] if m["name"] == "vit")
+    assert vit["methods"]["iia-multilayer"]["explainer"]["levels"] == ["layers.0", "layers.1"]
     difference = resnet["iia_vs_reference_max_abs_map_difference"]
     integrands = {resnet["methods"][k]["explainer"]["integrand"] for k in ("iia", "iia-reference")}
     if len(integrands) == 1:  # last stage -> pool -> linear: the inner path only rescales, same maps
@@ -102,7 +104,8 @@ def test_synthetic_bench_writes_the_three_files(synthetic_run):
 
     figure = Image.open(out / "maps.png")
     rows = 2 * 3  # two models x three inputs each
-    assert figure.size == (7 * 160, rows * (160 + 18))
+    columns = 1 + max(len(CNN_METHODS), len(VIT_METHODS))  # the input, then one map per method
+    assert figure.size == (columns * 160, rows * (160 + 18))
 
 
 def test_results_json_numbers_recompute_from_per_image_values(synthetic_run):

@@ -178,3 +178,34 @@ def test_every_architecture_builds_with_the_class_names(script: ModuleType) -> N
         assert model.config.label2id == {name: i for i, name in enumerate(CLASS_NAMES)}
         with torch.no_grad():
             assert tuple(model(pixel_values=torch.zeros(1, 3, 32, 32)).logits.shape) == (1, NUM_CLASSES)
+
+
+COMMITTED = sorted(p.parent for p in (Path(__file__).resolve().parents[1] / "hf_iia" / "bench" / "models").glob("*/train_log.json"))
+
+
+def test_committed_checkpoints_fit_the_size_budget() -> None:
+    assert {folder.name for folder in COMMITTED} >= {"vit", "deit", "resnet", "convnext"}
+    total = sum(f.stat().st_size for folder in COMMITTED for f in folder.iterdir() if f.suffix == ".safetensors")
+    assert total <= 10_000_000
+
+
+@pytest.mark.parametrize("folder", COMMITTED, ids=lambda folder: folder.name)
+def test_committed_checkpoint_is_accurate_on_unseen_heldout_images(folder: Path) -> None:
+    """Each committed model, loaded with the Auto classes, is >= 90 % right on 120 held-out images.
+
+    The images are generated here (the training run only saw indices below ``HELDOUT_START``),
+    with the shortcut patch for a shortcut-trained model, as in its training log.
+    """
+    torch = pytest.importorskip("torch")
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    log = json.loads((folder / "train_log.json").read_text())
+    start = log["heldout_indices"][0]
+    images, _, labels = make_arrays(120, seed=log["data_seed"], size=log["size"], start=start, shortcut=log["shortcut"])
+    model = AutoModelForImageClassification.from_pretrained(folder).eval()
+    processor = AutoImageProcessor.from_pretrained(folder)
+    with torch.no_grad():
+        logits = model(**processor(images=list(images), return_tensors="pt")).logits
+    accuracy = float((logits.argmax(-1).numpy() == labels).mean())
+    assert accuracy >= 0.9, f"{folder.name}: {accuracy:.3f}"
+    assert model.config.id2label == dict(enumerate(CLASS_NAMES))

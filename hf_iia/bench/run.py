@@ -25,7 +25,7 @@ key                    family  explainer
 =====================  ======  =================================================================
 ``iia``                both    ``IIAExplainer(method="iia")`` (the ``default`` preset)
 ``iia-reference``      both    ``preset="reference"`` (what the authors' code computes)
-``iia-multilayer``     cnn     ``layer=`` the last two taps of the adapter (multi-layer IIA)
+``iia-multilayer``     both    ``layer=`` the last two taps (stages or blocks) of the adapter (multi-layer IIA)
 ``ig``                 both    Integrated Gradients, 50 steps, zero baseline
 ``gradcam``            cnn     Grad-CAM at the default layer
 ``gradcam++``          cnn     Grad-CAM++ at the default layer
@@ -131,7 +131,7 @@ METHOD_SPECS: dict[str, MethodSpec] = {
     for spec in (
         MethodSpec("iia", "iia", ("cnn", "vit")),
         MethodSpec("iia-reference", "iia", ("cnn", "vit"), (("preset", "reference"),)),
-        MethodSpec("iia-multilayer", "iia", ("cnn",), (("layer", LAST_TWO),)),
+        MethodSpec("iia-multilayer", "iia", ("cnn", "vit"), (("layer", LAST_TWO),)),
         MethodSpec("ig", "ig", ("cnn", "vit")),
         MethodSpec("gradcam", "gradcam", ("cnn",)),
         MethodSpec("gradcam++", "gradcam++", ("cnn",)),
