@@ -100,6 +100,9 @@ class IIAExplainer:
         dtype: cast the model (e.g. ``torch.bfloat16`` on GPU); maps are always float32.
         internal_batch_size: most integration points per forward/backward pass.
         integrand: name of an integrand in :data:`hf_iia.integrands.INTEGRANDS`.
+        baselines: IIA's constant path baselines: one float for every path, or ``(b0, b1, ...)``
+            image path first (``b0`` in normalised pixel space: 0 is the processor's mean colour).
+            Default: all zero, as the reference code.
         trust_remote_code: passed to ``from_pretrained``; off unless you trust the repo.
         allow_pickle: allow loading pickle (``.bin``) weights; off by default.
         progress: show a progress bar on runs longer than a second.
@@ -118,6 +121,7 @@ class IIAExplainer:
         dtype: torch.dtype | str | None = None,
         internal_batch_size: int | None = None,
         integrand: str | None = None,
+        baselines: float | Sequence[float] | None = None,
         trust_remote_code: bool = False,
         allow_pickle: bool = False,
         progress: bool = True,
@@ -140,7 +144,7 @@ class IIAExplainer:
         self.model = model
         self.processor = processor
         self.method = method
-        self.adapter, self.spec, self._fuse = prepare(method, model, MethodOptions(layer, preset, steps, integrand))
+        self.adapter, self.spec, self._fuse = prepare(method, model, MethodOptions(layer, preset, steps, integrand, baselines))
         if internal_batch_size is not None and internal_batch_size < 1:
             raise IIAError(f"internal_batch_size must be a positive int, got {internal_batch_size}")
         self.internal_batch_size = internal_batch_size or DEFAULT_INTERNAL_BATCH_SIZE

@@ -64,6 +64,21 @@ def resolve_steps(steps: int | Sequence[int] | None, preset: Preset, levels: int
     return steps
 
 
+def resolve_baselines(baselines: float | Sequence[float] | None, levels: int) -> tuple[float, ...]:
+    """Constant baselines ``(b0, b1, ..., bL)``: ``None`` = all zero (the reference code's), one float for every
+    path, or one per path, image path first (``b0`` in normalised pixel space)."""
+    if baselines is None:
+        return (0.0,) * (levels + 1)
+    if isinstance(baselines, (int, float)):
+        return (float(baselines),) * (levels + 1)
+    values = tuple(float(b) for b in baselines)
+    if len(values) != levels + 1:
+        raise IIAError(
+            f"baselines= needs {levels + 1} values (image path + {levels} level(s)), got {list(baselines)}"
+        )
+    return values
+
+
 def resolve_integrand(name: str | None, preset: Preset):
     """The integrand function called ``name`` (``None`` = the preset's)."""
     name = name or preset.integrand

@@ -17,6 +17,9 @@ ViTs (``--suite synthetic --arch vit|deit``):
   before the last, the first; and the ``reference`` preset,
 * ``integrand``: ``relu_grad_act`` (Gradient Rollout's term) vs ``grad_act`` (signed).
 
+Both: ``baselines``: zero (the default: the mean colour, zero activations / attention) vs a black
+image, and for ViTs uniform attention ``1 / T`` (see :func:`baseline_configs`).
+
 Every configuration is scored with the benchmark's own code (:mod:`hf_iia.bench.run`):
 deletion / insertion AUC (and, on synthetic data, pointing game, energy pointing game and
 mask AP), mean ± Student-t 95 % half-width, and seconds per map. Identical maps are scored
@@ -51,6 +54,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from hf_iia import IIAExplainer  # noqa: E402
 from hf_iia.bench.run import (  # noqa: E402
@@ -101,6 +105,23 @@ VIT_SWEEPS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     ],
     "integrand": [("relu_grad_act", {"integrand": "relu_grad_act"}), ("grad_act", {"integrand": "grad_act"})],
 }
+
+
+def baseline_configs(base: IIAExplainer, inputs: BenchInputs) -> list[tuple[str, dict[str, Any]]]:
+    """The ``baselines`` sweep for ``base``'s model: constant baselines other than zero, per path.
+
+    Image path: black (the processor's output for a black image, averaged over channels) instead of the
+    mean colour (0). Level path: for ViTs, uniform attention ``1 / T`` (``T`` tokens, so every
+    interpolated row still sums to one) instead of zero attention; CNN activations keep 0.
+    """
+    height, width = inputs.pixel_values.shape[2:]
+    black_image = Image.new("RGB", (width, height))
+    black = float(base.processor(images=black_image, return_tensors="pt")["pixel_values"].mean())
+    configs = [("zero (default)", {}), (f"image {black:+.2f} (black)", {"baselines": (black, 0.0)})]
+    if base.adapter.family == "vit":
+        tokens = (height // base.adapter.patch_size) * (width // base.adapter.patch_size) + base.adapter.special_tokens
+        configs.append((f"attention 1/{tokens} (uniform)", {"baselines": (0.0, 1.0 / tokens)}))
+    return configs
 
 
 def sweep(
@@ -194,7 +215,7 @@ def main() -> None:
         inputs = real_inputs(base, n, 0, args.metric_batch_size)
     else:
         inputs = synthetic_inputs(base, folder, n, 0, args.metric_batch_size)
-    sweeps = CNN_SWEEPS if family == "cnn" else VIT_SWEEPS
+    sweeps = {**(CNN_SWEEPS if family == "cnn" else VIT_SWEEPS), "baselines": baseline_configs(base, inputs)}
     chosen = args.sweeps or list(sweeps)
     print(f"## {name}: {family}, n = {n}, DEL/INS {args.perturbation_steps} steps, {args.threads} thread(s), "
           f"device {args.device}\n", flush=True)

@@ -8,6 +8,7 @@ from torch import nn
 
 from hf_iia import IIAExplainer
 from hf_iia.engine import INPUT_TAP, Path, integrate, make_spec
+from hf_iia.errors import IIAError
 from hf_iia.integrands import grad_relu_act
 
 
@@ -51,6 +52,31 @@ def test_linear_head_matches_hand_computation(options, scale):
     expected = scale * weight[:, :, None, None] * activation.clamp_min(0)
     torch.testing.assert_close(integral, expected, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(result.logits, model(x).detach())
+
+
+def test_constant_baselines_start_each_path_there():
+    """Linear features, linear head, baselines (b0, b1): the point is b1 + a1 (F(b0 + a0 (x - b0)) - b1)."""
+    model = PooledHead("linear")
+    b0, b1, steps = 0.7, -0.2, (3, 4)
+    explainer = IIAExplainer(model, layer="features", steps=steps, baselines=(b0, b1), integrand="grad_relu_act",
+                             progress=False)
+    x = torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(7))
+    result = integrate(explainer.adapter, x, torch.tensor([2]), explainer.spec, progress=False)
+    weight = model.classifier.weight[2].detach()[None, :, None, None] / 16  # dy/dA, the same at every point
+    points = [b1 + a1 * (model.features(b0 + a0 * (x - b0)).detach() - b1)
+              for a0 in torch.linspace(0, 1, steps[0] + 1) for a1 in torch.linspace(0, 1, steps[1] + 1)]
+    expected = weight * torch.stack(points).clamp_min(0).mean(0)
+    torch.testing.assert_close(result.integrals["features"], expected, rtol=1e-5, atol=1e-7)
+    default = IIAExplainer(model, layer="features", steps=steps, integrand="grad_relu_act", progress=False)
+    assert IIAExplainer(model, layer="features", steps=steps, baselines=0.0, integrand="grad_relu_act",
+                        progress=False).spec == default.spec
+
+
+@pytest.mark.parametrize("option", ["steps", "baselines"])
+def test_one_value_per_path_is_checked(option):
+    """Two paths (image + one layer): three per-path values are refused, naming the count needed."""
+    with pytest.raises(IIAError, match=rf"{option}= needs 2 values \(image path \+ 1 level"):
+        IIAExplainer(PooledHead("linear"), layer="features", progress=False, **{option: (1, 1, 1)})
 
 
 def test_gradient_is_taken_at_the_interpolated_point():

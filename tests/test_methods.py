@@ -222,6 +222,7 @@ def test_attention_methods_match_naive_loops(tiny_folder, method, kind, special,
         ("vit", dict(method="gae", integrand="grad_act"), "does not use integrand="),
         ("resnet", dict(method="gradcam", layer=[1, 2]), "pass a single layer="),
         ("resnet", dict(method="ig", steps=(4, 4)), "one path"),
+        ("resnet", dict(method="gradcam", baselines=0.5), "does not use baselines="),
     ],
 )
 def test_unsupported_combinations_raise(tiny_folder, kind, options, message):

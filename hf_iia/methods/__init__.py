@@ -27,7 +27,7 @@ Attention Rollout reads no gradient: the engine's one backward pass at ``a = 1``
 and left unused (cheap next to the forward pass, and it keeps one code path).
 
 Options: ``layer`` picks the explained layer of ``iia``, ``gradcam`` and ``gradcam++``;
-``preset`` and ``integrand`` are IIA's; ``steps`` sets IIA's steps or IG's step count.
+``preset``, ``integrand`` and ``baselines`` are IIA's; ``steps`` sets IIA's steps or IG's step count.
 Giving a method an option it does not read raises :class:`~hf_iia.errors.MethodError`.
 """
 
@@ -56,7 +56,7 @@ from ..integrands import (
     integrated_gradients,
     relu_grad_act,
 )
-from ..presets import get_preset, resolve_integrand, resolve_steps
+from ..presets import get_preset, resolve_baselines, resolve_integrand, resolve_steps
 
 Fusion = Callable[[Adapter, dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
 """``(adapter, integrals {tap: [B, ...]}, pixel_values [B, C, H, W]) -> raw maps [B, h, w]``."""
@@ -73,6 +73,7 @@ class MethodOptions:
     preset: str | None = None
     steps: int | Sequence[int] | None = None
     integrand: str | None = None
+    baselines: float | Sequence[float] | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ def _iia_spec(adapter: Adapter, options: MethodOptions) -> IntegralSpec:
         adapter.observed(adapter.levels),
         resolve_steps(options.steps, preset, len(levels)),
         resolve_integrand(options.integrand, preset),
+        baselines=resolve_baselines(options.baselines, len(levels)),
         detach_levels=preset.detach_levels,
     )
 
@@ -159,7 +161,7 @@ def _gae_map(adapter: Adapter, integrals: dict[str, torch.Tensor], pixel_values:
 _CNN, _VIT = frozenset({"cnn"}), frozenset({"vit"})
 
 METHODS: dict[str, Method] = {
-    "iia": Method(_CNN | _VIT, frozenset({"layer", "preset", "steps", "integrand"}), _iia_spec, _adapter_map),
+    "iia": Method(_CNN | _VIT, frozenset({"layer", "preset", "steps", "integrand", "baselines"}), _iia_spec, _adapter_map),
     "ig": Method(None, frozenset({"steps"}), _ig_spec, _ig_map, adapter=lambda model, layer: PlainAdapter(model)),
     "gradcam": Method(_CNN, frozenset({"layer"}), _at_input(gradcam), _relu_map),
     "gradcam++": Method(_CNN, frozenset({"layer"}), _at_input(gradcam_plus_plus), _relu_map),
@@ -185,7 +187,7 @@ def prepare(name: str, model: nn.Module, options: MethodOptions) -> tuple[Adapte
         reads = ", ".join(f"{option}=" for option in sorted(method.options)) or "none of them"
         raise MethodError(
             f"method {name!r} does not use {', '.join(f'{option}=' for option in unused)}; leave it out "
-            f"(of layer=, preset=, steps=, integrand= it reads {reads})"
+            f"(of layer=, preset=, steps=, integrand=, baselines= it reads {reads})"
         )
     adapter = method.adapter(model, options.layer)
     if not method.applies_to(adapter.family):
