@@ -103,6 +103,9 @@ class IIAExplainer:
         baselines: IIA's constant path baselines: one float for every path, or ``(b0, b1, ...)``
             image path first (``b0`` in normalised pixel space: 0 is the processor's mean colour).
             Default: all zero, as the reference code.
+        rule: IIA's quadrature rule on every path (:data:`hf_iia.engine.RULES`): ``"endpoints"``
+            (``a = 0, 1/n, ..., 1``, the reference code's; the CNN default) or ``"riemann_right"``
+            (``a = 1/n, ..., 1``; the ViT default) or ``"trapezoid"``.
         trust_remote_code: passed to ``from_pretrained``; off unless you trust the repo.
         allow_pickle: allow loading pickle (``.bin``) weights; off by default.
         progress: show a progress bar on runs longer than a second.
@@ -122,6 +125,7 @@ class IIAExplainer:
         internal_batch_size: int | None = None,
         integrand: str | None = None,
         baselines: float | Sequence[float] | None = None,
+        rule: str | None = None,
         trust_remote_code: bool = False,
         allow_pickle: bool = False,
         progress: bool = True,
@@ -144,7 +148,7 @@ class IIAExplainer:
         self.model = model
         self.processor = processor
         self.method = method
-        self.adapter, self.spec, self._fuse = prepare(method, model, MethodOptions(layer, preset, steps, integrand, baselines))
+        self.adapter, self.spec, self._fuse = prepare(method, model, MethodOptions(layer, preset, steps, integrand, baselines, rule))
         if internal_batch_size is not None and internal_batch_size < 1:
             raise IIAError(f"internal_batch_size must be a positive int, got {internal_batch_size}")
         self.internal_batch_size = internal_batch_size or DEFAULT_INTERNAL_BATCH_SIZE

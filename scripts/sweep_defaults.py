@@ -17,7 +17,8 @@ ViTs (``--suite synthetic --arch vit|deit``):
   before the last, the first; and the ``reference`` preset,
 * ``integrand``: ``relu_grad_act`` (Gradient Rollout's term) vs ``grad_act`` (signed).
 
-Both: ``baselines``: zero (the default: the mean colour, zero activations / attention) vs a black
+Both: ``rule``: the quadrature rule of every path (``endpoints``, ``riemann_right``, ``trapezoid``);
+``baselines``: zero (the default: the mean colour, zero activations / attention) vs a black
 image, and for ViTs uniform attention ``1 / T`` (see :func:`baseline_configs`).
 
 Every configuration is scored with the benchmark's own code (:mod:`hf_iia.bench.run`):
@@ -105,6 +106,11 @@ VIT_SWEEPS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     ],
     "integrand": [("relu_grad_act", {"integrand": "relu_grad_act"}), ("grad_act", {"integrand": "grad_act"})],
 }
+RULE_SWEEP: list[tuple[str, dict[str, Any]]] = [
+    ("endpoints", {"rule": "endpoints"}),
+    ("riemann_right", {"rule": "riemann_right"}),
+    ("trapezoid", {"rule": "trapezoid"}),
+]
 
 
 def baseline_configs(base: IIAExplainer, inputs: BenchInputs) -> list[tuple[str, dict[str, Any]]]:
@@ -215,7 +221,8 @@ def main() -> None:
         inputs = real_inputs(base, n, 0, args.metric_batch_size)
     else:
         inputs = synthetic_inputs(base, folder, n, 0, args.metric_batch_size)
-    sweeps = {**(CNN_SWEEPS if family == "cnn" else VIT_SWEEPS), "baselines": baseline_configs(base, inputs)}
+    sweeps = {**(CNN_SWEEPS if family == "cnn" else VIT_SWEEPS), "baselines": baseline_configs(base, inputs),
+              "rule": RULE_SWEEP}
     chosen = args.sweeps or list(sweeps)
     print(f"## {name}: {family}, n = {n}, DEL/INS {args.perturbation_steps} steps, {args.threads} thread(s), "
           f"device {args.device}\n", flush=True)

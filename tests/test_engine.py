@@ -37,6 +37,8 @@ class PooledHead(nn.Module):
     [
         ({"preset": "reference"}, _mean_power(10, 1)),  # image path only, last stage observed
         ({"steps": (4, 3), "integrand": "grad_relu_act"}, _mean_power(4, 1) * _mean_power(3, 1)),  # nested: a1 * A(a0 x)
+        # right Riemann sums leave a = 0 out: mean of 1/4..1 times mean of 1/3..1
+        ({"steps": (4, 3), "integrand": "grad_relu_act", "rule": "riemann_right"}, (5 / 8) * (2 / 3)),
     ],
 )
 def test_linear_head_matches_hand_computation(options, scale):
@@ -70,6 +72,16 @@ def test_constant_baselines_start_each_path_there():
     default = IIAExplainer(model, layer="features", steps=steps, integrand="grad_relu_act", progress=False)
     assert IIAExplainer(model, layer="features", steps=steps, baselines=0.0, integrand="grad_relu_act",
                         progress=False).spec == default.spec
+
+
+def test_rule_option_and_family_defaults(tiny_folder):
+    """ViTs default to right Riemann sums (5 x 5 -> 25 points), CNNs to the reference's end points (11 x 11)."""
+    assert IIAExplainer(tiny_folder("vit"), progress=False).spec.points_per_image == 25
+    assert IIAExplainer(tiny_folder("vit"), rule="endpoints", progress=False).spec.points_per_image == 36
+    assert IIAExplainer(tiny_folder("vit"), preset="reference", progress=False).spec.points_per_image == 36
+    assert IIAExplainer(tiny_folder("resnet"), progress=False).spec.points_per_image == 121
+    with pytest.raises(IIAError, match="unknown rule 'simpson'; choose one of"):
+        IIAExplainer(tiny_folder("resnet"), rule="simpson", progress=False)
 
 
 @pytest.mark.parametrize("option", ["steps", "baselines"])

@@ -27,7 +27,7 @@ Attention Rollout reads no gradient: the engine's one backward pass at ``a = 1``
 and left unused (cheap next to the forward pass, and it keeps one code path).
 
 Options: ``layer`` picks the explained layer of ``iia``, ``gradcam`` and ``gradcam++``;
-``preset``, ``integrand`` and ``baselines`` are IIA's; ``steps`` sets IIA's steps or IG's step count.
+``preset``, ``integrand``, ``baselines`` and ``rule`` are IIA's; ``steps`` sets IIA's steps or IG's step count.
 Giving a method an option it does not read raises :class:`~hf_iia.errors.MethodError`.
 """
 
@@ -56,7 +56,7 @@ from ..integrands import (
     integrated_gradients,
     relu_grad_act,
 )
-from ..presets import get_preset, resolve_baselines, resolve_integrand, resolve_steps
+from ..presets import get_preset, resolve_baselines, resolve_integrand, resolve_rule, resolve_steps
 
 Fusion = Callable[[Adapter, dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
 """``(adapter, integrals {tap: [B, ...]}, pixel_values [B, C, H, W]) -> raw maps [B, h, w]``."""
@@ -74,6 +74,7 @@ class MethodOptions:
     steps: int | Sequence[int] | None = None
     integrand: str | None = None
     baselines: float | Sequence[float] | None = None
+    rule: str | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ def _iia_spec(adapter: Adapter, options: MethodOptions) -> IntegralSpec:
         resolve_steps(options.steps, preset, len(levels)),
         resolve_integrand(options.integrand, preset),
         baselines=resolve_baselines(options.baselines, len(levels)),
+        rules=[resolve_rule(options.rule, preset)] * (len(levels) + 1),
         detach_levels=preset.detach_levels,
     )
 
@@ -161,7 +163,7 @@ def _gae_map(adapter: Adapter, integrals: dict[str, torch.Tensor], pixel_values:
 _CNN, _VIT = frozenset({"cnn"}), frozenset({"vit"})
 
 METHODS: dict[str, Method] = {
-    "iia": Method(_CNN | _VIT, frozenset({"layer", "preset", "steps", "integrand", "baselines"}), _iia_spec, _adapter_map),
+    "iia": Method(_CNN | _VIT, frozenset({"layer", "preset", "steps", "integrand", "baselines", "rule"}), _iia_spec, _adapter_map),
     "ig": Method(None, frozenset({"steps"}), _ig_spec, _ig_map, adapter=lambda model, layer: PlainAdapter(model)),
     "gradcam": Method(_CNN, frozenset({"layer"}), _at_input(gradcam), _relu_map),
     "gradcam++": Method(_CNN, frozenset({"layer"}), _at_input(gradcam_plus_plus), _relu_map),
@@ -187,7 +189,7 @@ def prepare(name: str, model: nn.Module, options: MethodOptions) -> tuple[Adapte
         reads = ", ".join(f"{option}=" for option in sorted(method.options)) or "none of them"
         raise MethodError(
             f"method {name!r} does not use {', '.join(f'{option}=' for option in unused)}; leave it out "
-            f"(of layer=, preset=, steps=, integrand=, baselines= it reads {reads})"
+            f"(of layer=, preset=, steps=, integrand=, baselines=, rule= it reads {reads})"
         )
     adapter = method.adapter(model, options.layer)
     if not method.applies_to(adapter.family):
