@@ -4,8 +4,9 @@ Floors, measured in the same run on the same machine:
 - CNN: one no-grad batched forward pass of the image-path points (steps + 1 images)
   through the network up to the explained layer (the last stage);
 - ViT: one batched forward + backward pass (gradient w.r.t. the input, no parameter
-  gradients) of all the integration points, with eager attention (IIA needs the
-  attention probabilities); the same floor with the model's SDPA attention is shown too.
+  gradients) of as many images as the default preset has integration points, with eager
+  attention (IIA needs the attention probabilities); the same floor with the model's SDPA
+  attention is shown too.
 
 Every case runs in a fresh subprocess so that peak memory is its own: on CPU the peak
 resident set size above the process's size before the case (``ru_maxrss``), on CUDA
@@ -72,8 +73,8 @@ def run_case(model_name: str, case: str, device: str, dtype: str, repeats: int, 
                 hidden = model.resnet.embedder(batch)
                 for stage in model.resnet.encoder.stages:
                     hidden = stage(hidden)
-    else:  # floor: forward + backward (to the input) of all 36 integration points
-        points = 36
+    else:  # floor: forward + backward (to the input) of as many images as the default preset has points
+        points = IIAExplainer(model, progress=False).spec.points_per_image
         batch = (torch.linspace(0, 1, points, device=device, dtype=dtype).view(-1, 1, 1, 1) * x).requires_grad_()
 
         def once():
