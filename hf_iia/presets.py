@@ -62,31 +62,31 @@ def get_preset(name: str | None, family: str) -> Preset:
     return PRESETS[name][family]
 
 
+def _per_path(option: str, value: object, default: tuple, levels: int, cast: type, scalar: tuple[type, ...]) -> tuple:
+    """``value`` of option ``option`` as one entry per path ``(image path, level 1, ..., level L)``.
+
+    ``None`` gives ``default``; one value of a ``scalar`` type is used on every path; a sequence must
+    have ``levels + 1`` entries, each converted with ``cast``.
+    """
+    if value is None:
+        return default
+    if isinstance(value, scalar):
+        return (cast(value),) * (levels + 1)
+    values = tuple(cast(v) for v in value)
+    if len(values) != levels + 1:
+        raise IIAError(f"{option}= needs {levels + 1} values (image path + {levels} level(s)), got {list(value)}")
+    return values
+
+
 def resolve_steps(steps: int | Sequence[int] | None, preset: Preset, levels: int) -> tuple[int, ...]:
     """Step counts ``(n0, n1, ..., nL)``: from ``steps`` (one int for every path, or one per path) or the preset."""
-    if steps is None:
-        return (preset.input_steps, *([preset.level_steps] * levels))
-    if isinstance(steps, int):
-        return (steps,) * (levels + 1)
-    steps = tuple(int(n) for n in steps)
-    if len(steps) != levels + 1:
-        raise IIAError(f"steps= needs {levels + 1} values (image path + {levels} level(s)), got {list(steps)}")
-    return steps
+    return _per_path("steps", steps, (preset.input_steps, *([preset.level_steps] * levels)), levels, int, (int,))
 
 
 def resolve_baselines(baselines: float | Sequence[float] | None, levels: int) -> tuple[float, ...]:
     """Constant baselines ``(b0, b1, ..., bL)``: ``None`` = all zero (the reference code's), one float for every
     path, or one per path, image path first (``b0`` in normalised pixel space)."""
-    if baselines is None:
-        return (0.0,) * (levels + 1)
-    if isinstance(baselines, (int, float)):
-        return (float(baselines),) * (levels + 1)
-    values = tuple(float(b) for b in baselines)
-    if len(values) != levels + 1:
-        raise IIAError(
-            f"baselines= needs {levels + 1} values (image path + {levels} level(s)), got {list(baselines)}"
-        )
-    return values
+    return _per_path("baselines", baselines, (0.0,) * (levels + 1), levels, float, (int, float))
 
 
 def resolve_rule(name: str | None, preset: Preset) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import TINY_MODELS, save_tiny  # noqa: E402  (the test suite's tiny checkpoints)
+from conftest import TINY_KINDS, save_tiny  # noqa: E402  (the test suite's tiny checkpoints)
 
 from hf_iia import IIAExplainer  # noqa: E402
 from hf_iia.demo import build_lite0_checkpoint, sample_images  # noqa: E402
@@ -56,7 +56,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         pixel_values = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-        for kind in TINY_MODELS:
+        for kind in TINY_KINDS:
             check(f"tiny {kind}", save_tiny(kind, Path(tmp) / kind), pixel_values)
         photos = [image for _, image in sample_images()]
         check("EfficientNet-Lite0 (7 photos)", build_lite0_checkpoint(Path(tmp) / "lite0"), photos)

@@ -58,6 +58,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from hf_iia import IIAExplainer  # noqa: E402
+from hf_iia.adapters.vit import ViTAdapter  # noqa: E402
 from hf_iia.bench.run import (  # noqa: E402
     DEFAULT_MODELS_DIR,
     LAST_TWO,
@@ -124,8 +125,9 @@ def baseline_configs(base: IIAExplainer, inputs: BenchInputs) -> list[tuple[str,
     black_image = Image.new("RGB", (width, height))
     black = float(base.processor(images=black_image, return_tensors="pt")["pixel_values"].mean())
     configs = [("zero (default)", {}), (f"image {black:+.2f} (black)", {"baselines": (black, 0.0)})]
-    if base.adapter.family == "vit":
-        tokens = (height // base.adapter.patch_size) * (width // base.adapter.patch_size) + base.adapter.special_tokens
+    if isinstance(base.adapter, ViTAdapter):
+        rows, columns = base.adapter.patch_grid((height, width))
+        tokens = rows * columns + base.adapter.special_tokens
         configs.append((f"attention 1/{tokens} (uniform)", {"baselines": (0.0, 1.0 / tokens)}))
     return configs
 

@@ -190,13 +190,18 @@ class ViTAdapter(Adapter):
     def to_map(self, integrals: dict[str, torch.Tensor], input_size: tuple[int, int]) -> torch.Tensor:
         return self.rollout_map(integrals, input_size, gradient_rollout)
 
+    def patch_grid(self, input_size: tuple[int, int]) -> tuple[int, int]:
+        """Rows and columns of patch tokens for an input of ``(height, width)`` pixels; the sequence holds
+        ``rows * columns + special_tokens`` tokens."""
+        return input_size[0] // self.patch_size, input_size[1] // self.patch_size
+
     def rollout_map(
         self, integrals: dict[str, torch.Tensor], input_size: tuple[int, int], rollout: Rollout
     ) -> torch.Tensor:
         """Fuse per-block integrals ``{tap: [B, heads, T, T]}`` with ``rollout`` into patch-grid maps ``[B, h, w]``."""
         blocks = [integrals[tap] for tap in self._taps]
         relevance = rollout(blocks, self.classifier_rows, self.special_tokens)
-        height, width = input_size[0] // self.patch_size, input_size[1] // self.patch_size
+        height, width = self.patch_grid(input_size)
         if relevance.shape[1] != height * width:
             raise AttentionNotReachableError(
                 f"{relevance.shape[1]} patch tokens do not form the {height}x{width} grid of a {input_size} input "
