@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import IIAError, ImageInputError
+from .errors import DatasetColumnError, DatasetImageError, IIAError, ImageInputError
 from .imaging import to_rgb
 
 if TYPE_CHECKING:
@@ -62,14 +62,6 @@ OUTPUT_COLUMNS: tuple[str, ...] = ("heatmap", "target", "label", "score")
 
 Batch = dict[str, list]
 BatchFn = Callable[..., Batch]
-
-
-class DatasetColumnError(IIAError):
-    """A dataset lacks a column the call needs, or already has a column the call would add."""
-
-
-class DatasetImageError(ImageInputError):
-    """A dataset row has no image, or its image cannot be read or decoded."""
 
 
 def check_columns(

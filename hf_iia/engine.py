@@ -25,13 +25,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
 
-from .adapters.base import Adapter
 from .errors import LayerNotFoundError, NumericalError, TargetError
-from .integrands import Integrand
+
+if TYPE_CHECKING:
+    from .adapters.base import Adapter
+    from .integrands import Integrand
 
 INPUT_TAP = "pixel_values"
 

@@ -1,6 +1,6 @@
 """The package's exceptions: one small hierarchy rooted at :class:`IIAError`.
 
-Every error a user can trigger with bad input derives from ``IIAError`` (itself a
+Every exception of the package lives here. Every error a user can trigger with bad input derives from ``IIAError`` (itself a
 ``ValueError``), so ``except hf_iia.IIAError`` catches all of them. Each message says
 what is wrong and what to do about it.
 """
@@ -46,3 +46,23 @@ class MethodError(IIAError):
 
 class NumericalError(IIAError):
     """The model produced non-finite logits or gradients, so no faithful map exists."""
+
+
+class OutputPathError(IIAError):
+    """An output name would escape the output folder, or would overwrite a file without ``overwrite=True``."""
+
+
+class DatasetColumnError(IIAError):
+    """A dataset lacks a column the call needs, or already has a column the call would add."""
+
+
+class DatasetImageError(ImageInputError):
+    """A dataset row has no image, or its image cannot be read or decoded."""
+
+
+class MetricInputError(IIAError):
+    """An input of a metric has the wrong type, shape or value."""
+
+
+class AuditError(IIAError):
+    """An audit cannot run: bad settings, or an output folder holding something else."""

@@ -21,6 +21,7 @@ from PIL import Image
 from torch import nn
 
 from .adapters.base import LayerSpec
+from .adapters.registry import Family
 from .engine import integrate
 from .errors import ImageInputError, IIAError, TargetError, UnsupportedModelError
 from .imaging import Geometry, ImageLike, probe_geometry, to_rgb
@@ -155,6 +156,11 @@ class IIAExplainer:
         self.progress = progress
         self._lock = model_lock(model)  # shared by every explainer of this model: hooks never mix
         self._geometries: dict[tuple[int, int], Geometry | None] = {}
+
+    @property
+    def family(self) -> Family:
+        """What the model's family declares: its presets and default comparison method (``.comparison``)."""
+        return self.adapter.family
 
     # ----------------------------------------------------------------- labels
     @property

@@ -7,11 +7,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from .errors import IIAError
-
-
-class OutputPathError(IIAError):
-    """An output name would escape the output folder, or would overwrite a file without ``overwrite=True``."""
+from .errors import OutputPathError
 
 
 def safe_name(name: str) -> str:

@@ -19,7 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from hf_iia.cli import main  # noqa: E402
+from hf_iia.tools.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main(["audit", *sys.argv[1:]]))

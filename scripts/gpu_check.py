@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import TINY_KINDS, save_tiny  # noqa: E402  (the test suite's tiny checkpoints)
 
 from hf_iia import IIAExplainer  # noqa: E402
-from hf_iia.demo import build_lite0_checkpoint, sample_images  # noqa: E402
+from hf_iia.tools.demo import build_lite0_checkpoint, sample_images  # noqa: E402
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -21,7 +21,7 @@ Both: ``rule``: the quadrature rule of every path (``endpoints``, ``riemann_righ
 ``baselines``: zero (the default: the mean colour, zero activations / attention) vs a black
 image, and for ViTs uniform attention ``1 / T`` (see :func:`baseline_configs`).
 
-Every configuration is scored with the benchmark's own code (:mod:`hf_iia.bench.run`):
+Every configuration is scored with the benchmark's own code (:mod:`hf_iia.tools.bench.run`):
 deletion / insertion AUC (and, on synthetic data, pointing game, energy pointing game and
 mask AP), mean ± Student-t 95 % half-width, and seconds per map. Identical maps are scored
 once. The CNN tables also report the largest difference between the nested integral at the
@@ -59,7 +59,7 @@ from PIL import Image  # noqa: E402
 
 from hf_iia import IIAExplainer  # noqa: E402
 from hf_iia.adapters.vit import ViTAdapter  # noqa: E402
-from hf_iia.bench.run import (  # noqa: E402
+from hf_iia.tools.bench.run import (  # noqa: E402
     DEFAULT_MODELS_DIR,
     LAST_TWO,
     METRICS,
@@ -72,7 +72,7 @@ from hf_iia.bench.run import (  # noqa: E402
     score_maps,
     synthetic_inputs,
 )
-from hf_iia.bench.stats import summarise  # noqa: E402
+from hf_iia.tools.bench.stats import summarise  # noqa: E402
 
 CNN_SWEEPS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "integrand": [
@@ -138,7 +138,7 @@ def sweep(
     """Score every configuration; ``cache`` maps a hash of the maps to their metric values."""
     rows = []
     for label, options in configs:
-        spec = MethodSpec(label, "iia", ("cnn", "vit"), tuple(options.items()))
+        spec = MethodSpec(label, "iia", tuple(options.items()))
         explainer = spec.explainer(base.model, base.processor, args.internal_batch_size)
         maps, seconds = compute_maps(explainer, inputs, args.batch_size)
         key = hashlib.sha256(maps.numpy().tobytes()).hexdigest()
@@ -208,7 +208,7 @@ def main() -> None:
     started = time.perf_counter()
 
     if args.suite == "real":
-        from hf_iia.demo import build_lite0_checkpoint
+        from hf_iia.tools.demo import build_lite0_checkpoint
 
         folder = Path(args.checkpoint) if args.checkpoint else build_lite0_checkpoint(
             Path(tempfile.mkdtemp(prefix="hf_iia_sweep_")) / "efficientnet_lite0")
@@ -217,7 +217,7 @@ def main() -> None:
         folder = Path(args.models_dir) / args.arch
         name = f"synthetic {args.arch}"
     base = IIAExplainer(str(folder), device=args.device, progress=False)
-    family = base.adapter.family
+    family = base.family.name
     n = args.n or (7 if args.suite == "real" else 60)
     if args.suite == "real":
         inputs = real_inputs(base, n, 0, args.metric_batch_size)

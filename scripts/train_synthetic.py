@@ -2,7 +2,7 @@
 """Train tiny Hugging Face image classifiers on the synthetic shape benchmark.
 
 Real ``transformers`` classes are built from configs with random initialisation (no
-Hub access) and trained on :mod:`hf_iia.bench.synthetic` data:
+Hub access) and trained on :mod:`hf_iia.tools.synthetic` data:
 
 * ``vit``: ``ViTForImageClassification``,
 * ``deit``: ``DeiTForImageClassificationWithTeacher``. No teacher exists here, so both
@@ -35,7 +35,7 @@ Example (all four models plus the shortcut ResNet on one GPU)::
 
     python scripts/train_synthetic.py --arch all --shortcut --device cuda --out /tmp/synthetic_models
 
-The committed checkpoints (``hf_iia/bench/models``, each with its ``train_log.json`` and
+The committed checkpoints (``hf_iia/tools/bench/models``, each with its ``train_log.json`` and
 ``train_stdout.log``) were trained on the 2-core CPU machine, one command per family::
 
     python scripts/train_synthetic.py --arch resnet --shortcut --steps 1000 --batch-size 64 \
@@ -86,7 +86,7 @@ from transformers import (  # noqa: E402
     ViTImageProcessor,
 )
 
-from hf_iia.bench.synthetic import CLASS_NAMES, HELDOUT_START, NUM_CLASSES, add_shortcut_patch, make_arrays  # noqa: E402
+from hf_iia.tools.synthetic import CLASS_NAMES, HELDOUT_START, NUM_CLASSES, add_shortcut_patch, make_arrays  # noqa: E402
 
 ARCHS: tuple[str, ...] = ("vit", "deit", "resnet", "convnext")
 """The architectures this script builds (see :func:`build_model`)."""

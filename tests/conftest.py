@@ -47,7 +47,7 @@ def tiny_folder(tmp_path_factory):
 @pytest.fixture(scope="session")
 def lite0_folder(tmp_path_factory) -> Path:
     """The real ImageNet EfficientNet-Lite0 as a TimmWrapper checkpoint folder."""
-    from hf_iia.demo import build_lite0_checkpoint
+    from hf_iia.tools.demo import build_lite0_checkpoint
 
     return build_lite0_checkpoint(tmp_path_factory.mktemp("lite0") / "efficientnet_lite0")
 

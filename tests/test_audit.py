@@ -1,4 +1,4 @@
-"""hf_iia.audit / hf_iia.cards: a planted corner cue is flagged, resume after SIGKILL, 2 processes == 1, errors.
+"""hf_iia.tools.audit / hf_iia.tools.audit.cards: a planted corner cue is flagged, resume after SIGKILL, 2 processes == 1, errors.
 
 The cue scenario is honest: two tiny ResNets (real ``transformers`` models, saved with
 ``save_pretrained`` and loaded back through the public API) are trained for 60 steps on
@@ -36,8 +36,8 @@ from transformers import (
     ViTImageProcessor,
 )
 
-from hf_iia.audit import AuditConfig, AuditError, region_shares, run_audit
-from hf_iia.cli import main
+from hf_iia.tools.audit import AuditConfig, AuditError, region_shares, run_audit
+from hf_iia.tools.cli import main
 from hf_iia.data import DatasetColumnError, DatasetImageError
 from hf_iia.outputs import OutputPathError
 
@@ -202,7 +202,7 @@ def _sandbox(home: Path) -> dict[str, str]:
 def test_resume_after_sigkill_loses_and_duplicates_nothing(scenario, reference, tmp_path):
     out, home = tmp_path / "out", tmp_path / "home"
     env = _sandbox(home)
-    command = [sys.executable, "-m", "hf_iia.cli", *_command(scenario, out)]
+    command = [sys.executable, "-m", "hf_iia.tools.cli", *_command(scenario, out)]
     process = subprocess.Popen(command, cwd=home, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     batches = out / "raw" / "batches"

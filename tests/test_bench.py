@@ -18,10 +18,10 @@ from transformers import (
     ViTImageProcessor,
 )
 
-from hf_iia.bench.run import CROPS, METHOD_SPECS, crop_photos, synthetic_heldout
-from hf_iia.bench.stats import summarise, t_quantile
-from hf_iia.bench.synthetic import CLASS_NAMES
-from hf_iia.cli import main
+from hf_iia.tools.bench.run import CROPS, METHOD_SPECS, crop_photos, synthetic_heldout
+from hf_iia.tools.bench.stats import summarise, t_quantile
+from hf_iia.tools.synthetic import CLASS_NAMES
+from hf_iia.tools.cli import main
 
 SIZE = 32
 N = 4

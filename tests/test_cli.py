@@ -7,7 +7,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from hf_iia.cli import main
+from hf_iia.tools.cli import main
 
 
 def test_explain_writes_overlays_and_maps(tiny_folder, tmp_path, capsys):

@@ -20,7 +20,7 @@ from torch import nn
 from transformers import AutoModelForImageClassification
 
 from hf_iia import IIAExplainer, MethodError, UnsupportedModelError
-from hf_iia.cli import main
+from hf_iia.tools.cli import main
 from hf_iia.engine import INPUT_TAP, Path, integrate, make_spec
 from hf_iia.explainer import normalise, upsample
 from hf_iia.integrands import gradient
@@ -211,10 +211,10 @@ def test_attention_methods_match_naive_loops(tiny_folder, method, kind, special,
 @pytest.mark.parametrize(
     "kind,options,message",
     [
-        ("vit", dict(method="gradcam"), "explains cnn models"),
-        ("deit", dict(method="gradcam++"), "explains cnn models"),
-        ("resnet", dict(method="attention_rollout"), "explains vit models"),
-        ("timm", dict(method="gae"), "explains vit models"),
+        ("vit", dict(method="gradcam"), "needs a model explained through a FeatureMapAdapter"),
+        ("deit", dict(method="gradcam++"), "needs a model explained through a FeatureMapAdapter"),
+        ("resnet", dict(method="attention_rollout"), "needs a model explained through an AttentionAdapter"),
+        ("timm", dict(method="gae"), "needs a model explained through an AttentionAdapter"),
         ("resnet", dict(method="lime"), "unknown method"),
         ("resnet", dict(method="gradcam", steps=5), "does not use steps="),
         ("resnet", dict(method="ig", preset="reference"), "does not use preset="),

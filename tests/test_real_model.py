@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hf_iia import IIAExplainer
-from hf_iia.demo import sample_images
+from hf_iia.tools.demo import sample_images
 
 
 @pytest.fixture(scope="module")

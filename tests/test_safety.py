@@ -28,7 +28,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from hf_iia import CheckpointError, IIAError, IIAExplainer, UnsafeCheckpointError
-from hf_iia.cli import main
+from hf_iia.tools.cli import main
 from hf_iia.outputs import OutputPathError, output_path, safe_name
 
 

@@ -10,7 +10,8 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from hf_iia.bench.synthetic import (
+from hf_iia.tools.bench.run import DEFAULT_MODELS_DIR
+from hf_iia.tools.synthetic import (
     CLASS_NAMES,
     NUM_CLASSES,
     SHORTCUT_COLORS,
@@ -180,7 +181,7 @@ def test_every_architecture_builds_with_the_class_names(script: ModuleType) -> N
             assert tuple(model(pixel_values=torch.zeros(1, 3, 32, 32)).logits.shape) == (1, NUM_CLASSES)
 
 
-COMMITTED = sorted(p.parent for p in (Path(__file__).resolve().parents[1] / "hf_iia" / "bench" / "models").glob("*/train_log.json"))
+COMMITTED = sorted(p.parent for p in DEFAULT_MODELS_DIR.glob("*/model.safetensors"))
 
 
 def test_committed_checkpoints_fit_the_size_budget() -> None:

@@ -1,6 +1,20 @@
-"""Model-family adapters (one file per family) and their registry keyed by ``config.model_type``."""
+"""Model families: one file each, registering its adapter factories and declaring its :class:`Family`.
 
-from . import cnn, vit  # noqa: F401  (registers the adapters)
-from .base import Adapter, TapRun, adapter_for, register_adapter, supported_model_types
+The import line below is the registry's list of families: a new family is one new file
+here plus its name on that line.
+"""
 
-__all__ = ["Adapter", "TapRun", "adapter_for", "register_adapter", "supported_model_types"]
+from . import cnn, vit  # noqa: F401  (each module registers its family's adapters)
+from .base import Adapter, AttentionAdapter, FeatureMapAdapter, TapRun
+from .registry import Family, adapter_for, register_adapter, supported_model_types
+
+__all__ = [
+    "Adapter",
+    "AttentionAdapter",
+    "Family",
+    "FeatureMapAdapter",
+    "TapRun",
+    "adapter_for",
+    "register_adapter",
+    "supported_model_types",
+]

@@ -1,4 +1,4 @@
-"""The Adapter protocol (the seam between the engine and model families) and its registry.
+"""The Adapter protocol: the seam between the engine and model families.
 
 An adapter knows, for one family of models, where the representations of the iterated
 integral live in the forward pass (its *taps*, in forward order), how to hand each of
@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import ClassVar, Protocol
 
 import torch
 from torch import nn
 
 from ..errors import IIAError, ImageInputError, LayerNotFoundError, UnsupportedModelError
+from ..fusions import Rollout
+from .registry import Family
 
 LayerSpec = str | int | nn.Module | Sequence[str | int | nn.Module] | None
 
@@ -45,11 +47,11 @@ class Adapter(ABC):
     """Reach and substitute the representations of one family of models.
 
     Attributes:
-        family: which preset table applies (``"cnn"`` or ``"vit"``).
+        family: what the adapter's family declares (presets, default comparison method).
         upsample_mode: ``F.interpolate`` mode used to bring the map to the input size.
     """
 
-    family: ClassVar[str]
+    family: ClassVar[Family]
     upsample_mode: ClassVar[str]
 
     def __init__(self, model: nn.Module) -> None:
@@ -102,6 +104,22 @@ class Adapter(ABC):
         )
 
 
+class FeatureMapAdapter(Adapter):
+    """An adapter whose explained representation is a feature map ``[B, K, h, w]`` (channels first, after any
+    layout change the family makes); its map is the channel sum. Grad-CAM-style methods apply to it."""
+
+
+class AttentionAdapter(Adapter):
+    """An adapter that observes the attention probabilities ``[B, heads, T, T]`` of every block and fuses
+    them with a rollout over the tokens the classifier reads. Rollout-style methods apply to it."""
+
+    @abstractmethod
+    def rollout_map(
+        self, integrals: dict[str, torch.Tensor], input_size: tuple[int, int], rollout: Rollout
+    ) -> torch.Tensor:
+        """Fuse per-block integrals ``{tap: [B, heads, T, T]}`` with ``rollout`` into patch-grid maps ``[B, h, w]``."""
+
+
 def extract_logits(output: object) -> torch.Tensor:
     """Return the ``[N, num_classes]`` logits of a model output (a tensor or an object with ``.logits``)."""
     logits = getattr(output, "logits", output)
@@ -114,43 +132,6 @@ def extract_logits(output: object) -> torch.Tensor:
             "whose forward returns the logits"
         )
     return logits
-
-
-AdapterFactory = Callable[[nn.Module, LayerSpec], Adapter]
-_REGISTRY: dict[str, AdapterFactory] = {}
-
-
-def register_adapter(*model_types: str) -> Callable[[AdapterFactory], AdapterFactory]:
-    """Register a factory ``(model, layer) -> Adapter`` for the given ``config.model_type`` values."""
-
-    def decorate(factory: AdapterFactory) -> AdapterFactory:
-        for model_type in model_types:
-            _REGISTRY[model_type] = factory
-        return factory
-
-    return decorate
-
-
-def supported_model_types() -> tuple[str, ...]:
-    """The ``config.model_type`` values that have an adapter."""
-    return tuple(sorted(_REGISTRY))
-
-
-def adapter_for(model: nn.Module, layer: LayerSpec = None) -> Adapter:
-    """Pick the adapter for ``model``: by ``config.model_type``, else the generic CNN adapter if ``layer`` is given."""
-    from .cnn import GenericCNNAdapter  # the generic fallback is itself an adapter file
-
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type in _REGISTRY:
-        return _REGISTRY[model_type](model, layer)
-    if layer is not None:
-        return GenericCNNAdapter(model, layer)
-    kind = f"model_type {model_type!r}" if model_type else f"a plain {type(model).__name__}"
-    raise UnsupportedModelError(
-        f"no IIA adapter for {kind}. Supported model types: {', '.join(supported_model_types())}. "
-        "For any other classifier whose forward returns logits, pass layer= (a module or its dotted name, "
-        "e.g. layer='layer4') to explain that layer's activations CNN-style"
-    )
 
 
 def resolve_module(model: nn.Module, name: str) -> nn.Module:

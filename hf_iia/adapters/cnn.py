@@ -19,8 +19,22 @@ import torch
 from torch import nn
 
 from ..errors import ImageInputError, LayerNotFoundError, UnsupportedModelError
-from ..integrands import channel_sum
-from .base import Adapter, LayerSpec, TapRun, hooks_removed_on_exit, register_adapter, resolve_module
+from ..fusions import channel_sum
+from ..presets import Preset
+from .base import FeatureMapAdapter, LayerSpec, TapRun, hooks_removed_on_exit, resolve_module
+from .registry import Family, register_adapter, register_fallback
+
+CNN = Family(
+    name="cnn",
+    presets={
+        # relu_grad_act was chosen by the synthetic and real benchmarks (docs/BENCHMARKS.md); the authors' code
+        # integrates the image path only and observes the last stage without interpolating it.
+        "default": Preset(input_steps=10, level_steps=10, integrand="relu_grad_act"),
+        "reference": Preset(input_steps=10, level_steps=0, integrand="grad_relu_act", interpolate_levels=False),
+    },
+    comparison="gradcam",
+    description="stage feature maps [B, K, h, w]; channel sum, bicubic",
+)
 
 
 @dataclass(frozen=True)
@@ -31,10 +45,10 @@ class TapPoint:
     side: str = "output"
 
 
-class CNNAdapter(Adapter):
+class CNNAdapter(FeatureMapAdapter):
     """Feature maps of chosen modules; the map is the channel sum of the integral at the deepest level."""
 
-    family = "cnn"
+    family = CNN
     upsample_mode = "bicubic"
 
     def __init__(self, model: nn.Module, points: dict[str, TapPoint], levels: Sequence[str]) -> None:
@@ -198,6 +212,7 @@ def timm_adapter(model: nn.Module, layer: LayerSpec) -> CNNAdapter:
     return _stage_adapter(model, layer, candidates)
 
 
+@register_fallback
 class GenericCNNAdapter(CNNAdapter):
     """Any ``nn.Module`` classifier returning logits, explained at the output of ``layer=`` (CNN-style)."""
 

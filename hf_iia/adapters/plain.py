@@ -12,14 +12,17 @@ from collections.abc import Sequence
 
 import torch
 
-from ..integrands import channel_sum
+from ..fusions import channel_sum
 from .base import Adapter, TapRun
+from .registry import Family
+
+PLAIN = Family(name="plain", description="the input itself; channel sum")
 
 
 class PlainAdapter(Adapter):
     """No taps; the map is the channel sum of the input-space integral ``[B, C, H, W] -> [B, H, W]``."""
 
-    family = "plain"
+    family = PLAIN
     upsample_mode = "bilinear"  # unused in practice: input-space maps already have the input size
 
     @property

@@ -26,10 +26,25 @@ from torch import nn
 from transformers import AttentionInterface
 
 from ..errors import AttentionNotReachableError, IIAError, ImageInputError, LayerNotFoundError
-from ..integrands import Rollout, gradient_rollout
-from .base import Adapter, LayerSpec, TapRun, hooks_removed_on_exit, register_adapter
+from ..fusions import Rollout, gradient_rollout
+from ..presets import Preset
+from .base import AttentionAdapter, LayerSpec, TapRun, hooks_removed_on_exit
+from .registry import Family, register_adapter
 
 ATTENTION_NAME = "hf_iia"
+
+VIT = Family(
+    name="vit",
+    presets={
+        # 5 x 5 right-Riemann points (the a = 0 points are a flat image and all-zero attention), last block:
+        # chosen on the synthetic ViT and DeiT (docs/BENCHMARKS.md). The authors' code: 6 x 6 points with the
+        # interpolated last-block attention built outside autograd.
+        "default": Preset(input_steps=5, level_steps=5, integrand="relu_grad_act", rule="riemann_right"),
+        "reference": Preset(input_steps=5, level_steps=5, integrand="relu_grad_act", detach_levels=True),
+    },
+    comparison="gae",
+    description="attention probabilities of every block; Gradient Rollout over the classifier's rows",
+)
 
 # The run whose taps the attention function feeds in this thread/context: (module id -> tap, run).
 _ACTIVE: ContextVar[tuple[dict[int, str], TapRun] | None] = ContextVar("hf_iia_attention", default=None)
@@ -101,14 +116,14 @@ def _attention_implementation(model: nn.Module, name: str) -> Iterator[None]:
         model.set_attn_implementation(original)
 
 
-class ViTAdapter(Adapter):
+class ViTAdapter(AttentionAdapter):
     """Attention probabilities of every block; Gradient Rollout fuses them into the map.
 
     Levels (interpolated): the last block by default, or the blocks chosen with ``layer=``
     (indices or names such as ``"layers.11"``). Observed: every block.
     """
 
-    family = "vit"
+    family = VIT
     upsample_mode = "bilinear"
     special_tokens = 1  # CLS
     classifier_rows: tuple[int, ...] = (0,)

@@ -36,16 +36,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import MetricInputError
+
 Forward = Callable[[torch.Tensor], Any]
 """Maps pixel values ``[N, C, H, W]`` to logits ``[N, num_classes]`` (or an object with ``.logits``)."""
 
 Score = Literal["probability", "accuracy"]
 
 DEFAULT_PERTURBATION_FRACTIONS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-
-
-class MetricInputError(ValueError):
-    """An input of a metric has the wrong type, shape or value."""
 
 
 class PerturbationCurve(NamedTuple):

@@ -44,7 +44,7 @@ lost or written twice. ``OUT/raw/manifest.json`` holds the settings; a different
 on the same folder is refused. Under ``accelerate launch`` the processes must share
 ``OUT`` (one machine, or a shared file system).
 
-Outputs in ``OUT``: ``README.md`` (the model-card section, :mod:`hf_iia.cards`),
+Outputs in ``OUT``: ``README.md`` (the model-card section, :mod:`hf_iia.tools.audit.cards`),
 ``audit_grid.png`` (overlays), ``results.json`` (settings, tables, verdicts, per-row
 metrics) and ``results.parquet`` (one row per image and method, maps included as float16
 ``[H, W]`` tensors). Nothing is written elsewhere, except the Hugging Face download cache
@@ -69,24 +69,23 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from .data import DatasetColumnError, check_columns, decode_image
-from .errors import IIAError
-from .explainer import Explanation, IIAExplainer
-from .imaging import Geometry
-from .methods import METHODS
-from .metrics import deletion_auc, energy_pointing_game, insertion_auc, mask_average_precision, pointing_game
-from .outputs import OutputPathError, output_path, write_atomic
+from ...data import DatasetColumnError, check_columns, decode_image
+from ...errors import AuditError
+from ...explainer import Explanation, IIAExplainer
+from ...imaging import Geometry
+from ...methods import METHODS
+from ...metrics import deletion_auc, energy_pointing_game, insertion_auc, mask_average_precision, pointing_game
+from ...outputs import OutputPathError, output_path, write_atomic
 
 if TYPE_CHECKING:
     import pandas
     from accelerate import PartialState
 
 SYNTHETIC_DATASETS: dict[str, bool] = {"synthetic": False, "synthetic-shortcut": True}
-"""Built-in dataset names -> whether the class-coloured corner patch is planted (:mod:`hf_iia.bench.synthetic`)."""
+"""Built-in dataset names -> whether the class-coloured corner patch is planted (:mod:`hf_iia.tools.synthetic`)."""
 
 """First synthetic sample index audited: the held-out range of ``scripts/train_synthetic.py``."""
 
-DEFAULT_COMPARISON: dict[str, str] = {"cnn": "gradcam", "vit": "gae"}
 """The comparison method used when none is named, per model family."""
 
 CORNERS: tuple[str, ...] = ("top-left", "top-right", "bottom-left", "bottom-right")
@@ -94,10 +93,6 @@ GRID_CLASSES = 8
 GRID_EXAMPLES = 2
 GRID_FILE = "audit_grid.png"
 GRID_TILE = 160
-
-
-class AuditError(IIAError):
-    """An audit cannot run: bad settings, or an output folder holding something else."""
 
 
 @dataclass(frozen=True)
@@ -126,7 +121,7 @@ class AuditConfig:
         label_column: ground-truth classes, explained and used to group rows (default:
             ``"label"`` if present; without labels the top-1 class is explained).
         mask_column: object masks (default: ``"mask"`` for the synthetic datasets).
-        compare: the comparison method (default by family, :data:`DEFAULT_COMPARISON`).
+        compare: the comparison method (default: the model family's ``Family.comparison``).
         layer: the layer IIA explains (dotted module name), also given to a comparison
             method that explains one layer (Grad-CAM); default: the adapter's.
         preset: IIA's preset. steps: IIA's steps.
@@ -172,7 +167,7 @@ def load_audit_dataset(config: AuditConfig) -> datasets.Dataset | datasets.Itera
     if config.n < 1 or config.batch_size < 1:
         raise AuditError(f"n and batch_size must be positive, got n={config.n}, batch_size={config.batch_size}")
     if config.dataset in SYNTHETIC_DATASETS:
-        from .bench.synthetic import HELDOUT_START, make_dataset
+        from ..synthetic import HELDOUT_START, make_dataset
 
         dataset = make_dataset(
             config.n, seed=config.seed, size=config.image_size, shortcut=SYNTHETIC_DATASETS[config.dataset],
@@ -333,7 +328,7 @@ class Auditor:
     """
 
     def __init__(self, config: AuditConfig, device: torch.device | str) -> None:
-        from .loading import load_model, load_processor
+        from ...loading import load_model, load_processor
 
         self.config = config
         self.model = load_model(config.model).to(device).eval()
@@ -342,7 +337,7 @@ class Auditor:
         iia = IIAExplainer(
             self.model, processor, layer=config.layer, preset=config.preset, steps=config.steps, **options
         )
-        compare = config.compare or DEFAULT_COMPARISON[iia.adapter.family]
+        compare = config.compare or iia.family.comparison
         if compare in METHODS and "layer" in METHODS[compare].options:
             options["layer"] = config.layer
         self.explainers: dict[str, IIAExplainer] = {
@@ -763,7 +758,7 @@ def overlay_grid(
 ) -> Image.Image:
     """The image and each method's overlay, for the first :data:`GRID_EXAMPLES` rows of up to
     :data:`GRID_CLASSES` classes (flagged classes first), one class per line."""
-    from .viz import grid
+    from ...viz import grid
 
     classes = sorted(summary["classes"]["iia"], key=lambda entry: (not entry["flags"], entry["class"]))[:GRID_CLASSES]
     first = frame[frame["method"] == "iia"]

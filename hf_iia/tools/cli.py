@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import IIAError
-from .methods import METHODS
+from ..errors import IIAError
+from ..methods import METHODS
 
 
 def _explainer_options(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +29,7 @@ def _explainer_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _make_explainer(args: argparse.Namespace, model: str):
-    from .explainer import IIAExplainer
+    from ..explainer import IIAExplainer
 
     steps = args.steps[0] if args.steps and len(args.steps) == 1 else args.steps
     layer = args.layer[0] if args.layer and len(args.layer) == 1 else args.layer
@@ -49,7 +49,7 @@ def _target(value: str | None) -> int | str | None:
 
 
 def _save_explanations(explanations, names: Sequence[str], out: Path, overwrite: bool, method: str) -> list[dict]:
-    from .outputs import output_path, safe_name, write_atomic
+    from ..outputs import output_path, safe_name, write_atomic
 
     stems: list[str] = []
     for name in names:  # images with the same name from different folders get photo, photo-2, ...
@@ -91,8 +91,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Explain the bundled sample photos with a real ImageNet EfficientNet-Lite0; write overlays and a grid."""
     from .demo import build_lite0_checkpoint, sample_images
-    from .outputs import output_path, write_atomic
-    from .viz import grid
+    from ..outputs import output_path, write_atomic
+    from ..viz import grid
 
     out = Path(args.out)
     checkpoint = build_lite0_checkpoint(out / "efficientnet_lite0")
@@ -117,7 +117,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     """Audit a classifier on a dataset (faithfulness, localisation, spurious cues); write a model-card section."""
     from .audit import AuditConfig, run_audit
-    from .outputs import safe_name
+    from ..outputs import safe_name
 
     steps = args.steps[0] if args.steps and len(args.steps) == 1 else (tuple(args.steps) if args.steps else None)
     config = AuditConfig(
@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help=cmd_bench.__doc__)
     bench.add_argument("--suite", choices=["synthetic", "real"], required=True,
-                       help="synthetic: the tiny checkpoints under hf_iia/bench/models on held-out images with object "
+                       help="synthetic: the tiny checkpoints under hf_iia/tools/bench/models on held-out images with object "
                             "masks; real: ImageNet EfficientNet-Lite0 on cropped sample photos")
     bench.add_argument("--out", required=True, help="output folder (results.md, results.json, maps.png)")
     bench.add_argument("--n", type=int, help="inputs per model (default: 300 synthetic, all 35 real)")

@@ -1,6 +1,6 @@
 """Model-card sections from audit summaries: Hub model-card format (YAML metadata + Markdown).
 
-:func:`audit_card` turns the summary of :func:`hf_iia.audit.run_audit` into a
+:func:`audit_card` turns the summary of :func:`hf_iia.tools.audit.run_audit` into a
 ``huggingface_hub.ModelCard``: the metadata (``ModelCardData``) carries the overall
 deletion / insertion AUC (and mask AP) of every method as ``eval_results``; the body is
 one ``## Attribution audit`` section (verdict, overall tables, per-class tables, the
@@ -85,7 +85,7 @@ def audit_card(summary: dict[str, Any], grid_file: str) -> ModelCard:
     """The audit as a model card: YAML metadata + an ``## Attribution audit`` Markdown section.
 
     Args:
-        summary: the summary returned by :func:`hf_iia.audit.run_audit` (``results.json``).
+        summary: the summary returned by :func:`hf_iia.tools.audit.run_audit` (``results.json``).
         grid_file: the overlay grid image, relative to the card.
     """
     methods = summary["methods"]

@@ -6,22 +6,27 @@ integrals into raw maps. :class:`~hf_iia.explainer.IIAExplainer` runs every meth
 through the same code path (device, batching, targets, engine, upsampling with the
 adapter's mode, min-max normalisation); only the spec and the fusion differ.
 
-========================  ==========  =====================================================
-name                      families    what it integrates, and how it is fused
-========================  ==========  =====================================================
-``iia``                   cnn, vit    the preset's iterated integral; the adapter's map
-``ig``                    any model   ``dy/dx`` on the image path (right Riemann sum, zero
-                                      baseline); ``(x - x') *`` it, summed over channels
-``gradcam``               cnn         :func:`~hf_iia.integrands.gradcam` at ``a = 1``;
-                                      channel sum, ReLU
-``gradcam++``             cnn         :func:`~hf_iia.integrands.gradcam_plus_plus` at
-                                      ``a = 1``; channel sum, ReLU
-``attention_rollout``     vit         every block's attention at ``a = 1``; rollout of
-                                      ``(A + I) / 2`` (Abnar & Zuidema 2020)
-``gradient_rollout``      vit         IIA's ViT integrand at ``a = 1`` only; the same rollout
-``gae``                   vit         IIA's ViT integrand at ``a = 1``;
-                                      :func:`~hf_iia.integrands.gae_rollout` (Chefer 2021)
-========================  ==========  =====================================================
+========================  ===============  ================================================
+name                      adapters         what it integrates, and how it is fused
+========================  ===============  ================================================
+``iia``                   every family     the preset's iterated integral; the adapter's map
+``ig``                    any model        ``dy/dx`` on the image path (right Riemann sum,
+                                           zero baseline); ``(x - x') *`` it, channel sum
+``gradcam``               feature maps     :func:`~hf_iia.integrands.gradcam` at ``a = 1``;
+                                           channel sum, ReLU
+``gradcam++``             feature maps     :func:`~hf_iia.integrands.gradcam_plus_plus` at
+                                           ``a = 1``; channel sum, ReLU
+``attention_rollout``     attention        every block's attention at ``a = 1``; rollout of
+                                           ``(A + I) / 2`` (Abnar & Zuidema 2020)
+``gradient_rollout``      attention        IIA's ViT integrand at ``a = 1`` only; the same
+                                           rollout
+``gae``                   attention        IIA's ViT integrand at ``a = 1``;
+                                           :func:`~hf_iia.fusions.gae_rollout` (Chefer 2021)
+========================  ===============  ================================================
+
+"feature maps" and "attention" are the capabilities :class:`~hf_iia.adapters.FeatureMapAdapter`
+and :class:`~hf_iia.adapters.AttentionAdapter`; a method names the capability it needs, never a
+family, so a new family gets every method its representation supports.
 
 Attention Rollout reads no gradient: the engine's one backward pass at ``a = 1`` is computed
 and left unused (cheap next to the forward pass, and it keeps one code path).
@@ -35,28 +40,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from typing import cast
 
 import torch
 from torch import nn
 
-from ..adapters import Adapter, adapter_for
-from ..adapters.base import LayerSpec
-from ..adapters.plain import PlainAdapter
-from ..adapters.vit import ViTAdapter
-from ..engine import INPUT_TAP, IntegralSpec, make_spec
-from ..errors import MethodError
-from ..integrands import (
-    Integrand,
-    attention,
-    gae_rollout,
-    gradcam,
-    gradcam_plus_plus,
-    gradient,
-    integrated_gradients,
-    relu_grad_act,
-)
-from ..presets import get_preset, resolve_baselines, resolve_integrand, resolve_rule, resolve_steps
+from .adapters import Adapter, AttentionAdapter, FeatureMapAdapter, adapter_for
+from .adapters.base import LayerSpec
+from .adapters.plain import PlainAdapter
+from .engine import INPUT_TAP, IntegralSpec, make_spec
+from .errors import MethodError
+from .fusions import gae_rollout, integrated_gradients
+from .integrands import Integrand, attention, gradcam, gradcam_plus_plus, gradient, relu_grad_act
+from .presets import resolve_baselines, resolve_integrand, resolve_rule, resolve_steps
 
 Fusion = Callable[[Adapter, dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
 """``(adapter, integrals {tap: [B, ...]}, pixel_values [B, C, H, W]) -> raw maps [B, h, w]``."""
@@ -82,28 +77,28 @@ class Method:
     """One attribution method.
 
     Attributes:
-        families: the adapter families (``Adapter.family``) it applies to; ``None``: every model.
+        requires: the adapter capability it needs (an :class:`~hf_iia.adapters.Adapter` subclass).
         options: names of the :class:`MethodOptions` it reads; giving any other is an error.
         spec: builds the integral for an adapter from the options.
         fuse: turns the integrals into raw maps (see :data:`Fusion`).
         adapter: picks the adapter for ``(model, layer)``.
     """
 
-    families: frozenset[str] | None
+    requires: type[Adapter]
     options: frozenset[str]
     spec: Callable[[Adapter, MethodOptions], IntegralSpec]
     fuse: Fusion
     adapter: Callable[[nn.Module, LayerSpec], Adapter] = adapter_for
 
-    def applies_to(self, family: str) -> bool:
-        """Whether the method explains models whose adapter has this family."""
-        return self.families is None or family in self.families
+    def applies_to(self, adapter: Adapter) -> bool:
+        """Whether the method explains the model behind ``adapter``."""
+        return isinstance(adapter, self.requires)
 
 
 # ----------------------------------------------------------------------------- specs
 def _iia_spec(adapter: Adapter, options: MethodOptions) -> IntegralSpec:
     """The preset's nested integral over the adapter's levels."""
-    preset = get_preset(options.preset, adapter.family)
+    preset = adapter.family.preset(options.preset)
     levels = adapter.levels if preset.interpolate_levels else ()
     return make_spec(
         levels,
@@ -156,21 +151,30 @@ def _ig_map(adapter: Adapter, integrals: dict[str, torch.Tensor], pixel_values: 
 
 def _gae_map(adapter: Adapter, integrals: dict[str, torch.Tensor], pixel_values: torch.Tensor) -> torch.Tensor:
     """Chefer et al.'s relevance propagation over the per-block terms, on the ViT adapter's token layout."""
-    vit = cast(ViTAdapter, adapter)  # prepare() admits only the vit family
-    return vit.rollout_map(integrals, tuple(pixel_values.shape[2:]), gae_rollout)
+    assert isinstance(adapter, AttentionAdapter)  # prepare() admits only attention adapters
+    return adapter.rollout_map(integrals, tuple(pixel_values.shape[2:]), gae_rollout)
 
 
-_CNN, _VIT = frozenset({"cnn"}), frozenset({"vit"})
+_IIA_OPTIONS = frozenset({"layer", "preset", "steps", "integrand", "baselines", "rule"})
 
 METHODS: dict[str, Method] = {
-    "iia": Method(_CNN | _VIT, frozenset({"layer", "preset", "steps", "integrand", "baselines", "rule"}), _iia_spec, _adapter_map),
-    "ig": Method(None, frozenset({"steps"}), _ig_spec, _ig_map, adapter=lambda model, layer: PlainAdapter(model)),
-    "gradcam": Method(_CNN, frozenset({"layer"}), _at_input(gradcam), _relu_map),
-    "gradcam++": Method(_CNN, frozenset({"layer"}), _at_input(gradcam_plus_plus), _relu_map),
-    "attention_rollout": Method(_VIT, frozenset(), _at_input(attention), _adapter_map),
-    "gradient_rollout": Method(_VIT, frozenset(), _at_input(relu_grad_act), _adapter_map),
-    "gae": Method(_VIT, frozenset(), _at_input(relu_grad_act), _gae_map),
+    "iia": Method(Adapter, _IIA_OPTIONS, _iia_spec, _adapter_map),
+    "ig": Method(Adapter, frozenset({"steps"}), _ig_spec, _ig_map, adapter=lambda model, layer: PlainAdapter(model)),
+    "gradcam": Method(FeatureMapAdapter, frozenset({"layer"}), _at_input(gradcam), _relu_map),
+    "gradcam++": Method(FeatureMapAdapter, frozenset({"layer"}), _at_input(gradcam_plus_plus), _relu_map),
+    "attention_rollout": Method(AttentionAdapter, frozenset(), _at_input(attention), _adapter_map),
+    "gradient_rollout": Method(AttentionAdapter, frozenset(), _at_input(relu_grad_act), _adapter_map),
+    "gae": Method(AttentionAdapter, frozenset(), _at_input(relu_grad_act), _gae_map),
 }
+
+
+def _article(word: str) -> str:
+    return f"{'an' if word[0] in 'AEIOU' else 'a'} {word}"
+
+
+def methods_for(adapter: Adapter) -> list[str]:
+    """The names of the methods that explain the model behind ``adapter`` (``iia`` first)."""
+    return [name for name, method in METHODS.items() if method.applies_to(adapter)]
 
 
 def prepare(name: str, model: nn.Module, options: MethodOptions) -> tuple[Adapter, IntegralSpec, Fusion]:
@@ -192,13 +196,12 @@ def prepare(name: str, model: nn.Module, options: MethodOptions) -> tuple[Adapte
             f"(of layer=, preset=, steps=, integrand=, baselines=, rule= it reads {reads})"
         )
     adapter = method.adapter(model, options.layer)
-    if not method.applies_to(adapter.family):
-        fitting = sorted(other for other, entry in METHODS.items() if entry.applies_to(adapter.family))
+    if not method.applies_to(adapter):
         raise MethodError(
-            f"method {name!r} explains {'/'.join(sorted(method.families))} models, but {type(model).__name__} is a "
-            f"{adapter.family} model; for it choose one of {fitting}"
+            f"method {name!r} needs a model explained through {_article(method.requires.__name__)}, but "
+            f"{type(model).__name__} is a {adapter.family.name} model; for it choose one of {methods_for(adapter)}"
         )
     return adapter, method.spec(adapter, options), method.fuse
 
 
-__all__ = ["IG_BASELINE", "IG_STEPS", "METHODS", "Fusion", "Method", "MethodOptions", "prepare"]
+__all__ = ["IG_BASELINE", "IG_STEPS", "METHODS", "Fusion", "Method", "MethodOptions", "methods_for", "prepare"]

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .errors import IIAError
+from ..errors import IIAError
 
 LITE0_PRETRAINED_CFG = {
     "input_size": [3, 224, 224],

@@ -2,17 +2,17 @@
 
 Two suites (``hf-iia bench --suite synthetic|real --out DIR``), both offline:
 
-* ``synthetic``: every trained tiny checkpoint under ``hf_iia/bench/models/<arch>/``
+* ``synthetic``: every trained tiny checkpoint under ``hf_iia/tools/bench/models/<arch>/``
   (``vit``, ``deit``, ``resnet``, ``convnext``; see ``scripts/train_synthetic.py``) on
-  ``n`` held-out images of :mod:`hf_iia.bench.synthetic`: the indices, data seed and image
+  ``n`` held-out images of :mod:`hf_iia.tools.synthetic`: the indices, data seed and image
   size come from the checkpoint's ``train_log.json`` (``heldout_indices``), else from the
-  training script's convention (indices from :data:`hf_iia.bench.synthetic.HELDOUT_START`, seed 0, the
+  training script's convention (indices from :data:`hf_iia.tools.synthetic.HELDOUT_START`, seed 0, the
   processor's size), so they never overlap the training indices ``[0, train_size)``.
   Target: the ground-truth label (the class whose object mask is the evidence).
   Metrics: pointing game, energy pointing game and mask average precision against the
   object mask, deletion and insertion AUC, seconds per map.
-* ``real``: the real ImageNet EfficientNet-Lite0 (:func:`hf_iia.demo.build_lite0_checkpoint`)
-  on the photos of :func:`hf_iia.demo.sample_images`, each in :data:`CROPS` (the full photo
+* ``real``: the real ImageNet EfficientNet-Lite0 (:func:`hf_iia.tools.demo.build_lite0_checkpoint`)
+  on the photos of :func:`hf_iia.tools.demo.sample_images`, each in :data:`CROPS` (the full photo
   and four 80 % crops anchored at the corners, fixed boxes): 7 photos x 5 crops = 35 inputs,
   ordered crop-major (all full photos first), so ``--n 7`` takes the seven full photos.
   Target: the model's top-1 class on each input. Metrics: deletion and insertion AUC,
@@ -42,7 +42,7 @@ colour), insertion starts from a Gaussian blur (kernel 11, sigma 5); both use
 ``batch_size`` images; seconds per map = wall time of those calls / number of images.
 
 Spread: mean ± the half-width of a Student-t 95 % confidence interval over the per-image
-values (:mod:`hf_iia.bench.stats`; closed form, no resampling). On the real suite the five
+values (:mod:`hf_iia.tools.bench.stats`; closed form, no resampling). On the real suite the five
 crops of a photo are not independent, so that interval is optimistic.
 
 Outputs in ``DIR`` (nothing elsewhere; the real suite also writes the Lite0 checkpoint
@@ -68,12 +68,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..adapters import adapter_for
-from ..adapters.base import extract_logits
-from ..errors import IIAError
-from ..explainer import IIAExplainer
-from ..metrics import deletion_auc, energy_pointing_game, insertion_auc, mask_average_precision, pointing_game
-from ..outputs import output_path, write_atomic
+from ...adapters import Adapter, adapter_for
+from ...adapters.base import extract_logits
+from ...errors import IIAError
+from ...explainer import IIAExplainer
+from ...methods import METHODS
+from ...metrics import deletion_auc, energy_pointing_game, insertion_auc, mask_average_precision, pointing_game
+from ...outputs import output_path, write_atomic
 from .stats import CONFIDENCE, summarise
 
 SUITES = ("synthetic", "real")
@@ -114,7 +115,6 @@ class MethodSpec:
 
     key: str
     method: str
-    families: tuple[str, ...]
     options: tuple[tuple[str, Any], ...] = ()
 
     def explainer(self, model: torch.nn.Module, processor: object, internal_batch_size: int | None) -> IIAExplainer:
@@ -129,15 +129,15 @@ class MethodSpec:
 METHOD_SPECS: dict[str, MethodSpec] = {
     spec.key: spec
     for spec in (
-        MethodSpec("iia", "iia", ("cnn", "vit")),
-        MethodSpec("iia-reference", "iia", ("cnn", "vit"), (("preset", "reference"),)),
-        MethodSpec("iia-multilayer", "iia", ("cnn", "vit"), (("layer", LAST_TWO),)),
-        MethodSpec("ig", "ig", ("cnn", "vit")),
-        MethodSpec("gradcam", "gradcam", ("cnn",)),
-        MethodSpec("gradcam++", "gradcam++", ("cnn",)),
-        MethodSpec("attention_rollout", "attention_rollout", ("vit",)),
-        MethodSpec("gradient_rollout", "gradient_rollout", ("vit",)),
-        MethodSpec("gae", "gae", ("vit",)),
+        MethodSpec("iia", "iia"),
+        MethodSpec("iia-reference", "iia", (("preset", "reference"),)),
+        MethodSpec("iia-multilayer", "iia", (("layer", LAST_TWO),)),
+        MethodSpec("ig", "ig"),
+        MethodSpec("gradcam", "gradcam"),
+        MethodSpec("gradcam++", "gradcam++"),
+        MethodSpec("attention_rollout", "attention_rollout"),
+        MethodSpec("gradient_rollout", "gradient_rollout"),
+        MethodSpec("gae", "gae"),
     )
 }
 
@@ -235,7 +235,7 @@ def synthetic_heldout(folder: Path, n: int, input_size: int | None) -> dict[str,
 
     From ``train_log.json`` (``heldout_indices``, ``data_seed``, ``size``) when present; else
     the convention of ``scripts/train_synthetic.py``: held-out indices start at
-    :data:`hf_iia.bench.synthetic.HELDOUT_START`, data seed 0, image size = the model's input size.
+    :data:`hf_iia.tools.synthetic.HELDOUT_START`, data seed 0, image size = the model's input size.
     """
     log_path = folder / "train_log.json"
     if log_path.exists():
@@ -247,14 +247,14 @@ def synthetic_heldout(folder: Path, n: int, input_size: int | None) -> dict[str,
         if n > stop - start:
             raise IIAError(f"{log_path} holds out {stop - start} images, fewer than --n {n}")
         return {"start": int(start), "seed": int(log.get("data_seed", 0)), "size": int(log.get("size", input_size or 64))}
-    from .synthetic import HELDOUT_START
+    from ..synthetic import HELDOUT_START
 
     return {"start": HELDOUT_START, "seed": 0, "size": int(input_size or 64)}
 
 
 def synthetic_inputs(explainer: IIAExplainer, folder: Path, n: int, figure_images: int, batch_size: int) -> BenchInputs:
     """``n`` held-out synthetic images of the checkpoint in ``folder``, preprocessed by its processor."""
-    from .synthetic import CLASS_NAMES, make_arrays
+    from ..synthetic import CLASS_NAMES, make_arrays
 
     config = getattr(explainer.model, "config", None)
     size = getattr(config, "image_size", None)
@@ -545,7 +545,7 @@ def _iia_not_first(model: dict[str, Any], metrics: list[str], best: dict[str, li
 
 def figure(models: list[tuple[str, BenchInputs, dict[str, MethodResult]]], tile: int = 160) -> Image.Image:
     """maps.png: per model, a few inputs (rows) x [input, one overlay per method] (columns)."""
-    from ..viz import grid, overlay
+    from ...viz import grid, overlay
 
     columns = 1 + max(len(results) for _, _, results in models)
     tiles, captions = [], []
@@ -574,17 +574,22 @@ def synthetic_models(models_dir: Path, archs: Sequence[str] | None) -> list[tupl
     if not found:
         raise IIAError(
             f"no synthetic benchmark checkpoints ({', '.join(wanted)}) under {models_dir}; train them with "
-            "`python scripts/train_synthetic.py --arch all --out hf_iia/bench/models` (a GPU takes minutes)"
+            "`python scripts/train_synthetic.py --arch all --out hf_iia/tools/bench/models` (a GPU takes minutes)"
         )
     return found
 
 
-def _methods_for(family: str, methods: Sequence[str] | None) -> list[MethodSpec]:
+def _method_keys(methods: Sequence[str] | None) -> list[str]:
     keys = list(methods) if methods else list(METHOD_SPECS)
     unknown = [key for key in keys if key not in METHOD_SPECS]
     if unknown:
         raise IIAError(f"unknown bench method(s) {unknown}; choose from {list(METHOD_SPECS)}")
-    return [METHOD_SPECS[key] for key in keys if family in METHOD_SPECS[key].families]
+    return keys
+
+
+def _methods_for(adapter: Adapter, methods: Sequence[str] | None) -> list[MethodSpec]:
+    """The bench columns that apply to the model behind ``adapter``."""
+    return [METHOD_SPECS[key] for key in _method_keys(methods) if METHODS[METHOD_SPECS[key].method].applies_to(adapter)]
 
 
 def run_bench(config: BenchConfig) -> dict[str, Any]:
@@ -596,8 +601,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         raise IIAError(f"unknown suite {config.suite!r}; choose one of {SUITES}")
     if config.n is not None and config.n < 1:
         raise IIAError(f"--n must be a positive number of inputs, got {config.n}")
-    for family in ("cnn", "vit"):
-        _methods_for(family, config.methods)  # unknown names fail before any work
+    _method_keys(config.methods)  # unknown names fail before any work
     if config.threads:
         torch.set_num_threads(config.threads)
     out = Path(config.out)
@@ -620,13 +624,13 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     for name, folder in folders:
         base = IIAExplainer(str(folder), device=config.device or "cpu", progress=False)
         device = _device_of(base.model)
-        family = base.adapter.family
+        family = base.family.name
         if config.suite == "synthetic":
             inputs = synthetic_inputs(base, folder, n, config.figure_images, config.metric_batch_size)
         else:
             inputs = real_inputs(base, n, config.figure_images, config.metric_batch_size)
         results: dict[str, MethodResult] = {}
-        for spec in _methods_for(family, config.methods):
+        for spec in _methods_for(base.adapter, config.methods):
             print(f"[bench] {name}: {spec.key} on {len(inputs.ids)} inputs", file=sys.stderr, flush=True)
             results[spec.key] = evaluate_method(
                 spec, base.model, base.processor, inputs, batch_size=config.batch_size,
@@ -691,7 +695,7 @@ def _model_json(name: str, folder: Path, family: str, inputs: BenchInputs, resul
                   for metric, values in result.per_image.items()}
             for key, result in results.items() if key != "iia"
         }
-    if family == "cnn" and {"iia", "iia-reference"} <= set(results):
+    if {"iia", "iia-reference"} <= set(results):
         difference = (results["iia"].maps - results["iia-reference"].maps).abs().max().item()
         entry["iia_vs_reference_max_abs_map_difference"] = difference
         integrands = (results["iia"].spec["integrand"], results["iia-reference"].spec["integrand"])

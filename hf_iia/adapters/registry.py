@@ -1,0 +1,92 @@
+"""The family registry: which adapter explains a model, and what each family declares.
+
+A *family* is one kind of representation (convolutional feature maps, global
+self-attention, ...). Each family lives in one file of :mod:`hf_iia.adapters`, where it
+declares a :class:`Family` (its presets and its default comparison method) beside its
+adapter code, and registers an adapter factory for the ``config.model_type`` values it
+explains. No other module of the package holds family names.
+
+Adding a family: write ``adapters/<family>.py`` with a ``Family``, an ``Adapter`` subclass
+and ``@register_adapter(...)`` factories, and add its import to ``adapters/__init__.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..errors import IIAError, UnsupportedModelError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ..presets import Preset
+    from .base import Adapter, LayerSpec
+
+AdapterFactory = Callable[["nn.Module", "LayerSpec"], "Adapter"]
+
+
+@dataclass(frozen=True)
+class Family:
+    """What one model family declares beside its adapter.
+
+    Attributes:
+        name: a short name shown in reports (``"cnn"``, ``"vit"``, ...).
+        presets: the named IIA settings of the family (``"default"``, ``"reference"``, ...).
+        comparison: the comparison method an audit runs next to IIA (``None``: none).
+        description: one line saying what is integrated and how the map is formed.
+    """
+
+    name: str
+    presets: Mapping[str, Preset] = field(default_factory=dict)
+    comparison: str | None = None
+    description: str = ""
+
+    def preset(self, name: str | None) -> Preset:
+        """The preset ``name`` (``None`` = ``"default"``)."""
+        name = name or "default"
+        if name not in self.presets:
+            raise IIAError(f"unknown preset {name!r} for {self.name} models; choose one of {sorted(self.presets)}")
+        return self.presets[name]
+
+
+_ADAPTERS: dict[str, AdapterFactory] = {}
+_FALLBACK: list[AdapterFactory] = []
+
+
+def register_adapter(*model_types: str) -> Callable[[AdapterFactory], AdapterFactory]:
+    """Register a factory ``(model, layer) -> Adapter`` for the given ``config.model_type`` values."""
+
+    def decorate(factory: AdapterFactory) -> AdapterFactory:
+        for model_type in model_types:
+            _ADAPTERS[model_type] = factory
+        return factory
+
+    return decorate
+
+
+def register_fallback(factory: AdapterFactory) -> AdapterFactory:
+    """Register the factory used for a model of no registered type when ``layer=`` is given."""
+    _FALLBACK[:] = [factory]
+    return factory
+
+
+def supported_model_types() -> tuple[str, ...]:
+    """The ``config.model_type`` values that have an adapter."""
+    return tuple(sorted(_ADAPTERS))
+
+
+def adapter_for(model: nn.Module, layer: LayerSpec = None) -> Adapter:
+    """The adapter for ``model``: by ``config.model_type``, else the fallback when ``layer=`` is given."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type in _ADAPTERS:
+        return _ADAPTERS[model_type](model, layer)
+    if layer is not None and _FALLBACK:
+        return _FALLBACK[0](model, layer)
+    kind = f"model_type {model_type!r}" if model_type else f"a plain {type(model).__name__}"
+    raise UnsupportedModelError(
+        f"no IIA adapter for {kind}. Supported model types: {', '.join(supported_model_types())}. "
+        "For any other classifier whose forward returns logits, pass layer= (a module or its dotted name, "
+        "e.g. layer='layer4') to explain that layer's activations CNN-style"
+    )

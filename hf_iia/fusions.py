@@ -1,0 +1,78 @@
+"""Fusions: integrated quantities -> one 2-D relevance map per image. Small pure functions.
+
+:func:`channel_sum` for feature maps ``[B, K, h, w]``; :func:`gradient_rollout` (IIA's ViT fusion) and
+:func:`gae_rollout` for per-block attention terms ``[B, heads, T, T]``; :func:`integrated_gradients`
+turns IG's path-averaged input gradient into attributions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+Rollout = Callable[[Sequence[torch.Tensor], Sequence[int], int], torch.Tensor]
+"""``(blocks [B, heads, T, T] each, classifier rows, first patch column) -> [B, T - first_patch]``."""
+
+
+def channel_sum(integral: torch.Tensor) -> torch.Tensor:
+    """Sum an integrated CNN feature map over channels: ``[B, K, h, w] -> [B, h, w]``."""
+    return integral.sum(dim=1)
+
+
+def integrated_gradients(mean_gradient: torch.Tensor, inputs: torch.Tensor, baseline: float) -> torch.Tensor:
+    """Integrated Gradients from the path-averaged gradient: ``(x - x') * mean_a dy/dx(x' + a (x - x'))``.
+
+    ``mean_gradient``, ``inputs``: ``[B, C, H, W]``; returns ``[B, C, H, W]`` attributions whose
+    sum approximates ``f(x) - f(x')`` (completeness).
+    """
+    return (inputs - baseline) * mean_gradient
+
+
+def gradient_rollout(
+    blocks: Sequence[torch.Tensor], rows: Sequence[int], first_patch: int
+) -> torch.Tensor:
+    """Gradient Rollout over integrated per-block attention terms.
+
+    Args:
+        blocks: one tensor per transformer block, in forward order, each
+            ``[B, heads, T, T]``: the integrated ``relu(dy/dA_b * A_b)``.
+        rows: the token rows the classifier reads (e.g. ``[0]`` for the CLS token,
+            ``[0, 1]`` for DeiT's CLS + distillation tokens); their rows are averaged.
+        first_patch: index of the first patch token; columns before it (special
+            tokens) are dropped.
+
+    Returns:
+        ``[B, T - first_patch]``: relevance of each patch token.
+
+    Each block is fused over heads by the mean, the identity is added and rows are
+    normalised, ``M_b = (G_b + I) / rowsum``; the blocks are multiplied in forward
+    order, ``R = M_{B-1} ... M_1 M_0``.
+    """
+    if not blocks:
+        raise ValueError("gradient_rollout needs at least one block")
+    batch, _, tokens, _ = blocks[0].shape
+    eye = torch.eye(tokens, dtype=blocks[0].dtype, device=blocks[0].device).expand(batch, tokens, tokens)
+    rollout = eye
+    for block in blocks:
+        fused = block.mean(dim=1) + eye  # [B, T, T]
+        fused = fused / fused.sum(dim=-1, keepdim=True)
+        rollout = fused @ rollout
+    return rollout[:, list(rows), first_patch:].mean(dim=1)
+
+
+def gae_rollout(blocks: Sequence[torch.Tensor], rows: Sequence[int], first_patch: int) -> torch.Tensor:
+    """Generic Attention-model Explainability (Chefer et al., ICCV 2021) for self-attention.
+
+    Same arguments and result as :func:`gradient_rollout` (``blocks``: per block
+    ``[B, heads, T, T]``, the integrated ``relu(dy/dA_b * A_b)``). Starting from ``R = I``,
+    each block in forward order adds its head-averaged term propagated through the
+    relevance so far, ``R = R + mean_h(G_b) @ R``; rows are not normalised.
+    """
+    if not blocks:
+        raise ValueError("gae_rollout needs at least one block")
+    batch, _, tokens, _ = blocks[0].shape
+    relevance = torch.eye(tokens, dtype=blocks[0].dtype, device=blocks[0].device).expand(batch, tokens, tokens)
+    for block in blocks:
+        relevance = relevance + block.mean(dim=1) @ relevance
+    return relevance[:, list(rows), first_patch:].mean(dim=1)
