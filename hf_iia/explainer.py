@@ -7,12 +7,11 @@ representations, the engine integrates, and this module turns images into
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import warnings
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +19,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .adapters.base import LayerSpec
+from .adapters.base import LayerSpec, evaluation_mode
 from .adapters.registry import Family
 from .engine import integrate
 from .errors import ImageInputError, IIAError, TargetError, UnsupportedModelError
@@ -262,7 +261,7 @@ class IIAExplainer:
         parameter = next(self.model.parameters(), None)
         if parameter is not None:
             pixel_values = pixel_values.to(parameter.device, parameter.dtype)
-        with self._lock, _evaluation_mode(self.model):
+        with self._lock, evaluation_mode(self.model):
             result = integrate(
                 self.adapter,
                 pixel_values,
@@ -367,15 +366,3 @@ def model_lock(model: nn.Module) -> threading.Lock:
         if lock is None:
             lock = _MODEL_LOCKS[model] = threading.Lock()
         return lock
-
-
-@contextlib.contextmanager
-def _evaluation_mode(model: nn.Module) -> Iterator[None]:
-    """Run ``model`` in eval mode; restore every submodule's own train/eval flag on exit."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training

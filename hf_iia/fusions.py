@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-Rollout = Callable[[Sequence[torch.Tensor], Sequence[int], int], torch.Tensor]
-"""``(blocks [B, heads, T, T] each, classifier rows, first patch column) -> [B, T - first_patch]``."""
+Rollout = Callable[[Sequence[torch.Tensor], torch.Tensor, int], torch.Tensor]
+"""``(blocks [B, heads, T, T] each, readout weights [T], first patch column) -> [B, T - first_patch]``."""
 
 
 def channel_sum(integral: torch.Tensor) -> torch.Tensor:
@@ -29,16 +29,14 @@ def integrated_gradients(mean_gradient: torch.Tensor, inputs: torch.Tensor, base
     return (inputs - baseline) * mean_gradient
 
 
-def gradient_rollout(
-    blocks: Sequence[torch.Tensor], rows: Sequence[int], first_patch: int
-) -> torch.Tensor:
+def gradient_rollout(blocks: Sequence[torch.Tensor], readout: torch.Tensor, first_patch: int) -> torch.Tensor:
     """Gradient Rollout over integrated per-block attention terms.
 
     Args:
         blocks: one tensor per transformer block, in forward order, each
             ``[B, heads, T, T]``: the integrated ``relu(dy/dA_b * A_b)``.
-        rows: the token rows the classifier reads (e.g. ``[0]`` for the CLS token,
-            ``[0, 1]`` for DeiT's CLS + distillation tokens); their rows are averaged.
+        readout: ``[T]`` weights of the token rows the classifier reads (one-hot on the CLS token for ViT,
+            one half on each of CLS and distillation for DeiT, uniform over the patches for a mean-pooling head).
         first_patch: index of the first patch token; columns before it (special
             tokens) are dropped.
 
@@ -47,7 +45,7 @@ def gradient_rollout(
 
     Each block is fused over heads by the mean, the identity is added and rows are
     normalised, ``M_b = (G_b + I) / rowsum``; the blocks are multiplied in forward
-    order, ``R = M_{B-1} ... M_1 M_0``.
+    order, ``R = M_{B-1} ... M_1 M_0``; the relevance is ``readout @ R`` at the patch columns.
     """
     if not blocks:
         raise ValueError("gradient_rollout needs at least one block")
@@ -58,13 +56,13 @@ def gradient_rollout(
         fused = block.mean(dim=1) + eye  # [B, T, T]
         fused = fused / fused.sum(dim=-1, keepdim=True)
         rollout = fused @ rollout
-    return rollout[:, list(rows), first_patch:].mean(dim=1)
+    return (readout @ rollout)[:, first_patch:]
 
 
-def gae_rollout(blocks: Sequence[torch.Tensor], rows: Sequence[int], first_patch: int) -> torch.Tensor:
+def gae_rollout(blocks: Sequence[torch.Tensor], readout: torch.Tensor, first_patch: int) -> torch.Tensor:
     """Generic Attention-model Explainability (Chefer et al., ICCV 2021) for self-attention.
 
-    Same arguments and result as :func:`gradient_rollout` (``blocks``: per block
+    Same arguments and result as :func:`gradient_rollout` (``readout``: ``[T]`` row weights; ``blocks``: per block
     ``[B, heads, T, T]``, the integrated ``relu(dy/dA_b * A_b)``). Starting from ``R = I``,
     each block in forward order adds its head-averaged term propagated through the
     relevance so far, ``R = R + mean_h(G_b) @ R``; rows are not normalised.
@@ -75,4 +73,4 @@ def gae_rollout(blocks: Sequence[torch.Tensor], rows: Sequence[int], first_patch
     relevance = torch.eye(tokens, dtype=blocks[0].dtype, device=blocks[0].device).expand(batch, tokens, tokens)
     for block in blocks:
         relevance = relevance + block.mean(dim=1) @ relevance
-    return relevance[:, list(rows), first_patch:].mean(dim=1)
+    return (readout @ relevance)[:, first_patch:]

@@ -156,3 +156,15 @@ def hooks_removed_on_exit(handles: list[torch.utils.hooks.RemovableHandle]) -> I
         for handle in handles:
             handle.remove()
         handles.clear()
+
+
+@contextlib.contextmanager
+def evaluation_mode(model: nn.Module) -> Iterator[None]:
+    """Run ``model`` in eval mode; restore every submodule's own train/eval flag on exit."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training

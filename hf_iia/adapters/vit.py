@@ -8,17 +8,21 @@ by the tensor it gets back. A forward pre-hook on every block lets the engine re
 the block's input rows. Nothing is monkey-patched and the model is not copied; on
 exit the original implementation is restored and the function unregistered.
 
-Token layout quirks live here: ViT reads the CLS token (row 0, patches from column 1);
-DeiT has a distillation token (patches from column 2), and
-``DeiTForImageClassificationWithTeacher`` averages the CLS and distillation heads, so
-both rows are read.
+Which tokens the head reads is per-type knowledge, kept in one table (:data:`READOUTS`):
+ViT reads the CLS token (row 0, patches from column 1); DeiT has a distillation token
+(patches from column 2) and ``DeiTForImageClassificationWithTeacher`` averages the CLS and
+distillation heads; BEiT mean-pools the patch tokens; DINOv2 concatenates the CLS token
+and the patch mean (registers sit between them and are never part of the grid); CLIP
+mean-pools the patch tokens; SigLIP and I-JEPA mean-pool every token (no CLS). The
+rollout's relevance is read with those weights, so the map explains what the head uses.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from contextvars import ContextVar
 
 import torch
@@ -116,6 +120,60 @@ def _attention_implementation(model: nn.Module, name: str) -> Iterator[None]:
         model.set_attn_implementation(original)
 
 
+@dataclass(frozen=True)
+class Readout:
+    """The tokens a classification head reads.
+
+    Attributes:
+        prefix: tokens before the patch grid (CLS, distillation, registers).
+        rows: special tokens read directly (their rows are averaged).
+        pooled: ``"patches"`` if the head also reads the mean of the patch tokens, ``"all"`` the mean of every
+            token, ``None`` neither. Rows and the pooled mean weigh equally.
+    """
+
+    prefix: int = 1
+    rows: tuple[int, ...] = (0,)
+    pooled: str | None = None
+
+    def weights(self, tokens: int) -> torch.Tensor:
+        """``[tokens]`` float32 weights (summing to 1) of the rollout rows that form the map."""
+        parts = []
+        for row in self.rows:
+            part = torch.zeros(tokens)
+            part[row] = 1.0
+            parts.append(part)
+        if self.pooled is not None:
+            part = torch.zeros(tokens)
+            part[self.prefix if self.pooled == "patches" else 0 :] = 1.0
+            parts.append(part / part.sum())
+        return torch.stack(parts).mean(dim=0)
+
+
+def _vision_config(model: nn.Module) -> object:
+    config = model.config
+    return getattr(config, "vision_config", None) or config
+
+
+READOUTS: dict[str, Callable[[nn.Module], Readout]] = {
+    "vit": lambda model: Readout(),
+    "vit_msn": lambda model: Readout(),
+    "deit": lambda model: Readout(prefix=2, rows=(0, 1) if hasattr(model, "distillation_classifier") else (0,)),
+    "beit": lambda model: (
+        Readout(rows=(), pooled="patches") if model.config.use_mean_pooling else Readout()
+    ),
+    "dinov2": lambda model: Readout(pooled="patches"),
+    "dinov2_with_registers": lambda model: Readout(prefix=1 + model.config.num_register_tokens, pooled="patches"),
+    "clip": lambda model: Readout(rows=(), pooled="patches"),
+    "metaclip_2": lambda model: Readout(rows=(), pooled="patches"),
+    "siglip": lambda model: Readout(prefix=0, rows=(), pooled="all"),
+    "ijepa": lambda model: Readout(prefix=0, rows=(), pooled="all"),
+}
+"""``config.model_type`` -> the tokens its ``...ForImageClassification`` head reads (read from each modeling file)."""
+
+BLOCK_PATHS = ("layers", "encoder.layer", "encoder.layers", "vision_model.encoder.layers")
+"""Where the transformer blocks of the supported types live, relative to the base model."""
+
+
 class ViTAdapter(AttentionAdapter):
     """Attention probabilities of every block; Gradient Rollout fuses them into the map.
 
@@ -125,19 +183,31 @@ class ViTAdapter(AttentionAdapter):
 
     family = VIT
     upsample_mode = "bilinear"
-    special_tokens = 1  # CLS
-    classifier_rows: tuple[int, ...] = (0,)
 
     def __init__(self, model: nn.Module, layer: LayerSpec) -> None:
         super().__init__(model)
-        base = getattr(model, model.base_model_prefix)
-        blocks = getattr(base, "layers", None) or getattr(getattr(base, "encoder", None), "layer", None)
-        if blocks is None:
-            raise AttentionNotReachableError(f"cannot find the transformer blocks of {type(model).__name__}")
+        base = getattr(model, model.base_model_prefix, model)
+        blocks = None
+        for path in BLOCK_PATHS:
+            with contextlib.suppress(AttributeError):
+                blocks = base.get_submodule(path)
+                break
+        if not isinstance(blocks, nn.ModuleList):
+            raise AttentionNotReachableError(
+                f"cannot find the transformer blocks of {type(model).__name__} (looked for {list(BLOCK_PATHS)})"
+            )
+        self.readout = READOUTS[model.config.model_type](model)
         self.blocks: list[nn.Module] = list(blocks)
         self._taps = tuple(f"layers.{i}" for i in range(len(self.blocks)))
         self._levels = self._choose_levels(layer)
-        self.patch_size = int(model.config.patch_size)
+        vision = _vision_config(model)
+        self.patch_size = int(vision.patch_size)
+        self.image_size = vision.image_size
+
+    @property
+    def special_tokens(self) -> int:
+        """Tokens before the patch grid."""
+        return self.readout.prefix
 
     def _choose_levels(self, layer: LayerSpec) -> tuple[str, ...]:
         if layer is None:
@@ -187,7 +257,7 @@ class ViTAdapter(AttentionAdapter):
     def check_input(self, pixel_values: torch.Tensor) -> None:
         """Channels as the config says, and exactly ``config.image_size`` (position embeddings are not interpolated)."""
         super().check_input(pixel_values)
-        size = self.model.config.image_size
+        size = self.image_size
         height, width = (size, size) if isinstance(size, int) else tuple(size)
         if tuple(pixel_values.shape[2:]) != (height, width):
             raise ImageInputError(
@@ -215,7 +285,9 @@ class ViTAdapter(AttentionAdapter):
     ) -> torch.Tensor:
         """Fuse per-block integrals ``{tap: [B, heads, T, T]}`` with ``rollout`` into patch-grid maps ``[B, h, w]``."""
         blocks = [integrals[tap] for tap in self._taps]
-        relevance = rollout(blocks, self.classifier_rows, self.special_tokens)
+        tokens = blocks[0].shape[-1]
+        readout = self.readout.weights(tokens).to(blocks[0].device, blocks[0].dtype)
+        relevance = rollout(blocks, readout, self.special_tokens)
         height, width = self.patch_grid(input_size)
         if relevance.shape[1] != height * width:
             raise AttentionNotReachableError(
@@ -243,16 +315,4 @@ def _expand_hook(run: TapRun, tap: str):
     return hook
 
 
-register_adapter("vit")(ViTAdapter)
-
-
-@register_adapter("deit")
-class DeiTAdapter(ViTAdapter):
-    """DeiT: CLS + distillation token; the with-teacher model reads both."""
-
-    special_tokens = 2
-
-    def __init__(self, model: nn.Module, layer: LayerSpec) -> None:
-        super().__init__(model, layer)
-        with_teacher = hasattr(model, "distillation_classifier")
-        self.classifier_rows = (0, 1) if with_teacher else (0,)
+register_adapter(*READOUTS)(ViTAdapter)

@@ -1,0 +1,274 @@
+"""Stage outputs of any Hugging Face vision backbone, found from evidence and read in their own layout.
+
+Covers convolutional nets (bit, efficientnet, mobilenet, regnet, ...) and hierarchical
+token / windowed-attention models (swin, pvt, segformer, mobilevit, ...): IIA integrates
+their stage outputs as activations, with the CNN family's integrand and presets.
+
+How the stages are found (no per-type module names): one probe forward of the base model
+with ``output_hidden_states=True`` on a small non-square input, with a hook on every
+module. A module whose output (or one element of its output tuple) *is* one of the
+returned ``hidden_states`` / ``last_hidden_state`` tensors is a stage; the outermost such
+module is kept. The default level is the module producing ``last_hidden_state`` (what the
+head pools), else the last stage.
+
+How the layout is known (never guessed): on the non-square probe input ``H != W``, a
+stage tensor is ``[B, C, h, w]`` if its last two sizes are ``H / s, W / s`` for one stride
+``s``, ``[B, h, w, C]`` if sizes 1 and 2 are, and tokens ``[B, h * w, C]`` if its
+length is ``(H / s) * (W / s)``. A tensor that fits none or several readings is not
+offered as a stage; naming it with ``layer=`` is refused with that reason. At run time
+the adapter hands the engine every stage in ``[B, C, h, w]`` and puts the substituted
+tensor back in the model's own layout, so integrands, Grad-CAM and the channel-sum map
+never see another layout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import LayerNotFoundError, UnsupportedModelError
+from .base import LayerSpec, TapRun, evaluation_mode, hooks_removed_on_exit, resolve_module
+from .cnn import CNNAdapter, TapPoint
+from .registry import register_adapter
+
+LAYOUTS = ("NCHW", "NHWC", "tokens")
+PROBE_SIDE = 64  # the probe input is PROBE_SIDE x (PROBE_SIDE * 5 / 4): non-square, so h and w tell the layout apart
+MAX_STRIDE = 128
+
+
+def _reduced(side: int, stride: int) -> set[int]:
+    """The sizes a ``side``-pixel axis can have after a total stride ``stride`` (floor or ceil)."""
+    return {side // stride, -(-side // stride)}
+
+
+def _strides() -> list[int]:
+    return [2**k for k in range(int(math.log2(MAX_STRIDE)) + 1)]
+
+
+def grid_of(shape: Sequence[int], layout: str, input_size: tuple[int, int]) -> tuple[int, int] | None:
+    """The ``(h, w)`` grid of a tensor of ``shape`` read in ``layout`` for an ``input_size = (H, W)`` input, or
+    ``None`` when the shape does not fit that reading for any stride."""
+    height, width = input_size
+    for stride in _strides():
+        hs, ws = _reduced(height, stride), _reduced(width, stride)
+        if layout == "NCHW" and len(shape) == 4 and shape[2] in hs and shape[3] in ws:
+            return shape[2], shape[3]
+        if layout == "NHWC" and len(shape) == 4 and shape[1] in hs and shape[2] in ws:
+            return shape[1], shape[2]
+        if layout == "tokens" and len(shape) == 3:
+            for h in hs:
+                for w in ws:
+                    if h * w == shape[1]:
+                        return h, w
+    return None
+
+
+def infer_layout(shape: Sequence[int], input_size: tuple[int, int]) -> str:
+    """The one layout that ``shape`` fits on a non-square ``input_size``; raises ``LayerNotFoundError`` otherwise."""
+    fits = [layout for layout in LAYOUTS if grid_of(shape, layout, input_size) is not None]
+    if len(fits) != 1:
+        why = "fits no" if not fits else f"fits several ({', '.join(fits)}) of the"
+        raise LayerNotFoundError(
+            f"a tensor of shape {list(shape)} (input {input_size[0]}x{input_size[1]}) {why} spatial layouts "
+            "[B, C, h, w], [B, h, w, C], [B, h*w, C]; its layout cannot be established, so it is not explained. "
+            "Pass layer= a module whose output is a spatial feature map"
+        )
+    return fits[0]
+
+
+def to_channels_first(tensor: torch.Tensor, layout: str, grid: tuple[int, int]) -> torch.Tensor:
+    """``tensor`` in ``layout`` -> ``[B, C, h, w]``."""
+    if layout == "NHWC":
+        return tensor.permute(0, 3, 1, 2)
+    if layout == "tokens":
+        return tensor.transpose(1, 2).reshape(tensor.shape[0], tensor.shape[2], *grid)
+    return tensor
+
+
+def from_channels_first(tensor: torch.Tensor, layout: str) -> torch.Tensor:
+    """``[B, C, h, w]`` -> ``layout`` (the inverse of :func:`to_channels_first`)."""
+    if layout == "NHWC":
+        return tensor.permute(0, 2, 3, 1)
+    if layout == "tokens":
+        return tensor.flatten(2).transpose(1, 2)
+    return tensor
+
+
+@dataclass(frozen=True)
+class StagePoint(TapPoint):
+    """A stage: the module, which element of its output tuple (``None``: the output itself) and its layout."""
+
+    index: int | None = None
+    layout: str = "NCHW"
+
+
+class StageAdapter(CNNAdapter):
+    """Stage outputs in any layout, handed to the engine channels-first (see the module docstring)."""
+
+    def __init__(self, model: nn.Module, points: dict[str, TapPoint], levels: Sequence[str]) -> None:
+        super().__init__(model, points, levels)
+        self._input_size: tuple[int, int] = (0, 0)
+
+    def logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        self._input_size = (int(pixel_values.shape[-2]), int(pixel_values.shape[-1]))  # the hooks read the grid from it
+        return super().logits(pixel_values)
+
+    @contextlib.contextmanager
+    def _hooks(self, run: TapRun, active: Sequence[str]) -> Iterator[None]:
+        handles = []
+        with hooks_removed_on_exit(handles):
+            for tap in active:
+                point = self._points[tap]
+                if not isinstance(point, StagePoint):
+                    point = StagePoint(point.module)
+                handles.append(point.module.register_forward_hook(self._stage_hook(run, tap, point)))
+            yield
+
+    def _stage_hook(self, run: TapRun, tap: str, point: StagePoint):
+        def hook(module: nn.Module, args: tuple, output: object) -> object:
+            items = list(output) if point.index is not None else [output]
+            position = point.index or 0
+            tensor = items[position]
+            if not isinstance(tensor, torch.Tensor):
+                raise LayerNotFoundError(f"layer {tap!r} produces a {type(tensor).__name__}, not a tensor")
+            grid = grid_of(tensor.shape, point.layout, self._input_size)
+            if grid is None:
+                raise LayerNotFoundError(
+                    f"layer {tap!r} output {list(tensor.shape)} does not form a {point.layout} grid for a "
+                    f"{self._input_size[0]}x{self._input_size[1]} input; pass layer= another stage"
+                )
+            rows = tensor.shape[0]
+            batched = [i for i, item in enumerate(items) if isinstance(item, torch.Tensor) and item.dim() and item.shape[0] == rows]
+            expanded = run.expand(tap, *(items[i] for i in batched))
+            for i, item in zip(batched, expanded):
+                items[i] = item
+            rep = run.represent(tap, to_channels_first(items[position], point.layout, grid))
+            items[position] = from_channels_first(rep, point.layout)
+            return tuple(items) if point.index is not None else items[0]
+
+        return hook
+
+
+def _probe_sizes(model: nn.Module) -> list[tuple[int, int]]:
+    """Probe inputs to try in turn: non-square (the layouts differ), then square for models that need it."""
+    size = getattr(getattr(model, "config", None), "image_size", None)
+    side = size if isinstance(size, int) else (size[0] if isinstance(size, (list, tuple)) and size else PROBE_SIDE)
+    side = max(32, min(int(side), 224)) // 32 * 32
+    return [(side, side * 3 // 2), (side, side)]
+
+
+def _probe(model: nn.Module, base: nn.Module, size: tuple[int, int]) -> tuple[object, list[tuple[str, int | None, torch.Tensor]], dict[str, int]]:
+    """One forward of ``base`` on zeros of ``size``: its output and every module's tensor outputs in hook order."""
+    channels = int(getattr(getattr(model, "config", None), "num_channels", 3) or 3)
+    parameter = next(model.parameters())
+    probe = torch.zeros(1, channels, *size, device=parameter.device, dtype=parameter.dtype)
+    names = {module: name for name, module in model.named_modules() if name}
+    seen: list[tuple[str, int | None, torch.Tensor]] = []
+    calls: dict[str, int] = {}
+
+    def record(module: nn.Module, args: tuple, output: object) -> None:
+        name = names[module]
+        calls[name] = calls.get(name, 0) + 1
+        if isinstance(output, torch.Tensor):
+            seen.append((name, None, output))
+        elif isinstance(output, tuple) and not hasattr(output, "keys"):
+            seen.extend((name, i, item) for i, item in enumerate(output) if isinstance(item, torch.Tensor))
+
+    handles = [module.register_forward_hook(record) for module in names]
+    with hooks_removed_on_exit(handles):
+        output = base(probe, output_hidden_states=True)
+    return output, seen, calls
+
+
+@torch.no_grad()
+def find_stages(model: nn.Module) -> tuple[dict[str, StagePoint], str | None, dict[str, str]]:
+    """Probe ``model`` once: its stages in forward order, the default stage, and why other outputs were refused.
+
+    Returns ``(stages {dotted name: point}, default name or None, refused {dotted name: reason})``.
+    """
+    base = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    if not isinstance(base, nn.Module):
+        raise UnsupportedModelError(f"{type(model).__name__} has no base model to probe; pass layer=")
+    with evaluation_mode(model):
+        for size in _probe_sizes(model):
+            try:
+                output, seen, calls = _probe(model, base, size)
+                break
+            except Exception as error:  # any failure of a probe: try the next size, else give up
+                failure = error
+        else:
+            raise UnsupportedModelError(
+                f"probing {type(model).__name__} for its stages failed ({type(failure).__name__}: {failure}); "
+                "pass layer="
+            ) from failure
+    wanted = [*(getattr(output, "hidden_states", None) or ())]
+    last = getattr(output, "last_hidden_state", None)
+    stages: dict[str, StagePoint] = {}
+    refused: dict[str, str] = {}
+    default = None
+    for tensor in [*wanted, *([last] if last is not None else [])]:
+        # The last module to return the tensor is the outermost of nested producers; one that runs more than
+        # once per forward cannot be substituted, so it is passed over.
+        producers = [(name, index) for name, index, item in seen if item is tensor and calls[name] == 1]
+        if not producers:
+            continue
+        name, index = producers[-1]
+        try:
+            layout = infer_layout(tensor.shape, size)
+        except LayerNotFoundError as error:
+            refused[name] = str(error)
+            continue
+        stages[name] = StagePoint(model.get_submodule(name), index=index, layout=layout)
+        if tensor is last:
+            default = name
+    order = {name: position for position, (name, _, _) in enumerate(seen)}
+    stages = dict(sorted(stages.items(), key=lambda item: order[item[0]]))
+    return stages, default or (list(stages)[-1] if stages else None), refused
+
+
+def stage_adapter(model: nn.Module, layer: LayerSpec) -> StageAdapter:
+    """The adapter over the probed stages of ``model``; ``layer=`` picks among them (index, name or module)."""
+    stages, default, refused = find_stages(model)
+    if not stages:
+        raise UnsupportedModelError(
+            f"no stage of {type(model).__name__} has an established spatial layout ({'; '.join(refused.values())}); "
+            "pass layer= a module whose output is a feature map"
+        )
+    if layer is None:
+        return StageAdapter(model, stages, [default])
+    specs = list(layer) if isinstance(layer, (list, tuple)) else [layer]
+    chosen: list[str] = []
+    names = {id(module): name for name, module in model.named_modules()}
+    candidates = list(stages)
+    for spec in specs:
+        if isinstance(spec, int) and -len(candidates) <= spec < len(candidates):
+            chosen.append(candidates[spec])
+        elif isinstance(spec, nn.Module) and names.get(id(spec)) in stages:
+            chosen.append(names[id(spec)])
+        elif isinstance(spec, str) and spec in stages:
+            chosen.append(spec)
+        elif isinstance(spec, str) and spec in refused:
+            raise LayerNotFoundError(f"layer {spec!r}: {refused[spec]}")
+        else:
+            if isinstance(spec, str):
+                resolve_module(model, spec)  # a name that does not exist gets the listing error
+            raise LayerNotFoundError(
+                f"layer {spec!r} is not a stage of {type(model).__name__} with an established layout; choose an index "
+                f"0..{len(candidates) - 1} or one of {candidates}"
+            )
+    return StageAdapter(model, stages, chosen)
+
+
+STAGE_MODEL_TYPES = (
+    "bit", "cvt", "donut-swin", "efficientnet", "focalnet", "hgnet_v2", "levit", "mobilenet_v1", "mobilenet_v2",
+    "mobilevit", "mobilevitv2", "poolformer", "pp_lcnet", "pvt", "pvt_v2", "regnet", "segformer", "swiftformer",
+    "swin", "swinv2", "textnet",
+)
+register_adapter(*STAGE_MODEL_TYPES)(stage_adapter)
+
+__all__ = ["STAGE_MODEL_TYPES", "StageAdapter", "find_stages", "infer_layout", "stage_adapter"]
