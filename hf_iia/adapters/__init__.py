@@ -4,7 +4,7 @@ The import line below is the registry's list of families: a new family is one ne
 here plus its name on that line.
 """
 
-from . import cnn, stages, vit  # noqa: F401  (each module registers its family's adapters)
+from . import cnn, stages, timm, vit  # noqa: F401  (each module registers its family's adapters)
 from .base import Adapter, AttentionAdapter, FeatureMapAdapter, TapRun
 from .registry import Family, adapter_for, register_adapter, supported_model_types
 

@@ -5,8 +5,8 @@ whose *input* is: the feature map that the classifier head pools. At an active t
 hook hands the feature map ``[N, K, h, w]`` to the engine (expand, then represent) and
 returns the substituted tensor, so everything after the tap is recomputed from it.
 
-Covers Hugging Face ``resnet``, ``convnext``, ``convnextv2``, timm conv nets through
-``timm_wrapper``, and any ``nn.Module`` given ``layer=``.
+Covers Hugging Face ``resnet``, ``convnext``, ``convnextv2`` and any ``nn.Module`` given ``layer=``
+(other backbones: :mod:`hf_iia.adapters.stages`; timm: :mod:`hf_iia.adapters.timm`).
 """
 
 from __future__ import annotations
@@ -180,36 +180,6 @@ class ConvNextAdapter(CNNAdapter):
 def convnext_adapter(model: nn.Module, layer: LayerSpec) -> CNNAdapter:
     """HF ConvNeXt (v1, v2): stage outputs; the last one is averaged, layer-normed and classified."""
     return _stage_adapter(model, layer, _stages(model, f"{model.base_model_prefix}.encoder.stages"), ConvNextAdapter)
-
-
-@register_adapter("timm_wrapper")
-def timm_adapter(model: nn.Module, layer: LayerSpec) -> CNNAdapter:
-    """timm models in ``TimmWrapperForImageClassification``.
-
-    Taps: the modules of ``timm_model.feature_info`` (stage outputs), then the input of
-    the head's global pooling (``timm_model.global_pool`` or ``timm_model.head.global_pool``),
-    which is the default: the feature map the classifier pools, after any final conv/norm.
-    """
-    timm_model = model.timm_model
-    candidates = {
-        f"timm_model.{info['module']}": TapPoint(timm_model.get_submodule(info["module"]))
-        for info in getattr(timm_model, "feature_info", [])
-        if info.get("module")
-    }
-    for pool_name in ("global_pool", "head.global_pool"):
-        try:
-            candidates[f"timm_model.{pool_name}"] = TapPoint(timm_model.get_submodule(pool_name), side="input")
-            break
-        except AttributeError:
-            continue
-    if not candidates:
-        raise UnsupportedModelError(
-            f"timm model {type(timm_model).__name__} exposes no feature_info or global_pool; pass layer= the dotted "
-            "name of a convolutional module (e.g. 'timm_model.stages.3')"
-        )
-    if isinstance(layer, str) and layer not in candidates and not layer.startswith("timm_model."):
-        layer = f"timm_model.{layer}"
-    return _stage_adapter(model, layer, candidates)
 
 
 @register_fallback

@@ -126,12 +126,19 @@ class StageAdapter(CNNAdapter):
                 point = self._points[tap]
                 if not isinstance(point, StagePoint):
                     point = StagePoint(point.module)
-                handles.append(point.module.register_forward_hook(self._stage_hook(run, tap, point)))
+                if point.side == "input":
+                    hook = self._stage_hook(run, tap, point)
+                    handles.append(point.module.register_forward_pre_hook(lambda module, args, hook=hook: hook(module, (), args)))
+                else:
+                    handles.append(point.module.register_forward_hook(self._stage_hook(run, tap, point)))
             yield
 
     def _stage_hook(self, run: TapRun, tap: str, point: StagePoint):
+        """A forward hook substituting the stage tensor (for an input-side point: called with the args as output)."""
+
         def hook(module: nn.Module, args: tuple, output: object) -> object:
-            items = list(output) if point.index is not None else [output]
+            tupled = point.index is not None or point.side == "input"
+            items = list(output) if tupled else [output]  # type: ignore[call-overload]
             position = point.index or 0
             tensor = items[position]
             if not isinstance(tensor, torch.Tensor):
@@ -149,7 +156,7 @@ class StageAdapter(CNNAdapter):
                 items[i] = item
             rep = run.represent(tap, to_channels_first(items[position], point.layout, grid))
             items[position] = from_channels_first(rep, point.layout)
-            return tuple(items) if point.index is not None else items[0]
+            return tuple(items) if tupled else items[0]
 
         return hook
 
@@ -233,8 +240,14 @@ def find_stages(model: nn.Module) -> tuple[dict[str, StagePoint], str | None, di
 
 def stage_adapter(model: nn.Module, layer: LayerSpec) -> StageAdapter:
     """The adapter over the probed stages of ``model``; ``layer=`` picks among them (index, name or module)."""
-    stages, default, refused = find_stages(model)
-    if not stages:
+    return select_stages(model, layer, *find_stages(model))
+
+
+def select_stages(
+    model: nn.Module, layer: LayerSpec, stages: dict[str, StagePoint], default: str | None, refused: dict[str, str]
+) -> StageAdapter:
+    """A :class:`StageAdapter` over ``stages`` at ``layer`` (``None``: ``default``), refusing what has no layout."""
+    if not stages or default is None:
         raise UnsupportedModelError(
             f"no stage of {type(model).__name__} has an established spatial layout ({'; '.join(refused.values())}); "
             "pass layer= a module whose output is a feature map"
@@ -242,11 +255,13 @@ def stage_adapter(model: nn.Module, layer: LayerSpec) -> StageAdapter:
     if layer is None:
         return StageAdapter(model, stages, [default])
     specs = list(layer) if isinstance(layer, (list, tuple)) else [layer]
+    if not specs:
+        raise LayerNotFoundError("layer= is an empty list; give at least one layer")
     chosen: list[str] = []
     names = {id(module): name for name, module in model.named_modules()}
     candidates = list(stages)
     for spec in specs:
-        if isinstance(spec, int) and -len(candidates) <= spec < len(candidates):
+        if isinstance(spec, int) and not isinstance(spec, bool) and -len(candidates) <= spec < len(candidates):
             chosen.append(candidates[spec])
         elif isinstance(spec, nn.Module) and names.get(id(spec)) in stages:
             chosen.append(names[id(spec)])
@@ -271,4 +286,4 @@ STAGE_MODEL_TYPES = (
 )
 register_adapter(*STAGE_MODEL_TYPES)(stage_adapter)
 
-__all__ = ["STAGE_MODEL_TYPES", "StageAdapter", "find_stages", "infer_layout", "stage_adapter"]
+__all__ = ["STAGE_MODEL_TYPES", "StageAdapter", "StagePoint", "find_stages", "infer_layout", "select_stages", "stage_adapter"]

@@ -184,25 +184,25 @@ class ViTAdapter(AttentionAdapter):
     family = VIT
     upsample_mode = "bilinear"
 
-    def __init__(self, model: nn.Module, layer: LayerSpec) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: LayerSpec,
+        *,
+        blocks: Sequence[nn.Module],
+        readout: Readout,
+        patch_size: int,
+        image_size: int | Sequence[int],
+    ) -> None:
         super().__init__(model)
-        base = getattr(model, model.base_model_prefix, model)
-        blocks = None
-        for path in BLOCK_PATHS:
-            with contextlib.suppress(AttributeError):
-                blocks = base.get_submodule(path)
-                break
-        if not isinstance(blocks, nn.ModuleList):
-            raise AttentionNotReachableError(
-                f"cannot find the transformer blocks of {type(model).__name__} (looked for {list(BLOCK_PATHS)})"
-            )
-        self.readout = READOUTS[model.config.model_type](model)
+        self.readout = readout
         self.blocks: list[nn.Module] = list(blocks)
         self._taps = tuple(f"layers.{i}" for i in range(len(self.blocks)))
+        names = {id(module): name for name, module in model.named_modules()}
+        self._block_names = {names[id(block)]: tap for block, tap in zip(self.blocks, self._taps)}
         self._levels = self._choose_levels(layer)
-        vision = _vision_config(model)
-        self.patch_size = int(vision.patch_size)
-        self.image_size = vision.image_size
+        self.patch_size = int(patch_size)
+        self.image_size = image_size
 
     @property
     def special_tokens(self) -> int:
@@ -214,14 +214,18 @@ class ViTAdapter(AttentionAdapter):
             return (self._taps[-1],)
         chosen = []
         for spec in layer if isinstance(layer, (list, tuple)) else [layer]:
-            if isinstance(spec, int) and -len(self._taps) <= spec < len(self._taps):
+            if isinstance(spec, int) and not isinstance(spec, bool) and -len(self._taps) <= spec < len(self._taps):
                 chosen.append(self._taps[spec])
-            elif isinstance(spec, str) and spec.split(".", 1)[-1].isdigit() and f"layers.{spec.rsplit('.', 1)[-1]}" in self._taps:
-                chosen.append(f"layers.{spec.rsplit('.', 1)[-1]}")
+            elif isinstance(spec, str) and spec in self._taps:
+                chosen.append(spec)
+            elif isinstance(spec, str) and spec in self._block_names:
+                chosen.append(self._block_names[spec])
+            elif isinstance(spec, nn.Module) and any(spec is block for block in self.blocks):
+                chosen.append(self._taps[next(i for i, block in enumerate(self.blocks) if block is spec)])
             else:
                 raise LayerNotFoundError(
-                    f"layer {spec!r} is not a block of this ViT; give block indices 0..{len(self._taps) - 1} "
-                    "or names like 'layers.11'"
+                    f"layer {spec!r} is not a block of this transformer; give a block index 0..{len(self._taps) - 1}, "
+                    f"a block module, or a name: 'layers.{len(self._taps) - 1}' or '{list(self._block_names)[-1]}'"
                 )
         return tuple(sorted(set(chosen), key=self._taps.index))
 
@@ -297,6 +301,28 @@ class ViTAdapter(AttentionAdapter):
         return relevance.reshape(-1, height, width)
 
 
+def vit_adapter(model: nn.Module, layer: LayerSpec) -> ViTAdapter:
+    """The adapter of a transformers model whose head reads the tokens in :data:`READOUTS`."""
+    base = getattr(model, model.base_model_prefix, model)
+    blocks = None
+    for path in BLOCK_PATHS:
+        with contextlib.suppress(AttributeError):
+            blocks = base.get_submodule(path)
+            break
+    if not isinstance(blocks, nn.ModuleList):
+        raise AttentionNotReachableError(
+            f"cannot find the transformer blocks of {type(model).__name__} (looked for {list(BLOCK_PATHS)})"
+        )
+    vision = _vision_config(model)
+    return ViTAdapter(
+        model, layer, blocks=blocks, readout=READOUTS[model.config.model_type](model),
+        patch_size=vision.patch_size, image_size=vision.image_size,
+    )
+
+
+register_adapter(*READOUTS)(vit_adapter)
+
+
 def _expand_hook(run: TapRun, tap: str):
     """Pre-hook: let the engine repeat the rows of every batch-shaped tensor entering the block."""
 
@@ -315,4 +341,3 @@ def _expand_hook(run: TapRun, tap: str):
     return hook
 
 
-register_adapter(*READOUTS)(ViTAdapter)

@@ -1,0 +1,196 @@
+"""timm models in ``TimmWrapperForImageClassification``: ViT-like models by their attention, the rest by stages.
+
+ViT-like (``VisionTransformer``, ``VisionTransformerDistilled``, ``Eva``, ... : ``blocks`` whose
+``attn`` has an ``attn_drop`` module and a ``fused_attn`` switch): fused attention is turned
+off for the call (and restored), and a hook on each block's ``attn_drop`` hands the attention
+probabilities ``[N, heads, T, T]`` to the engine. The rows the head reads follow timm's own
+pooling: ``global_pool="token"`` reads the class token (and the distillation token of a
+distilled model, whose two heads are averaged in eval), ``"avg"`` the mean of the tokens after
+the ``num_prefix_tokens`` (class and register tokens). Other poolings (attention pooling
+``"map"``, ``"max"``...) are refused with the ``layer=`` escape hatch.
+
+Everything else (conv nets, Swin, LeViT, MobileViT, EfficientViT, ...): the modules of
+``feature_info`` and the input of the head's global pooling (the default: the feature map
+the classifier pools), each with its layout established on a probe forward as in
+:mod:`hf_iia.adapters.stages`: timm Swin's ``[B, H, W, C]`` maps are read channels-last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import AttentionNotReachableError, IIAError, LayerNotFoundError, UnsupportedModelError
+from .base import LayerSpec, TapRun, evaluation_mode, hooks_removed_on_exit
+from .registry import register_adapter
+from .stages import StageAdapter, StagePoint, infer_layout, select_stages
+from .vit import Readout, ViTAdapter, _expand_hook
+
+PREFIX = "timm_model."
+
+
+def _attention_blocks(timm_model: nn.Module) -> list[nn.Module] | None:
+    """The blocks of a ViT-like timm model whose attention probabilities a hook can reach, else ``None``."""
+    blocks = getattr(timm_model, "blocks", None)
+    if not isinstance(blocks, (nn.Sequential, nn.ModuleList)) or not len(blocks):
+        return None
+    for block in blocks:
+        attention = getattr(block, "attn", None)
+        if not isinstance(getattr(attention, "attn_drop", None), nn.Module) or not hasattr(attention, "fused_attn"):
+            return None
+    if not hasattr(timm_model, "num_prefix_tokens") or not hasattr(timm_model, "patch_embed"):
+        return None
+    return list(blocks)
+
+
+def _readout(timm_model: nn.Module) -> Readout:
+    prefix = int(timm_model.num_prefix_tokens)
+    pool = getattr(timm_model, "global_pool", None)
+    distilled = getattr(timm_model, "dist_token", None) is not None
+    if pool == "token":
+        return Readout(prefix=prefix, rows=(0, 1) if distilled else (0,))
+    if pool == "avg" and not distilled:
+        return Readout(prefix=prefix, rows=(), pooled="patches")
+    raise UnsupportedModelError(
+        f"timm {type(timm_model).__name__} pools its tokens with global_pool={pool!r}, which IIA does not read "
+        "yet; pass layer= the dotted name of a block output to explain it as activations"
+    )
+
+
+class TimmViTAdapter(ViTAdapter):
+    """A ViT-like timm model: attention probabilities reached at each block's ``attn.attn_drop``."""
+
+    def installed(self, run: TapRun, active: Sequence[str]) -> contextlib.AbstractContextManager[None]:
+        return self._timm_installed(run, active)
+
+    @contextlib.contextmanager
+    def _timm_installed(self, run: TapRun, active: Sequence[str]) -> Iterator[None]:
+        handles = []
+        fused = [(block.attn, block.attn.fused_attn) for block in self.blocks]
+        try:
+            for attention, _ in fused:
+                attention.fused_attn = False  # the unfused path computes the probabilities that attn_drop sees
+            with hooks_removed_on_exit(handles):
+                for tap, block in zip(self.taps, self.blocks):
+                    if tap in active:
+                        handles.append(block.register_forward_pre_hook(_expand_hook(run, tap), with_kwargs=True))
+                        handles.append(block.attn.attn_drop.register_forward_hook(_probabilities_hook(run, tap)))
+                yield
+        finally:
+            for attention, flag in fused:
+                attention.fused_attn = flag
+
+    def not_reached(self, taps: Sequence[str]) -> IIAError:
+        return AttentionNotReachableError(
+            f"the attention probabilities of {list(taps)} never reached attn.attn_drop in "
+            f"{type(self.model.timm_model).__name__}; pass layer= the dotted name of a block to explain its output"
+        )
+
+
+def _probabilities_hook(run: TapRun, tap: str):
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        return run.represent(tap, output)
+
+    return hook
+
+
+def _candidates(model: nn.Module) -> dict[str, StagePoint]:
+    """``feature_info`` modules (outputs), then the input of the head's global pooling."""
+    timm_model = model.timm_model
+    points = {
+        f"{PREFIX}{info['module']}": StagePoint(timm_model.get_submodule(info["module"]))
+        for info in getattr(timm_model, "feature_info", [])
+        if info.get("module")
+    }
+    for pool_name in ("global_pool", "head.global_pool"):
+        with contextlib.suppress(AttributeError):
+            module = timm_model.get_submodule(pool_name)
+            if isinstance(module, nn.Module):
+                points[f"{PREFIX}{pool_name}"] = StagePoint(module, side="input")
+                break
+    return points
+
+
+def _probe_sizes(timm_model: nn.Module) -> list[tuple[int, int]]:
+    size = getattr(getattr(timm_model, "patch_embed", None), "img_size", None)
+    if size is None:
+        size = getattr(timm_model, "pretrained_cfg", {}).get("input_size", (3, 224, 224))[1:]
+    side = max(32, min(int(size[0]), 224)) // 32 * 32
+    return [(side, side * 3 // 2), (side, side)]
+
+
+@torch.no_grad()
+def _establish_layouts(model: nn.Module, points: dict[str, StagePoint]) -> tuple[dict[str, StagePoint], dict[str, str]]:
+    """Probe forward: the layout of every candidate (non-square input first, then square), or why it has none."""
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def recorder(name: str, side: str):
+        def hook(module: nn.Module, args: tuple, output: object = None) -> None:
+            tensor = args[0] if side == "input" else output
+            if isinstance(tensor, torch.Tensor):
+                shapes[name] = tuple(tensor.shape)
+
+        return hook
+
+    parameter = next(model.parameters())
+    channels = int(getattr(model.config, "num_channels", 3) or 3)
+    failure: Exception | None = None
+    for size in _probe_sizes(model.timm_model):
+        shapes.clear()
+        handles = []
+        with evaluation_mode(model), hooks_removed_on_exit(handles):
+            for name, point in points.items():
+                hook = recorder(name, point.side)
+                handles.append(
+                    point.module.register_forward_pre_hook(hook) if point.side == "input"
+                    else point.module.register_forward_hook(hook)
+                )
+            try:
+                model.timm_model(torch.zeros(1, channels, *size, device=parameter.device, dtype=parameter.dtype))
+                break
+            except Exception as error:  # a model that takes only its own input size: try the square probe
+                failure = error
+    else:
+        raise UnsupportedModelError(f"probing timm {type(model.timm_model).__name__} failed ({failure}); pass layer=")
+    stages, refused = {}, {}
+    for name, point in points.items():
+        if name not in shapes:
+            refused[name] = "it did not run on the probe input"
+            continue
+        try:
+            layout = infer_layout(shapes[name], size)
+        except LayerNotFoundError as error:
+            refused[name] = str(error)
+            continue
+        stages[name] = StagePoint(point.module, side=point.side, layout=layout)
+    return stages, refused
+
+
+@register_adapter("timm_wrapper")
+def timm_adapter(model: nn.Module, layer: LayerSpec) -> ViTAdapter | StageAdapter:
+    """timm models in ``TimmWrapperForImageClassification`` (see the module docstring)."""
+    timm_model = model.timm_model
+    blocks = _attention_blocks(timm_model)
+    block_names = {f"{PREFIX}blocks.{i}" for i in range(len(blocks or ()))} | {f"layers.{i}" for i in range(len(blocks or ()))}
+    if blocks is not None and (not isinstance(layer, str) or layer in block_names):
+        embed = timm_model.patch_embed
+        return TimmViTAdapter(
+            model, layer, blocks=blocks, readout=_readout(timm_model),
+            patch_size=embed.patch_size[0], image_size=tuple(embed.img_size),
+        )
+    candidates = _candidates(model)
+    if isinstance(layer, str) and not layer.startswith(PREFIX):
+        layer = f"{PREFIX}{layer}"
+    if not candidates:
+        raise UnsupportedModelError(
+            f"timm model {type(timm_model).__name__} exposes no feature_info or global_pool; pass layer= the dotted "
+            "name of a convolutional module (e.g. 'timm_model.stages.3')"
+        )
+    stages, refused = _establish_layouts(model, candidates)
+    default = next((name for name, point in stages.items() if point.side == "input"), None) or (
+        list(stages)[-1] if stages else None
+    )
+    return select_stages(model, layer, stages, default, refused)
