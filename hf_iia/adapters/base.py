@@ -125,6 +125,12 @@ def extract_logits(output: object) -> torch.Tensor:
     logits = getattr(output, "logits", output)
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
         logits = output[0]
+    elif logits is output and hasattr(output, "values"):
+        # A ModelOutput without .logits whose only tensor is [N, classes] (PPLCNet returns its logits as
+        # last_hidden_state): that tensor is the logits.
+        tensors = [value for value in output.values() if isinstance(value, torch.Tensor)]
+        if len(tensors) == 1:
+            logits = tensors[0]
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
         raise UnsupportedModelError(
             f"the model returned {type(output).__name__}, not logits: a classifier must return a "

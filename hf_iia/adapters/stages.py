@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ..errors import LayerNotFoundError, UnsupportedModelError
-from .base import LayerSpec, TapRun, evaluation_mode, hooks_removed_on_exit, resolve_module
+from .base import LayerSpec, TapRun, evaluation_mode, extract_logits, hooks_removed_on_exit, resolve_module
 from .cnn import CNNAdapter, TapPoint
 from .registry import register_adapter
 
@@ -169,42 +169,64 @@ def _probe_sizes(model: nn.Module) -> list[tuple[int, int]]:
     return [(side, side * 3 // 2), (side, side)]
 
 
-def _probe(model: nn.Module, base: nn.Module, size: tuple[int, int]) -> tuple[object, list[tuple[str, int | None, torch.Tensor]], dict[str, int]]:
-    """One forward of ``base`` on zeros of ``size``: its output and every module's tensor outputs in hook order."""
+@dataclass
+class _Probe:
+    """What one probe forward saw: every module's tensor outputs in hook order, call counts, the base model's
+    output (``hidden_states``, ``last_hidden_state``) and the logits."""
+
+    seen: list[tuple[str, int | None, torch.Tensor]]
+    calls: dict[str, int]
+    base_output: object
+    logits: torch.Tensor
+
+
+def _probe(model: nn.Module, base: nn.Module, size: tuple[int, int]) -> _Probe:
+    """One forward of the classifier on a seeded random input of ``size``, with gradients (see :func:`find_stages`)."""
     channels = int(getattr(getattr(model, "config", None), "num_channels", 3) or 3)
     parameter = next(model.parameters())
-    probe = torch.zeros(1, channels, *size, device=parameter.device, dtype=parameter.dtype)
+    generator = torch.Generator().manual_seed(0)
+    probe = torch.randn(1, channels, *size, generator=generator).to(parameter.device, parameter.dtype)
     names = {module: name for name, module in model.named_modules() if name}
     seen: list[tuple[str, int | None, torch.Tensor]] = []
     calls: dict[str, int] = {}
+    outputs: list[object] = []
 
     def record(module: nn.Module, args: tuple, output: object) -> None:
         name = names[module]
         calls[name] = calls.get(name, 0) + 1
+        if module is base:
+            outputs.append(output)
         if isinstance(output, torch.Tensor):
             seen.append((name, None, output))
         elif isinstance(output, tuple) and not hasattr(output, "keys"):
             seen.extend((name, i, item) for i, item in enumerate(output) if isinstance(item, torch.Tensor))
 
     handles = [module.register_forward_hook(record) for module in names]
-    with hooks_removed_on_exit(handles):
-        output = base(probe, output_hidden_states=True)
-    return output, seen, calls
+    with hooks_removed_on_exit(handles), torch.enable_grad():
+        logits = extract_logits(model(probe, output_hidden_states=True))
+    base_output = outputs[-1] if outputs else None
+    return _Probe(seen, calls, base_output, logits)
 
 
-@torch.no_grad()
 def find_stages(model: nn.Module) -> tuple[dict[str, StagePoint], str | None, dict[str, str]]:
     """Probe ``model`` once: its stages in forward order, the default stage, and why other outputs were refused.
+
+    The probe runs the classifier on a small seeded random input (non-square, else square) with
+    ``output_hidden_states=True`` and a hook on every module. A stage is the last module (the outermost of
+    nested ones) that returns one of the ``hidden_states`` or the ``last_hidden_state`` tensors and runs once;
+    its layout is established from the shape (module docstring); a stage the logits do not depend on (zero
+    gradient: e.g. patch tokens after a class token has been read) is refused, since its map would be empty.
 
     Returns ``(stages {dotted name: point}, default name or None, refused {dotted name: reason})``.
     """
     base = getattr(model, getattr(model, "base_model_prefix", ""), None)
     if not isinstance(base, nn.Module):
-        raise UnsupportedModelError(f"{type(model).__name__} has no base model to probe; pass layer=")
+        base = model  # the classifier's own output has hidden_states too (no last_hidden_state: the last stage is the default)
+    failure: Exception | None = None
     with evaluation_mode(model):
         for size in _probe_sizes(model):
             try:
-                output, seen, calls = _probe(model, base, size)
+                probe = _probe(model, base, size)
                 break
             except Exception as error:  # any failure of a probe: try the next size, else give up
                 failure = error
@@ -213,29 +235,39 @@ def find_stages(model: nn.Module) -> tuple[dict[str, StagePoint], str | None, di
                 f"probing {type(model).__name__} for its stages failed ({type(failure).__name__}: {failure}); "
                 "pass layer="
             ) from failure
-    wanted = [*(getattr(output, "hidden_states", None) or ())]
+    output = probe.base_output if probe.base_output is not None else probe.logits
+    hidden = [*(getattr(output, "hidden_states", None) or ())]
     last = getattr(output, "last_hidden_state", None)
-    stages: dict[str, StagePoint] = {}
+    found: dict[str, tuple[StagePoint, torch.Tensor]] = {}
     refused: dict[str, str] = {}
     default = None
-    for tensor in [*wanted, *([last] if last is not None else [])]:
-        # The last module to return the tensor is the outermost of nested producers; one that runs more than
-        # once per forward cannot be substituted, so it is passed over.
-        producers = [(name, index) for name, index, item in seen if item is tensor and calls[name] == 1]
+    for tensor in [*hidden, *([last] if last is not None else [])]:
+        # The last module to return the tensor is the outermost of nested producers (its first tuple slot that
+        # holds it); a module that runs more than once per forward cannot be substituted, so it is passed over.
+        producers = [(name, index) for name, index, item in probe.seen if item is tensor and probe.calls[name] == 1]
         if not producers:
             continue
-        name, index = producers[-1]
+        name = producers[-1][0]
+        index = min(i for n, i in producers if n == name) if producers[-1][1] is not None else None
         try:
             layout = infer_layout(tensor.shape, size)
         except LayerNotFoundError as error:
             refused[name] = str(error)
             continue
-        stages[name] = StagePoint(model.get_submodule(name), index=index, layout=layout)
+        found[name] = (StagePoint(model.get_submodule(name), index=index, layout=layout), tensor)
         if tensor is last:
             default = name
-    order = {name: position for position, (name, _, _) in enumerate(seen)}
-    stages = dict(sorted(stages.items(), key=lambda item: order[item[0]]))
-    return stages, default or (list(stages)[-1] if stages else None), refused
+    tensors = [tensor for _, tensor in found.values()]
+    grads = torch.autograd.grad(probe.logits.sum(), tensors, allow_unused=True) if tensors else ()
+    for name, grad in zip(list(found), grads):
+        if grad is None or not grad.abs().sum() > 0:
+            refused[name] = f"the logits do not depend on the output of {name!r} (zero gradient), so its map is empty"
+            del found[name]
+    order = {name: position for position, (name, _, _) in enumerate(probe.seen)}
+    stages = {name: point for name, (point, _) in sorted(found.items(), key=lambda item: order[item[0]])}
+    if default not in stages:
+        default = list(stages)[-1] if stages else None
+    return stages, default, refused
 
 
 def stage_adapter(model: nn.Module, layer: LayerSpec) -> StageAdapter:

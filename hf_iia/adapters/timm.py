@@ -114,10 +114,12 @@ def _candidates(model: nn.Module) -> dict[str, StagePoint]:
     return points
 
 
-def _probe_sizes(timm_model: nn.Module) -> list[tuple[int, int]]:
-    size = getattr(getattr(timm_model, "patch_embed", None), "img_size", None)
+def _probe_sizes(model: nn.Module) -> list[tuple[int, int]]:
+    """The wrapper's ``pretrained_cfg`` input size (what its processor makes), non-square first, then square."""
+    size = getattr(getattr(model.timm_model, "patch_embed", None), "img_size", None)
     if size is None:
-        size = getattr(timm_model, "pretrained_cfg", {}).get("input_size", (3, 224, 224))[1:]
+        cfg = getattr(model.config, "pretrained_cfg", None) or getattr(model.timm_model, "pretrained_cfg", {})
+        size = cfg.get("input_size", (3, 224, 224))[1:]
     side = max(32, min(int(size[0]), 224)) // 32 * 32
     return [(side, side * 3 // 2), (side, side)]
 
@@ -138,7 +140,7 @@ def _establish_layouts(model: nn.Module, points: dict[str, StagePoint]) -> tuple
     parameter = next(model.parameters())
     channels = int(getattr(model.config, "num_channels", 3) or 3)
     failure: Exception | None = None
-    for size in _probe_sizes(model.timm_model):
+    for size in _probe_sizes(model):
         shapes.clear()
         handles = []
         with evaluation_mode(model), hooks_removed_on_exit(handles):
