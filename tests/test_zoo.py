@@ -1,0 +1,71 @@
+"""The tiny-model zoo (hf_iia.testing): every image-classification type saves, loads back through the Auto
+classes and classifies a PIL image from what its own processor returns."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import transformers
+from PIL import Image
+from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+from hf_iia import testing as zoo
+
+torch.set_num_threads(1)
+transformers.logging.set_verbosity_error()
+
+BUILT = [t for t in zoo.IMAGE_CLASSIFICATION_TYPES if t not in zoo.SKIP_REASONS]
+
+
+def _image() -> Image.Image:
+    return Image.fromarray(np.random.RandomState(0).randint(0, 256, (45, 38, 3), dtype=np.uint8))
+
+
+def _check(folder, model_type: str) -> None:
+    model = AutoModelForImageClassification.from_pretrained(folder).eval()
+    processor = AutoImageProcessor.from_pretrained(folder)
+    inputs = processor(_image(), return_tensors="pt")
+    with torch.no_grad():
+        logits = zoo.logits_of(model_type, model(**inputs))
+    assert logits.shape == (1, len(zoo.LABELS))
+    assert torch.isfinite(logits).all()
+    assert model.config.id2label == zoo.LABELS
+
+
+def test_types_come_from_the_auto_mapping():
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
+
+    assert zoo.IMAGE_CLASSIFICATION_TYPES == tuple(sorted(MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES))
+    assert set(zoo.SKIP_REASONS) <= set(zoo.IMAGE_CLASSIFICATION_TYPES)
+    assert set(zoo.TINY_OVERRIDES) <= set(zoo.IMAGE_CLASSIFICATION_TYPES)
+
+
+@pytest.mark.parametrize("model_type", BUILT)
+def test_type_saves_loads_and_classifies(model_type, tmp_path):
+    folder = zoo.save_tiny(model_type, tmp_path / model_type)
+    assert (folder / "model.safetensors").exists()
+    _check(folder, model_type)
+
+
+@pytest.mark.parametrize("name", zoo.TIMM_MODELS)
+def test_timm_model_saves_loads_and_classifies(name, tmp_path):
+    folder = zoo.save_tiny_timm(name, tmp_path / name)
+    model = AutoModelForImageClassification.from_pretrained(folder)
+    assert type(model).__name__ == "TimmWrapperForImageClassification"
+    assert model.config.architecture == name
+    _check(folder, "timm_wrapper")
+
+
+def test_build_is_deterministic_and_in_eval_mode():
+    a, _ = zoo.build_tiny("vit", seed=3)
+    b, _ = zoo.build_tiny("vit", seed=3)
+    assert not a.training
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(p, q), name
+
+
+def test_deit_is_the_distilled_model_the_tests_use():
+    model, processor = zoo.build_tiny("deit")
+    assert type(model).__name__ == "DeiTForImageClassificationWithTeacher"
+    assert model.config.image_size == 32 and model.config.num_hidden_layers == 2 and model.config.hidden_size == 16
