@@ -54,6 +54,31 @@ class Family:
 _ADAPTERS: dict[str, AdapterFactory] = {}
 _FALLBACK: list[AdapterFactory] = []
 
+REFUSED: dict[str, str] = {
+    "imagegpt": "it classifies colour-cluster token ids (input_ids from k-means quantised pixels), not pixel_values: "
+    "the input is discrete, so no gradient with respect to the image exists",
+    "shieldgemma2": "it is a vision-language policy classifier: its forward needs a text prompt (input_ids) besides "
+    "the image, and its scores are Yes/No token probabilities, not an image-classification head",
+    "siglip2": "its pixel_values are pre-patchified sequences [B, patches, C*p*p] with a pixel_attention_mask and "
+    "spatial_shapes (NaFlex), not images [B, C, H, W]; the patch grid per image is not established yet",
+    "perceiver": "it reads the image into a latent array by cross-attention: neither a spatial stage nor self-attention "
+    "over patch tokens exists to integrate over",
+    "data2vec-vision": "its attention does not go through transformers' AttentionInterface and its hidden states carry "
+    "a class token, so neither the attention nor a spatial layout is established",
+    "hiera": "its tokens are kept in Hiera's unrolled mask-unit order, not raster order, so a token grid read from "
+    "them would be scrambled",
+    "dinat": "its neighbourhood attention needs the natten package's 2-D kernels, which no installable natten "
+    "release for this torch provides, so it was never run here",
+    "pvt": "its last stage carries a class token and its position embeddings fix the input size, so no layout of the "
+    "stage the head reads is established",
+    "pvt_v2": "its hidden_states are reshaped copies that no module returns, so no stage is established from evidence",
+    "hgnet_v2": "its classifier returns no hidden_states, so no stage is established from evidence",
+    "pp_lcnet": "its classifier returns no hidden_states, so no stage is established from evidence",
+    "mobilevit": "on every stage the maps of the test models were all zero; the representation is not established",
+    "mobilevitv2": "on every stage the maps of the test models were all zero; the representation is not established",
+}
+"""``config.model_type`` -> why it is refused (unless ``layer=`` names a module to explain as activations)."""
+
 
 def register_adapter(*model_types: str) -> Callable[[AdapterFactory], AdapterFactory]:
     """Register a factory ``(model, layer) -> Adapter`` for the given ``config.model_type`` values."""
@@ -84,6 +109,11 @@ def adapter_for(model: nn.Module, layer: LayerSpec = None) -> Adapter:
         return _ADAPTERS[model_type](model, layer)
     if layer is not None and _FALLBACK:
         return _FALLBACK[0](model, layer)
+    if model_type in REFUSED:
+        raise UnsupportedModelError(
+            f"{type(model).__name__} ({model_type!r}) is not explained by default: {REFUSED[model_type]}. Pass layer= "
+            "(a module whose output is a feature map [B, C, h, w]) to explain that layer's activations"
+        )
     kind = f"model_type {model_type!r}" if model_type else f"a plain {type(model).__name__}"
     raise UnsupportedModelError(
         f"no IIA adapter for {kind}. Supported model types: {', '.join(supported_model_types())}. "

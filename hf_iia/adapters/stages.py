@@ -312,9 +312,8 @@ def select_stages(
 
 
 STAGE_MODEL_TYPES = (
-    "bit", "cvt", "donut-swin", "efficientnet", "focalnet", "hgnet_v2", "levit", "mobilenet_v1", "mobilenet_v2",
-    "mobilevit", "mobilevitv2", "poolformer", "pp_lcnet", "pvt", "pvt_v2", "regnet", "segformer", "swiftformer",
-    "swin", "swinv2", "textnet",
+    "bit", "cvt", "donut-swin", "efficientnet", "focalnet", "levit", "mobilenet_v1", "mobilenet_v2", "poolformer",
+    "regnet", "segformer", "swiftformer", "swin", "swinv2", "textnet",
 )
 register_adapter(*STAGE_MODEL_TYPES)(stage_adapter)
 

@@ -1,0 +1,143 @@
+"""Every image-classification type of transformers (and the zoo's timm models): explained, or refused with a reason.
+
+For each explained type a tiny random model of the zoo is saved with ``save_pretrained`` (plus its image
+processor) and loaded back through ``IIAExplainer(folder)``; the map must be valid (float32, finite, in
+``[0, 1]``, not constant), depend on the target, be the same in a batch as alone, and the model must be left
+as found. Each layout the package converts is checked against a Grad-CAM computed here by hand.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hf_iia import IIAExplainer, UnsupportedModelError
+from hf_iia import testing as zoo
+from hf_iia.adapters.registry import REFUSED, supported_model_types
+from hf_iia.adapters.stages import StageAdapter
+
+TYPES = [t for t in zoo.IMAGE_CLASSIFICATION_TYPES if t not in zoo.SKIP_REASONS]
+EXPLAINED = [t for t in TYPES if t not in REFUSED]
+TIMM = [name for name in zoo.TIMM_MODELS if name != "test_vit"]  # timm's test_vit takes 160 px; the zoo's processor 32
+
+
+def _images() -> list[Image.Image]:
+    rng = np.random.RandomState(0)
+    return [Image.fromarray(rng.randint(0, 256, (45, 38 + 7 * i, 3), dtype=np.uint8)) for i in range(2)]
+
+
+def _state(model: torch.nn.Module) -> tuple:
+    hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+    training = tuple(m.training for m in model.modules())
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    attention = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    return hooks, training, weights, attention
+
+
+def _same_state(a: tuple, b: tuple) -> bool:
+    return a[0] == b[0] and a[1] == b[1] and a[3] == b[3] and all(torch.equal(a[2][k], b[2][k]) for k in a[2])
+
+
+def _check_explainer(explainer: IIAExplainer) -> None:
+    images = _images()
+    before = _state(explainer.model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a constant map warns: fail on it
+        pixel_values, _ = explainer.preprocess(images)
+        maps = explainer.attribute(pixel_values, target=[0, 0])
+        other = explainer.attribute(pixel_values, target=[1, 1])
+    assert maps.dtype == torch.float32 and torch.isfinite(maps).all()
+    assert maps.min() >= 0 and maps.max() <= 1 and (maps.flatten(1).std(dim=1) > 1e-3).all()
+    assert (maps - other).abs().max() > 1e-3, "the map does not depend on the target"
+    alone = torch.cat([explainer.attribute(pixel_values[i : i + 1], target=0) for i in range(2)])
+    assert torch.allclose(maps, alone, atol=1e-4), "batch and per-image maps differ"
+    assert _same_state(before, _state(explainer.model)), "the model was not left as found"
+
+
+@pytest.mark.parametrize("model_type", EXPLAINED)
+def test_every_explained_type_gives_valid_maps(model_type, tmp_path):
+    folder = zoo.save_tiny(model_type, tmp_path / model_type)
+    _check_explainer(IIAExplainer(folder, device="cpu", steps=2, progress=False))
+
+
+@pytest.mark.parametrize("name", TIMM)
+def test_every_timm_model_gives_valid_maps(name, tmp_path):
+    folder = zoo.save_tiny_timm(name, tmp_path / name)
+    _check_explainer(IIAExplainer(folder, device="cpu", steps=2, progress=False))
+
+
+@pytest.mark.parametrize("model_type", sorted(set(REFUSED) & set(TYPES)))
+def test_refused_types_say_why_and_name_layer(model_type):
+    model, _ = zoo.build_tiny(model_type)
+    with pytest.raises(UnsupportedModelError, match=r"not explained by default: .+layer="):
+        IIAExplainer(model, progress=False)
+
+
+def test_every_type_is_explained_or_refused_with_a_reason():
+    unaccounted = set(zoo.IMAGE_CLASSIFICATION_TYPES) - set(supported_model_types()) - set(REFUSED)
+    assert not unaccounted
+    assert not set(supported_model_types()) & set(REFUSED)
+
+
+def _hand_gradcam(model: torch.nn.Module, module: torch.nn.Module, side: str, pixel_values: torch.Tensor,
+                  target: int, to_nchw) -> torch.Tensor:
+    """Grad-CAM written here: capture the module's output (or input), convert the layout by hand, weight, sum."""
+    captured = {}
+
+    def keep(tensor: torch.Tensor) -> None:
+        tensor.retain_grad()
+        captured["a"] = tensor
+
+    if side == "input":
+        handle = module.register_forward_pre_hook(lambda _m, args: keep(args[0]))
+    else:
+        handle = module.register_forward_hook(lambda _m, _a, out: keep(out[0] if isinstance(out, tuple) else out))
+    try:
+        output = model(pixel_values)
+    finally:
+        handle.remove()
+    logits = getattr(output, "logits", output)
+    logits[:, target].sum().backward()
+    activation, gradient = to_nchw(captured["a"].detach()), to_nchw(captured["a"].grad)
+    cam = (gradient.mean(dim=(2, 3), keepdim=True) * activation).sum(dim=1).clamp_min(0)
+    cam = torch.nn.functional.interpolate(cam.unsqueeze(1), size=pixel_values.shape[2:], mode="bicubic",
+                                          align_corners=False).squeeze(1)
+    flat = cam.flatten(1)
+    low, high = flat.min(1).values.view(-1, 1, 1), flat.max(1).values.view(-1, 1, 1)
+    return (cam - low) / (high - low)
+
+
+@pytest.mark.parametrize(
+    "kind, name",
+    [("hf", "swin"), ("hf", "swinv2"), ("hf", "donut-swin"), ("hf", "focalnet"), ("hf", "segformer"),
+     ("timm", "swin_tiny_patch4_window7_224")],
+)
+def test_layouts_match_a_hand_written_gradcam(kind, name):
+    model, processor = zoo.build_tiny(name) if kind == "hf" else zoo.build_tiny_timm(name)
+    explainer = IIAExplainer(model, processor, method="gradcam", progress=False)
+    adapter = explainer.adapter
+    assert isinstance(adapter, StageAdapter)
+    (tap,) = adapter.levels
+    point = adapter._points[tap]
+    pixel_values, _ = explainer.preprocess(_images()[:1])
+    pixel_values = pixel_values.float()
+    ours = explainer.attribute(pixel_values, target=0)
+    side = pixel_values.shape[2:]
+
+    def to_nchw(tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.dim() == 4 and point.layout == "NHWC":
+            return tensor.permute(0, 3, 1, 2)
+        if tensor.dim() == 3:  # [B, h*w, C] on a square grid
+            h = int(round(tensor.shape[1] ** 0.5))
+            assert h * h == tensor.shape[1] and side[0] == side[1]
+            return tensor.transpose(1, 2).reshape(tensor.shape[0], -1, h, h)
+        return tensor
+
+    expected = _hand_gradcam(model, point.module, point.side, pixel_values, 0, to_nchw)
+    correlation = torch.corrcoef(torch.stack([ours.flatten(), expected.flatten()]))[0, 1]
+    assert correlation >= 0.99, f"{name}: Pearson {correlation:.3f} against the hand-written Grad-CAM"
+
