@@ -25,7 +25,9 @@ import torch
 import transformers
 from transformers import AutoConfig, AutoModelForImageClassification, PretrainedConfig
 from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING_NAMES
-from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
+)
 
 __all__ = [
     "DEFAULT_IMAGE_SIZE",
@@ -37,9 +39,9 @@ __all__ = [
     "TIMM_MODELS",
     "TIMM_MODEL_ARGS",
     "TINY_OVERRIDES",
-    "logits_of",
     "build_tiny",
     "build_tiny_timm",
+    "logits_of",
     "save_tiny",
     "save_tiny_timm",
     "tiny_config",
@@ -56,83 +58,83 @@ DEFAULT_IMAGE_SIZE = 32
 """Input size for types whose override table entry does not say otherwise."""
 
 # Shared shapes ------------------------------------------------------------------------------------
-_VIT = dict(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-            intermediate_size=32)
+_VIT = {"image_size": 32, "patch_size": 8, "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+            "intermediate_size": 32}
 """A 2-block, width-16 ViT on 32 px (a 4x4 patch grid): the hf-iia tests' ``vit``/``deit`` shape."""
 _VISION_TOWER = dict(_VIT)
-_SMALL_TEXT = dict(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                   num_attention_heads=2, max_position_embeddings=16)
-_STAGES_2 = dict(hidden_sizes=[8, 16], depths=[1, 1])
+_SMALL_TEXT = {"vocab_size": 64, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+                   "num_attention_heads": 2, "max_position_embeddings": 16}
+_STAGES_2 = {"hidden_sizes": [8, 16], "depths": [1, 1]}
 """Two one-block stages of width 8 and 16 (the tests' ``resnet``/``convnext`` shape)."""
-_SWIN = dict(image_size=32, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[1, 2], window_size=4)
+_SWIN = {"image_size": 32, "patch_size": 4, "embed_dim": 8, "depths": [1, 1], "num_heads": [1, 2], "window_size": 4}
 """8x8 patch grid, one merge to 4x4: window 4 divides both grids."""
 
 TINY_OVERRIDES: dict[str, dict[str, Any]] = {
     "beit": dict(_VIT, out_indices=[1, 2]),
-    "bit": dict(embedding_size=8, hidden_sizes=[16, 32], depths=[1, 1], num_groups=2, out_indices=[2]),
-    "clip": dict(vision_config=_VISION_TOWER, text_config=_SMALL_TEXT, projection_dim=16),
+    "bit": {"embedding_size": 8, "hidden_sizes": [16, 32], "depths": [1, 1], "num_groups": 2, "out_indices": [2]},
+    "clip": {"vision_config": _VISION_TOWER, "text_config": _SMALL_TEXT, "projection_dim": 16},
     "convnext": dict(_STAGES_2, image_size=32, num_stages=2, out_indices=[2]),
     "convnextv2": dict(_STAGES_2, image_size=32, num_stages=2, out_indices=[2]),
     # CvT indexes its per-block drop-path list with the stage index: stage i needs depth[i] > i.
-    "cvt": dict(embed_dim=[8, 16, 24], num_heads=[1, 2, 3], depth=[1, 2, 3]),
+    "cvt": {"embed_dim": [8, 16, 24], "num_heads": [1, 2, 3], "depth": [1, 2, 3]},
     "data2vec-vision": dict(_VIT, out_indices=[1, 2]),
     "deit": dict(_VIT),
-    "dinat": dict(patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[1, 2], kernel_size=3,
-                  dilations=[[1], [1]], out_indices=[2]),
+    "dinat": {"patch_size": 4, "embed_dim": 8, "depths": [1, 1], "num_heads": [1, 2], "kernel_size": 3,
+                  "dilations": [[1], [1]], "out_indices": [2]},
     "dinov2": dict(_VIT, mlp_ratio=2, out_indices=[2]),
     "dinov2_with_registers": dict(_VIT, mlp_ratio=2, num_register_tokens=2, out_indices=[2]),
     "donut-swin": dict(_SWIN),
-    "efficientnet": dict(image_size=32, width_coefficient=0.25, depth_coefficient=0.1, hidden_dim=320,  # must equal round_filters(1280) = 320 at width 0.25
-                         kernel_sizes=[3, 3], in_channels=[32, 16], out_channels=[16, 24], strides=[1, 2],
-                         num_block_repeats=[1, 1], expand_ratios=[1, 2], num_hidden_layers=2),
-    "focalnet": dict(image_size=32, patch_size=4, embed_dim=8, depths=[1, 1], focal_levels=[2, 2],
-                     focal_windows=[3, 3], out_indices=[2]),
-    "hgnet_v2": dict(embedding_size=8, depths=[1, 1], hidden_sizes=[16, 32], stem_channels=[3, 8, 8],
-                     stage_in_channels=[8, 16], stage_mid_channels=[8, 8], stage_out_channels=[16, 32],
-                     stage_num_blocks=[1, 1], stage_downsample=[False, True], stage_downsample_strides=[2, 2],
-                     stage_light_block=[False, True], stage_kernel_size=[3, 3], stage_numb_of_layers=[2, 2],
-                     out_indices=[2]),
-    "hiera": dict(image_size=[64, 64], embed_dim=8, depths=[1, 1], num_heads=[1, 2], num_query_pool=1,
-                  masked_unit_attention=[True, False], hidden_size=16, out_indices=[2]),
+    "efficientnet": {"image_size": 32, "width_coefficient": 0.25, "depth_coefficient": 0.1, "hidden_dim": 320,  # must equal round_filters(1280) = 320 at width 0.25
+                         "kernel_sizes": [3, 3], "in_channels": [32, 16], "out_channels": [16, 24], "strides": [1, 2],
+                         "num_block_repeats": [1, 1], "expand_ratios": [1, 2], "num_hidden_layers": 2},
+    "focalnet": {"image_size": 32, "patch_size": 4, "embed_dim": 8, "depths": [1, 1], "focal_levels": [2, 2],
+                     "focal_windows": [3, 3], "out_indices": [2]},
+    "hgnet_v2": {"embedding_size": 8, "depths": [1, 1], "hidden_sizes": [16, 32], "stem_channels": [3, 8, 8],
+                     "stage_in_channels": [8, 16], "stage_mid_channels": [8, 8], "stage_out_channels": [16, 32],
+                     "stage_num_blocks": [1, 1], "stage_downsample": [False, True], "stage_downsample_strides": [2, 2],
+                     "stage_light_block": [False, True], "stage_kernel_size": [3, 3], "stage_numb_of_layers": [2, 2],
+                     "out_indices": [2]},
+    "hiera": {"image_size": [64, 64], "embed_dim": 8, "depths": [1, 1], "num_heads": [1, 2], "num_query_pool": 1,
+                  "masked_unit_attention": [True, False], "hidden_size": 16, "out_indices": [2]},
     "ijepa": dict(_VIT),
-    "imagegpt": dict(n_embd=16, n_layer=2, n_head=2, n_positions=64, vocab_size=17, image_size=8),
-    "levit": dict(image_size=64, hidden_sizes=[16, 32], num_attention_heads=[1, 2], depths=[1, 1], key_dim=[8, 8],
-                  mlp_ratio=[2, 2], attention_ratio=[2, 2], down_ops=[["Subsample", 8, 1, 4, 2, 2]]),
-    "metaclip_2": dict(vision_config=_VISION_TOWER, text_config=_SMALL_TEXT, projection_dim=16),
-    "mobilenet_v1": dict(image_size=32, depth_multiplier=0.25, min_depth=8),
-    "mobilenet_v2": dict(image_size=32, depth_multiplier=0.25, min_depth=8),
-    "mobilevit": dict(image_size=64, hidden_sizes=[16, 24, 32], neck_hidden_sizes=[8, 8, 16, 16, 24, 32, 64],
-                      num_attention_heads=2),
-    "mobilevitv2": dict(image_size=64, width_multiplier=0.25, n_attn_blocks=[1, 1, 1]),
-    "perceiver": dict(image_size=16, num_latents=8, d_latents=16, num_blocks=1, num_self_attends_per_block=1,
-                      num_self_attention_heads=2, num_cross_attention_heads=1),
-    "poolformer": dict(image_size=32, hidden_sizes=[8, 16], depths=[1, 1], num_encoder_blocks=2,
-                       patch_sizes=[7, 3], strides=[4, 2], padding=[2, 1]),
-    "pp_lcnet": dict(scale=0.25, class_expand=32, depths=[1, 1, 1, 1, 1],
-                     block_configs=[[[3, 16, 32, 1, False]], [[3, 32, 64, 2, False]], [[3, 64, 128, 2, False]],
-                                    [[3, 128, 256, 2, False]], [[5, 256, 512, 2, True]]]),
-    "pvt": dict(image_size=32, num_encoder_blocks=2, depths=[1, 1], sequence_reduction_ratios=[2, 1],
-                hidden_sizes=[8, 16], patch_sizes=[4, 2], strides=[4, 2], num_attention_heads=[1, 2],
-                mlp_ratios=[2, 2]),
-    "pvt_v2": dict(image_size=32, num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16],
-                   patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2],
-                   out_indices=[1]),
-    "regnet": dict(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], groups_width=8),
+    "imagegpt": {"n_embd": 16, "n_layer": 2, "n_head": 2, "n_positions": 64, "vocab_size": 17, "image_size": 8},
+    "levit": {"image_size": 64, "hidden_sizes": [16, 32], "num_attention_heads": [1, 2], "depths": [1, 1], "key_dim": [8, 8],
+                  "mlp_ratio": [2, 2], "attention_ratio": [2, 2], "down_ops": [["Subsample", 8, 1, 4, 2, 2]]},
+    "metaclip_2": {"vision_config": _VISION_TOWER, "text_config": _SMALL_TEXT, "projection_dim": 16},
+    "mobilenet_v1": {"image_size": 32, "depth_multiplier": 0.25, "min_depth": 8},
+    "mobilenet_v2": {"image_size": 32, "depth_multiplier": 0.25, "min_depth": 8},
+    "mobilevit": {"image_size": 64, "hidden_sizes": [16, 24, 32], "neck_hidden_sizes": [8, 8, 16, 16, 24, 32, 64],
+                      "num_attention_heads": 2},
+    "mobilevitv2": {"image_size": 64, "width_multiplier": 0.25, "n_attn_blocks": [1, 1, 1]},
+    "perceiver": {"image_size": 16, "num_latents": 8, "d_latents": 16, "num_blocks": 1, "num_self_attends_per_block": 1,
+                      "num_self_attention_heads": 2, "num_cross_attention_heads": 1},
+    "poolformer": {"image_size": 32, "hidden_sizes": [8, 16], "depths": [1, 1], "num_encoder_blocks": 2,
+                       "patch_sizes": [7, 3], "strides": [4, 2], "padding": [2, 1]},
+    "pp_lcnet": {"scale": 0.25, "class_expand": 32, "depths": [1, 1, 1, 1, 1],
+                     "block_configs": [[[3, 16, 32, 1, False]], [[3, 32, 64, 2, False]], [[3, 64, 128, 2, False]],
+                                    [[3, 128, 256, 2, False]], [[5, 256, 512, 2, True]]]},
+    "pvt": {"image_size": 32, "num_encoder_blocks": 2, "depths": [1, 1], "sequence_reduction_ratios": [2, 1],
+                "hidden_sizes": [8, 16], "patch_sizes": [4, 2], "strides": [4, 2], "num_attention_heads": [1, 2],
+                "mlp_ratios": [2, 2]},
+    "pvt_v2": {"image_size": 32, "num_encoder_blocks": 2, "depths": [1, 1], "sr_ratios": [2, 1], "hidden_sizes": [8, 16],
+                   "patch_sizes": [7, 3], "strides": [4, 2], "num_attention_heads": [1, 2], "mlp_ratios": [2, 2],
+                   "out_indices": [1]},
+    "regnet": {"embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1], "groups_width": 8},
     "resnet": dict(embedding_size=8, **_STAGES_2, out_indices=[2]),
-    "segformer": dict(image_size=32, num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16],
-                      patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2],
-                      decoder_hidden_size=16),
-    "siglip": dict(vision_config=_VISION_TOWER, text_config=_SMALL_TEXT),
-    "siglip2": dict(vision_config=dict(_VISION_TOWER, num_patches=16), text_config=_SMALL_TEXT),
-    "swiftformer": dict(image_size=32, depths=[1, 1, 1, 1], embed_dims=[8, 16, 24, 32]),
+    "segformer": {"image_size": 32, "num_encoder_blocks": 2, "depths": [1, 1], "sr_ratios": [2, 1], "hidden_sizes": [8, 16],
+                      "patch_sizes": [7, 3], "strides": [4, 2], "num_attention_heads": [1, 2], "mlp_ratios": [2, 2],
+                      "decoder_hidden_size": 16},
+    "siglip": {"vision_config": _VISION_TOWER, "text_config": _SMALL_TEXT},
+    "siglip2": {"vision_config": dict(_VISION_TOWER, num_patches=16), "text_config": _SMALL_TEXT},
+    "swiftformer": {"image_size": 32, "depths": [1, 1, 1, 1], "embed_dims": [8, 16, 24, 32]},
     "swin": dict(_SWIN, out_indices=[2]),
     "swinv2": dict(_SWIN, out_indices=[2]),
-    "textnet": dict(stem_out_channels=8, hidden_sizes=[8, 8, 16, 16, 32], image_size=[32, 32], out_indices=[4],
-                    depths=[1, 1, 1, 1], conv_layer_kernel_sizes=[[[3, 3]], [[3, 3]], [[3, 3]], [[3, 3]]],
-                    conv_layer_strides=[[1], [2], [2], [2]]),
-    "timm_wrapper": dict(architecture="test_resnet",
-                         pretrained_cfg={"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3,
-                                         "interpolation": "bilinear", "crop_pct": 1.0}),
+    "textnet": {"stem_out_channels": 8, "hidden_sizes": [8, 8, 16, 16, 32], "image_size": [32, 32], "out_indices": [4],
+                    "depths": [1, 1, 1, 1], "conv_layer_kernel_sizes": [[[3, 3]], [[3, 3]], [[3, 3]], [[3, 3]]],
+                    "conv_layer_strides": [[1], [2], [2], [2]]},
+    "timm_wrapper": {"architecture": "test_resnet",
+                         "pretrained_cfg": {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3,
+                                         "interpolation": "bilinear", "crop_pct": 1.0}},
     "vit": dict(_VIT),
     "vit_msn": dict(_VIT),
 }
@@ -175,8 +177,8 @@ def logits_of(model_type: str, output: Any) -> torch.Tensor:
 
 
 def _label_kwargs(labels: dict[int, str]) -> dict[str, Any]:
-    return dict(id2label={int(k): v for k, v in labels.items()}, label2id={v: int(k) for k, v in labels.items()},
-                num_labels=len(labels))
+    return {"id2label": {int(k): v for k, v in labels.items()}, "label2id": {v: int(k) for k, v in labels.items()},
+                "num_labels": len(labels)}
 
 
 def _image_size(config: PretrainedConfig) -> int:
@@ -236,9 +238,9 @@ def _processor_class(model_type: str) -> type | None:
 
 
 _PROCESSOR_KWARGS: dict[str, dict[str, Any]] = {
-    "siglip2": dict(patch_size=8, max_num_patches=16),
-    "textnet": dict(do_center_crop=True),
-    "imagegpt": dict(clusters=[[(i * 0.37 + c * 0.61) % 2 - 1 for c in range(3)] for i in range(16)]),
+    "siglip2": {"patch_size": 8, "max_num_patches": 16},
+    "textnet": {"do_center_crop": True},
+    "imagegpt": {"clusters": [[(i * 0.37 + c * 0.61) % 2 - 1 for c in range(3)] for i in range(16)]},
 }
 """Processor settings beyond ``size``/``crop_size``: Siglip2 cuts images into a patch budget, TextNet keeps
 the aspect ratio unless it crops, ImageGPT quantises pixels to ``vocab_size - 1`` colour clusters."""
@@ -259,7 +261,7 @@ def tiny_processor(model_type: str, image_size: int) -> Any:
     of that size when the type has none. ``timm_wrapper`` takes its processor from the config: see
     :func:`build_tiny_timm`.
     """
-    cls = _processor_class(model_type) or getattr(transformers, "ViTImageProcessor")
+    cls = _processor_class(model_type) or transformers.ViTImageProcessor
     default = cls()
     kwargs: dict[str, Any] = dict(_PROCESSOR_KWARGS.get(model_type, {}))
     for key in ("size", "crop_size"):
@@ -309,13 +311,13 @@ TIMM_MODEL_ARGS: dict[str, dict[str, Any]] = {
     "test_resnet": {},
     "test_convnext": {},
     "test_efficientnet": {},
-    "deit_tiny_distilled_patch16_224": dict(img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2),
-    "eva02_tiny_patch14_224": dict(img_size=28, patch_size=7, embed_dim=16, depth=2, num_heads=2),
-    "swin_tiny_patch4_window7_224": dict(img_size=32, patch_size=4, embed_dim=8, depths=(1, 1),
-                                         num_heads=(1, 2), window_size=4),
-    "levit_128s": dict(img_size=64, embed_dim=(16, 32), key_dim=8, num_heads=(1, 2), depth=(1, 1)),
+    "deit_tiny_distilled_patch16_224": {"img_size": 32, "patch_size": 8, "embed_dim": 16, "depth": 2, "num_heads": 2},
+    "eva02_tiny_patch14_224": {"img_size": 28, "patch_size": 7, "embed_dim": 16, "depth": 2, "num_heads": 2},
+    "swin_tiny_patch4_window7_224": {"img_size": 32, "patch_size": 4, "embed_dim": 8, "depths": (1, 1),
+                                         "num_heads": (1, 2), "window_size": 4},
+    "levit_128s": {"img_size": 64, "embed_dim": (16, 32), "key_dim": 8, "num_heads": (1, 2), "depth": (1, 1)},
     "mobilevit_xxs": {},
-    "efficientvit_b0": dict(widths=(8, 8, 16, 16, 32), depths=(1, 1, 1, 1, 1), head_dim=8, head_widths=(64, 64)),
+    "efficientvit_b0": {"widths": (8, 8, 16, 16, 32), "depths": (1, 1, 1, 1, 1), "head_dim": 8, "head_widths": (64, 64)},
     "regnetx_002": {},  # smallest timm RegNet (2.3M parameters); its widths come from a fixed RegNetCfg
 }
 """timm model name -> ``timm.create_model`` keyword arguments that shrink it (timm's ``test_*`` models need none)."""
@@ -323,11 +325,10 @@ TIMM_MODEL_ARGS: dict[str, dict[str, Any]] = {
 TIMM_MODELS: tuple[str, ...] = tuple(TIMM_MODEL_ARGS)
 """The timm architectures the zoo wraps in ``TimmWrapperForImageClassification``."""
 
-_TIMM_IMAGE_SIZE: dict[str, int] = {"eva02_tiny_patch14_224": 28, "levit_128s": 64}
 
 
 def _timm_image_size(name: str, args: dict[str, Any]) -> int:
-    return int(args.get("img_size", _TIMM_IMAGE_SIZE.get(name, DEFAULT_IMAGE_SIZE)))
+    return int(args.get("img_size", DEFAULT_IMAGE_SIZE))
 
 
 def build_tiny_timm(name: str, labels: dict[int, str] = LABELS, seed: int = 0,
@@ -337,7 +338,11 @@ def build_tiny_timm(name: str, labels: dict[int, str] = LABELS, seed: int = 0,
     Returns ``(model, TimmWrapperImageProcessor)``; the processor settings live in the config's
     ``pretrained_cfg`` (input size, mean/std 0.5, no crop).
     """
-    from transformers import TimmWrapperConfig, TimmWrapperForImageClassification, TimmWrapperImageProcessor
+    from transformers import (
+        TimmWrapperConfig,
+        TimmWrapperForImageClassification,
+        TimmWrapperImageProcessor,
+    )
 
     args = dict(TIMM_MODEL_ARGS.get(name, {}), **model_args)
     args = {k: v for k, v in args.items() if v is not None}

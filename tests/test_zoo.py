@@ -34,7 +34,9 @@ def _check(folder, model_type: str) -> None:
 
 
 def test_types_come_from_the_auto_mapping():
-    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
+    )
 
     assert zoo.IMAGE_CLASSIFICATION_TYPES == tuple(sorted(MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES))
     assert set(zoo.SKIP_REASONS) <= set(zoo.IMAGE_CLASSIFICATION_TYPES)
@@ -66,6 +68,6 @@ def test_build_is_deterministic_and_in_eval_mode():
 
 
 def test_deit_is_the_distilled_model_the_tests_use():
-    model, processor = zoo.build_tiny("deit")
+    model, _processor = zoo.build_tiny("deit")
     assert type(model).__name__ == "DeiTForImageClassificationWithTeacher"
     assert model.config.image_size == 32 and model.config.num_hidden_layers == 2 and model.config.hidden_size == 16
