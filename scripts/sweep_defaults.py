@@ -50,20 +50,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+import torch
+from PIL import Image
 
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from hf_iia import IIAExplainer  # noqa: E402
-from hf_iia.adapters.vit import ViTAdapter  # noqa: E402
-from hf_iia.tools.bench.evaluate import LAST_TWO, MethodSpec, compute_maps, describe, score_maps  # noqa: E402
-from hf_iia.tools.bench.inputs import BenchInputs, real_inputs, synthetic_inputs  # noqa: E402
-from hf_iia.tools.bench.report import METRICS, TIE_TOLERANCE  # noqa: E402
-from hf_iia.tools.bench.run import DEFAULT_MODELS_DIR  # noqa: E402
-from hf_iia.tools.bench.stats import summarise  # noqa: E402
+from hf_iia import IIAExplainer
+from hf_iia.adapters.vit import ViTAdapter
+from hf_iia.tools.bench.evaluate import LAST_TWO, MethodSpec, compute_maps, describe, score_maps
+from hf_iia.tools.bench.inputs import BenchInputs, real_inputs, synthetic_inputs
+from hf_iia.tools.bench.report import METRICS, TIE_TOLERANCE
+from hf_iia.tools.bench.run import DEFAULT_MODELS_DIR
+from hf_iia.tools.bench.stats import summarise
 
 CNN_SWEEPS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "integrand": [
