@@ -252,6 +252,27 @@ class IIAExplainer:
         """
         return self._forward(pixel_values, target)[0]
 
+    def logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The model's logits for preprocessed inputs, without gradients (e.g. the ``forward`` of
+        :func:`hf_iia.metrics.deletion_auc`).
+
+        The inputs are moved to the model's device and dtype; the call holds the model's lock and
+        runs in eval mode, restoring every submodule's train/eval flag afterwards, so it never
+        overlaps an attribution of another explainer sharing the model.
+
+        Args:
+            pixel_values: ``[B, C, H, W]`` (or ``[C, H, W]``) model inputs.
+
+        Returns:
+            ``[B, num_classes]`` float32 logits on the model's device.
+        """
+        pixel_values = _check_pixel_values(pixel_values)
+        parameter = next(self.model.parameters(), None)
+        if parameter is not None:
+            pixel_values = pixel_values.to(parameter.device, parameter.dtype)
+        with self._lock, _evaluation_mode(self.model), torch.no_grad():
+            return self.adapter.logits(pixel_values).float()
+
     def _forward(self, pixel_values: torch.Tensor, target: Targets) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         pixel_values = _check_pixel_values(pixel_values)
         self.adapter.check_input(pixel_values)

@@ -13,13 +13,8 @@ Arguments are those of ``hf-iia audit`` (see ``hf-iia audit --help``).
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from hf_iia.tools.cli import main  # noqa: E402
+from hf_iia.tools.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["audit", *sys.argv[1:]]))

@@ -10,7 +10,7 @@ relative L2 error of the raw (un-normalised) integral.
     python scripts/convergence.py                    # CPU, default models
     python scripts/convergence.py --steps 1 2 4 8 16 32 --reference 128 --images 8 --size 64
 
-tests/test_guarantees.py imports :func:`table` with smaller models to check that the
+tests/test_guarantees.py runs this script with smaller models to check that the
 difference decreases.
 """
 

@@ -9,18 +9,16 @@ Spearman rank correlation of bf16 / fp16 maps with the fp32 map on the same devi
 
 from __future__ import annotations
 
-import sys
+import argparse
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import TINY_KINDS, save_tiny  # noqa: E402  (the test suite's tiny checkpoints)
-
-from hf_iia import IIAExplainer  # noqa: E402
-from hf_iia.tools.demo import build_lite0_checkpoint, sample_images  # noqa: E402
+from hf_iia import IIAExplainer
+from hf_iia.tools.demo import build_lite0_checkpoint, sample_images
+from hf_iia.tools.tiny import TINY_KINDS, save_tiny
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -50,6 +48,7 @@ def check(name: str, folder: Path, inputs) -> None:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()  # --help only
     assert torch.cuda.is_available(), "needs a CUDA device"
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}\n")
     print("| model | fp32 time | bf16 time | fp16 time | max abs diff CUDA fp32 vs CPU | Spearman bf16 | Spearman fp16 |")
@@ -57,7 +56,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         pixel_values = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
         for kind in TINY_KINDS:
-            check(f"tiny {kind}", save_tiny(kind, Path(tmp) / kind), pixel_values)
+            check(f"tiny {kind}", save_tiny(kind, Path(tmp) / kind, depth=3, width=32), pixel_values)
         photos = [image for _, image in sample_images()]
         check("EfficientNet-Lite0 (7 photos)", build_lite0_checkpoint(Path(tmp) / "lite0"), photos)
 

@@ -50,29 +50,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+import torch
+from PIL import Image
 
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from hf_iia import IIAExplainer  # noqa: E402
-from hf_iia.adapters.vit import ViTAdapter  # noqa: E402
-from hf_iia.tools.bench.run import (  # noqa: E402
-    DEFAULT_MODELS_DIR,
-    LAST_TWO,
-    METRICS,
-    TIE_TOLERANCE,
-    BenchInputs,
-    MethodSpec,
-    compute_maps,
-    describe,
-    real_inputs,
-    score_maps,
-    synthetic_inputs,
-)
-from hf_iia.tools.bench.stats import summarise  # noqa: E402
+from hf_iia import IIAExplainer
+from hf_iia.adapters.vit import ViTAdapter
+from hf_iia.tools.bench.evaluate import LAST_TWO, MethodSpec, compute_maps, describe, score_maps
+from hf_iia.tools.bench.inputs import BenchInputs, real_inputs, synthetic_inputs
+from hf_iia.tools.bench.report import METRICS, TIE_TOLERANCE
+from hf_iia.tools.bench.run import DEFAULT_MODELS_DIR
+from hf_iia.tools.bench.stats import summarise
 
 CNN_SWEEPS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "integrand": [
@@ -143,7 +130,7 @@ def sweep(
         maps, seconds = compute_maps(explainer, inputs, args.batch_size)
         key = hashlib.sha256(maps.numpy().tobytes()).hexdigest()
         if key not in cache:
-            cache[key] = score_maps(base.model, inputs, maps, perturbation_steps=args.perturbation_steps,
+            cache[key] = score_maps(base, inputs, maps, perturbation_steps=args.perturbation_steps,
                                     metric_batch_size=args.metric_batch_size)
         rows.append({"config": label, "options": {k: str(v) for k, v in options.items()}, "explainer": describe(explainer),
                      "seconds_per_map": seconds / len(inputs.ids), "per_image": cache[key], "maps": maps,

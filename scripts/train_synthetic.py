@@ -56,23 +56,18 @@ import math
 import multiprocessing
 import os
 import platform
-import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-import transformers  # noqa: E402
-from PIL import Image  # noqa: E402
-from transformers import (  # noqa: E402
+import numpy as np
+import torch
+import torch.nn.functional as F
+import transformers
+from PIL import Image
+from transformers import (
     AutoImageProcessor,
     ConvNextConfig,
     ConvNextForImageClassification,
@@ -86,7 +81,7 @@ from transformers import (  # noqa: E402
     ViTImageProcessor,
 )
 
-from hf_iia.tools.synthetic import CLASS_NAMES, HELDOUT_START, NUM_CLASSES, add_shortcut_patch, make_arrays  # noqa: E402
+from hf_iia.tools.synthetic import CLASS_NAMES, HELDOUT_START, NUM_CLASSES, add_shortcut_patch, make_arrays
 
 ARCHS: tuple[str, ...] = ("vit", "deit", "resnet", "convnext")
 """The architectures this script builds (see :func:`build_model`)."""

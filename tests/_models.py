@@ -1,6 +1,6 @@
 """Tiny real models for the tests (conftest fixtures and test_guarantees, test_bad_input, test_safety).
 
-Every Hugging Face model is built from a real ``transformers`` config with random
+Every Hugging Face model comes from :mod:`hf_iia.tools.tiny`: built from a real ``transformers`` config with random
 weights, saved with ``save_pretrained`` (plus an image processor) into a folder and
 loaded back through the public API (``IIAExplainer(folder)``). Nothing is mocked.
 """
@@ -16,71 +16,19 @@ import torch
 import transformers
 from torch import nn
 from torch.nn.modules import module as module_hooks
-from transformers import (
-    ConvNextConfig,
-    ConvNextForImageClassification,
-    DeiTConfig,
-    DeiTForImageClassificationWithTeacher,
-    ResNetConfig,
-    ResNetForImageClassification,
-    TimmWrapperConfig,
-    TimmWrapperForImageClassification,
-    ViTConfig,
-    ViTForImageClassification,
-    ViTImageProcessor,
-)
 
 from hf_iia import IIAExplainer
+from hf_iia.tools.tiny import SIZE, build_tiny, save_tiny
 
 torch.set_num_threads(1)
 transformers.logging.set_verbosity_error()
 
-SIZE = 32
-LABELS = {0: "cat", 1: "Dog", 2: "bird", 3: "tabby, tabby cat"}
 KINDS = ("vit", "deit", "resnet", "convnext")
-
-
-def build_tiny(kind: str, labels: dict[int, str] = LABELS, *, depth: int = 2, width: int = 16) -> nn.Module:
-    """A random-weight ``kind`` classifier for ``SIZE x SIZE`` inputs from a real ``transformers`` config.
-
-    ``kind``: ``vit``, ``deit`` (with teacher), ``resnet``, ``convnext`` or ``timm`` (timm's
-    ``test_resnet`` in a ``TimmWrapper``). ``depth`` is the number of blocks (ViT) or stages
-    (CNN, at most 3); ``width`` the ViT hidden size.
-    """
-    label_kwargs = dict(id2label=dict(labels), label2id={v: k for k, v in labels.items()})
-    vit = dict(image_size=SIZE, patch_size=8, hidden_size=width, num_hidden_layers=depth,
-               num_attention_heads=width // 8, intermediate_size=2 * width, **label_kwargs)
-    stages = dict(hidden_sizes=[8, 16, 24][:depth], depths=[1] * depth, **label_kwargs)
-    if kind == "vit":
-        return ViTForImageClassification(ViTConfig(**vit))
-    if kind == "deit":
-        return DeiTForImageClassificationWithTeacher(DeiTConfig(**vit))
-    if kind == "resnet":
-        return ResNetForImageClassification(ResNetConfig(embedding_size=8, **stages))
-    if kind == "convnext":
-        return ConvNextForImageClassification(ConvNextConfig(num_stages=depth, **stages))
-    if kind == "timm":
-        pretrained_cfg = {"input_size": [3, SIZE, SIZE], "mean": [0.5] * 3, "std": [0.5] * 3,
-                          "interpolation": "bilinear", "crop_pct": 1.0, "num_classes": len(labels)}
-        return TimmWrapperForImageClassification(
-            TimmWrapperConfig(architecture="test_resnet", pretrained_cfg=pretrained_cfg, **label_kwargs)
-        )
-    raise ValueError(f"unknown tiny model kind {kind!r}")
-
 
 BUILDERS = {kind: functools.partial(build_tiny, kind) for kind in KINDS}
 """The hardening tests' models: ``BUILDERS[kind]()`` (2 blocks / stages, the 4 labels of :data:`LABELS`)."""
 
 _ROOT = Path(tempfile.mkdtemp(prefix="hf_iia_hardening_"))
-
-
-def save_tiny(kind: str, folder: Path, seed: int = 0, **build: object) -> Path:
-    """``save_pretrained`` :func:`build_tiny` ``(kind, **build)`` plus a 32x32 image processor into ``folder``."""
-    torch.manual_seed(seed)
-    build_tiny(kind, **build).save_pretrained(folder)
-    if kind != "timm":  # TimmWrapper keeps its processor settings in config.json
-        ViTImageProcessor(size={"height": SIZE, "width": SIZE}).save_pretrained(folder)
-    return folder
 
 
 @functools.lru_cache(maxsize=None)

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from _models import save_tiny as _save_tiny
+
+from hf_iia.tools.tiny import TINY_KINDS
+from hf_iia.tools.tiny import save_tiny as _save_tiny
 
 SIZE = 32
 LABELS = {0: "cat", 1: "dog", 2: "bird", 3: "tabby, tabby cat", 4: "fish"}
-TINY_KINDS = ("vit", "deit", "resnet", "convnext", "timm")
 TINY = dict(labels=LABELS, depth=3, width=32)
 """The fixtures' tiny models: 3 blocks / stages, ViT width 32, the 5 labels of :data:`LABELS`."""
 

@@ -167,7 +167,7 @@ def test_corner_cue_is_flagged_and_object_model_is_not(reference):
 def test_outputs_card_and_raw_results(reference):
     out, summary = reference["corner"]["out"], reference["corner"]["summary"]
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "audit_grid.png", "raw", "results.json",
-                                                     "results.parquet"]
+                                                     "results.parquet", "summary.json"]
     card = ModelCard.load(out / "README.md")
     assert "hf-iia" in card.data.tags and card.data.pipeline_tag == "image-classification"
     metrics = {(result.metric_type, result.metric_name) for result in card.data.eval_results}
@@ -176,6 +176,8 @@ def test_outputs_card_and_raw_results(reference):
     assert "corner: " in card.text and "⚠" in card.text
     stored = json.loads((out / "results.json").read_text())
     assert stored["verdict"] == summary["verdict"] and len(stored["results"]) == 2 * N
+    small = json.loads((out / "summary.json").read_text())  # results.json without the per-row results
+    assert small == {key: value for key, value in stored.items() if key != "results"} == summary
     frame = _results(out)
     assert frame.groupby("method")["index"].apply(list).to_dict() == {m: list(range(N)) for m in ("gradcam", "iia")}
     shares = region_shares(np.stack(frame["heatmap"]), AuditConfig("m", "d").thresholds)

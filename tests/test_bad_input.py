@@ -19,7 +19,7 @@ import numpy as np
 import psutil
 import pytest
 import torch
-from _models import KINDS, LABELS, SIZE, ConstantLogits, NaNLogits, SmallCNN, explainer, pixels
+from _models import KINDS, SIZE, ConstantLogits, NaNLogits, SmallCNN, explainer, pixels
 from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -27,6 +27,7 @@ from PIL import Image
 
 from hf_iia import IIAError, IIAExplainer, ImageInputError, NumericalError, TargetError
 from hf_iia.explainer import normalise
+from hf_iia.tools.tiny import LABELS
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow],
                     derandomize=True, database=None)

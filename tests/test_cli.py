@@ -1,13 +1,58 @@
-"""The hf-iia command line, run in-process through its main()."""
+"""The hf-iia command line, run in-process through its main() (and in fresh interpreters for import costs)."""
 
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 
 import numpy as np
 from PIL import Image
 
-from hf_iia.tools.cli import main
+from hf_iia.methods import METHODS
+from hf_iia.tools.cli import build_parser, main
+
+HEAVY = ("torch", "transformers", "datasets", "accelerate")
+
+
+def _fresh(code: str) -> str:
+    """stdout of ``code`` run in a new interpreter (this one has imported everything already)."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120).stdout
+
+
+def test_help_imports_no_heavy_package():
+    code = ("import sys; from hf_iia.tools.cli import build_parser; build_parser().format_help(); "
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    assert _fresh(code).strip() == "[]"
+
+
+def test_importing_the_package_imports_no_transformers():
+    _fresh("import hf_iia, sys; assert 'transformers' not in sys.modules")
+
+
+def _subcommands() -> dict:
+    parser = build_parser()
+    return next(action.choices for action in parser._actions if isinstance(action.choices, dict))
+
+
+def test_help_lists_exactly_the_library_methods():
+    text = " ".join(_subcommands()["explain"].format_help().split())  # argparse wraps lines
+    names = re.search(r"attribution method: (.*?) \(default: iia\)", text).group(1).split(", ")
+    assert names == list(METHODS)
+
+
+def test_help_texts_are_plain_text():
+    parser = build_parser()
+    for text in [parser.format_help(), *(sub.format_help() for sub in _subcommands().values())]:
+        assert "``" not in text
+
+
+def test_unknown_method_is_a_command_line_error(tiny_folder, tmp_path, capsys):
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(image)
+    assert main(["explain", str(tiny_folder("resnet")), str(image), "--out", str(tmp_path), "--method", "nope"]) == 2
+    assert "hf-iia: error: unknown method 'nope'" in capsys.readouterr().err
 
 
 def test_explain_writes_overlays_and_maps(tiny_folder, tmp_path, capsys):

@@ -67,6 +67,24 @@ def test_reference_preset_runs_on_every_architecture(explainers, kind, pixel_val
     assert maps.shape == (2, 32, 32) and torch.isfinite(maps).all()
 
 
+@pytest.mark.parametrize("kind", ["vit", "resnet"])
+def test_logits_match_the_model_in_eval_mode_and_restore_training(tiny_folder, kind, pixel_values):
+    explainer = IIAExplainer(tiny_folder(kind), device="cpu", progress=False)
+    model = explainer.model.eval()
+    with torch.no_grad():
+        expected = model(pixel_values=pixel_values).logits
+    model.train()
+    model.get_submodule(next(name for name, _ in model.named_modules() if name)).eval()  # a mixed state to restore
+    modes = [module.training for module in model.modules()]
+    logits = explainer.logits(pixel_values.double())  # cast to the model's dtype
+    assert logits.shape == (2, model.config.num_labels) and logits.dtype == torch.float32
+    assert not logits.requires_grad
+    torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
+    assert [module.training for module in model.modules()] == modes
+    with pytest.raises(ImageInputError):
+        explainer.logits(pixel_values.long())
+
+
 def test_explanation_fields_and_overlay_undo_the_processor(explainers):
     explainer = explainers("timm")  # timm processor: resize shortest edge, then centre crop
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 90, 3), dtype=np.uint8))

@@ -1,12 +1,14 @@
-"""Every script in ``scripts/`` imports cleanly (its ``main`` is not run): a renamed helper it uses fails here.
+"""Every script in ``scripts/`` starts and prints its help: a renamed helper it imports fails here.
 
-The GPU check in particular never runs in CI (no CUDA), so an import is the only place its
-dependencies on the test suite's builders are checked.
+The scripts run in their own interpreter, as a user runs them (tests never import scripts).
+The GPU check in particular never runs in CI (no CUDA), so its ``--help`` is the only place
+its imports are checked.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,9 +17,7 @@ SCRIPTS = sorted((Path(__file__).resolve().parents[1] / "scripts").glob("*.py"))
 
 
 @pytest.mark.parametrize("path", SCRIPTS, ids=lambda path: path.name)
-def test_script_imports(path: Path) -> None:
-    spec = importlib.util.spec_from_file_location(f"script_{path.stem}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert callable(getattr(module, "main", None)), f"{path.name} has no main()"
+def test_script_help(path: Path) -> None:
+    finished = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr
+    assert "usage:" in finished.stdout

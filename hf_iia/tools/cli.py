@@ -9,16 +9,23 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import IIAError
-from ..methods import METHODS
+
+METHOD_NAMES: tuple[str, ...] = ("iia", "ig", "gradcam", "gradcam++", "attention_rollout", "gradient_rollout", "gae")
+"""The keys of :data:`hf_iia.methods.METHODS`, spelled out so that ``--help`` need not import torch
+(a test keeps the two equal); the library validates ``--method`` itself (``MethodError``)."""
+
+
+def _help(command: object) -> str:
+    """A command's docstring as ``--help`` text: plain text, without reStructuredText's double backticks."""
+    return (command.__doc__ or "").replace("``", "")
 
 
 def _explainer_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", help="class index or label name (default: the top-1 class)")
-    parser.add_argument("--method", choices=list(METHODS), default="iia",
-                        help="attribution method (default: iia); the others are comparison methods")
+    parser.add_argument("--method", default="iia", metavar="METHOD",
+                        help=f"attribution method: {', '.join(METHOD_NAMES)} (default: iia); "
+                             "the others are comparison methods")
     parser.add_argument("--preset", choices=["default", "reference"], default=None)
     parser.add_argument("--steps", type=int, nargs="+",
                         help="steps per path (one for all, or image path first); for --method ig the step count")
@@ -49,6 +56,8 @@ def _target(value: str | None) -> int | str | None:
 
 
 def _save_explanations(explanations, names: Sequence[str], out: Path, overwrite: bool, method: str) -> list[dict]:
+    import numpy as np
+
     from ..outputs import output_path, safe_name, write_atomic
 
     stems: list[str] = []
@@ -165,19 +174,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-iia", description="Iterated Integrated Attributions for image classifiers")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    explain = commands.add_parser("explain", help=cmd_explain.__doc__)
+    explain = commands.add_parser("explain", help=_help(cmd_explain))
     explain.add_argument("model", help="Hub id or local checkpoint folder")
     explain.add_argument("images", nargs="+", help="image files")
     explain.add_argument("--out", default="hf-iia-out", help="output folder (default: ./hf-iia-out)")
     _explainer_options(explain)
     explain.set_defaults(run=cmd_explain)
 
-    demo = commands.add_parser("demo", help=cmd_demo.__doc__)
+    demo = commands.add_parser("demo", help=_help(cmd_demo))
     demo.add_argument("--out", default="hf-iia-demo", help="output folder (default: ./hf-iia-demo)")
     _explainer_options(demo)
     demo.set_defaults(run=cmd_demo)
 
-    audit = commands.add_parser("audit", help=cmd_audit.__doc__)
+    audit = commands.add_parser("audit", help=_help(cmd_audit))
     audit.add_argument("model", help="Hub id or local checkpoint folder")
     audit.add_argument("--dataset", required=True,
                        help="synthetic | synthetic-shortcut | a save_to_disk folder | an image folder | a Hub dataset id")
@@ -199,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--out", help="output folder (default: model_cards/<model-name>); rerun to resume")
     audit.set_defaults(run=cmd_audit)
 
-    bench = commands.add_parser("bench", help=cmd_bench.__doc__)
+    bench = commands.add_parser("bench", help=_help(cmd_bench))
     bench.add_argument("--suite", choices=["synthetic", "real"], required=True,
                        help="synthetic: the tiny checkpoints under hf_iia/tools/bench/models on held-out images with object "
                             "masks; real: ImageNet EfficientNet-Lite0 on cropped sample photos")

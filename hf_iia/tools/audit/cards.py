@@ -85,7 +85,7 @@ def audit_card(summary: dict[str, Any], grid_file: str) -> ModelCard:
     """The audit as a model card: YAML metadata + an ``## Attribution audit`` Markdown section.
 
     Args:
-        summary: the summary returned by :func:`hf_iia.tools.audit.run_audit` (``results.json``).
+        summary: the summary returned by :func:`hf_iia.tools.audit.run_audit` (``summary.json``).
         grid_file: the overlay grid image, relative to the card.
     """
     methods = summary["methods"]
@@ -125,8 +125,8 @@ def audit_card(summary: dict[str, Any], grid_file: str) -> ModelCard:
         f"share in one corner square ({areas['corner']:.1%} of the image) reaches {thresholds['corner_lift']:g}x "
         f"that area; when the border band ({areas['border']:.0%} of the image) holds {thresholds['border_lift']:g}x "
         f"its area; or, with masks, when the object holds at most {thresholds['object_lift']:g}x its area share "
-        "(no better than a uniform map). Raw results: `results.json` (tables, verdicts, per-image measures) and "
-        "`results.parquet` (per image and method, maps included).",
+        "(no better than a uniform map). Results: `summary.json` (settings, tables, verdicts), `results.json` "
+        "(the same plus per-image measures) and `results.parquet` (per image and method, maps included).",
     ]
     content = f"---\n{_card_data(summary).to_yaml()}\n---\n\n" + "\n\n".join(parts) + "\n"
     return ModelCard(content)

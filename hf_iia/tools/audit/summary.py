@@ -1,0 +1,125 @@
+"""Per-class and overall tables of the per-row results, the flags of each class and the verdict."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .config import AuditConfig, Thresholds
+from .indicators import CORNERS, corner_column, region_masks
+
+if TYPE_CHECKING:
+    import pandas
+
+MEASURES: tuple[str, ...] = (
+    "score", "deletion_auc", "insertion_auc", "border_mass", *(corner_column(corner) for corner in CORNERS),
+    "mask_area", "object_mass", "mask_ap", "pointing_game",
+)
+"""Per-row measures averaged per class and overall (the mask ones only with masks)."""
+
+
+def summarise(
+    frame: pandas.DataFrame,
+    config: AuditConfig,
+    methods: Sequence[str],
+    class_names: dict[int, str],
+    input_size: tuple[int, int],
+) -> dict[str, Any]:
+    """Tables and verdicts from the per-row results (see :func:`gather`) of maps of ``input_size = (H, W)``."""
+    thresholds = config.thresholds
+    height, width = input_size
+    border, corners = region_masks(height, width, thresholds)
+    areas = {"border": float(border.mean()), "corner": float(corners[0].mean())}
+    has_labels = frame["label"].notna().all()
+    frame = frame.assign(
+        group=frame["label"] if has_labels else frame["target"], correct=frame["prediction"] == frame["label"]
+    )
+    measures = [name for name in MEASURES if name in frame and frame[name].notna().any()]
+    summary: dict[str, Any] = {
+        "model": config.model,
+        "dataset": config.dataset,
+        "split": config.split,
+        "rows": int(frame["index"].nunique()),
+        "methods": list(methods),
+        "has_labels": bool(has_labels),
+        "has_masks": "object_mass" in measures,
+        "grouped_by": "label" if has_labels else "target (top-1 class)",
+        "input_size": [int(height), int(width)],
+        "settings": config.manifest(),
+        "areas": areas,
+        "overall": {},
+        "classes": {},
+        "spread": {},
+        "verdict": {},
+    }
+    for method, rows in frame.groupby("method", sort=False):
+        summary["overall"][method] = _means(rows, measures, has_labels)
+        classes = []
+        for group, members in rows.groupby("group"):
+            name = class_names.get(int(group), str(group))
+            entry = {"class": int(group), "name": name, **_means(members, measures, has_labels)}
+            entry["flags"] = _flags(entry, areas, thresholds)
+            classes.append(entry)
+        summary["classes"][method] = classes
+        summary["spread"][method] = {
+            name: {"std": _number(np.std([entry[name] for entry in classes])),
+                   "range": _number(np.ptp([entry[name] for entry in classes]))}
+            for name in ("border_mass", "corner_mass", "object_mass") if classes[0].get(name) is not None
+        }
+        summary["verdict"][method] = _verdict(classes)
+    return summary
+
+
+def _means(rows: pandas.DataFrame, measures: Sequence[str], has_labels: bool) -> dict[str, Any]:
+    """``n``, ``accuracy`` (with labels), the mean of every measure over ``rows``, and the corner
+    whose mean share is largest (``corner``) with that share (``corner_mass``)."""
+    means: dict[str, Any] = {"n": int(len(rows))}
+    if has_labels:
+        means["accuracy"] = _number(rows["correct"].mean())
+    for name in measures:
+        means[name] = _number(rows[name].astype(float).mean())
+    means["corner"] = max(CORNERS, key=lambda corner: means[corner_column(corner)])
+    means["corner_mass"] = means[corner_column(means["corner"])]
+    return means
+
+
+def _number(value: float) -> float | None:
+    """A JSON-safe float (``None`` for NaN)."""
+    return None if value is None or not np.isfinite(value) else float(value)
+
+
+def _flags(entry: dict[str, Any], areas: dict[str, float], thresholds: Thresholds) -> list[str]:
+    """The plain-language reasons a class's mean shares count as off-object (empty: not flagged)."""
+    flags = []
+    if entry["corner_mass"] >= thresholds.corner_lift * areas["corner"]:
+        flags.append(
+            f"corner: {entry['corner_mass']:.0%} of the map mass in the {entry['corner']} corner "
+            f"({areas['corner']:.1%} of the image)"
+        )
+    if entry["border_mass"] >= thresholds.border_lift * areas["border"]:
+        flags.append(
+            f"border: {entry['border_mass']:.0%} of the map mass on the border ({areas['border']:.0%} of the image)"
+        )
+    if entry.get("object_mass") is not None and entry["object_mass"] <= thresholds.object_lift * entry["mask_area"]:
+        flags.append(
+            f"off-object: only {entry['object_mass']:.0%} of the map mass on the object "
+            f"({entry['mask_area']:.0%} of the image)"
+        )
+    return flags
+
+
+def _verdict(classes: list[dict[str, Any]]) -> dict[str, Any]:
+    """The flagged classes and one plain sentence."""
+    flagged = [{"class": entry["class"], "name": entry["name"], "reasons": entry["flags"]}
+               for entry in classes if entry["flags"]]
+    if not flagged:
+        text = f"No class concentrates its attribution off-object ({len(classes)} classes checked)."
+    else:
+        names = ", ".join(repr(entry["name"]) for entry in flagged)
+        text = (
+            f"{len(flagged)} of {len(classes)} classes concentrate their attribution off-object ({names}): "
+            "the model likely relies on a spurious cue there."
+        )
+    return {"flagged": flagged, "text": text}

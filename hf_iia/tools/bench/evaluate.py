@@ -1,0 +1,145 @@
+"""The benchmark's method columns, their maps and the per-image metric values of those maps."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ...adapters import adapter_for
+from ...explainer import IIAExplainer
+from ...metrics import deletion_auc, energy_pointing_game, insertion_auc, mask_average_precision, pointing_game
+from .inputs import BenchInputs, device_of
+from .stats import summarise
+
+POINTING_TOLERANCE_AT_224 = 15
+"""Pointing-game hit radius (pixels at 224 px input; scaled with the input size: 4 px at 64 px)."""
+
+LAST_TWO = "@last-two"
+"""A ``layer`` option value resolved per model to the adapter's last two taps (multi-layer IIA)."""
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One benchmark column: an explainer method and its options (``layer`` may be :data:`LAST_TWO`)."""
+
+    key: str
+    method: str
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def explainer(self, model: torch.nn.Module, processor: object, internal_batch_size: int | None) -> IIAExplainer:
+        """An explainer of this method sharing ``model`` (no copy)."""
+        options = dict(self.options)
+        if options.get("layer") == LAST_TWO:
+            options["layer"] = list(adapter_for(model).taps[-2:])
+        return IIAExplainer(model, processor, method=self.method, internal_batch_size=internal_batch_size,
+                            progress=False, **options)
+
+
+METHOD_SPECS: dict[str, MethodSpec] = {
+    spec.key: spec
+    for spec in (
+        MethodSpec("iia", "iia"),
+        MethodSpec("iia-reference", "iia", (("preset", "reference"),)),
+        MethodSpec("iia-multilayer", "iia", (("layer", LAST_TWO),)),
+        MethodSpec("ig", "ig"),
+        MethodSpec("gradcam", "gradcam"),
+        MethodSpec("gradcam++", "gradcam++"),
+        MethodSpec("attention_rollout", "attention_rollout"),
+        MethodSpec("gradient_rollout", "gradient_rollout"),
+        MethodSpec("gae", "gae"),
+    )
+}
+
+
+@dataclass
+class MethodResult:
+    """Per-image metric values, seconds and maps of one method on one model."""
+
+    per_image: dict[str, list[float]]
+    seconds: float
+    maps: torch.Tensor  # [N, H, W]
+    spec: dict[str, Any]
+
+
+def describe(explainer: IIAExplainer) -> dict[str, Any]:
+    """What an explainer integrates: levels, observed taps, steps per path, integrand."""
+    spec = explainer.spec
+    return {
+        "method": explainer.method,
+        "levels": [tap for tap, _ in spec.levels],
+        "observe": list(spec.observe) if len(spec.observe) <= 4 else f"{len(spec.observe)} taps",
+        "steps": [path.steps for path in spec.paths],
+        "points_per_image": spec.points_per_image,
+        "integrand": getattr(spec.integrand, "__name__", str(spec.integrand)),
+    }
+
+
+def compute_maps(explainer: IIAExplainer, inputs: BenchInputs, batch_size: int) -> tuple[torch.Tensor, float]:
+    """``([N, H, W] maps, seconds)`` from batched ``attribute`` calls of ``batch_size`` images."""
+    maps, seconds = [], 0.0
+    for first in range(0, inputs.pixel_values.shape[0], batch_size):
+        batch = slice(first, first + batch_size)
+        started = time.perf_counter()
+        maps.append(explainer.attribute(inputs.pixel_values[batch], inputs.targets[batch]))
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        seconds += time.perf_counter() - started
+    return torch.cat(maps), seconds
+
+
+def pointing_tolerance(size: Sequence[int]) -> int:
+    """Pointing-game tolerance in pixels: Zhang et al.'s 15 px at 224 px, scaled to the map's smaller side."""
+    return round(POINTING_TOLERANCE_AT_224 * min(size) / 224)
+
+
+def score_maps(
+    explainer: IIAExplainer,
+    inputs: BenchInputs,
+    maps: torch.Tensor,
+    *,
+    perturbation_steps: int,
+    metric_batch_size: int,
+) -> dict[str, list[float]]:
+    """Per-image metric values of ``maps`` ``[N, H, W]``: localisation (with masks) and deletion / insertion AUC."""
+    values: dict[str, list[float]] = {}
+    if inputs.masks is not None:
+        tolerance = pointing_tolerance(maps.shape[-2:])
+        values["pointing_game"] = pointing_game(maps, inputs.masks, tolerance=tolerance).double().tolist()
+        values["energy_pointing_game"] = energy_pointing_game(maps, inputs.masks).tolist()
+        values["mask_ap"] = mask_average_precision(maps, inputs.masks).tolist()
+    # The curves' perturbed batches are built where the model runs, so only scores come back.
+    device = device_of(explainer.model)
+    forward = explainer.logits
+    pixel_values, targets = inputs.pixel_values.to(device), inputs.targets.to(device)
+    options = dict(steps=perturbation_steps, batch_size=metric_batch_size)
+    values["deletion_auc"] = deletion_auc(forward, pixel_values, maps, targets, baseline=0.0, **options).cpu().tolist()
+    values["insertion_auc"] = insertion_auc(forward, pixel_values, maps, targets, **options).cpu().tolist()
+    return values
+
+
+def evaluate_method(
+    spec: MethodSpec,
+    model: torch.nn.Module,
+    processor: object,
+    inputs: BenchInputs,
+    *,
+    batch_size: int = 8,
+    perturbation_steps: int = 50,
+    metric_batch_size: int = 64,
+    internal_batch_size: int | None = None,
+) -> MethodResult:
+    """Maps of ``spec`` for every input, their metric values and the seconds the maps took."""
+    explainer = spec.explainer(model, processor, internal_batch_size)
+    maps, seconds = compute_maps(explainer, inputs, batch_size)
+    per_image = score_maps(explainer, inputs, maps, perturbation_steps=perturbation_steps,
+                           metric_batch_size=metric_batch_size)
+    return MethodResult(per_image=per_image, seconds=seconds, maps=maps, spec=describe(explainer))
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
+    """Summary of the per-image differences ``a - b`` (same inputs)."""
+    return summarise([x - y for x, y in zip(a, b)])

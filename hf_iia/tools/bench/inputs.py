@@ -1,0 +1,172 @@
+"""The inputs of each suite: held-out synthetic images with object masks, or crops of the sample photos."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ...errors import IIAError
+from ...explainer import IIAExplainer
+
+CROPS: tuple[tuple[str, tuple[float, float, float, float]], ...] = (
+    ("full", (0.0, 0.0, 1.0, 1.0)),
+    ("tl", (0.0, 0.0, 0.8, 0.8)),
+    ("tr", (0.2, 0.0, 1.0, 0.8)),
+    ("bl", (0.0, 0.2, 0.8, 1.0)),
+    ("br", (0.2, 0.2, 1.0, 1.0)),
+)
+"""``(name, (left, top, right, bottom))`` crop boxes as fractions of the photo's width and height."""
+
+
+@dataclass
+@dataclass
+class BenchInputs:
+    """The inputs of one model: ids, model inputs, targets and (synthetic) object masks.
+
+    Attributes:
+        ids: one name per input.
+        pixel_values: ``[N, C, H, W]`` model inputs.
+        targets: ``[N]`` int64 explained classes.
+        masks: ``[N, H, W]`` bool object masks, or ``None``.
+        records: per-input facts stored in results.json (label, prediction, ...).
+        views: ``[N]`` RGB images at the model input resolution, for the figure.
+        figure: indices of the inputs drawn in maps.png.
+        heldout: ``{"start", "seed", "size"}`` of synthetic held-out images, else ``None``.
+    """
+
+    ids: list[str]
+    pixel_values: torch.Tensor
+    targets: torch.Tensor
+    masks: torch.Tensor | None
+    records: list[dict[str, Any]]
+    views: list[Image.Image]
+    figure: list[int]
+    heldout: dict[str, int] | None = None
+
+
+def _input_view(pixel_values: torch.Tensor, processor: object) -> Image.Image:
+    """The model input ``[C, H, W]`` as an RGB image (normalisation undone when the processor tells it)."""
+    config = getattr(processor, "data_config", None) or {}
+    mean = getattr(processor, "image_mean", None) or config.get("mean")
+    std = getattr(processor, "image_std", None) or config.get("std")
+    values = pixel_values.detach().float().cpu()
+    if mean is not None and std is not None and len(mean) == values.shape[0]:
+        values = values * torch.tensor(std).view(-1, 1, 1) + torch.tensor(mean).view(-1, 1, 1)
+    else:
+        values = (values - values.min()) / (values.max() - values.min()).clamp_min(1e-12)
+    array = (values.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    return Image.fromarray(array[..., :3] if array.shape[-1] >= 3 else array[..., 0]).convert("RGB")
+
+
+def _predict(explainer: IIAExplainer, pixel_values: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """``[N, K]`` float32 softmax probabilities on CPU of ``pixel_values`` ``[N, C, H, W]``, ``batch_size`` at a time."""
+    return torch.cat([explainer.logits(chunk).softmax(dim=1).cpu() for chunk in pixel_values.split(batch_size)])
+
+
+def synthetic_heldout(folder: Path, n: int, input_size: int | None) -> dict[str, int]:
+    """``{"start", "seed", "size"}`` of the held-out images of the checkpoint in ``folder``.
+
+    From ``train_log.json`` (``heldout_indices``, ``data_seed``, ``size``) when present; else
+    the convention of ``scripts/train_synthetic.py``: held-out indices start at
+    :data:`hf_iia.tools.synthetic.HELDOUT_START`, data seed 0, image size = the model's input size.
+    """
+    log_path = folder / "train_log.json"
+    if log_path.exists():
+        log = json.loads(log_path.read_text())
+        start, stop = log["heldout_indices"]
+        train_stop = log.get("train_indices", [0, 0])[1]
+        if start < train_stop:
+            raise IIAError(f"{log_path}: held-out indices {start}.. overlap the training indices [0, {train_stop})")
+        if n > stop - start:
+            raise IIAError(f"{log_path} holds out {stop - start} images, fewer than --n {n}")
+        return {"start": int(start), "seed": int(log.get("data_seed", 0)), "size": int(log.get("size", input_size or 64))}
+    from ..synthetic import HELDOUT_START
+
+    return {"start": HELDOUT_START, "seed": 0, "size": int(input_size or 64)}
+
+
+def synthetic_inputs(explainer: IIAExplainer, folder: Path, n: int, figure_images: int, batch_size: int) -> BenchInputs:
+    """``n`` held-out synthetic images of the checkpoint in ``folder``, preprocessed by its processor."""
+    from ..synthetic import CLASS_NAMES, make_arrays
+
+    config = getattr(explainer.model, "config", None)
+    size = getattr(config, "image_size", None)
+    heldout = synthetic_heldout(folder, n, size if isinstance(size, int) else None)
+    images, masks, labels = make_arrays(n, seed=heldout["seed"], size=heldout["size"], start=heldout["start"])
+    pixel_values, _ = explainer.preprocess([Image.fromarray(image, "RGB") for image in images])
+    height, width = pixel_values.shape[2:]
+    if masks.shape[1:] != (height, width):  # the processor resized: bring the masks along (nearest)
+        masks = np.stack([np.asarray(Image.fromarray(m).resize((width, height), Image.Resampling.NEAREST)) for m in masks])
+    probabilities = _predict(explainer, pixel_values, batch_size)
+    predicted = probabilities.argmax(dim=1)
+    indices = range(heldout["start"], heldout["start"] + n)
+    records = [
+        {"id": f"synthetic-{index}", "label": int(label), "label_name": CLASS_NAMES[int(label)],
+         "predicted": int(pred), "target": int(label), "target_probability": float(probabilities[i, int(label)])}
+        for i, (index, label, pred) in enumerate(zip(indices, labels, predicted))
+    ]
+    figure = sorted({int(round(i)) for i in np.linspace(0, n - 1, min(figure_images, n))})
+    return BenchInputs(
+        ids=[r["id"] for r in records],
+        pixel_values=pixel_values,
+        targets=torch.as_tensor(labels, dtype=torch.int64),
+        masks=torch.as_tensor(masks, dtype=torch.bool),
+        records=records,
+        views=[_input_view(p, explainer.processor) for p in pixel_values],
+        figure=figure,
+        heldout=heldout,
+    )
+
+
+def crop_photos(photos: Sequence[tuple[str, Image.Image]]) -> list[tuple[str, Image.Image]]:
+    """Every photo in every :data:`CROPS` box, crop-major: ``[(f"{photo}-{crop}", image), ...]``."""
+    crops = []
+    for crop, (left, top, right, bottom) in CROPS:
+        for name, photo in photos:
+            width, height = photo.size
+            box = (round(left * width), round(top * height), round(right * width), round(bottom * height))
+            crops.append((f"{name}-{crop}", photo.crop(box)))
+    return crops
+
+
+def real_inputs(explainer: IIAExplainer, n: int | None, figure_images: int, batch_size: int) -> BenchInputs:
+    """The cropped sample photos (the first ``n``), preprocessed; targets = the model's top-1 classes."""
+    from ..demo import sample_images
+
+    crops = crop_photos(sample_images())
+    if n is not None:
+        if n > len(crops):
+            raise IIAError(f"the real suite has {len(crops)} inputs ({len(CROPS)} crops of each photo); got --n {n}")
+        crops = crops[:n]
+    pixel_values, _ = explainer.preprocess([image for _, image in crops])
+    probabilities = _predict(explainer, pixel_values, batch_size)
+    top1 = probabilities.argmax(dim=1)
+    labels = explainer.id2label
+    records = [
+        {"id": name, "size": list(image.size), "target": int(t), "target_name": labels.get(int(t)),
+         "target_probability": float(probabilities[i, int(t)])}
+        for i, ((name, image), t) in enumerate(zip(crops, top1))
+    ]
+    full = [i for i, (name, _) in enumerate(crops) if name.endswith("-full")]
+    return BenchInputs(
+        ids=[name for name, _ in crops],
+        pixel_values=pixel_values,
+        targets=top1,
+        masks=None,
+        records=records,
+        views=[_input_view(p, explainer.processor) for p in pixel_values],
+        figure=(full or list(range(len(crops))))[:figure_images],
+    )
+
+
+def device_of(model: torch.nn.Module) -> torch.device:
+    """Where ``model``'s parameters live (CPU for a model without any)."""
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
