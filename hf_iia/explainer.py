@@ -270,7 +270,7 @@ class IIAExplainer:
         parameter = next(self.model.parameters(), None)
         if parameter is not None:
             pixel_values = pixel_values.to(parameter.device, parameter.dtype)
-        with self._lock, _evaluation_mode(self.model), torch.no_grad():
+        with self._lock, evaluation_mode(self.model), torch.no_grad():
             return self.adapter.logits(pixel_values).float()
 
     def _forward(self, pixel_values: torch.Tensor, target: Targets) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -125,7 +125,7 @@ def extract_logits(output: object) -> torch.Tensor:
     logits = getattr(output, "logits", output)
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
         logits = output[0]
-    elif logits is output and hasattr(output, "values"):
+    elif logits is output and not isinstance(output, torch.Tensor) and hasattr(output, "keys"):
         # A ModelOutput without .logits whose only tensor is [N, classes] (PPLCNet returns its logits as
         # last_hidden_state): that tensor is the logits.
         tensors = [value for value in output.values() if isinstance(value, torch.Tensor)]
