@@ -131,6 +131,7 @@ class IIAExplainer:
         progress: bool = True,
     ) -> None:
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        device = check_device(device)  # before loading anything: a wrong device fails at once
         if isinstance(model, (str, os.PathLike)):
             source = model
             model = load_model(source, dtype=dtype, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
@@ -160,6 +161,24 @@ class IIAExplainer:
     def family(self) -> Family:
         """What the model's family declares: its presets and default comparison method (``.comparison``)."""
         return self.adapter.family
+
+    def layers(self) -> list[tuple[str, tuple[int, ...]]]:
+        """Every layer this explainer can integrate over (a ``layer=`` value) with the shape of its representation
+        for one image (``[1, ...]``; feature maps channels-first), in forward order, from one forward pass of a
+        blank image through the processor. The default is ``self.adapter.levels``."""
+        if self.processor is not None:
+            pixel_values, _ = self.preprocess(Image.new("RGB", (224, 224), (128, 128, 128)))
+        else:
+            size = getattr(getattr(self.model, "config", None), "image_size", 224)
+            side = size if isinstance(size, int) else 224
+            pixel_values = torch.zeros(1, int(getattr(getattr(self.model, "config", None), "num_channels", 3) or 3), side, side)
+        parameter = next(self.model.parameters(), None)
+        if parameter is not None:
+            pixel_values = pixel_values.to(parameter.device, parameter.dtype)
+        run = _ShapeRun()
+        with self._lock, evaluation_mode(self.model), torch.no_grad(), self.adapter.installed(run, self.adapter.taps):
+            self.adapter.logits(pixel_values)
+        return [(tap, run.shapes[tap]) for tap in self.adapter.taps if tap in run.shapes]
 
     # ----------------------------------------------------------------- labels
     @property
@@ -326,6 +345,37 @@ class IIAExplainer:
             for i in range(maps.shape[0])
         ]
         return explanations[0] if single else explanations
+
+
+class _ShapeRun:
+    """A :class:`~hf_iia.adapters.TapRun` that changes nothing and records each representation's shape."""
+
+    def __init__(self) -> None:
+        self.shapes: dict[str, tuple[int, ...]] = {}
+
+    def expand(self, tap: str, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tensors
+
+    def represent(self, tap: str, rep: torch.Tensor) -> torch.Tensor:
+        self.shapes[tap] = tuple(rep.shape)
+        return rep
+
+
+def check_device(device: str | torch.device | None) -> torch.device | None:
+    """``device`` as a ``torch.device``; raises :class:`IIAError` for a malformed one or one this machine lacks."""
+    if device is None:
+        return None
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise IIAError(f"device {device!r} is not a torch device ({error}); use 'cpu', 'cuda', 'cuda:1', 'mps', ...") from None
+    available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
+    if device.type in available and not available[device.type]():
+        raise IIAError(f"device {str(device)!r} was asked for, but torch finds no {device.type} device on this machine; "
+                       "use device='cpu' (or leave device unset to take the best available)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise IIAError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def _is_hf_processor(processor: object) -> bool:

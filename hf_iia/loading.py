@@ -9,15 +9,70 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
-import torch
-from safetensors import SafetensorError
-from transformers import AutoImageProcessor, AutoModelForImageClassification, PreTrainedModel
+from typing import TYPE_CHECKING
 
 from .errors import CheckpointError, UnsafeCheckpointError, UnsupportedModelError
 
+if TYPE_CHECKING:  # transformers and torch load on first use: the CLI's source check runs without them
+    import torch
+    from transformers import PreTrainedModel
+
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """Whether the Hub's host accepts a connection within ``timeout`` seconds (``False`` when offline mode is on)."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def check_source(source: str | os.PathLike, kind: str = "checkpoint") -> None:
+    """Fail fast, with the fix, when ``source`` is neither a local folder nor reachable on the Hub.
+
+    A local folder passes. A path-like name (``./x``, ``/x``, ``a/b/c``, ``~/x``) that does not exist is reported
+    as a missing folder at once. A Hub id passes when it is in the local cache or the Hub answers within
+    :data:`HUB_PROBE_TIMEOUT_S`; otherwise the error names ``HF_HUB_OFFLINE`` and local folders, instead of the
+    retries a download would make.
+    """
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    text = os.fspath(source)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return
+    if path.exists():
+        raise CheckpointError(f"{text} is a file; a {kind} is a folder (or a Hub id)")
+    if text.startswith((".", "/", "~")) or not _HUB_ID.fullmatch(text):
+        raise CheckpointError(f"{kind} folder {text} does not exist (looked in {Path.cwd()})")
+    marker = "config.json" if kind == "checkpoint" else "README.md"
+    repo_type = "model" if kind == "checkpoint" else "dataset"
+    if isinstance(try_to_load_from_cache(text, marker, repo_type=repo_type), str):
+        return
+    if not hub_reachable():
+        why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the Hugging Face Hub cannot be reached"
+        example = " (`hf-iia demo` writes one: hf-iia-demo/efficientnet_lite0)" if kind == "checkpoint" else ""
+        raise CheckpointError(
+            f"{text!r} is not a local folder (no such folder in {Path.cwd()}) and not in the local Hub cache, and "
+            f"{why}. Pass the path of a local {kind} folder{example}, or download it while online; set "
+            "HF_HUB_OFFLINE=1 to use only the local cache"
+        )
 
 
 def load_model(
@@ -27,7 +82,11 @@ def load_model(
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
 ) -> PreTrainedModel:
-    """``AutoModelForImageClassification.from_pretrained(source)`` with safe defaults."""
+    """``AutoModelForImageClassification.from_pretrained(source)`` with safe defaults (see :func:`check_source`)."""
+    from safetensors import SafetensorError
+    from transformers import AutoModelForImageClassification
+
+    check_source(source)
     folder = Path(source)
     if folder.is_dir():
         files = [p.name for p in folder.iterdir()]
@@ -70,6 +129,8 @@ def load_model(
 
 def load_processor(source: str | os.PathLike, *, trust_remote_code: bool = False):
     """``AutoImageProcessor.from_pretrained(source)``, or ``None`` when the checkpoint has none."""
+    from transformers import AutoImageProcessor
+
     try:
         return AutoImageProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError):

@@ -49,8 +49,14 @@ def _per_path(option: str, value: object, default: tuple, levels: int, cast: typ
 
 
 def resolve_steps(steps: int | Sequence[int] | None, preset: Preset, levels: int) -> tuple[int, ...]:
-    """Step counts ``(n0, n1, ..., nL)``: from ``steps`` (one int for every path, or one per path) or the preset."""
-    return _per_path("steps", steps, (preset.input_steps, *([preset.level_steps] * levels)), levels, int, (int,))
+    """Step counts ``(n0, n1, ..., nL)``: from ``steps`` (one int for every path, or one per path) or the preset.
+
+    ``0`` is the single point ``a = 1`` (no integral on that path); a negative count is an :class:`IIAError`.
+    """
+    counts = _per_path("steps", steps, (preset.input_steps, *([preset.level_steps] * levels)), levels, int, (int,))
+    if any(count < 0 for count in counts):
+        raise IIAError(f"steps= must be non-negative (0 = the single point a = 1), got {list(counts)}")
+    return counts
 
 
 def resolve_baselines(baselines: float | Sequence[float] | None, levels: int) -> tuple[float, ...]:

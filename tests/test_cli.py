@@ -6,6 +6,8 @@ import json
 import re
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -65,11 +67,48 @@ def test_explain_writes_overlays_and_maps(tiny_folder, tmp_path, capsys):
     assert main(["explain", str(tiny_folder("resnet")), *images, "--out", str(out), "--target", "dog", "--steps", "2"]) == 0
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["label"] for r in records] == ["dog", "dog"]
-    heatmap = np.load(out / "photo_0_iia.npy")
+    assert [r["image"] for r in records] == images
+    heatmap = np.load(records[0]["map"])
     assert heatmap.shape == (32, 32) and 0 <= heatmap.min() and heatmap.max() <= 1
-    assert Image.open(out / "photo_1_iia.png").size == (50, 40)
+    assert Image.open(records[1]["overlay"]).size == (50, 40)
     assert main(["explain", str(tiny_folder("resnet")), images[0], "--out", str(out)]) == 2  # no silent overwrite
     assert "exists" in capsys.readouterr().err
+
+
+def test_inputs_whose_names_sanitise_alike_get_their_own_outputs(tiny_folder, tmp_path, capsys):
+    """'a b.png' and 'a_b.png' both sanitise to 'a_b': each output must still hold its own input's map."""
+    images = []
+    for i, name in enumerate(["a b.png", "a_b.png"]):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / name)
+        images.append(str(tmp_path / name))
+    out = tmp_path / "out"
+    assert main(["explain", str(tiny_folder("resnet")), *images, "--out", str(out), "--steps", "2"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len({r["map"] for r in records}) == 2
+    for record in records:
+        alone = tmp_path / "alone" / Path(record["image"]).name
+        assert main(["explain", str(tiny_folder("resnet")), record["image"], "--out", str(alone.parent / alone.stem),
+                     "--steps", "2"]) == 0
+        (single,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert np.array_equal(np.load(record["map"]), np.load(single["map"]))
+
+
+def test_mistakes_fail_fast_with_a_message(tmp_path, capsys):
+    """Each mistake ends in 'hf-iia: error:' with exit code 2 before any model is loaded or any map computed."""
+    (tmp_path / "taken").write_text("a file")
+    image = tmp_path / "x.png"
+    Image.new("RGB", (8, 8)).save(image)
+    cases = [
+        (["explain", str(tmp_path / "my_model"), str(image)], "does not exist"),
+        (["explain", "my_model", str(image)], "HF_HUB_OFFLINE"),
+        (["explain", str(tmp_path), str(image), "--out", str(tmp_path / "taken")], "not a folder"),
+        (["layers", str(tmp_path / "nothing")], "does not exist"),
+    ]
+    for argv, message in cases:
+        started = time.perf_counter()
+        assert main(argv) == 2, argv
+        assert message in capsys.readouterr().err, argv
+        assert time.perf_counter() - started < 2.0, argv
 
 
 def test_demo_runs_offline(tmp_path, capsys):

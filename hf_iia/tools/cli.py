@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,17 +31,22 @@ def _explainer_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=["default", "reference"], default=None)
     parser.add_argument("--steps", type=int, nargs="+",
                         help="steps per path (one for all, or image path first); for --method ig the step count")
-    parser.add_argument("--layer", nargs="+", help="layer(s) to integrate over (dotted module names)")
+    parser.add_argument("--layer", nargs="+",
+                        help="layer(s) to integrate over: an index (-2) or a dotted name; see `hf-iia layers MODEL`")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps ... (default: best available)")
     parser.add_argument("--internal-batch-size", type=int)
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
 
 def _make_explainer(args: argparse.Namespace, model: str):
+    from ..loading import check_source
+
+    check_source(model)  # before the heavy imports: a missing folder or an unreachable Hub fails in a second
     from ..explainer import IIAExplainer
 
     steps = args.steps[0] if args.steps and len(args.steps) == 1 else args.steps
-    layer = args.layer[0] if args.layer and len(args.layer) == 1 else args.layer
+    layers = [_layer(value) for value in args.layer or []]
+    layer = layers[0] if len(layers) == 1 else (layers or None)
     return IIAExplainer(
         model,
         method=args.method,
@@ -51,82 +58,111 @@ def _make_explainer(args: argparse.Namespace, model: str):
     )
 
 
+def _layer(value: str) -> int | str:
+    """``--layer`` takes what ``layer=`` takes: an index (``-2``) or a dotted name."""
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
 def _target(value: str | None) -> int | str | None:
     return int(value) if value is not None and value.lstrip("-").isdigit() else value
 
 
-def _save_explanations(explanations, names: Sequence[str], out: Path, overwrite: bool, method: str) -> list[dict]:
-    import numpy as np
+def _output_paths(sources: Sequence[str], out: Path, overwrite: bool, method: str) -> list[tuple[Path, Path]]:
+    """The ``(png, npy)`` paths of each input, checked before any compute so a refusal costs nothing.
 
-    from ..outputs import output_path, safe_name, write_atomic
+    A name is the input's stem when that is already a safe file name and unique; otherwise (characters
+    replaced, or the same stem from another folder) a short hash of the full input path is appended, so two
+    inputs can never share an output and every output is traceable to its input.
+    """
+    from ..outputs import output_path, safe_name
 
     stems: list[str] = []
-    for name in names:  # images with the same name from different folders get photo, photo-2, ...
-        base = safe_name(name)
-        stem, count = base, 1
-        while stem in stems:
-            count += 1
-            stem = f"{base}-{count}"
+    for source in sources:
+        name = Path(source).stem
+        stem = safe_name(name)
+        if stem != name or stem in stems:
+            stem = f"{stem}-{hashlib.sha1(os.fsencode(os.path.abspath(source))).hexdigest()[:8]}"
         stems.append(stem)
     suffix = method.replace("+", "p")  # e.g. photo_iia, photo_gradcampp
-    # Check every output name before writing any, so a refusal leaves no partial output behind.
-    paths = [
-        tuple(output_path(out, f"{stem}_{suffix}.{ext}", overwrite=overwrite) for ext in ("png", "npy"))
+    return [
+        (output_path(out, f"{stem}_{suffix}.png", overwrite=overwrite), output_path(out, f"{stem}_{suffix}.npy", overwrite=overwrite))
         for stem in stems
     ]
+
+
+def _write_explanations(explanations, sources: Sequence[str], paths: Sequence[tuple[Path, Path]], method: str) -> list[dict]:
+    """Write each overlay and map; return one record per input naming its files."""
+    import numpy as np
+
+    from ..outputs import write_atomic
+
     records = []
-    for explanation, name, (png, npy) in zip(explanations, names, paths):
+    for explanation, source, (png, npy) in zip(explanations, sources, paths):
         buffer = io.BytesIO()
         explanation.overlay().save(buffer, format="PNG")
         write_atomic(png, buffer.getvalue())
         buffer = io.BytesIO()
         np.save(buffer, explanation.heatmap)
         write_atomic(npy, buffer.getvalue())
-        records.append({"image": name, "method": method, "target": explanation.target, "label": explanation.label,
-                        "score": explanation.score})
+        records.append({"image": source, "method": method, "target": explanation.target, "label": explanation.label,
+                        "score": explanation.score, "overlay": str(png), "map": str(npy)})
     return records
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    """Explain image files; write ``<stem>_<method>.png`` overlays and ``<stem>_<method>.npy`` maps into ``--out``."""
+    """Explain image files; write <stem>_<method>.png overlays and <stem>_<method>.npy maps into --out."""
+    paths = _output_paths(args.images, Path(args.out), args.overwrite, args.method)
     explainer = _make_explainer(args, args.model)
     explanations = explainer(list(args.images), target=_target(args.target))
-    names = [Path(image).stem for image in args.images]
-    for record in _save_explanations(explanations, names, Path(args.out), args.overwrite, explainer.method):
+    for record in _write_explanations(explanations, args.images, paths, explainer.method):
         print(json.dumps(record))
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Explain the bundled sample photos with a real ImageNet EfficientNet-Lite0; write overlays and a grid."""
-    from .demo import build_lite0_checkpoint, sample_images
     from ..outputs import output_path, write_atomic
     from ..viz import grid
+    from .demo import build_lite0_checkpoint, sample_images
 
     out = Path(args.out)
+    photos = sample_images()
+    names = [name for name, _ in photos]
+    paths = _output_paths(names, out, args.overwrite, args.method)
+    grid_path = output_path(out, "demo_grid.png", overwrite=args.overwrite)
     checkpoint = build_lite0_checkpoint(out / "efficientnet_lite0")
     explainer = _make_explainer(args, str(checkpoint))
-    photos = sample_images()
     explanations = explainer([image for _, image in photos], target=_target(args.target))
-    records = _save_explanations(explanations, [name for name, _ in photos], out, args.overwrite, explainer.method)
+    records = _write_explanations(explanations, names, paths, explainer.method)
     tiles, captions = [], []
     for (name, image), explanation in zip(photos, explanations):
         tiles += [image, explanation.overlay()]
         captions += [name, f"{explanation.label.split(',')[0]} {explanation.score:.2f}"]
     buffer = io.BytesIO()
     grid(tiles, captions, columns=4).save(buffer, format="PNG")
-    grid_path = output_path(out, "demo_grid.png", overwrite=args.overwrite)
     write_atomic(grid_path, buffer.getvalue())
     for record in records:
         print(json.dumps(record))
-    print(f"wrote {grid_path}")
+    print(f"wrote {grid_path}; the checkpoint folder {checkpoint} loads with IIAExplainer({str(checkpoint)!r})")
+    return 0
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    """List the layers a model can be explained at (the values --layer / layer= take), with their shapes."""
+    explainer = _make_explainer(args, args.model)
+    default = set(explainer.adapter.levels)
+    for index, (name, shape) in enumerate(explainer.layers()):
+        print(f"{index:3d}  {name}  {list(shape)}{'  (default)' if name in default else ''}")
     return 0
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
     """Audit a classifier on a dataset (faithfulness, localisation, spurious cues); write a model-card section."""
-    from .audit import AuditConfig, run_audit
+    from ..loading import check_source
     from ..outputs import safe_name
+
+    check_source(args.model)  # before any heavy import (the dataset is checked the same way when it is loaded)
+    from .audit import AuditConfig, run_audit
 
     steps = args.steps[0] if args.steps and len(args.steps) == 1 else (tuple(args.steps) if args.steps else None)
     config = AuditConfig(
@@ -185,6 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="hf-iia-demo", help="output folder (default: ./hf-iia-demo)")
     _explainer_options(demo)
     demo.set_defaults(run=cmd_demo)
+
+    layers = commands.add_parser("layers", help=_help(cmd_layers))
+    layers.add_argument("model", help="Hub id or local checkpoint folder")
+    _explainer_options(layers)
+    layers.set_defaults(run=cmd_layers)
 
     audit = commands.add_parser("audit", help=_help(cmd_audit))
     audit.add_argument("model", help="Hub id or local checkpoint folder")

@@ -39,6 +39,9 @@ def load_audit_dataset(config: AuditConfig) -> datasets.Dataset | datasets.Itera
         elif source.is_dir():
             loaded = datasets.load_dataset("imagefolder", data_dir=os.fspath(source), streaming=True)
         else:
+            from ...loading import check_source
+
+            check_source(config.dataset, kind="dataset")  # a missing folder or an unreachable Hub fails at once
             loaded = datasets.load_dataset(config.dataset, streaming=True)
         dataset = _pick_split(loaded, config.split)
         dataset = dataset.take(config.n) if isinstance(dataset, datasets.IterableDataset) else (
