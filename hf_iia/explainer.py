@@ -144,6 +144,7 @@ class IIAExplainer:
             raise UnsupportedModelError(
                 f"model must be a Hub id, a checkpoint folder or a torch.nn.Module, got {type(model).__name__}"
             )
+        model = unwrap(model)
         if device is not None or dtype is not None:
             model.to(device=device, dtype=dtype)
         self.model = model
@@ -154,7 +155,7 @@ class IIAExplainer:
             raise IIAError(f"internal_batch_size must be a positive int, got {internal_batch_size}")
         self.internal_batch_size = internal_batch_size or DEFAULT_INTERNAL_BATCH_SIZE
         self.progress = progress
-        self._lock = model_lock(model)  # shared by every explainer of this model: hooks never mix
+        self._lock = model_lock(model)  # shared with every explainer of a model sharing a module: hooks never mix
         self._geometries: dict[tuple[int, int], Geometry | None] = {}
 
     @property
@@ -208,7 +209,7 @@ class IIAExplainer:
             return self._label_index(target)
         if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
             classes = self._num_classes()
-            if target < 0 or (classes is not None and target >= classes):
+            if target < 0 or (classes is not None and target >= classes) or target > np.iinfo(np.int64).max:
                 valid = f"0..{classes - 1}" if classes else "non-negative indices"
                 raise TargetError(f"target {target} is out of range; valid class indices are {valid}")
             return int(target)
@@ -422,18 +423,61 @@ def normalise(maps: torch.Tensor) -> torch.Tensor:
     return torch.where(constant, torch.zeros_like(out), out).clamp_(0, 1)
 
 
-_MODEL_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.Lock] = weakref.WeakKeyDictionary()
-_MODEL_LOCKS_GUARD = threading.Lock()
+_MODULE_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.Lock] = weakref.WeakKeyDictionary()
+_MODULE_LOCKS_GUARD = threading.Lock()
 
 
-def model_lock(model: nn.Module) -> threading.Lock:
-    """The one lock of ``model``: every explainer of the same model serialises its runs on it.
+class _ModelLock:
+    """Holds the lock of every module of a model for the duration of a run.
 
-    Hooks, the attention implementation and train/eval flags are installed on the model
-    itself, so two explainers sharing a model in two threads must not run at once.
+    Hooks, the attention implementation and train/eval flags are installed on the modules themselves, so two
+    explainers whose models share any module (one model, or two classifiers over one backbone) must not run at
+    once. The locks are taken in one global order (by ``id``), so two runs can never wait on each other.
     """
-    with _MODEL_LOCKS_GUARD:
-        lock = _MODEL_LOCKS.get(model)
-        if lock is None:
-            lock = _MODEL_LOCKS[model] = threading.Lock()
-        return lock
+
+    def __init__(self, model: nn.Module) -> None:
+        with _MODULE_LOCKS_GUARD:
+            modules = sorted({id(module): module for module in model.modules()}.items())
+            self._locks = [_MODULE_LOCKS.setdefault(module, threading.Lock()) for _, module in modules]
+
+    def __enter__(self) -> None:
+        taken = []
+        try:
+            for lock in self._locks:
+                lock.acquire()
+                taken.append(lock)
+        except BaseException:
+            for lock in reversed(taken):
+                lock.release()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        for lock in reversed(self._locks):
+            lock.release()
+
+
+def model_lock(model: nn.Module) -> _ModelLock:
+    """The lock an explainer of ``model`` holds while it runs (see :class:`_ModelLock`)."""
+    return _ModelLock(model)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The eager module behind ``torch.compile`` (``OptimizedModule``), ``nn.DataParallel`` and
+    ``DistributedDataParallel`` wrappers: hooks and the attention function are installed on it, and a compiled
+    graph would not run them (the maps would differ from the eager model's). A model with a compiled
+    *submodule* is refused: its eager code is not the code that runs."""
+    while True:
+        inner = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule keeps the eager module here
+        if isinstance(inner, nn.Module):
+            model = inner
+        elif isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        else:
+            break
+    compiled = [name for name, module in model.named_modules() if isinstance(getattr(module, "_orig_mod", None), nn.Module)]
+    if compiled:
+        raise UnsupportedModelError(
+            f"submodule(s) {compiled} of {type(model).__name__} are compiled with torch.compile; the compiled graph "
+            "does not run the hooks IIA installs, so its maps would be wrong. Pass the uncompiled model"
+        )
+    return model

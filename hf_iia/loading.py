@@ -7,6 +7,7 @@ caller passes ``allow_pickle=True``.
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -98,6 +99,8 @@ def load_model(
                 "loading pickle can run arbitrary code. Convert the checkpoint to safetensors, or pass "
                 "allow_pickle=True if you trust its source"
             )
+        if not allow_pickle:
+            _refuse_pickle_shards(folder)
     try:
         return AutoModelForImageClassification.from_pretrained(
             source,
@@ -125,6 +128,22 @@ def load_model(
         if not allow_pickle and "safetensors" in str(error):
             hint = " (a checkpoint with only pickle weights needs allow_pickle=True, if you trust its source)"
         raise CheckpointError(f"cannot load a checkpoint from {source}: {error}{hint}") from error
+
+
+def _refuse_pickle_shards(folder: Path) -> None:
+    """Refuse a sharded checkpoint whose index names pickle shards (a decoy ``.safetensors`` beside them would
+    otherwise pass the folder check while the loader reads the pickles)."""
+    for index in folder.glob("*.index.json"):
+        try:
+            weight_map = json.loads(index.read_text()).get("weight_map", {})
+        except (OSError, ValueError, AttributeError):
+            raise UnsafeCheckpointError(f"{index} is not a readable shard index; refused") from None
+        shards = sorted({str(shard) for shard in weight_map.values() if not str(shard).endswith(".safetensors")})
+        if shards:
+            raise UnsafeCheckpointError(
+                f"{index.name} in {folder} points at pickle shards {shards}; loading pickle can run arbitrary code. "
+                "Convert the checkpoint to safetensors, or pass allow_pickle=True if you trust its source"
+            )
 
 
 def load_processor(source: str | os.PathLike, *, trust_remote_code: bool = False):

@@ -1,0 +1,77 @@
+"""Compiled and wrapped models, models that share modules, and checkpoints that hide pickle shards."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from hf_iia import IIAExplainer, TargetError, UnsafeCheckpointError, UnsupportedModelError
+from hf_iia.testing import build_tiny
+
+
+@pytest.mark.parametrize("kind", ["vit", "resnet"])
+def test_compiled_and_data_parallel_models_give_the_eager_map(kind):
+    model, processor = build_tiny(kind)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    eager = IIAExplainer(model, processor, steps=2, progress=False).attribute(x, target=0)
+    for wrapped in (torch.compile(model), nn.DataParallel(model)):
+        maps = IIAExplainer(wrapped, processor, steps=2, progress=False).attribute(x, target=0)
+        assert (maps - eager).abs().max() <= 1e-5
+
+
+def test_a_compiled_submodule_is_refused():
+    model, processor = build_tiny("vit")
+    model.vit.layernorm = torch.compile(model.vit.layernorm)
+    with pytest.raises(UnsupportedModelError, match="uncompiled"):
+        IIAExplainer(model, processor, progress=False)
+
+
+def test_two_classifiers_sharing_a_backbone_in_two_threads():
+    """Hooks live on the shared modules: the lock must cover them, not only each top-level model."""
+    first, processor = build_tiny("resnet")
+    second, _ = build_tiny("resnet", seed=1)
+    second.resnet = first.resnet  # one backbone, two heads
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    explainers = [IIAExplainer(model, processor, steps=2, progress=False) for model in (first, second)]
+    expected = [explainer.attribute(x, target=1) for explainer in explainers]
+    errors, results = [], {}
+
+    def work(index: int) -> None:
+        try:
+            results[index] = [explainers[index].attribute(x, target=1) for _ in range(6)]
+        except Exception as error:  # noqa: BLE001 - any error is the failure this test looks for
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    for index in (0, 1):
+        assert all(torch.equal(maps, expected[index]) for maps in results[index])
+
+
+def test_an_index_pointing_at_pickle_shards_is_refused(tmp_path):
+    model, _ = build_tiny("resnet")
+    model.save_pretrained(tmp_path)
+    weights = model.state_dict()
+    torch.save(weights, tmp_path / "pytorch_model-00001-of-00001.bin")
+    save_file({"decoy": torch.zeros(1)}, tmp_path / "decoy.safetensors")
+    (tmp_path / "model.safetensors").unlink()
+    index = {"metadata": {}, "weight_map": {name: "pytorch_model-00001-of-00001.bin" for name in weights}}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(UnsafeCheckpointError, match="pickle shards"):
+        IIAExplainer(tmp_path, progress=False)
+
+
+def test_a_huge_integer_target_is_a_target_error():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    explainer = IIAExplainer(model, layer="0", steps=1, progress=False)
+    with pytest.raises(TargetError):
+        explainer.attribute(torch.randn(1, 3, 16, 16), target=2**70)
