@@ -10,6 +10,7 @@ import pyarrow as pa
 import torch
 
 from ...data import decode_image
+from ...errors import AuditError, IIAError
 from ...explainer import IIAExplainer
 from ...methods import METHODS
 from ...metrics import deletion_auc, energy_pointing_game, insertion_auc, mask_average_precision, pointing_game
@@ -63,7 +64,7 @@ class Auditor:
         pixel_values = reference.preprocess(images)[0].to(self.device)
         probabilities = reference.logits(pixel_values).softmax(dim=1)
         prediction_score, prediction = probabilities.max(dim=1)
-        labels = [int(label) for label in rows[label_column]] if label_column else None
+        labels = [self._label_index(label) for label in rows[label_column]] if label_column else None
         targets = labels if labels is not None else prediction.tolist()
         image_columns: dict[str, Any] = {
             "index": indices,
@@ -84,6 +85,19 @@ class Auditor:
             for method, explainer in self.explainers.items()
         ]
         return pa.concat_tables(tables)
+
+    def _label_index(self, label: object) -> int:
+        """A dataset label as the model's class index: an index as it is, a class name through the model's
+        ``id2label`` (the explainer's own name matching); anything else is an :class:`AuditError`."""
+        if isinstance(label, str):
+            try:
+                return self.explainers["iia"].resolve_targets(label, 1).item()
+            except IIAError as error:
+                raise AuditError(f"dataset label {label!r} is not one of the model's class names ({error})") from None
+        try:
+            return int(label)  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            raise AuditError(f"dataset label {label!r} is neither a class index nor a class name") from None
 
     def _method_table(
         self,

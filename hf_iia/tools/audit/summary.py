@@ -69,7 +69,31 @@ def summarise(
             for name in ("border_mass", "corner_mass", "object_mass") if classes[0].get(name) is not None
         }
         summary["verdict"][method] = _verdict(classes)
+    if has_labels:
+        summary["label_fit"] = _label_fit(frame, class_names)
+        if not summary["label_fit"]["fits"]:
+            for method in summary["verdict"]:
+                summary["verdict"][method] = {"flagged": [], "text": summary["label_fit"]["text"]}
     return summary
+
+
+def _label_fit(frame: pandas.DataFrame, class_names: dict[int, str]) -> dict[str, Any]:
+    """Whether the model solves the dataset's task at all: a spurious-cue verdict on a model whose classes do
+    not match the labels (accuracy near chance) would be spurious itself.
+
+    The model fits when its accuracy on the labelled rows is at least twice chance and 10 points above it
+    (chance = 1 / the number of distinct labels)."""
+    rows = frame.drop_duplicates("index")
+    accuracy = float((rows["prediction"] == rows["label"]).mean())
+    chance = 1.0 / max(1, rows["label"].nunique())
+    fits = accuracy >= max(2 * chance, chance + 0.1)
+    text = (
+        f"The model fits the labels: accuracy {accuracy:.0%} against chance {chance:.0%}." if fits else
+        f"Not assessed: the model's predictions do not fit the dataset's labels (accuracy {accuracy:.0%}, chance "
+        f"{chance:.0%}), so its classes and the labels likely mean different things; a spurious-cue verdict needs "
+        "a model that solves the task. Check that the dataset's labels are the model's classes (id2label)."
+    )
+    return {"accuracy": accuracy, "chance": chance, "fits": fits, "text": text}
 
 
 def _means(rows: pandas.DataFrame, measures: Sequence[str], has_labels: bool) -> dict[str, Any]:
