@@ -11,6 +11,12 @@ checkpoint folder that loads back through ``AutoModelForImageClassification.from
 >>> model, processor = build_tiny("swin")                      # doctest: +SKIP
 >>> folder = save_tiny("deit", "/tmp/tiny-deit")                # doctest: +SKIP
 
+The hf-iia tests' five families go by short names (:data:`TINY_KINDS`: ``vit``, ``deit``, ``resnet``,
+``convnext`` and ``timm``); :func:`depth_width` gives the overrides for more blocks or a wider ViT. The
+module also has the tests' plain-PyTorch models (:class:`SmallCNN`, :class:`NaNLogits`,
+:class:`ConstantLogits`), seeded inputs (:func:`pixels`) and the model-state checks of the "leave the
+model as found" guarantees (:func:`snapshot`, :func:`assert_unchanged`, :func:`hook_count`).
+
 This module is not imported by ``hf_iia`` itself (it is a testing helper), and it imports no test
 framework.
 """
@@ -23,6 +29,8 @@ from typing import Any
 
 import torch
 import transformers
+from torch import nn
+from torch.nn.modules import module as module_hooks
 from transformers import AutoConfig, AutoModelForImageClassification, PretrainedConfig
 from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING_NAMES
 from transformers.models.auto.modeling_auto import (
@@ -38,12 +46,21 @@ __all__ = [
     "SKIP_REASONS",
     "TIMM_MODELS",
     "TIMM_MODEL_ARGS",
+    "TINY_KINDS",
     "TINY_OVERRIDES",
+    "ConstantLogits",
+    "NaNLogits",
+    "SmallCNN",
+    "assert_unchanged",
     "build_tiny",
     "build_tiny_timm",
+    "depth_width",
+    "hook_count",
     "logits_of",
+    "pixels",
     "save_tiny",
     "save_tiny_timm",
+    "snapshot",
     "tiny_config",
     "tiny_processor",
 ]
@@ -366,3 +383,112 @@ def save_tiny_timm(name: str, folder: str | Path, labels: dict[int, str] = LABEL
     model.save_pretrained(folder, safe_serialization=True)
     processor.save_pretrained(folder)
     return folder
+
+
+# The hf-iia tests' families ----------------------------------------------------------------------
+TINY_KINDS: dict[str, str] = {"vit": "vit", "deit": "deit", "resnet": "resnet", "convnext": "convnext",
+                              "timm": "timm_wrapper"}
+"""The hf-iia tests' short names for their five families -> the zoo's model type (``timm``: timm's
+``test_resnet`` in a ``TimmWrapperForImageClassification``). ``build_tiny(TINY_KINDS[kind], ...)``."""
+
+
+def depth_width(model_type: str, depth: int = 2, width: int = 16) -> dict[str, Any]:
+    """Config overrides for :func:`build_tiny` that set the depth (and ViT width) of a ``vit``, ``deit``,
+    ``resnet`` or ``convnext`` model.
+
+    ``depth``: the number of blocks (ViT, DeiT) or of one-block stages (ResNet, ConvNeXt: widths
+    ``8, 16, 24``, so at most 3); ``width``: the ViT/DeiT hidden size (``width // 8`` heads, MLP
+    ``2 * width``; CNNs ignore it). The defaults give :data:`TINY_OVERRIDES`' shapes. ``timm_wrapper``
+    (timm's ``test_resnet``) has a fixed shape: ``{}``.
+
+    >>> model, processor = build_tiny("vit", **depth_width("vit", depth=3, width=32))  # doctest: +SKIP
+    """
+    if model_type in ("vit", "deit"):
+        return {"hidden_size": width, "num_hidden_layers": depth, "num_attention_heads": width // 8,
+                "intermediate_size": 2 * width}
+    if model_type in ("resnet", "convnext"):
+        if not 1 <= depth <= 3:
+            raise ValueError(f"a tiny {model_type} has 1 to 3 stages, not {depth}")
+        stages = {"hidden_sizes": [8, 16, 24][:depth], "depths": [1] * depth, "out_indices": [depth]}
+        return dict(stages, num_stages=depth) if model_type == "convnext" else stages
+    if model_type == "timm_wrapper":
+        return {}
+    raise ValueError(f"depth_width knows vit, deit, resnet, convnext and timm_wrapper, not {model_type!r}")
+
+
+def pixels(batch: int = 2, seed: int = 0, size: int = DEFAULT_IMAGE_SIZE) -> torch.Tensor:
+    """``[batch, 3, size, size]`` seeded standard-normal inputs (already normalised pixel values)."""
+    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+# Plain-PyTorch models -----------------------------------------------------------------------------
+class SmallCNN(nn.Module):
+    """A real plain-PyTorch classifier (conv features -> ReLU -> pool -> linear), weights fixed by ``seed``."""
+
+    def __init__(self, classes: int = 3, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1))
+        self.dropout = nn.Dropout(0.5)
+        self.classifier = nn.Linear(8, classes)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        pooled = self.features(pixel_values).relu().mean(dim=(2, 3))
+        return self.classifier(self.dropout(pooled))
+
+
+class NaNLogits(SmallCNN):
+    """A real classifier whose logits are NaN (a broken checkpoint, e.g. overflowed weights)."""
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return super().forward(pixel_values) * float("nan")
+
+
+class ConstantLogits(SmallCNN):
+    """A classifier whose logits do not depend on its features (zero head weights): every gradient is zero."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        with torch.no_grad():
+            self.classifier.weight.zero_()
+
+
+# Model-state checks -------------------------------------------------------------------------------
+def hook_count(model: nn.Module) -> int:
+    """Forward, forward-pre and backward hooks registered on any submodule of ``model``."""
+    return sum(
+        len(module._forward_hooks) + len(module._forward_pre_hooks) + len(module._backward_hooks)
+        for module in model.modules()
+    )
+
+
+def snapshot(model: nn.Module) -> dict[str, Any]:
+    """Everything about ``model`` (and torch's global state) an explainer promises to leave as it found it."""
+    config = getattr(model, "config", None)
+    return {
+        "hooks": {name: (tuple(m._forward_hooks), tuple(m._forward_pre_hooks), tuple(m._backward_hooks))
+                  for name, m in model.named_modules()},
+        "training": {name: m.training for name, m in model.named_modules()},
+        "requires_grad": {name: p.requires_grad for name, p in model.named_parameters()},
+        "grads": {name: p.grad for name, p in model.named_parameters()},
+        "params": {name: p.detach().clone() for name, p in model.named_parameters()},
+        "buffers": {name: b.detach().clone() for name, b in model.named_buffers()},
+        "attn": getattr(config, "_attn_implementation", None),
+        "config": copy.deepcopy(vars(config)) if config is not None else None,  # private fields included
+        "global_hooks": (tuple(module_hooks._global_forward_hooks), tuple(module_hooks._global_forward_pre_hooks),
+                         tuple(module_hooks._global_backward_hooks)),
+        "attention_registry": tuple(transformers.AttentionInterface._global_mapping),
+        "grad_enabled": torch.is_grad_enabled(),
+    }
+
+
+def assert_unchanged(before: dict[str, Any], after: dict[str, Any]) -> None:
+    """Compare two :func:`snapshot` results exactly (parameters and buffers with ``torch.equal``)."""
+    for key in ("hooks", "global_hooks", "training", "requires_grad", "attn", "config", "attention_registry",
+                "grad_enabled"):
+        assert before[key] == after[key], f"{key} changed"
+    assert all(grad is None for grad in after["grads"].values()), "parameter .grad was written"
+    for key in ("params", "buffers"):
+        assert before[key].keys() == after[key].keys()
+        for name, value in before[key].items():
+            assert torch.equal(value, after[key][name]), f"{key} {name} changed"

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from hf_iia import IIAExplainer
+from hf_iia.testing import TINY_KINDS, depth_width, save_tiny
 from hf_iia.tools.demo import build_lite0_checkpoint, sample_images
-from hf_iia.tools.tiny import TINY_KINDS, save_tiny
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -55,8 +55,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         pixel_values = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-        for kind in TINY_KINDS:
-            check(f"tiny {kind}", save_tiny(kind, Path(tmp) / kind, depth=3, width=32), pixel_values)
+        for kind, model_type in TINY_KINDS.items():
+            folder = save_tiny(model_type, Path(tmp) / kind, **depth_width(model_type, depth=3, width=32))
+            check(f"tiny {kind}", folder, pixel_values)
         photos = [image for _, image in sample_images()]
         check("EfficientNet-Lite0 (7 photos)", build_lite0_checkpoint(Path(tmp) / "lite0"), photos)
 

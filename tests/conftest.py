@@ -1,7 +1,12 @@
-"""Shared fixtures: tiny random-weight checkpoints saved with ``save_pretrained`` and the real Lite0 checkpoint.
+"""Shared fixtures: tiny random-weight checkpoints of :mod:`hf_iia.testing` saved with ``save_pretrained`` and the
+real Lite0 checkpoint.
 
 Every model is built from a real ``transformers`` config, saved into a temporary folder
-and loaded back through the public API (``IIAExplainer(folder)``), never mocked.
+and loaded back through the public API (``IIAExplainer(folder)``), never mocked. Two shapes:
+
+* ``tiny_folder`` / ``tiny_checkpoint``: 3 blocks / stages, ViT width 32, the 5 labels of :data:`LABELS`;
+* ``zoo_folder`` / ``zoo_explainer``: the zoo's defaults (2 blocks / stages, ViT width 16, the zoo's 4 labels
+  :data:`hf_iia.testing.LABELS`), for the guarantee, bad-input and safety tests.
 """
 
 from __future__ import annotations
@@ -10,26 +15,26 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers
 
-from hf_iia.tools.tiny import TINY_KINDS
-from hf_iia.tools.tiny import save_tiny as _save_tiny
+from hf_iia import IIAExplainer
+from hf_iia.testing import TINY_KINDS, depth_width, pixels, save_tiny
+
+torch.set_num_threads(1)
+transformers.logging.set_verbosity_error()
 
 SIZE = 32
 LABELS = {0: "cat", 1: "dog", 2: "bird", 3: "tabby, tabby cat", 4: "fish"}
-TINY = dict(labels=LABELS, depth=3, width=32)
-"""The fixtures' tiny models: 3 blocks / stages, ViT width 32, the 5 labels of :data:`LABELS`."""
-
-
-def save_tiny(kind: str, folder: Path, seed: int = 0) -> Path:
-    """Build the tiny ``kind`` model, ``save_pretrained`` it (plus an image processor) into ``folder``."""
-    return _save_tiny(kind, folder, seed, **TINY)
+DEPTH, WIDTH = 3, 32
+"""The ``tiny_folder`` models: 3 blocks / stages, ViT width 32, the 5 labels of :data:`LABELS`, 32 px inputs."""
 
 
 @pytest.fixture(scope="session", params=list(TINY_KINDS))
 def tiny_checkpoint(request, tmp_path_factory) -> tuple[str, Path]:
     """``(kind, folder)`` for every tiny architecture."""
     kind = request.param
-    return kind, save_tiny(kind, tmp_path_factory.mktemp(f"tiny_{kind}"))
+    return kind, save_tiny(TINY_KINDS[kind], tmp_path_factory.mktemp(f"tiny_{kind}"), LABELS,
+                           **depth_width(TINY_KINDS[kind], DEPTH, WIDTH))
 
 
 @pytest.fixture(scope="session")
@@ -39,10 +44,38 @@ def tiny_folder(tmp_path_factory):
 
     def get(kind: str) -> Path:
         if kind not in cache:
-            cache[kind] = save_tiny(kind, tmp_path_factory.mktemp(f"tiny_{kind}"))
+            cache[kind] = save_tiny(TINY_KINDS[kind], tmp_path_factory.mktemp(f"tiny_{kind}"), LABELS,
+                                    **depth_width(TINY_KINDS[kind], DEPTH, WIDTH))
         return cache[kind]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def zoo_folder(tmp_path_factory):
+    """A function ``kind -> folder``: the zoo's default ``kind`` model (seed 0), saved once per session."""
+    cache: dict[str, Path] = {}
+
+    def get(kind: str) -> Path:
+        if kind not in cache:
+            cache[kind] = save_tiny(TINY_KINDS[kind], tmp_path_factory.mktemp(f"zoo_{kind}"))
+        return cache[kind]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def zoo_explainer(zoo_folder):
+    """A function ``(kind, **options) -> IIAExplainer``: a fresh explainer (and so a fresh model) loaded from
+    the saved :func:`zoo_folder` checkpoint, on CPU, 2 steps and no progress bar unless ``options`` say otherwise."""
+
+    def make(kind: str, **options) -> IIAExplainer:
+        options.setdefault("steps", 2)
+        options.setdefault("progress", False)
+        options.setdefault("device", "cpu")
+        return IIAExplainer(str(zoo_folder(kind)), **options)
+
+    return make
 
 
 @pytest.fixture(scope="session")
@@ -56,4 +89,4 @@ def lite0_folder(tmp_path_factory) -> Path:
 @pytest.fixture
 def pixel_values() -> torch.Tensor:
     """``[2, 3, 32, 32]`` random normalised inputs (seeded)."""
-    return torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    return pixels(2, seed=0, size=SIZE)

@@ -19,7 +19,6 @@ import numpy as np
 import psutil
 import pytest
 import torch
-from _models import KINDS, SIZE, ConstantLogits, NaNLogits, SmallCNN, explainer, pixels
 from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -27,15 +26,22 @@ from PIL import Image
 
 from hf_iia import IIAError, IIAExplainer, ImageInputError, NumericalError, TargetError
 from hf_iia.explainer import normalise
-from hf_iia.tools.tiny import LABELS
+from hf_iia.testing import LABELS, ConstantLogits, NaNLogits, SmallCNN, pixels
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow],
                     derandomize=True, database=None)
 
 
-@functools.cache
-def _explainer(kind: str) -> IIAExplainer:
-    return explainer(kind, steps=1)
+KINDS = ("vit", "deit", "resnet", "convnext")
+"""The Hugging Face families checked here: the zoo's default models (``conftest.zoo_explainer``), 4 labels."""
+SIZE = 32
+"""Their input side (pixels): every map is ``SIZE x SIZE``."""
+
+
+@pytest.fixture(scope="module")
+def one_step(zoo_explainer):
+    """``kind -> IIAExplainer`` (one step, CPU), one explainer per kind for the whole module."""
+    return functools.cache(lambda kind: zoo_explainer(kind, steps=1))
 
 
 def _assert_valid_maps(result) -> None:
@@ -95,9 +101,9 @@ def _pil_image(mode: str, width: int, height: int, seed: int, scale: float) -> I
 @example(kind="resnet", mode="I", width=5, height=4, seed=0, scale=1.0)  # refused: negative / > 65535
 @example(kind="vit", mode="1", width=1, height=1, seed=0, scale=1.0)
 @example(kind="convnext", mode="CMYK", width=1, height=64, seed=0, scale=1.0)
-def test_pil_images_of_any_mode_and_size(kind, mode, width, height, seed, scale):
+def test_pil_images_of_any_mode_and_size(kind, mode, width, height, seed, scale, one_step):
     image = _pil_image(mode, width, height, seed, scale)
-    error = _outcome(lambda: _explainer(kind)(image))
+    error = _outcome(lambda: one_step(kind)(image))
     if mode not in ("I", "F"):  # 8-bit and 16-bit modes always have a valid RGB view
         assert error is None, f"mode {mode} refused: {error}"
     elif error is not None:
@@ -142,8 +148,8 @@ def image_arrays(draw):
 @example(kind="vit", array=np.full((5, 3), np.inf, dtype=np.float64))
 @example(kind="resnet", array=np.ones((1, 1), dtype=np.bool_))
 @example(kind="resnet", array=np.full((3, 3, 3), 65535, dtype=np.uint16))
-def test_arrays_of_any_dtype_and_range(kind, array):
-    error = _outcome(lambda: _explainer(kind)(array))
+def test_arrays_of_any_dtype_and_range(kind, array, one_step):
+    error = _outcome(lambda: one_step(kind)(array))
     assert (error is None) == _array_ok(array), f"{array.dtype} [{np.nanmin(array)}, {np.nanmax(array)}]: {error}"
 
 
@@ -153,15 +159,15 @@ def test_arrays_of_any_dtype_and_range(kind, array):
      np.zeros((4, 4, 3), object), np.zeros((2, 2, 2, 3), np.uint8), np.zeros(5, np.uint8)],
     ids=["2-channels", "empty", "complex", "object", "4-d", "1-d"],
 )
-def test_unusable_arrays_raise_image_input_error(array):
+def test_unusable_arrays_raise_image_input_error(array, one_step):
     with pytest.raises(ImageInputError):
-        _explainer("resnet")(array)
+        one_step("resnet")(array)
 
 
 @pytest.mark.parametrize("thing", [None, 3, "no/such/file.png", b"bytes", {"pixel_values": 1}, [[np.zeros((4, 4))]]])
-def test_unusable_objects_raise_image_input_error(thing):
+def test_unusable_objects_raise_image_input_error(thing, one_step):
     with pytest.raises(ImageInputError):
-        _explainer("resnet")(thing)
+        one_step("resnet")(thing)
 
 
 # ------------------------------------------------------------------ files: huge, extreme aspect, bombs, truncated
@@ -192,10 +198,10 @@ def write_png(path: Path, width: int, height: int, *, truncate: bool = False, he
 @given(long_side=st.integers(1, 8000), short_side=st.integers(1, 64), wide=st.booleans())
 @example(long_side=8000, short_side=1, wide=True)
 @example(long_side=8000, short_side=1, wide=False)
-def test_image_files_of_extreme_aspect_ratio(tmp_path_factory, long_side, short_side, wide):
+def test_image_files_of_extreme_aspect_ratio(tmp_path_factory, long_side, short_side, wide, one_step):
     width, height = (long_side, short_side) if wide else (short_side, long_side)
     path = write_png(tmp_path_factory.mktemp("png") / "extreme.png", width, height)
-    explanation = _explainer("convnext")(str(path))
+    explanation = one_step("convnext")(str(path))
     _assert_valid_maps(explanation)
     on_image = explanation.heatmap_on_image()
     assert on_image.shape == (height, width)
@@ -203,12 +209,12 @@ def test_image_files_of_extreme_aspect_ratio(tmp_path_factory, long_side, short_
     assert seen.size and seen.min() >= 0 and seen.max() <= 1
 
 
-def test_an_8000_by_8000_image_file(tmp_path, capsys):
+def test_an_8000_by_8000_image_file(tmp_path, capsys, one_step):
     """The largest size promised: explained from its path; geometry probed at reduced size (not 3 x 8k x 8k probes)."""
     path = write_png(tmp_path / "huge.png", 8000, 8000)
     process = psutil.Process()
     start, rss = time.perf_counter(), process.memory_info().rss
-    explanation = _explainer("resnet")(str(path))
+    explanation = one_step("resnet")(str(path))
     seconds = time.perf_counter() - start
     with capsys.disabled():
         print(f"\n[8000x8000 PNG] {seconds:.1f} s, file {path.stat().st_size / 2**10:.0f} KiB, "
@@ -219,21 +225,21 @@ def test_an_8000_by_8000_image_file(tmp_path, capsys):
     assert abs(explanation.geometry.scale_x - 8000 / SIZE) < 0.02 * 8000 / SIZE
 
 
-def test_decompression_bomb_is_refused(tmp_path):
+def test_decompression_bomb_is_refused(tmp_path, one_step):
     path = write_png(tmp_path / "bomb.png", 60000, 60000, header_only=True)
     with pytest.raises(ImageInputError, match="too large|cannot read"):
-        _explainer("resnet")(str(path))
+        one_step("resnet")(str(path))
 
 
 @pytest.mark.parametrize("content", ["truncated", "not-an-image", "empty"])
-def test_unreadable_files_raise_image_input_error(tmp_path, content):
+def test_unreadable_files_raise_image_input_error(tmp_path, content, one_step):
     path = tmp_path / "bad.png"
     if content == "truncated":
         write_png(path, 300, 200, truncate=True)
     else:
         path.write_bytes(b"hello, world" if content == "not-an-image" else b"")
     with pytest.raises(ImageInputError, match="bad.png"):
-        _explainer("resnet")(str(path))
+        one_step("resnet")(str(path))
 
 
 # ------------------------------------------------------------------ pixel_values tensors
@@ -250,14 +256,14 @@ def test_unreadable_files_raise_image_input_error(tmp_path, content):
 )
 @example(kind="vit", batch=1, channels=3, height=SIZE, width=SIZE, dtype=torch.float32, poison=float("nan"), seed=0)
 @example(kind="resnet", batch=2, channels=3, height=1, width=1, dtype=torch.float32, poison=None, seed=0)
-def test_pixel_value_tensors(kind, batch, channels, height, width, dtype, poison, seed):
+def test_pixel_value_tensors(kind, batch, channels, height, width, dtype, poison, seed, one_step):
     x = torch.randn(batch, channels, height, width, generator=torch.Generator().manual_seed(seed)).to(dtype)
     if poison is not None and x.numel():
         x.view(-1)[seed % x.numel()] = poison
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         try:
-            maps = _explainer(kind).attribute(x)
+            maps = one_step(kind).attribute(x)
         except (ImageInputError, NumericalError) as error:
             event(type(error).__name__)
             assert len(str(error)) > 20
@@ -270,17 +276,17 @@ def test_pixel_value_tensors(kind, batch, channels, height, width, dtype, poison
     assert torch.isfinite(maps).all() and (maps >= 0).all() and (maps <= 1).all()
 
 
-def test_integer_and_non_tensor_pixel_values():
+def test_integer_and_non_tensor_pixel_values(one_step):
     with pytest.raises(ImageInputError, match="floating point"):
-        _explainer("resnet").attribute(torch.zeros(1, 3, SIZE, SIZE, dtype=torch.int64))
+        one_step("resnet").attribute(torch.zeros(1, 3, SIZE, SIZE, dtype=torch.int64))
     with pytest.raises(ImageInputError, match="torch.Tensor"):
-        _explainer("resnet").attribute(np.zeros((1, 3, SIZE, SIZE), np.float32))
+        one_step("resnet").attribute(np.zeros((1, 3, SIZE, SIZE), np.float32))
 
 
 # ------------------------------------------------------------------ empty batches
 @pytest.mark.parametrize("kind", KINDS)
-def test_empty_batches(kind):
-    ex = _explainer(kind)
+def test_empty_batches(kind, one_step):
+    ex = one_step(kind)
     assert ex([]) == []
     assert ex([], target=[]) == []
     assert ex(torch.empty(0, 3, SIZE, SIZE)) == []
@@ -292,22 +298,22 @@ def test_empty_batches(kind):
 # ------------------------------------------------------------------ targets
 @SETTINGS
 @given(batch=st.integers(1, 3), targets=st.lists(st.integers(0, len(LABELS) - 1), max_size=5))
-def test_mismatched_target_lists_raise_target_error(batch, targets):
+def test_mismatched_target_lists_raise_target_error(batch, targets, one_step):
     assume(len(targets) not in (batch,))
     images = [np.full((6, 6, 3), 40 * i, np.uint8) for i in range(batch)]
     with pytest.raises(TargetError, match="targets for"):
-        _explainer("resnet")(images, target=targets)
+        one_step("resnet")(images, target=targets)
     with pytest.raises(TargetError, match="targets for"):
-        _explainer("resnet").attribute(pixels(batch), target=torch.tensor(targets, dtype=torch.int64))
+        one_step("resnet").attribute(pixels(batch), target=torch.tensor(targets, dtype=torch.int64))
 
 
 @SETTINGS
 @given(index=st.sampled_from(sorted(LABELS)), flips=st.lists(st.booleans(), min_size=20, max_size=20),
        kind=st.sampled_from(["resnet", "deit"]))
-def test_label_names_in_any_case_resolve(index, flips, kind):
+def test_label_names_in_any_case_resolve(index, flips, kind, one_step):
     name = LABELS[index]
     mixed = "".join(c.upper() if flip else c.lower() for c, flip in zip(name, flips + [False] * len(name)))
-    explanation = _explainer(kind)(np.zeros((5, 5, 3), np.uint8), target=mixed)
+    explanation = one_step(kind)(np.zeros((5, 5, 3), np.uint8), target=mixed)
     assert explanation.target == index and explanation.label == name
     _assert_valid_maps(explanation)
 
@@ -317,9 +323,9 @@ def test_label_names_in_any_case_resolve(index, flips, kind):
     st.integers(max_value=-1), st.integers(min_value=len(LABELS)), st.floats(), st.booleans(),
     st.text(alphabet="xyzqjk0123 ", min_size=1, max_size=12), st.just(""), st.dictionaries(st.text(), st.integers()),
 ))
-def test_bad_targets_raise_target_error(target):
+def test_bad_targets_raise_target_error(target, one_step):
     with pytest.raises(TargetError):
-        _explainer("resnet")(np.zeros((5, 5, 3), np.uint8), target=target)
+        one_step("resnet")(np.zeros((5, 5, 3), np.uint8), target=target)
 
 
 def test_out_of_range_target_on_a_plain_module_is_found_from_the_logits():

@@ -1,7 +1,7 @@
 """The explainer leaves the model as it found it, does not leak over long runs, is thread-safe, and is numerically sound.
 
-Models are tiny random-weight checkpoints from ``tests/_models.py``, saved with
-``save_pretrained`` and loaded back through ``IIAExplainer(folder)``.
+Models are the tiny random-weight checkpoints of :mod:`hf_iia.testing` (its defaults: 2 blocks / stages,
+4 labels), saved with ``save_pretrained`` and loaded back through ``IIAExplainer(folder)`` (``conftest.zoo_explainer``).
 """
 
 from __future__ import annotations
@@ -18,14 +18,16 @@ import psutil
 import pytest
 import torch
 import transformers
-from _models import KINDS, NaNLogits, SmallCNN, assert_unchanged, explainer, hook_count, pixels, snapshot
 from PIL import Image
 from scipy.stats import spearmanr
 
 from hf_iia import IIAError, IIAExplainer, NumericalError, TargetError
 from hf_iia.adapters.vit import ATTENTION_NAME
+from hf_iia.testing import NaNLogits, SmallCNN, assert_unchanged, hook_count, pixels, snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
+KINDS = ("vit", "deit", "resnet", "convnext")
+"""The Hugging Face families checked here (``conftest.zoo_explainer`` kinds)."""
 
 
 def _mixed_modes(model: torch.nn.Module) -> None:
@@ -56,9 +58,9 @@ def _user_hook_module(model: torch.nn.Module) -> torch.nn.Module:
 
 # ------------------------------------------------------------------ 1. leave the model as found
 @pytest.mark.parametrize("kind", KINDS)
-def test_model_left_as_found_after_calls(kind):
+def test_model_left_as_found_after_calls(kind, zoo_explainer):
     """Hooks, attention implementation and registry, requires_grad, per-module modes, parameters, buffers, outputs."""
-    ex = explainer(kind, internal_batch_size=4)  # several chunks per call
+    ex = zoo_explainer(kind, internal_batch_size=4)  # several chunks per call
     model = ex.model
     x = pixels(2)
     before_logits = _reference_logits(model, x)
@@ -87,9 +89,9 @@ class _Boom(RuntimeError):
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("error", [_Boom, KeyboardInterrupt])
-def test_model_left_as_found_after_an_error_mid_run(kind, error):
+def test_model_left_as_found_after_an_error_mid_run(kind, error, zoo_explainer):
     """A forward hook of the user's raises on the 3rd forward pass (mid-run): everything is still restored."""
-    ex = explainer(kind, steps=3, internal_batch_size=4)  # 16 points per image -> several chunks
+    ex = zoo_explainer(kind, steps=3, internal_batch_size=4)  # 16 points per image -> several chunks
     model = ex.model
     x = pixels(2)
     before_logits = _reference_logits(model, x)
@@ -146,9 +148,9 @@ def test_runs_in_eval_mode_even_when_the_model_is_training():
 
 @pytest.mark.parametrize("kind", ["resnet", "vit"])
 @pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode, torch.enable_grad])
-def test_works_under_no_grad_and_inference_mode(kind, context):
+def test_works_under_no_grad_and_inference_mode(kind, context, zoo_explainer):
     """Calling inside ``torch.no_grad()`` / ``torch.inference_mode()`` gives the same maps and keeps the grad mode."""
-    ex = explainer(kind)
+    ex = zoo_explainer(kind)
     expected = ex.attribute(pixels(2))
     with context():
         mode = torch.is_grad_enabled()
@@ -158,13 +160,13 @@ def test_works_under_no_grad_and_inference_mode(kind, context):
 
 
 # ------------------------------------------------------------------ 2. long runs
-def test_a_thousand_calls_do_not_grow_memory(capsys):
+def test_a_thousand_calls_do_not_grow_memory(capsys, zoo_explainer):
     """1,000 calls on a tiny ViT (the family that installs global state): Python heap, objects and RSS stay flat.
 
     The Python heap is counted with ``sys.getallocatedblocks()`` (tracemalloc would triple the run time);
     ``scripts`` users can rerun with tracemalloc: it measured +45 KiB over 1,000 calls, decaying, i.e. no leak.
     """
-    ex = explainer("vit", steps=1)
+    ex = zoo_explainer("vit", steps=1)
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8))
     for _ in range(50):  # warm-up: caches of torch, transformers and the explainer's geometry cache fill here
         ex(image)
@@ -215,8 +217,8 @@ def _repeat(ex, x, times=3):
 
 
 @pytest.mark.parametrize("kind", ["resnet", "vit"])
-def test_threads_sharing_one_explainer_get_the_sequential_maps(kind):
-    ex = explainer(kind, internal_batch_size=4)
+def test_threads_sharing_one_explainer_get_the_sequential_maps(kind, zoo_explainer):
+    ex = zoo_explainer(kind, internal_batch_size=4)
     inputs = [pixels(2, seed=seed) for seed in range(4)]
     sequential = [ex.attribute(x) for x in inputs]
     for maps, expected in zip(_run_threads([_repeat(ex, x) for x in inputs]), sequential):
@@ -225,9 +227,9 @@ def test_threads_sharing_one_explainer_get_the_sequential_maps(kind):
 
 
 @pytest.mark.parametrize("kind", ["resnet", "vit"])
-def test_threads_with_two_explainers_of_one_model_never_mix_hooks(kind):
+def test_threads_with_two_explainers_of_one_model_never_mix_hooks(kind, zoo_explainer):
     """Two explainers of the *same* model object share its lock: no mixed hooks, no lost attention implementation."""
-    first = explainer(kind, internal_batch_size=4)
+    first = zoo_explainer(kind, internal_batch_size=4)
     second = IIAExplainer(first.model, first.processor, steps=2, internal_batch_size=4, progress=False)
     attn = getattr(first.model.config, "_attn_implementation", None)
     inputs = [pixels(2, seed=seed) for seed in range(4)]
@@ -239,8 +241,8 @@ def test_threads_with_two_explainers_of_one_model_never_mix_hooks(kind):
     assert getattr(first.model.config, "_attn_implementation", None) == attn
 
 
-def test_threads_with_two_different_vits_share_the_global_attention_registration():
-    vit, deit = explainer("vit", internal_batch_size=4), explainer("deit", internal_batch_size=4)
+def test_threads_with_two_different_vits_share_the_global_attention_registration(zoo_explainer):
+    vit, deit = zoo_explainer("vit", internal_batch_size=4), zoo_explainer("deit", internal_batch_size=4)
     x = pixels(2)
     sequential = [vit.attribute(x), deit.attribute(x)]
     registry = tuple(transformers.AttentionInterface._global_mapping)
@@ -257,9 +259,9 @@ def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_float32_and_float64_maps_agree(kind):
+def test_float32_and_float64_maps_agree(kind, zoo_explainer):
     """Same model in float32 and float64 on CPU: Spearman >= 0.99 (measured >= 0.99999) and max |diff| <= 1e-4."""
-    ex32 = explainer(kind, steps=4)
+    ex32 = zoo_explainer(kind, steps=4)
     ex64 = IIAExplainer(copy.deepcopy(ex32.model), steps=4, dtype=torch.float64, progress=False)
     x = pixels(2, seed=1)
     maps32, maps64 = ex32.attribute(x), ex64.attribute(x.double())
@@ -269,9 +271,9 @@ def test_float32_and_float64_maps_agree(kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_bfloat16_maps_agree_with_float64(kind):
+def test_bfloat16_maps_agree_with_float64(kind, zoo_explainer):
     """bf16 on CPU works; measured Spearman >= 0.9998 and max |diff| <= 0.008 vs float64; asserted 0.98 and 0.05."""
-    ex64 = explainer(kind, steps=4, dtype=torch.float64)
+    ex64 = zoo_explainer(kind, steps=4, dtype=torch.float64)
     ex16 = IIAExplainer(copy.deepcopy(ex64.model), steps=4, dtype=torch.bfloat16, progress=False)
     x = pixels(2, seed=1)
     maps64, maps16 = ex64.attribute(x.double()), ex16.attribute(x)

@@ -21,20 +21,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _models import BUILDERS, checkpoint, save_tiny
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from safetensors.torch import save_file
 
 from hf_iia import CheckpointError, IIAError, IIAExplainer, UnsafeCheckpointError
-from hf_iia.tools.cli import main
 from hf_iia.outputs import OutputPathError, output_path, safe_name
+from hf_iia.testing import build_tiny, save_tiny
+from hf_iia.tools.cli import main
+
+
+def _resnet(seed: int = 0) -> torch.nn.Module:
+    """The zoo's tiny ResNet (2 stages, 4 labels), weights fixed by ``seed``."""
+    model, _processor = build_tiny("resnet", seed=seed)
+    return model
 
 
 def _weights(seed: int) -> dict[str, torch.Tensor]:
-    torch.manual_seed(seed)
-    return {name: tensor.clone() for name, tensor in BUILDERS["resnet"]().state_dict().items()}
+    return {name: tensor.clone() for name, tensor in _resnet(seed).state_dict().items()}
 
 
 def _same_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> bool:
@@ -54,8 +59,7 @@ class _Trap:
 
 def _pickle_only(folder: Path, seed: int = 1) -> Path:
     """A real ResNet checkpoint whose only weights file is a pickle ``pytorch_model.bin``."""
-    torch.manual_seed(seed)
-    model = BUILDERS["resnet"]()
+    model = _resnet(seed)
     model.config.save_pretrained(folder)
     torch.save(model.state_dict(), folder / "pytorch_model.bin")
     return folder
@@ -155,7 +159,7 @@ def test_every_pickle_suffix_is_refused(tmp_path, name):
 def test_booby_trapped_pickle_is_refused_even_when_allowed(tmp_path):
     folder = tmp_path / "trap"
     folder.mkdir()
-    BUILDERS["resnet"]().config.save_pretrained(folder)
+    _resnet().config.save_pretrained(folder)
     marker = tmp_path / "PICKLE_RAN"
     with open(folder / "pytorch_model.bin", "wb") as stream:
         pickle.dump({"weight": _Trap(marker)}, stream)
@@ -174,7 +178,7 @@ def test_missing_or_corrupt_checkpoints_raise_checkpoint_error(tmp_path, monkeyp
     folder = tmp_path / "ckpt"
     if case in ("config-only", "corrupt-safetensors"):
         folder.mkdir()
-        BUILDERS["resnet"]().config.save_pretrained(folder)
+        _resnet().config.save_pretrained(folder)
         if case == "corrupt-safetensors":
             (folder / "model.safetensors").write_bytes(b"\x00" * 16)
     source = "hf-iia-tests/no-such-model" if case == "unknown-hub-id" else str(folder)
@@ -200,10 +204,10 @@ def _files(root: Path) -> set[Path]:
     return {path for path in root.rglob("*") if path.is_file()}
 
 
-def test_cli_writes_only_inside_out(tmp_path, images):
+def test_cli_writes_only_inside_out(tmp_path, images, zoo_folder):
     before = _files(tmp_path)
     out = tmp_path / "nested" / "out"
-    assert _explain_cli(str(checkpoint("resnet")), *map(str, images.values()), "--out", str(out)) == 0
+    assert _explain_cli(str(zoo_folder("resnet")), *map(str, images.values()), "--out", str(out)) == 0
     created = _files(tmp_path) - before
     assert created and all(out in path.parents for path in created)
     # six inputs, three names twice: six distinct output pairs, nothing overwritten within the run
@@ -211,12 +215,12 @@ def test_cli_writes_only_inside_out(tmp_path, images):
     assert all(".." not in path.name for path in created)
 
 
-def test_cli_never_overwrites_without_flag_and_writes_nothing_when_refusing(tmp_path, images):
+def test_cli_never_overwrites_without_flag_and_writes_nothing_when_refusing(tmp_path, images, zoo_folder):
     out = tmp_path / "out"
     out.mkdir()
     existing = out / "photo_iia.png"
     existing.write_bytes(b"precious")
-    args = [str(checkpoint("resnet")), str(images["b/..png"]), str(images["a/photo.png"]), "--out", str(out)]
+    args = [str(zoo_folder("resnet")), str(images["b/..png"]), str(images["a/photo.png"]), "--out", str(out)]
     assert _explain_cli(*args) == 2
     assert existing.read_bytes() == b"precious"
     assert _files(out) == {existing}, "a refused run left partial outputs"
@@ -224,14 +228,14 @@ def test_cli_never_overwrites_without_flag_and_writes_nothing_when_refusing(tmp_
     assert existing.read_bytes() != b"precious" and Image.open(existing).size == (16, 12)
 
 
-def test_cli_does_not_write_through_symlinks(tmp_path, images):
+def test_cli_does_not_write_through_symlinks(tmp_path, images, zoo_folder):
     out = tmp_path / "out"
     out.mkdir()
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
     (out / "photo_iia.png").symlink_to(victim)
     for extra in ([], ["--overwrite"]):
-        assert _explain_cli(str(checkpoint("resnet")), str(images["a/photo.png"]), "--out", str(out), *extra) == 2
+        assert _explain_cli(str(zoo_folder("resnet")), str(images["a/photo.png"]), "--out", str(out), *extra) == 2
         assert victim.read_text() == "keep me"
 
 

@@ -71,3 +71,21 @@ def test_deit_is_the_distilled_model_the_tests_use():
     model, _processor = zoo.build_tiny("deit")
     assert type(model).__name__ == "DeiTForImageClassificationWithTeacher"
     assert model.config.image_size == 32 and model.config.num_hidden_layers == 2 and model.config.hidden_size == 16
+
+
+@pytest.mark.parametrize("kind", list(zoo.TINY_KINDS))
+def test_depth_width_defaults_are_the_table_and_deeper_models_build(kind):
+    model_type = zoo.TINY_KINDS[kind]
+    default, _ = zoo.build_tiny(model_type)
+    same, _ = zoo.build_tiny(model_type, **zoo.depth_width(model_type))
+    assert default.state_dict().keys() == same.state_dict().keys()
+    assert all(torch.equal(p, q) for p, q in zip(default.state_dict().values(), same.state_dict().values()))
+    if model_type == "timm_wrapper":
+        assert zoo.depth_width(model_type, depth=3, width=32) == {}
+        return
+    deeper, _ = zoo.build_tiny(model_type, **zoo.depth_width(model_type, depth=3, width=32))
+    config = deeper.config
+    if model_type in ("vit", "deit"):
+        assert config.num_hidden_layers == 3 and config.hidden_size == 32 and config.num_attention_heads == 4
+    else:
+        assert config.hidden_sizes == [8, 16, 24] and config.depths == [1, 1, 1]
