@@ -122,8 +122,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Explain the bundled sample photos with a real ImageNet EfficientNet-Lite0; write overlays and a grid."""
     from ..outputs import output_path, write_atomic
-    from ..viz import grid
-    from .demo import build_lite0_checkpoint, sample_images
+    from .demo import build_lite0_checkpoint, demo_figure, sample_images
 
     out = Path(args.out)
     photos = sample_images()
@@ -134,13 +133,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     explainer = _make_explainer(args, str(checkpoint))
     explanations = explainer([image for _, image in photos], target=_target(args.target))
     records = _write_explanations(explanations, names, paths, explainer.method)
-    tiles, captions = [], []
-    for (name, image), explanation in zip(photos, explanations):
-        tiles += [image, explanation.overlay()]
-        captions += [name, f"{explanation.label.split(',')[0]} {explanation.score:.2f}"]
-    buffer = io.BytesIO()
-    grid(tiles, captions, columns=4).save(buffer, format="PNG")
-    write_atomic(grid_path, buffer.getvalue())
+    write_atomic(grid_path, demo_figure(photos, explanations))
     for record in records:
         print(json.dumps(record))
     print(f"wrote {grid_path}; the checkpoint folder {checkpoint} loads with IIAExplainer({str(checkpoint)!r})")

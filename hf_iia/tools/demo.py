@@ -74,3 +74,69 @@ def sample_images() -> list[tuple[str, Image.Image]]:
     bunch = load_sample_images()
     photos += [(Path(name).stem, Image.fromarray(np.asarray(image))) for name, image in zip(bunch.filenames, bunch.images)]
     return photos
+
+
+LOW_CONFIDENCE = 0.3
+"""Below this softmax probability a prediction is marked as low confidence in the demo figure."""
+
+
+def demo_figure(photos: list[tuple[str, Image.Image]], explanations: list, *, columns: int = 4) -> bytes:
+    """The demo's figure as PNG bytes: each photo beside its IIA overlay, captioned with the full predicted label
+    and its probability, the model's centre crop marked, a colour bar, and low-confidence predictions marked.
+
+    ``explanations``: one :class:`hf_iia.Explanation` per photo (with its image and geometry).
+    """
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    rows = -(-len(photos) // columns)
+    figure, axes = plt.subplots(rows, 2 * columns, figsize=(4.2 * columns, 2.2 * rows + 1.0), squeeze=False,
+                                gridspec_kw={"wspace": 0.04, "hspace": 0.22})
+    for axis in axes.flat:
+        axis.axis("off")
+    for index, ((name, photo), explanation) in enumerate(zip(photos, explanations)):
+        row, column = divmod(index, columns)
+        left, right = axes[row, 2 * column], axes[row, 2 * column + 1]
+        left.imshow(photo)
+        heatmap = explanation.heatmap_on_image()
+        right.imshow(photo)
+        right.imshow(np.ma.masked_invalid(heatmap), cmap="jet", alpha=0.5, vmin=0, vmax=1)
+        for axis in (left, right):
+            _letterbox(axis, photo.width, photo.height)
+        geometry = explanation.geometry
+        if geometry is not None:
+            height, width = explanation.heatmap.shape
+            x0, y0 = geometry.shift_x - 0.5 * geometry.scale_x, geometry.shift_y - 0.5 * geometry.scale_y
+            right.add_patch(Rectangle((x0, y0), geometry.scale_x * width, geometry.scale_y * height, fill=False,
+                                      linestyle="--", linewidth=1.2, edgecolor="white"))
+        low = explanation.score < LOW_CONFIDENCE
+        caption = f"{name}: {explanation.label}\np = {explanation.score:.2f}" + ("  (low confidence)" if low else "")
+        left.set_title(caption, loc="left", fontsize=9, color="firebrick" if low else "black", x=0.0, y=-0.02,
+                       pad=-14, verticalalignment="top", transform=left.transAxes)
+    figure.suptitle("IIA maps of a real ImageNet EfficientNet-Lite0 (offline): each photo and its map for the "
+                    "predicted class", fontsize=13, y=1.04)
+    figure.text(0.5, 0.985, "Dashed box: the centre crop the model sees (its processor resizes and crops); the map "
+                "covers only that part. Red: most relevant to the prediction.", ha="center", fontsize=9.5)
+    scale = plt.cm.ScalarMappable(norm=matplotlib.colors.Normalize(0, 1), cmap="jet")
+    bar = figure.colorbar(scale, ax=axes.ravel().tolist(), fraction=0.015, pad=0.01)
+    bar.set_label("relevance (min-max normalised per image)", fontsize=9)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _letterbox(axis, width: int, height: int, aspect: float = 4 / 3) -> None:
+    """Show an image of ``width x height`` centred in a cell of the same ``aspect`` for every photo, so that
+    rows line up and captions sit at the same place under each pair."""
+    if width / height > aspect:
+        extra = (width / aspect - height) / 2
+        axis.set_ylim(height - 0.5 + extra, -0.5 - extra)
+    else:
+        extra = (height * aspect - width) / 2
+        axis.set_xlim(-0.5 - extra, width - 0.5 + extra)
