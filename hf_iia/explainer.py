@@ -11,8 +11,9 @@ import os
 import threading
 import warnings
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from .engine import integrate
 from .errors import ImageInputError, IIAError, TargetError, UnsupportedModelError
 from .imaging import Geometry, ImageLike, probe_geometry, to_rgb
 from .loading import load_model, load_processor
-from .methods import MethodOptions, prepare
+from .methods import MethodOptions, input_size, prepare
 from .viz import overlay as draw_overlay
 
 Target = int | str | None
@@ -148,7 +149,7 @@ class IIAExplainer:
         if device is not None or dtype is not None:
             model.to(device=device, dtype=dtype)
         self.model = model
-        self.processor = processor
+        self.processor: Any = processor  # a transformers image processor or any callable images -> tensor
         self.method = method
         self.adapter, self.spec, self._fuse = prepare(method, model, MethodOptions(layer, preset, steps, integrand, baselines, rule))
         if internal_batch_size is not None and internal_batch_size < 1:
@@ -194,13 +195,12 @@ class IIAExplainer:
 
     def resolve_targets(self, target: Targets, batch: int) -> torch.Tensor:
         """``[B]`` int64 class indices (``-1`` = top-1) from ``None``, an index, a label name, or one per image."""
-        if isinstance(target, torch.Tensor | np.ndarray):
-            target = target.tolist()
-        if isinstance(target, (list, tuple)):
-            if len(target) != batch:
-                raise TargetError(f"got {len(target)} targets for {batch} images; pass one target per image or a single one")
-            return torch.tensor([self._one_target(t) for t in target], dtype=torch.int64)
-        return torch.full((batch,), self._one_target(target), dtype=torch.int64)
+        value: Any = target.tolist() if isinstance(target, torch.Tensor | np.ndarray) else target
+        if isinstance(value, (list, tuple)):
+            if len(value) != batch:
+                raise TargetError(f"got {len(value)} targets for {batch} images; pass one target per image or a single one")
+            return torch.tensor([self._one_target(t) for t in value], dtype=torch.int64)
+        return torch.full((batch,), self._one_target(value), dtype=torch.int64)
 
     def _one_target(self, target: Target) -> int:
         if target is None:
@@ -255,7 +255,7 @@ class IIAExplainer:
 
     def preprocess(self, images: ImageLike | Sequence[ImageLike]) -> tuple[torch.Tensor, list[Image.Image]]:
         """Images -> (``pixel_values`` ``[B, C, H, W]``, the original RGB images)."""
-        items = list(images) if isinstance(images, (list, tuple)) else [images]
+        items = cast(list[ImageLike], list(images) if isinstance(images, (list, tuple)) else [images])
         originals = [to_rgb(item) for item in items]
         return self._pixel_values(originals), originals
 
@@ -312,7 +312,7 @@ class IIAExplainer:
                 progress=self.progress,
             )
         raw = self._fuse(self.adapter, result.integrals, pixel_values).float().cpu()
-        maps = normalise(upsample(raw, tuple(pixel_values.shape[2:]), self.adapter.upsample_mode))
+        maps = normalise(upsample(raw, input_size(pixel_values), self.adapter.upsample_mode))
         probabilities = result.logits.softmax(dim=1).gather(1, result.targets.unsqueeze(1)).squeeze(1)
         return maps, result.targets, probabilities
 
@@ -324,7 +324,7 @@ class IIAExplainer:
         """
         if isinstance(images, torch.Tensor):
             single = images.dim() == 3
-            pixel_values, originals = _check_pixel_values(images), []
+            pixel_values, originals = _check_pixel_values(images), cast(list[Image.Image], [])
         else:
             single = not isinstance(images, (list, tuple))
             if not single and not images:
@@ -370,7 +370,7 @@ def check_device(device: str | torch.device | None) -> torch.device | None:
         device = torch.device(device)
     except (RuntimeError, TypeError) as error:
         raise IIAError(f"device {device!r} is not a torch device ({error}); use 'cpu', 'cuda', 'cuda:1', 'mps', ...") from None
-    available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
+    available: dict[str, Callable[[], bool]] = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
     if device.type in available and not available[device.type]():
         raise IIAError(f"device {str(device)!r} was asked for, but torch finds no {device.type} device on this machine; "
                        "use device='cpu' (or leave device unset to take the best available)")

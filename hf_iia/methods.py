@@ -84,7 +84,7 @@ class Method:
         adapter: picks the adapter for ``(model, layer)``.
     """
 
-    requires: type[Adapter]
+    requires: type  # an Adapter subclass, possibly abstract: a capability such as FeatureMapAdapter
     options: frozenset[str]
     spec: Callable[[Adapter, MethodOptions], IntegralSpec]
     fuse: Fusion
@@ -133,9 +133,14 @@ def _at_input(integrand: Integrand) -> Callable[[Adapter, MethodOptions], Integr
 
 
 # ---------------------------------------------------------------------------- fusions
+def input_size(pixel_values: torch.Tensor) -> tuple[int, int]:
+    """``(H, W)`` of ``pixel_values`` ``[B, C, H, W]``."""
+    return int(pixel_values.shape[2]), int(pixel_values.shape[3])
+
+
 def _adapter_map(adapter: Adapter, integrals: dict[str, torch.Tensor], pixel_values: torch.Tensor) -> torch.Tensor:
     """The adapter's own fusion (channel sum for CNNs, gradient rollout for ViTs)."""
-    return adapter.to_map(integrals, tuple(pixel_values.shape[2:]))
+    return adapter.to_map(integrals, input_size(pixel_values))
 
 
 def _relu_map(adapter: Adapter, integrals: dict[str, torch.Tensor], pixel_values: torch.Tensor) -> torch.Tensor:
@@ -146,13 +151,13 @@ def _relu_map(adapter: Adapter, integrals: dict[str, torch.Tensor], pixel_values
 def _ig_map(adapter: Adapter, integrals: dict[str, torch.Tensor], pixel_values: torch.Tensor) -> torch.Tensor:
     """Integrated Gradients summed over channels, signed (so the map sums to about ``f(x) - f(x')``)."""
     attributions = integrated_gradients(integrals[INPUT_TAP], pixel_values, IG_BASELINE)
-    return adapter.to_map({INPUT_TAP: attributions}, tuple(pixel_values.shape[2:]))
+    return adapter.to_map({INPUT_TAP: attributions}, input_size(pixel_values))
 
 
 def _gae_map(adapter: Adapter, integrals: dict[str, torch.Tensor], pixel_values: torch.Tensor) -> torch.Tensor:
     """Chefer et al.'s relevance propagation over the per-block terms, on the ViT adapter's token layout."""
     assert isinstance(adapter, AttentionAdapter)  # prepare() admits only attention adapters
-    return adapter.rollout_map(integrals, tuple(pixel_values.shape[2:]), gae_rollout)
+    return adapter.rollout_map(integrals, input_size(pixel_values), gae_rollout)
 
 
 _IIA_OPTIONS = frozenset({"layer", "preset", "steps", "integrand", "baselines", "rule"})

@@ -9,6 +9,7 @@ published code computes.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 from dataclasses import dataclass
 
 from .engine import RULES
@@ -32,7 +33,7 @@ class Preset:
     rule: str = "endpoints"  # quadrature rule of every path (hf_iia.engine.RULES)
 
 
-def _per_path(option: str, value: object, default: tuple, levels: int, cast: type, scalar: tuple[type, ...]) -> tuple:
+def _per_path(option: str, value: Any, default: tuple, levels: int, cast: type, scalar: tuple[type, ...]) -> tuple:
     """``value`` of option ``option`` as one entry per path ``(image path, level 1, ..., level L)``.
 
     ``None`` gives ``default``; one value of a ``scalar`` type is used on every path; a sequence must
