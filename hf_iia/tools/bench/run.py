@@ -111,8 +111,9 @@ def synthetic_models(models_dir: Path, archs: Sequence[str] | None) -> list[tupl
     found = [(arch, models_dir / arch) for arch in wanted if (models_dir / arch / "config.json").exists()]
     if not found:
         raise IIAError(
-            f"no synthetic benchmark checkpoints ({', '.join(wanted)}) under {models_dir}; train them with "
-            "`python scripts/train_synthetic.py --arch all --out hf_iia/tools/bench/models` (a GPU takes minutes)"
+            f"no synthetic benchmark checkpoints ({', '.join(wanted)}) under {models_dir}; they ship with the git "
+            "repository (not the wheel): run from a checkout, or train them with "
+            "`python scripts/train_synthetic.py --arch all --out hf_iia/tools/bench/models`"
         )
     return found
 
