@@ -239,10 +239,17 @@ class IIAExplainer:
                 "this explainer has no image processor: pass processor= (e.g. AutoImageProcessor.from_pretrained"
                 "(...)), or preprocess yourself and call explainer.attribute(pixel_values)"
             )
-        out = self.processor(images=images, return_tensors="pt") if _is_hf_processor(self.processor) else self.processor(images)
-        pixel_values = out["pixel_values"] if isinstance(out, dict) or hasattr(out, "keys") else out
-        if not isinstance(pixel_values, torch.Tensor):
-            pixel_values = torch.as_tensor(np.stack(pixel_values))
+        try:
+            out = self.processor(images=images, return_tensors="pt") if _is_hf_processor(self.processor) else self.processor(images)
+            pixel_values = out["pixel_values"] if isinstance(out, dict) or hasattr(out, "keys") else out
+            if not isinstance(pixel_values, torch.Tensor):
+                pixel_values = torch.as_tensor(np.stack(pixel_values))
+        except (ValueError, RuntimeError) as error:  # e.g. images of different sizes that a processor does not resize
+            sizes = sorted({image.size for image in images})
+            raise ImageInputError(
+                f"the image processor could not turn these images (sizes {sizes[:4]}) into one batch ({error}); "
+                "pass images of one size, explain them one at a time, or use a processor that resizes"
+            ) from error
         return pixel_values
 
     def geometry(self, size: tuple[int, int]) -> Geometry | None:
@@ -257,6 +264,9 @@ class IIAExplainer:
         """Images -> (``pixel_values`` ``[B, C, H, W]``, the original RGB images)."""
         items = cast(list[ImageLike], list(images) if isinstance(images, (list, tuple)) else [images])
         originals = [to_rgb(item) for item in items]
+        if getattr(getattr(self.model, "config", None), "num_channels", 3) == 1:
+            # A grayscale model's own processor expects one channel: hand it luminance, keep RGB for overlays.
+            return self._pixel_values([image.convert("L") for image in originals]), originals
         return self._pixel_values(originals), originals
 
     # --------------------------------------------------------------- forward

@@ -75,3 +75,31 @@ def test_a_huge_integer_target_is_a_target_error():
     explainer = IIAExplainer(model, layer="0", steps=1, progress=False)
     with pytest.raises(TargetError):
         explainer.attribute(torch.randn(1, 3, 16, 16), target=2**70)
+
+
+def test_a_grayscale_model_with_its_own_processor_is_explained(tmp_path):
+    """A 1-channel checkpoint whose processor takes one channel: images reach it as luminance."""
+    from PIL import Image
+    from transformers import ViTImageProcessor
+
+    model, _ = build_tiny("resnet", num_channels=1)
+    processor = ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5], image_std=[0.5])
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    explainer = IIAExplainer(tmp_path, steps=2, progress=False)
+    explanation = explainer(Image.new("RGB", (40, 30), (200, 30, 30)))
+    assert explanation.pixel_values.shape == (1, 32, 32)
+    assert explanation.heatmap.shape == (32, 32) and explanation.overlay().mode == "RGB"
+
+
+def test_mixed_sizes_with_a_processor_that_does_not_resize_is_an_image_input_error():
+    from PIL import Image
+    from transformers import ViTImageProcessor
+
+    from hf_iia import ImageInputError
+
+    model, _ = build_tiny("resnet")
+    processor = ViTImageProcessor(do_resize=False, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    explainer = IIAExplainer(model, processor, steps=1, progress=False)
+    with pytest.raises(ImageInputError, match="one size"):
+        explainer([Image.new("RGB", (32, 32)), Image.new("RGB", (40, 32))])
