@@ -7,6 +7,7 @@ caller passes ``allow_pickle=True``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -144,6 +145,22 @@ def _refuse_pickle_shards(folder: Path) -> None:
                 f"{index.name} in {folder} points at pickle shards {shards}; loading pickle can run arbitrary code. "
                 "Convert the checkpoint to safetensors, or pass allow_pickle=True if you trust its source"
             )
+
+
+def checkpoint_fingerprint(source: str | os.PathLike) -> str | None:
+    """A SHA-256 over the weights, config and processor files of a local checkpoint folder (``None`` for a Hub id):
+    what a resumable run compares to know it is still explaining the same model."""
+    folder = Path(source)
+    if not folder.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and (path.suffix in (".safetensors", ".bin", ".json") or path.name.endswith(_PICKLE_SUFFIXES)):
+            digest.update(path.name.encode())
+            with path.open("rb") as stream:
+                for block in iter(lambda: stream.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
 
 
 def load_processor(source: str | os.PathLike, *, trust_remote_code: bool = False):

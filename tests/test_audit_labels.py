@@ -36,3 +36,22 @@ def test_labels_given_as_class_names_are_read_through_id2label(tmp_path):
                          batch_size=6, steps=1, perturbation_steps=4, mask_column="mask")
     summary = run_audit(config, tmp_path / "card", progress=False)
     assert summary["label_fit"]["fits"] and summary["overall"]["iia"]["accuracy"] >= 0.9
+
+
+def test_resuming_after_the_checkpoint_changed_is_refused(tmp_path):
+    """A rerun after the folder was re-saved with new weights must not finish the card from the old model."""
+    import shutil
+
+    import pytest
+    from safetensors.torch import load_file, save_file
+
+    from hf_iia import AuditError
+
+    folder = tmp_path / "model"
+    shutil.copytree(DEFAULT_MODELS_DIR / "resnet", folder)
+    config = AuditConfig(model=str(folder), dataset="synthetic", n=6, batch_size=6, steps=1, perturbation_steps=2)
+    run_audit(config, tmp_path / "card", progress=False)
+    weights = load_file(folder / "model.safetensors")
+    save_file({name: tensor * 1.01 for name, tensor in weights.items()}, folder / "model.safetensors")
+    with pytest.raises(AuditError, match="have changed"):
+        run_audit(config, tmp_path / "card", progress=False)

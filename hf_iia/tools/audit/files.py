@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ...errors import AuditError
+from ...loading import checkpoint_fingerprint
 from ...outputs import OutputPathError, output_path, write_atomic
 from .config import AuditConfig
 
@@ -42,9 +43,15 @@ def _json_bytes(value: Any) -> bytes:
 def prepare_folder(out: Path, config: AuditConfig) -> None:
     """Create ``out`` (or check that it holds this audit), write the manifest, remove stale temporary files."""
     manifest = out / "raw" / "manifest.json"
-    wanted = {"hf_iia_audit": 1, "config": config.manifest()}
+    wanted = {"hf_iia_audit": 1, "config": config.manifest(), "checkpoint": checkpoint_fingerprint(config.model)}
     if manifest.exists():
         found = json.loads(manifest.read_text())
+        if found.get("config") == wanted["config"] and found.get("checkpoint") != wanted["checkpoint"]:
+            raise AuditError(
+                f"{out} holds an audit of {config.model} as it was when the audit began; the checkpoint's weights, "
+                "config or processor have changed since, so resuming would mix two models. Choose another --out "
+                "(or delete this one) to audit the new checkpoint"
+            )
         if found != wanted:
             before, now = found.get("config", {}), wanted["config"]
             changed = sorted(key for key in set(before) | set(now) if before.get(key) != now.get(key))
