@@ -101,6 +101,8 @@ def decode_image(value: Any, row: int | str) -> Image.Image:
             with Image.open(io.BytesIO(data)) as opened:
                 opened.load()
                 return to_rgb(opened)
+        if isinstance(value, list):  # an Array2D / Array3D cell arrives as nested lists
+            value = np.asarray(value)
         return to_rgb(value)
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
         where = f" ({value.get('path')})" if isinstance(value, dict) and value.get("path") else ""
@@ -175,7 +177,8 @@ def explain_dataset(
 
     Returns:
         A dataset of the same kind with the original columns plus ``prefix`` + heatmap
-        (``Array2D((H, W), "float16")``, the map ``[H, W]`` at model input size), target
+        (``Array2D((H, W), "float16")``, the map ``[H, W]`` at model input size; nested float16 lists when the
+        processor's output size depends on the image), target
         (``int64``), label (``string``) and score (``float32``).
 
     Raises:
@@ -193,12 +196,21 @@ def explain_dataset(
     features = dataset.features
     if features is not None and isinstance(features.get(image_column), datasets.Image):
         dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
-    height, width = explainer.preprocess([decode_image(_first_image(dataset, image_column), 0)])[0].shape[-2:]
+    first = decode_image(_first_image(dataset, image_column), 0)
+    height, width = explainer.preprocess([first])[0].shape[-2:]
+    # A processor whose output size follows the aspect ratio gives maps of several shapes: store them as nested
+    # lists, which any shape can be read back from, instead of a fixed Array2D.
+    turned = explainer.preprocess([first.transpose(Image.Transpose.ROTATE_90).resize((first.height + 7, first.width))])
+    fixed = tuple(turned[0].shape[-2:]) == (height, width)
+    heatmap_feature = (
+        datasets.Array2D(shape=(height, width), dtype="float16") if fixed
+        else datasets.Sequence(datasets.Sequence(datasets.Value("float16")))
+    )
     if features is not None:
         features = datasets.Features(
             {
                 **features,
-                added[0]: datasets.Array2D(shape=(height, width), dtype="float16"),
+                added[0]: heatmap_feature,
                 added[1]: datasets.Value("int64"),
                 added[2]: datasets.Value("string"),
                 added[3]: datasets.Value("float32"),
