@@ -288,7 +288,10 @@ def integrate(
         if unreached or logits.shape[0] != run.rows.shape[0]:
             raise adapter.not_reached(unreached or [tap for tap, _ in spec.levels])
         if not torch.isfinite(logits).all():
-            raise NumericalError("the model produced non-finite logits (NaN or inf) for this input; no faithful map exists")
+            raise NumericalError(
+                "the model produced non-finite logits (NaN or inf) for this input; no faithful map exists"
+                + _half_precision_hint(pixel_values.dtype)
+            )
         first = (run.rows[:, 1:] == 0).all(dim=1).nonzero().squeeze(1)  # rows at the unmodified input
         if input_logits is None:
             input_logits = torch.empty(batch, logits.shape[1], dtype=torch.float32)
@@ -320,9 +323,18 @@ def integrate(
     if non_finite:
         raise NumericalError(
             f"the gradients at {non_finite} are not finite (NaN or inf), e.g. from sqrt or division at zero in the "
-            "model; no faithful map exists"
+            "model; no faithful map exists" + _half_precision_hint(pixel_values.dtype)
         )
     return IntegrationResult(integrals=integrals, logits=input_logits, targets=targets)
+
+
+def _half_precision_hint(dtype: torch.dtype) -> str:
+    """In float16 / bfloat16 the path's a = 0 point (the flat baseline image, zero activations) is where overflow and
+    0/0 in normalisation layers happen: say how to avoid it."""
+    if dtype not in (torch.float16, torch.bfloat16):
+        return ""
+    return (f" (the model runs in {dtype}: the a = 0 points of the paths are the usual cause; pass rule='riemann_right', "
+            "which leaves them out, or run the model in float32)")
 
 
 def make_spec(
