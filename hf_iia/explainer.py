@@ -107,6 +107,9 @@ class IIAExplainer:
         rule: IIA's quadrature rule on every path (:data:`hf_iia.engine.RULES`): ``"endpoints"``
             (``a = 0, 1/n, ..., 1``, the reference code's; the CNN default) or ``"riemann_right"``
             (``a = 1/n, ..., 1``; the ViT default) or ``"trapezoid"``.
+        fusion: the rollout of an attention model's IIA map (:data:`hf_iia.fusions.ROLLOUTS`):
+            ``"gradient_rollout"`` (the published rule) or ``"normalised_gradient_rollout"`` (the same with each
+            block's term scaled to mean row sum 1, so the map does not depend on the logits' scale).
         trust_remote_code: passed to ``from_pretrained``; off unless you trust the repo.
         allow_pickle: allow loading pickle (``.bin``) weights; off by default.
         progress: show a progress bar on runs longer than a second.
@@ -127,6 +130,7 @@ class IIAExplainer:
         integrand: str | None = None,
         baselines: float | Sequence[float] | None = None,
         rule: str | None = None,
+        fusion: str | None = None,
         trust_remote_code: bool = False,
         allow_pickle: bool = False,
         progress: bool = True,
@@ -151,7 +155,7 @@ class IIAExplainer:
         self.model = model
         self.processor: Any = processor  # a transformers image processor or any callable images -> tensor
         self.method = method
-        self.adapter, self.spec, self._fuse = prepare(method, model, MethodOptions(layer, preset, steps, integrand, baselines, rule))
+        self.adapter, self.spec, self._fuse = prepare(method, model, MethodOptions(layer, preset, steps, integrand, baselines, rule, fusion))
         if internal_batch_size is not None and internal_batch_size < 1:
             raise IIAError(f"internal_batch_size must be a positive int, got {internal_batch_size}")
         self.internal_batch_size = internal_batch_size or DEFAULT_INTERNAL_BATCH_SIZE

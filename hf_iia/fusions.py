@@ -47,16 +47,7 @@ def gradient_rollout(blocks: Sequence[torch.Tensor], readout: torch.Tensor, firs
     normalised, ``M_b = (G_b + I) / rowsum``; the blocks are multiplied in forward
     order, ``R = M_{B-1} ... M_1 M_0``; the relevance is ``readout @ R`` at the patch columns.
     """
-    if not blocks:
-        raise ValueError("gradient_rollout needs at least one block")
-    batch, _, tokens, _ = blocks[0].shape
-    eye = torch.eye(tokens, dtype=blocks[0].dtype, device=blocks[0].device).expand(batch, tokens, tokens)
-    rollout = eye
-    for block in blocks:
-        fused = block.mean(dim=1) + eye  # [B, T, T]
-        fused = fused / fused.sum(dim=-1, keepdim=True)
-        rollout = fused @ rollout
-    return (readout @ rollout)[:, first_patch:]
+    return _rollout(blocks, readout, first_patch, normalise=False)
 
 
 def gae_rollout(blocks: Sequence[torch.Tensor], readout: torch.Tensor, first_patch: int) -> torch.Tensor:
@@ -74,3 +65,41 @@ def gae_rollout(blocks: Sequence[torch.Tensor], readout: torch.Tensor, first_pat
     for block in blocks:
         relevance = relevance + block.mean(dim=1) @ relevance
     return (readout @ relevance)[:, first_patch:]
+
+
+def normalised_gradient_rollout(blocks: Sequence[torch.Tensor], readout: torch.Tensor, first_patch: int) -> torch.Tensor:
+    """Gradient Rollout made invariant to the scale of the logit.
+
+    Same arguments and result as :func:`gradient_rollout`. Each head-averaged block term ``G_b`` is divided by its
+    mean row sum before the identity is added, ``M_b = (G_b / mean_i sum_j G_b[i, j] + I) / rowsum``, so that
+    logits ``c * y`` (a temperature, a re-scaled head) give the same map for every ``c > 0``: in the published
+    rule the identity competes with a term whose size follows ``c``. A block whose term is all zero keeps the
+    identity alone.
+    """
+    return _rollout(blocks, readout, first_patch, normalise=True)
+
+
+def _rollout(blocks: Sequence[torch.Tensor], readout: torch.Tensor, first_patch: int, normalise: bool) -> torch.Tensor:
+    """The rollout of :func:`gradient_rollout`, each block term divided by its mean row sum when ``normalise``."""
+    if not blocks:
+        raise ValueError("gradient rollout needs at least one block")
+    batch, _, tokens, _ = blocks[0].shape
+    eye = torch.eye(tokens, dtype=blocks[0].dtype, device=blocks[0].device).expand(batch, tokens, tokens)
+    rollout = eye
+    for block in blocks:
+        term = block.mean(dim=1)  # [B, T, T]
+        if normalise:
+            scale = term.sum(dim=-1).mean(dim=-1).view(-1, 1, 1)  # [B, 1, 1]: the mean row sum
+            term = torch.where(scale > 0, term / scale.clamp_min(torch.finfo(term.dtype).tiny), term)
+        fused = term + eye
+        fused = fused / fused.sum(dim=-1, keepdim=True)
+        rollout = fused @ rollout
+    return (readout @ rollout)[:, first_patch:]
+
+
+ROLLOUTS: dict[str, Rollout] = {
+    "gradient_rollout": gradient_rollout,
+    "normalised_gradient_rollout": normalised_gradient_rollout,
+}
+"""The rollouts an attention family's IIA map can use (``fusion=``): the published rule and its logit-scale
+invariant variant."""

@@ -49,7 +49,7 @@ from .adapters.base import LayerSpec
 from .adapters.plain import PlainAdapter
 from .engine import INPUT_TAP, IntegralSpec, make_spec
 from .errors import MethodError
-from .fusions import gae_rollout, integrated_gradients
+from .fusions import ROLLOUTS, gae_rollout, integrated_gradients
 from .integrands import Integrand, attention, gradcam, gradcam_plus_plus, gradient, relu_grad_act
 from .presets import resolve_baselines, resolve_integrand, resolve_rule, resolve_steps
 
@@ -70,6 +70,7 @@ class MethodOptions:
     integrand: str | None = None
     baselines: float | Sequence[float] | None = None
     rule: str | None = None
+    fusion: str | None = None
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ def _gae_map(adapter: Adapter, integrals: dict[str, torch.Tensor], pixel_values:
     return adapter.rollout_map(integrals, input_size(pixel_values), gae_rollout)
 
 
-_IIA_OPTIONS = frozenset({"layer", "preset", "steps", "integrand", "baselines", "rule"})
+_IIA_OPTIONS = frozenset({"layer", "preset", "steps", "integrand", "baselines", "rule", "fusion"})
 
 METHODS: dict[str, Method] = {
     "iia": Method(Adapter, _IIA_OPTIONS, _iia_spec, _adapter_map),
@@ -198,7 +199,7 @@ def prepare(name: str, model: nn.Module, options: MethodOptions) -> tuple[Adapte
         reads = ", ".join(f"{option}=" for option in sorted(method.options)) or "none of them"
         raise MethodError(
             f"method {name!r} does not use {', '.join(f'{option}=' for option in unused)}; leave it out "
-            f"(of layer=, preset=, steps=, integrand=, baselines=, rule= it reads {reads})"
+            f"(of layer=, preset=, steps=, integrand=, baselines=, rule=, fusion= it reads {reads})"
         )
     adapter = method.adapter(model, options.layer)
     if not method.applies_to(adapter):
@@ -206,7 +207,26 @@ def prepare(name: str, model: nn.Module, options: MethodOptions) -> tuple[Adapte
             f"method {name!r} needs a model explained through {_article(method.requires.__name__)}, but "
             f"{type(model).__name__} is a {adapter.family.name} model; for it choose one of {methods_for(adapter)}"
         )
-    return adapter, method.spec(adapter, options), method.fuse
+    fuse = _iia_fusion(adapter, options) if name == "iia" else method.fuse
+    return adapter, method.spec(adapter, options), fuse
+
+
+def _iia_fusion(adapter: Adapter, options: MethodOptions) -> Fusion:
+    """IIA's fusion: the adapter's own map, with the rollout chosen by ``fusion=`` or the preset for attention."""
+    name = options.fusion or adapter.family.preset(options.preset).fusion
+    if name is None:
+        return _adapter_map
+    if not isinstance(adapter, AttentionAdapter):
+        raise MethodError(f"fusion={name!r} applies to attention models; {adapter.family.name} maps are channel sums")
+    if name not in ROLLOUTS:
+        raise MethodError(f"unknown fusion {name!r}; choose one of {sorted(ROLLOUTS)}")
+    rollout = ROLLOUTS[name]
+
+    def fuse(adapter: Adapter, integrals: dict[str, torch.Tensor], pixel_values: torch.Tensor) -> torch.Tensor:
+        assert isinstance(adapter, AttentionAdapter)
+        return adapter.rollout_map(integrals, input_size(pixel_values), rollout)
+
+    return fuse
 
 
 __all__ = ["IG_BASELINE", "IG_STEPS", "METHODS", "Fusion", "Method", "MethodOptions", "methods_for", "prepare"]

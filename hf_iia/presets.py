@@ -22,7 +22,8 @@ class Preset:
     """IIA settings: ``steps`` of the image path and of each level, the integrand's name, interpolation on/off.
 
     ``detach_levels`` makes the interpolated level a constant (no gradient through it to earlier layers),
-    as the authors' ViT code computes it.
+    as the authors' ViT code computes it. ``fusion`` names the rollout of an attention family's map
+    (:data:`hf_iia.fusions.ROLLOUTS`); feature-map families have one fusion, the channel sum, and leave it ``None``.
     """
 
     input_steps: int
@@ -31,6 +32,7 @@ class Preset:
     interpolate_levels: bool = True
     detach_levels: bool = False
     rule: str = "endpoints"  # quadrature rule of every path (hf_iia.engine.RULES)
+    fusion: str | None = None
 
 
 def _per_path(option: str, value: Any, default: tuple, levels: int, cast: type, scalar: tuple[type, ...]) -> tuple:
