@@ -166,8 +166,15 @@ def checkpoint_fingerprint(source: str | os.PathLike) -> str | None:
 def load_processor(source: str | os.PathLike, *, trust_remote_code: bool = False):
     """``AutoImageProcessor.from_pretrained(source)``, or ``None`` when the checkpoint has none."""
     from transformers import AutoImageProcessor
+    from transformers.utils import logging
 
+    verbosity = logging.get_verbosity()
+    # transformers warns that the torchvision backend is unavailable and falls back to PIL, which processes the same
+    # images; the warning is noise in every run, so it is silenced for this call only.
+    logging.set_verbosity_error()
     try:
         return AutoImageProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError):
         return None
+    finally:
+        logging.set_verbosity(verbosity)
