@@ -74,8 +74,6 @@ REFUSED: dict[str, str] = {
     "pvt_v2": "its hidden_states are reshaped copies that no module returns, so no stage is established from evidence",
     "hgnet_v2": "its classifier returns no hidden_states, so no stage is established from evidence",
     "pp_lcnet": "its classifier returns no hidden_states, so no stage is established from evidence",
-    "mobilevit": "on every stage the maps of the test models were all zero; the representation is not established",
-    "mobilevitv2": "on every stage the maps of the test models were all zero; the representation is not established",
 }
 """``config.model_type`` -> why it is refused (unless ``layer=`` names a module to explain as activations)."""
 

@@ -312,7 +312,8 @@ def select_stages(
 
 
 STAGE_MODEL_TYPES = (
-    "bit", "cvt", "donut-swin", "efficientnet", "focalnet", "levit", "mobilenet_v1", "mobilenet_v2", "poolformer",
+    "bit", "cvt", "donut-swin", "efficientnet", "focalnet", "levit", "mobilenet_v1", "mobilenet_v2", "mobilevit", "mobilevitv2",
+    "poolformer",
     "regnet", "segformer", "swiftformer", "swin", "swinv2", "textnet",
 )
 register_adapter(*STAGE_MODEL_TYPES)(stage_adapter)
