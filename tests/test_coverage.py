@@ -15,10 +15,11 @@ import pytest
 import torch
 from PIL import Image
 
-from hf_iia import IIAExplainer, UnsupportedModelError
+from hf_iia import AttentionNotReachableError, IIAExplainer, UnsupportedModelError
 from hf_iia import testing as zoo
 from hf_iia.adapters.registry import REFUSED, supported_model_types
 from hf_iia.adapters.stages import StageAdapter
+from hf_iia.adapters.vit import HookedViTAdapter
 
 TYPES = [t for t in zoo.IMAGE_CLASSIFICATION_TYPES if t not in zoo.SKIP_REASONS]
 EXPLAINED = [t for t in TYPES if t not in REFUSED]
@@ -141,3 +142,38 @@ def test_layouts_match_a_hand_written_gradcam(kind, name):
     correlation = torch.corrcoef(torch.stack([ours.flatten(), expected.flatten()]))[0, 1]
     assert correlation >= 0.99, f"{name}: Pearson {correlation:.3f} against the hand-written Grad-CAM"
 
+
+
+class _Recorder:
+    """A TapRun that substitutes nothing and records what reaches each tap."""
+
+    def __init__(self) -> None:
+        self.seen: list[torch.Tensor] = []
+
+    def expand(self, tap, *tensors):
+        return tensors
+
+    def represent(self, tap, rep):
+        self.seen.append(rep.detach())
+        return rep
+
+
+def test_hooked_attention_sees_probabilities_and_refuses_other_tensors():
+    model, processor = zoo.build_tiny("data2vec-vision")  # loads with SDPA attention, which never forms the probabilities
+    attention_class = type(model.data2vec_vision.encoder.layer[0].attention.attention)
+    adapter = IIAExplainer(model, processor, progress=False).adapter
+    assert isinstance(adapter, HookedViTAdapter)
+    pixel_values = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        plain = model(pixel_values).logits
+        recorder = _Recorder()
+        with adapter.installed(recorder, adapter.taps):
+            hooked = model(pixel_values).logits
+    assert [p.shape for p in recorder.seen] == [(2, 2, 17, 17)] * len(adapter.taps)  # [N, heads, 1 + 4x4, 1 + 4x4]
+    assert all(torch.allclose(p.sum(-1), torch.ones(())) for p in recorder.seen)
+    assert torch.allclose(hooked, plain, atol=1e-5), "the eager attention does not compute what SDPA computes"
+    assert type(model.data2vec_vision.encoder.layer[0].attention.attention) is attention_class
+    adapter.dropouts = [block.attention.output.dropout for block in adapter.blocks]  # hidden states, not probabilities
+    with pytest.raises(AttentionNotReachableError, match="rows summing to 1"), torch.no_grad():
+        with adapter.installed(_Recorder(), adapter.taps):
+            model(pixel_values)

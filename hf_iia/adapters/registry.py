@@ -63,8 +63,6 @@ REFUSED: dict[str, str] = {
     "spatial_shapes (NaFlex), not images [B, C, H, W]; the patch grid per image is not established yet",
     "perceiver": "it reads the image into a latent array by cross-attention: neither a spatial stage nor self-attention "
     "over patch tokens exists to integrate over",
-    "data2vec-vision": "its attention does not go through transformers' AttentionInterface and its hidden states carry "
-    "a class token, so neither the attention nor a spatial layout is established",
     "hiera": "its tokens are kept in Hiera's unrolled mask-unit order, not raster order, so a token grid read from "
     "them would be scrambled",
     "dinat": "its neighbourhood attention needs the natten package's 2-D kernels, which no installable natten "
