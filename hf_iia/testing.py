@@ -110,7 +110,8 @@ TINY_OVERRIDES: dict[str, dict[str, Any]] = {
                       "num_self_attention_heads": 2, "num_cross_attention_heads": 1},
     "poolformer": {"image_size": 32, "hidden_sizes": [8, 16], "depths": [1, 1], "num_encoder_blocks": 2,
                        "patch_sizes": [7, 3], "strides": [4, 2], "padding": [2, 1]},
-    "pp_lcnet": {"scale": 0.25, "class_expand": 32, "depths": [1, 1, 1, 1, 1],
+    # 64 px (stored on the config, read by the zoo's processor): the last stage is 2 x 2, not 1 x 1.
+    "pp_lcnet": {"image_size": 64, "scale": 0.25, "class_expand": 32, "depths": [1, 1, 1, 1, 1],
                      "block_configs": [[[3, 16, 32, 1, False]], [[3, 32, 64, 2, False]], [[3, 64, 128, 2, False]],
                                     [[3, 128, 256, 2, False]], [[5, 256, 512, 2, True]]]},
     "pvt": {"image_size": 32, "num_encoder_blocks": 2, "depths": [1, 1], "sequence_reduction_ratios": [2, 1],

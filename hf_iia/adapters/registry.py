@@ -70,8 +70,6 @@ REFUSED: dict[str, str] = {
     "pvt": "its last stage carries a class token and its position embeddings fix the input size, so no layout of the "
     "stage the head reads is established",
     "pvt_v2": "its hidden_states are reshaped copies that no module returns, so no stage is established from evidence",
-    "hgnet_v2": "its classifier returns no hidden_states, so no stage is established from evidence",
-    "pp_lcnet": "its classifier returns no hidden_states, so no stage is established from evidence",
 }
 """``config.model_type`` -> why it is refused (unless ``layer=`` names a module to explain as activations)."""
 

@@ -172,7 +172,8 @@ def _probe_sizes(model: nn.Module) -> list[tuple[int, int]]:
 @dataclass
 class _Probe:
     """What one probe forward saw: every module's tensor outputs in hook order, call counts, the base model's
-    output (``hidden_states``, ``last_hidden_state``) and the logits."""
+    output (``hidden_states``, ``last_hidden_state``; the classifier's own output when it has no base module)
+    and the logits."""
 
     seen: list[tuple[str, int | None, torch.Tensor]]
     calls: dict[str, int]
@@ -203,9 +204,10 @@ def _probe(model: nn.Module, base: nn.Module, size: tuple[int, int]) -> _Probe:
 
     handles = [module.register_forward_hook(record) for module in names]
     with hooks_removed_on_exit(handles), torch.enable_grad():
-        logits = extract_logits(model(probe, output_hidden_states=True))
-    base_output = outputs[-1] if outputs else None
-    return _Probe(seen, calls, base_output, logits)
+        result = model(probe, output_hidden_states=True)
+    # With no base module (HGNetV2, PPLCNet keep their stages on the classifier itself) the classifier's own
+    # output carries the hidden_states.
+    return _Probe(seen, calls, outputs[-1] if outputs else result, extract_logits(result))
 
 
 def find_stages(model: nn.Module) -> tuple[dict[str, StagePoint], str | None, dict[str, str]]:
@@ -221,7 +223,7 @@ def find_stages(model: nn.Module) -> tuple[dict[str, StagePoint], str | None, di
     """
     base = getattr(model, getattr(model, "base_model_prefix", ""), None)
     if not isinstance(base, nn.Module):
-        base = model  # the classifier's own output has hidden_states too (no last_hidden_state: the last stage is the default)
+        base = model  # the classifier's own output has the hidden_states (its last_hidden_state, if any, is not a stage)
     failure: Exception | None = None
     with evaluation_mode(model):
         for size in _probe_sizes(model):
@@ -235,7 +237,7 @@ def find_stages(model: nn.Module) -> tuple[dict[str, StagePoint], str | None, di
                 f"probing {type(model).__name__} for its stages failed ({type(failure).__name__}: {failure}); "
                 "pass layer="
             ) from failure
-    output = probe.base_output if probe.base_output is not None else probe.logits
+    output = probe.base_output
     hidden = [*(getattr(output, "hidden_states", None) or ())]
     last = getattr(output, "last_hidden_state", None)
     found: dict[str, tuple[StagePoint, torch.Tensor]] = {}
@@ -312,9 +314,9 @@ def select_stages(
 
 
 STAGE_MODEL_TYPES = (
-    "bit", "cvt", "donut-swin", "efficientnet", "focalnet", "levit", "mobilenet_v1", "mobilenet_v2", "mobilevit", "mobilevitv2",
+    "bit", "cvt", "donut-swin", "efficientnet", "focalnet", "hgnet_v2", "levit", "mobilenet_v1", "mobilenet_v2", "mobilevit", "mobilevitv2",
     "poolformer",
-    "regnet", "segformer", "swiftformer", "swin", "swinv2", "textnet",
+    "pp_lcnet", "regnet", "segformer", "swiftformer", "swin", "swinv2", "textnet",
 )
 register_adapter(*STAGE_MODEL_TYPES)(stage_adapter)
 
