@@ -105,8 +105,12 @@ def _hand_gradcam(model: torch.nn.Module, module: torch.nn.Module, side: str, pi
     logits[:, target].sum().backward()
     activation, gradient = to_nchw(captured["a"].detach()), to_nchw(captured["a"].grad)
     cam = (gradient.mean(dim=(2, 3), keepdim=True) * activation).sum(dim=1).clamp_min(0)
-    cam = torch.nn.functional.interpolate(cam.unsqueeze(1), size=pixel_values.shape[2:], mode="bicubic",
-                                          align_corners=False).squeeze(1)
+    return _upsampled(cam, pixel_values.shape[2:])
+
+
+def _upsampled(cam: torch.Tensor, size) -> torch.Tensor:
+    """A ``[B, h, w]`` Grad-CAM brought to the input ``size`` and min-max normalised, as the package does."""
+    cam = torch.nn.functional.interpolate(cam.unsqueeze(1), size=size, mode="bicubic", align_corners=False).squeeze(1)
     flat = cam.flatten(1)
     low, high = flat.min(1).values.view(-1, 1, 1), flat.max(1).values.view(-1, 1, 1)
     return (cam - low) / (high - low)
@@ -177,3 +181,32 @@ def test_hooked_attention_sees_probabilities_and_refuses_other_tensors():
     with pytest.raises(AttentionNotReachableError, match="rows summing to 1"), torch.no_grad():
         with adapter.installed(_Recorder(), adapter.taps):
             model(pixel_values)
+
+
+def test_unrolled_tokens_match_a_gradcam_rerolled_by_the_model():
+    """Hiera's first stage keeps its tokens in unrolled mask-unit order: the package's Grad-CAM there equals one
+    computed on the raw tokens and put on the grid by the model's own ``reroll``."""
+    model, processor = zoo.build_tiny("hiera")
+    layer = "hiera.encoder.stages.0"
+    explainer = IIAExplainer(model, processor, method="gradcam", layer=layer, progress=False)
+    assert explainer.adapter._points[layer].order, "the first stage's tokens should be out of raster order"
+    pixel_values = explainer.preprocess(_images()[:1])[0].float()
+    ours = explainer.attribute(pixel_values, target=0)
+    captured = {}
+
+    def keep(_module, _args, output):
+        output[0].retain_grad()
+        captured["a"] = output[0]
+
+    handle = model.get_submodule(layer).register_forward_hook(keep)
+    try:
+        model(pixel_values).logits[:, 0].sum().backward()
+    finally:
+        handle.remove()
+    activation, gradient = captured["a"].detach(), captured["a"].grad  # [B, T, C], unrolled order
+    cam = (gradient.mean(dim=1, keepdim=True) * activation).sum(-1).clamp_min(0)  # [B, T]
+    with torch.no_grad():
+        cam = model.hiera.encoder.reroll(cam.unsqueeze(-1), stage_idx=0).squeeze(-1)  # [B, h, w], the model's grid
+    expected = _upsampled(cam, pixel_values.shape[2:])
+    correlation = torch.corrcoef(torch.stack([ours.flatten(), expected.flatten()]))[0, 1]
+    assert correlation >= 0.99, f"Pearson {correlation:.3f} against the Grad-CAM rerolled by Hiera"

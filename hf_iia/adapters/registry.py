@@ -63,8 +63,6 @@ REFUSED: dict[str, str] = {
     "spatial_shapes (NaFlex), not images [B, C, H, W]; the patch grid per image is not established yet",
     "perceiver": "it reads the image into a latent array by cross-attention: neither a spatial stage nor self-attention "
     "over patch tokens exists to integrate over",
-    "hiera": "its tokens are kept in Hiera's unrolled mask-unit order, not raster order, so a token grid read from "
-    "them would be scrambled",
     "dinat": "its neighbourhood attention needs the natten package's 2-D kernels, which no installable natten "
     "release for this torch provides, so it was never run here",
     "pvt": "its last stage carries a class token and its position embeddings fix the input size, so no layout of the "
