@@ -65,9 +65,12 @@ REFUSED: dict[str, str] = {
     "over patch tokens exists to integrate over",
     "dinat": "its neighbourhood attention needs the natten package's 2-D kernels, which no installable natten "
     "release for this torch provides, so it was never run here",
-    "pvt": "its last stage carries a class token and its position embeddings fix the input size, so no layout of the "
-    "stage the head reads is established",
-    "pvt_v2": "its hidden_states are reshaped copies that no module returns, so no stage is established from evidence",
+    "pvt": "its position embeddings fix the input size and its last stage (what the head reads) carries a class "
+    "token, so that stage has no grid; the first stage's tokens have one, but the encoder reshapes them with the "
+    "batch size read once from pixel_values, so that stage cannot carry the integration points' extra rows",
+    "pvt_v2": "its hidden_states are reshaped copies no module returns; the token outputs of each stage's "
+    "layer_norm equal them after a raster reshape, but the encoder reshapes every stage with the batch size read "
+    "once from pixel_values, so a stage cannot carry the integration points' extra rows",
 }
 """``config.model_type`` -> why it is refused (unless ``layer=`` names a module to explain as activations)."""
 
