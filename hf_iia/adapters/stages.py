@@ -1,7 +1,7 @@
 """Stage outputs of any Hugging Face vision backbone, found from evidence and read in their own layout.
 
 Covers convolutional nets (bit, efficientnet, mobilenet, regnet, ...) and hierarchical
-token / windowed-attention models (swin, pvt, segformer, mobilevit, ...): IIA integrates
+token / windowed-attention models (swin, hiera, segformer, mobilevit, ...): IIA integrates
 their stage outputs as activations, with the CNN family's integrand and presets.
 
 How the stages are found (no per-type module names): one probe forward of the base model
