@@ -299,17 +299,17 @@ def find_stages(model: nn.Module) -> tuple[dict[str, StagePoint], str | None, di
         except LayerNotFoundError as error:
             refused[name] = str(error)
             continue
-        order = None
+        raster: tuple[int, ...] | None = ()  # the token at each raster position; () = raster order
         position = next((k for k, item in enumerate(hidden) if item is tensor), len(reshaped))
         if layout == "tokens" and position < len(reshaped):
-            order = token_order(tensor, reshaped[position], size)
-            if order is None:
+            raster = token_order(tensor, reshaped[position], size)
+            if raster is None:
                 refused[name] = (
                     f"the tokens of {name!r} equal the model's reshaped_hidden_states[{position}] under no "
                     "reordering, so their grid is not established"
                 )
                 continue
-        point = StagePoint(model.get_submodule(name), index=index, layout=layout, order=order or None)
+        point = StagePoint(model.get_submodule(name), index=index, layout=layout, order=raster or None)
         found[name] = (point, tensor)
         if tensor is last:
             default = name

@@ -29,8 +29,8 @@ import contextlib
 import importlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from contextvars import ContextVar
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -362,7 +362,7 @@ class HookedViTAdapter(ViTAdapter):
 
     @contextlib.contextmanager
     def _hooked(self, run: TapRun, active: Sequence[str]) -> Iterator[None]:
-        handles = []
+        handles: list[torch.utils.hooks.RemovableHandle] = []
         with self.explicit_attention(), hooks_removed_on_exit(handles):
             for tap, block, dropout in zip(self._taps, self.blocks, self.dropouts):
                 if tap in active:
@@ -428,8 +428,9 @@ def vit_adapter(model: nn.Module, layer: LayerSpec) -> ViTAdapter:
             f"cannot find the transformer blocks of {type(model).__name__} (looked for {list(BLOCK_PATHS)})"
         )
     vision = _vision_config(model)
-    common = dict(readout=READOUTS[model.config.model_type](model), patch_size=vision.patch_size, image_size=vision.image_size)
-    hooked = HOOKED_ATTENTION.get(model.config.model_type)
+    model_type = str(model.config.model_type)
+    common = dict(readout=READOUTS[model_type](model), patch_size=vision.patch_size, image_size=vision.image_size)
+    hooked = HOOKED_ATTENTION.get(model_type)
     if hooked is None:
         return ViTAdapter(model, layer, blocks=blocks, **common)
     attentions = [block.get_submodule(hooked.attention) for block in blocks]
