@@ -15,10 +15,11 @@ import pytest
 import torch
 from PIL import Image
 
-from hf_iia import IIAExplainer, UnsupportedModelError
+from hf_iia import AttentionNotReachableError, IIAExplainer, UnsupportedModelError
 from hf_iia import testing as zoo
 from hf_iia.adapters.registry import REFUSED, supported_model_types
 from hf_iia.adapters.stages import StageAdapter
+from hf_iia.adapters.vit import HookedViTAdapter
 
 TYPES = [t for t in zoo.IMAGE_CLASSIFICATION_TYPES if t not in zoo.SKIP_REASONS]
 EXPLAINED = [t for t in TYPES if t not in REFUSED]
@@ -104,8 +105,12 @@ def _hand_gradcam(model: torch.nn.Module, module: torch.nn.Module, side: str, pi
     logits[:, target].sum().backward()
     activation, gradient = to_nchw(captured["a"].detach()), to_nchw(captured["a"].grad)
     cam = (gradient.mean(dim=(2, 3), keepdim=True) * activation).sum(dim=1).clamp_min(0)
-    cam = torch.nn.functional.interpolate(cam.unsqueeze(1), size=pixel_values.shape[2:], mode="bicubic",
-                                          align_corners=False).squeeze(1)
+    return _upsampled(cam, pixel_values.shape[2:])
+
+
+def _upsampled(cam: torch.Tensor, size) -> torch.Tensor:
+    """A ``[B, h, w]`` Grad-CAM brought to the input ``size`` and min-max normalised, as the package does."""
+    cam = torch.nn.functional.interpolate(cam.unsqueeze(1), size=size, mode="bicubic", align_corners=False).squeeze(1)
     flat = cam.flatten(1)
     low, high = flat.min(1).values.view(-1, 1, 1), flat.max(1).values.view(-1, 1, 1)
     return (cam - low) / (high - low)
@@ -114,7 +119,7 @@ def _hand_gradcam(model: torch.nn.Module, module: torch.nn.Module, side: str, pi
 @pytest.mark.parametrize(
     "kind, name",
     [("hf", "swin"), ("hf", "swinv2"), ("hf", "donut-swin"), ("hf", "focalnet"), ("hf", "segformer"),
-     ("timm", "swin_tiny_patch4_window7_224")],
+     ("hf", "hgnet_v2"), ("timm", "swin_tiny_patch4_window7_224")],  # hgnet_v2: stages read off the classifier's own output
 )
 def test_layouts_match_a_hand_written_gradcam(kind, name):
     model, processor = zoo.build_tiny(name) if kind == "hf" else zoo.build_tiny_timm(name)
@@ -141,3 +146,67 @@ def test_layouts_match_a_hand_written_gradcam(kind, name):
     correlation = torch.corrcoef(torch.stack([ours.flatten(), expected.flatten()]))[0, 1]
     assert correlation >= 0.99, f"{name}: Pearson {correlation:.3f} against the hand-written Grad-CAM"
 
+
+
+class _Recorder:
+    """A TapRun that substitutes nothing and records what reaches each tap."""
+
+    def __init__(self) -> None:
+        self.seen: list[torch.Tensor] = []
+
+    def expand(self, tap, *tensors):
+        return tensors
+
+    def represent(self, tap, rep):
+        self.seen.append(rep.detach())
+        return rep
+
+
+def test_hooked_attention_sees_probabilities_and_refuses_other_tensors():
+    model, processor = zoo.build_tiny("data2vec-vision")  # loads with SDPA attention, which never forms the probabilities
+    attention_class = type(model.data2vec_vision.encoder.layer[0].attention.attention)
+    adapter = IIAExplainer(model, processor, progress=False).adapter
+    assert isinstance(adapter, HookedViTAdapter)
+    pixel_values = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        plain = model(pixel_values).logits
+        recorder = _Recorder()
+        with adapter.installed(recorder, adapter.taps):
+            hooked = model(pixel_values).logits
+    assert [p.shape for p in recorder.seen] == [(2, 2, 17, 17)] * len(adapter.taps)  # [N, heads, 1 + 4x4, 1 + 4x4]
+    assert all(torch.allclose(p.sum(-1), torch.ones(())) for p in recorder.seen)
+    assert torch.allclose(hooked, plain, atol=1e-5), "the eager attention does not compute what SDPA computes"
+    assert type(model.data2vec_vision.encoder.layer[0].attention.attention) is attention_class
+    adapter.dropouts = [block.attention.output.dropout for block in adapter.blocks]  # hidden states, not probabilities
+    with pytest.raises(AttentionNotReachableError, match="rows summing to 1"), torch.no_grad():
+        with adapter.installed(_Recorder(), adapter.taps):
+            model(pixel_values)
+
+
+def test_unrolled_tokens_match_a_gradcam_rerolled_by_the_model():
+    """Hiera's first stage keeps its tokens in unrolled mask-unit order: the package's Grad-CAM there equals one
+    computed on the raw tokens and put on the grid by the model's own ``reroll``."""
+    model, processor = zoo.build_tiny("hiera")
+    layer = "hiera.encoder.stages.0"
+    explainer = IIAExplainer(model, processor, method="gradcam", layer=layer, progress=False)
+    assert explainer.adapter._points[layer].order, "the first stage's tokens should be out of raster order"
+    pixel_values = explainer.preprocess(_images()[:1])[0].float()
+    ours = explainer.attribute(pixel_values, target=0)
+    captured = {}
+
+    def keep(_module, _args, output):
+        output[0].retain_grad()
+        captured["a"] = output[0]
+
+    handle = model.get_submodule(layer).register_forward_hook(keep)
+    try:
+        model(pixel_values).logits[:, 0].sum().backward()
+    finally:
+        handle.remove()
+    activation, gradient = captured["a"].detach(), captured["a"].grad  # [B, T, C], unrolled order
+    cam = (gradient.mean(dim=1, keepdim=True) * activation).sum(-1).clamp_min(0)  # [B, T]
+    with torch.no_grad():
+        cam = model.hiera.encoder.reroll(cam.unsqueeze(-1), stage_idx=0).squeeze(-1)  # [B, h, w], the model's grid
+    expected = _upsampled(cam, pixel_values.shape[2:])
+    correlation = torch.corrcoef(torch.stack([ours.flatten(), expected.flatten()]))[0, 1]
+    assert correlation >= 0.99, f"Pearson {correlation:.3f} against the Grad-CAM rerolled by Hiera"

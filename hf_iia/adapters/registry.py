@@ -63,19 +63,14 @@ REFUSED: dict[str, str] = {
     "spatial_shapes (NaFlex), not images [B, C, H, W]; the patch grid per image is not established yet",
     "perceiver": "it reads the image into a latent array by cross-attention: neither a spatial stage nor self-attention "
     "over patch tokens exists to integrate over",
-    "data2vec-vision": "its attention does not go through transformers' AttentionInterface and its hidden states carry "
-    "a class token, so neither the attention nor a spatial layout is established",
-    "hiera": "its tokens are kept in Hiera's unrolled mask-unit order, not raster order, so a token grid read from "
-    "them would be scrambled",
     "dinat": "its neighbourhood attention needs the natten package's 2-D kernels, which no installable natten "
     "release for this torch provides, so it was never run here",
-    "pvt": "its last stage carries a class token and its position embeddings fix the input size, so no layout of the "
-    "stage the head reads is established",
-    "pvt_v2": "its hidden_states are reshaped copies that no module returns, so no stage is established from evidence",
-    "hgnet_v2": "its classifier returns no hidden_states, so no stage is established from evidence",
-    "pp_lcnet": "its classifier returns no hidden_states, so no stage is established from evidence",
-    "mobilevit": "on every stage the maps of the test models were all zero; the representation is not established",
-    "mobilevitv2": "on every stage the maps of the test models were all zero; the representation is not established",
+    "pvt": "its position embeddings fix the input size and its last stage (what the head reads) carries a class "
+    "token, so that stage has no grid; the first stage's tokens have one, but the encoder reshapes them with the "
+    "batch size read once from pixel_values, so that stage cannot carry the integration points' extra rows",
+    "pvt_v2": "its hidden_states are reshaped copies no module returns; the token outputs of each stage's "
+    "layer_norm equal them after a raster reshape, but the encoder reshapes every stage with the batch size read "
+    "once from pixel_values, so a stage cannot carry the integration points' extra rows",
 }
 """``config.model_type`` -> why it is refused (unless ``layer=`` names a module to explain as activations)."""
 

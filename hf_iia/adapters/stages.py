@@ -1,7 +1,7 @@
 """Stage outputs of any Hugging Face vision backbone, found from evidence and read in their own layout.
 
 Covers convolutional nets (bit, efficientnet, mobilenet, regnet, ...) and hierarchical
-token / windowed-attention models (swin, pvt, segformer, mobilevit, ...): IIA integrates
+token / windowed-attention models (swin, hiera, segformer, mobilevit, ...): IIA integrates
 their stage outputs as activations, with the CNN family's integrand and presets.
 
 How the stages are found (no per-type module names): one probe forward of the base model
@@ -15,7 +15,11 @@ How the layout is known (never guessed): on the non-square probe input ``H != W`
 stage tensor is ``[B, C, h, w]`` if its last two sizes are ``H / s, W / s`` for one stride
 ``s``, ``[B, h, w, C]`` if sizes 1 and 2 are, and tokens ``[B, h * w, C]`` if its
 length is ``(H / s) * (W / s)``. A tensor that fits none or several readings is not
-offered as a stage; naming it with ``layer=`` is refused with that reason. At run time
+offered as a stage; naming it with ``layer=`` is refused with that reason. Where the model
+also returns ``reshaped_hidden_states`` (its own spatial reading of each token stage), the
+token order is read from them: the permutation that makes the stage's tokens *equal* the
+reshaped grid (Hiera keeps its tokens in an unrolled mask-unit order); a token stage that
+matches under no permutation is refused. At run time
 the adapter hands the engine every stage in ``[B, C, h, w]`` and puts the substituted
 tensor back in the model's own layout, so integrands, Grad-CAM and the channel-sum map
 never see another layout.
@@ -81,30 +85,63 @@ def infer_layout(shape: Sequence[int], input_size: tuple[int, int]) -> str:
     return fits[0]
 
 
-def to_channels_first(tensor: torch.Tensor, layout: str, grid: tuple[int, int]) -> torch.Tensor:
-    """``tensor`` in ``layout`` -> ``[B, C, h, w]``."""
+def to_channels_first(
+    tensor: torch.Tensor, layout: str, grid: tuple[int, int], order: Sequence[int] | None = None
+) -> torch.Tensor:
+    """``tensor`` in ``layout`` -> ``[B, C, h, w]``; ``order`` (tokens only): token ``order[j]`` is raster position ``j``."""
     if layout == "NHWC":
         return tensor.permute(0, 3, 1, 2)
     if layout == "tokens":
+        if order is not None:
+            tensor = tensor[:, list(order)]
         return tensor.transpose(1, 2).reshape(tensor.shape[0], tensor.shape[2], *grid)
     return tensor
 
 
-def from_channels_first(tensor: torch.Tensor, layout: str) -> torch.Tensor:
+def from_channels_first(tensor: torch.Tensor, layout: str, order: Sequence[int] | None = None) -> torch.Tensor:
     """``[B, C, h, w]`` -> ``layout`` (the inverse of :func:`to_channels_first`)."""
     if layout == "NHWC":
         return tensor.permute(0, 2, 3, 1)
     if layout == "tokens":
-        return tensor.flatten(2).transpose(1, 2)
+        tokens = tensor.flatten(2).transpose(1, 2)
+        if order is not None:
+            tokens = tokens[:, torch.argsort(torch.tensor(order, device=tokens.device))]
+        return tokens
     return tensor
+
+
+def token_order(tokens: torch.Tensor, reshaped: torch.Tensor, input_size: tuple[int, int]) -> tuple[int, ...] | None:
+    """The order that reads ``tokens`` ``[B, T, C]`` as the model's own grid ``reshaped`` (a
+    ``reshaped_hidden_states`` entry, in a layout established from its shape): ``order[j]`` is the token at
+    raster position ``j``, verified by exact equality. ``()`` for raster order; ``None`` when no permutation
+    makes the two equal (or ``reshaped``'s layout is not established)."""
+    try:
+        layout = infer_layout(reshaped.shape, input_size)
+    except LayerNotFoundError:
+        return None
+    grid = grid_of(reshaped.shape, layout, input_size)
+    raster = to_channels_first(reshaped, layout, grid).flatten(2).transpose(1, 2)  # type: ignore[arg-type]
+    if raster.shape != tokens.shape:
+        return None
+    # Sort both by a random projection of their feature vectors to pair them; the equality check below
+    # establishes the pairing, whatever the projection.
+    projection = torch.randn(tokens.shape[2], 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    keys = [x[0].detach().double().cpu() @ projection for x in (tokens, raster)]
+    order = torch.empty(tokens.shape[1], dtype=torch.long)
+    order[keys[1].squeeze(1).argsort()] = keys[0].squeeze(1).argsort()
+    if not torch.equal(tokens[:, order.to(tokens.device)], raster):
+        return None
+    return () if torch.equal(order, torch.arange(len(order))) else tuple(order.tolist())
 
 
 @dataclass(frozen=True)
 class StagePoint(TapPoint):
-    """A stage: the module, which element of its output tuple (``None``: the output itself) and its layout."""
+    """A stage: the module, which element of its output tuple (``None``: the output itself), its layout and (tokens
+    kept out of raster order) the token at each raster position."""
 
     index: int | None = None
     layout: str = "NCHW"
+    order: tuple[int, ...] | None = None
 
 
 class StageAdapter(CNNAdapter):
@@ -154,8 +191,13 @@ class StageAdapter(CNNAdapter):
             expanded = run.expand(tap, *(items[i] for i in batched))
             for i, item in zip(batched, expanded):
                 items[i] = item
-            rep = run.represent(tap, to_channels_first(items[position], point.layout, grid))
-            items[position] = from_channels_first(rep, point.layout)
+            if point.order is not None and tensor.shape[1] != len(point.order):
+                raise LayerNotFoundError(
+                    f"layer {tap!r} has {tensor.shape[1]} tokens, but their order was established for "
+                    f"{len(point.order)}; pass inputs of the size the model was built for"
+                )
+            rep = run.represent(tap, to_channels_first(items[position], point.layout, grid, point.order))
+            items[position] = from_channels_first(rep, point.layout, point.order)
             return tuple(items) if tupled else items[0]
 
         return hook
@@ -172,7 +214,8 @@ def _probe_sizes(model: nn.Module) -> list[tuple[int, int]]:
 @dataclass
 class _Probe:
     """What one probe forward saw: every module's tensor outputs in hook order, call counts, the base model's
-    output (``hidden_states``, ``last_hidden_state``) and the logits."""
+    output (``hidden_states``, ``last_hidden_state``; the classifier's own output when it has no base module)
+    and the logits."""
 
     seen: list[tuple[str, int | None, torch.Tensor]]
     calls: dict[str, int]
@@ -203,9 +246,10 @@ def _probe(model: nn.Module, base: nn.Module, size: tuple[int, int]) -> _Probe:
 
     handles = [module.register_forward_hook(record) for module in names]
     with hooks_removed_on_exit(handles), torch.enable_grad():
-        logits = extract_logits(model(probe, output_hidden_states=True))
-    base_output = outputs[-1] if outputs else None
-    return _Probe(seen, calls, base_output, logits)
+        result = model(probe, output_hidden_states=True)
+    # With no base module (HGNetV2, PPLCNet keep their stages on the classifier itself) the classifier's own
+    # output carries the hidden_states.
+    return _Probe(seen, calls, outputs[-1] if outputs else result, extract_logits(result))
 
 
 def find_stages(model: nn.Module) -> tuple[dict[str, StagePoint], str | None, dict[str, str]]:
@@ -221,7 +265,7 @@ def find_stages(model: nn.Module) -> tuple[dict[str, StagePoint], str | None, di
     """
     base = getattr(model, getattr(model, "base_model_prefix", ""), None)
     if not isinstance(base, nn.Module):
-        base = model  # the classifier's own output has hidden_states too (no last_hidden_state: the last stage is the default)
+        base = model  # the classifier's own output has the hidden_states (its last_hidden_state, if any, is not a stage)
     failure: Exception | None = None
     with evaluation_mode(model):
         for size in _probe_sizes(model):
@@ -235,8 +279,9 @@ def find_stages(model: nn.Module) -> tuple[dict[str, StagePoint], str | None, di
                 f"probing {type(model).__name__} for its stages failed ({type(failure).__name__}: {failure}); "
                 "pass layer="
             ) from failure
-    output = probe.base_output if probe.base_output is not None else probe.logits
+    output = probe.base_output
     hidden = [*(getattr(output, "hidden_states", None) or ())]
+    reshaped = [*(getattr(output, "reshaped_hidden_states", None) or ())]
     last = getattr(output, "last_hidden_state", None)
     found: dict[str, tuple[StagePoint, torch.Tensor]] = {}
     refused: dict[str, str] = {}
@@ -254,7 +299,18 @@ def find_stages(model: nn.Module) -> tuple[dict[str, StagePoint], str | None, di
         except LayerNotFoundError as error:
             refused[name] = str(error)
             continue
-        found[name] = (StagePoint(model.get_submodule(name), index=index, layout=layout), tensor)
+        raster: tuple[int, ...] | None = ()  # the token at each raster position; () = raster order
+        position = next((k for k, item in enumerate(hidden) if item is tensor), len(reshaped))
+        if layout == "tokens" and position < len(reshaped):
+            raster = token_order(tensor, reshaped[position], size)
+            if raster is None:
+                refused[name] = (
+                    f"the tokens of {name!r} equal the model's reshaped_hidden_states[{position}] under no "
+                    "reordering, so their grid is not established"
+                )
+                continue
+        point = StagePoint(model.get_submodule(name), index=index, layout=layout, order=raster or None)
+        found[name] = (point, tensor)
         if tensor is last:
             default = name
     tensors = [tensor for _, tensor in found.values()]
@@ -312,9 +368,13 @@ def select_stages(
 
 
 STAGE_MODEL_TYPES = (
-    "bit", "cvt", "donut-swin", "efficientnet", "focalnet", "levit", "mobilenet_v1", "mobilenet_v2", "poolformer",
-    "regnet", "segformer", "swiftformer", "swin", "swinv2", "textnet",
+    "bit", "cvt", "donut-swin", "efficientnet", "focalnet", "hgnet_v2", "hiera", "levit", "mobilenet_v1", "mobilenet_v2", "mobilevit", "mobilevitv2",
+    "poolformer",
+    "pp_lcnet", "regnet", "segformer", "swiftformer", "swin", "swinv2", "textnet",
 )
 register_adapter(*STAGE_MODEL_TYPES)(stage_adapter)
 
-__all__ = ["STAGE_MODEL_TYPES", "StageAdapter", "StagePoint", "find_stages", "infer_layout", "select_stages", "stage_adapter"]
+__all__ = [
+    "STAGE_MODEL_TYPES", "StageAdapter", "StagePoint", "find_stages", "infer_layout", "select_stages", "stage_adapter",
+    "token_order",
+]

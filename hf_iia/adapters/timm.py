@@ -3,7 +3,7 @@
 ViT-like (``VisionTransformer``, ``VisionTransformerDistilled``, ``Eva``, ... : ``blocks`` whose
 ``attn`` has an ``attn_drop`` module and a ``fused_attn`` switch): fused attention is turned
 off for the call (and restored), and a hook on each block's ``attn_drop`` hands the attention
-probabilities ``[N, heads, T, T]`` to the engine. The rows the head reads follow timm's own
+probabilities ``[N, heads, T, T]`` to the engine (:class:`~hf_iia.adapters.vit.HookedViTAdapter`). The rows the head reads follow timm's own
 pooling: ``global_pool="token"`` reads the class token (and the distillation token of a
 distilled model, whose two heads are averaged in eval), ``"avg"`` the mean of the tokens after
 the ``num_prefix_tokens`` (class and register tokens). Other poolings (attention pooling
@@ -24,10 +24,10 @@ import torch
 from torch import nn
 
 from ..errors import AttentionNotReachableError, IIAError, LayerNotFoundError, UnsupportedModelError
-from .base import LayerSpec, TapRun, evaluation_mode, hooks_removed_on_exit
+from .base import LayerSpec, evaluation_mode, hooks_removed_on_exit
 from .registry import register_adapter
 from .stages import StageAdapter, StagePoint, infer_layout, select_stages
-from .vit import Readout, ViTAdapter, _expand_hook
+from .vit import HookedViTAdapter, Readout, ViTAdapter
 
 PREFIX = "timm_model."
 
@@ -60,25 +60,17 @@ def _readout(timm_model: nn.Module) -> Readout:
     )
 
 
-class TimmViTAdapter(ViTAdapter):
+class TimmViTAdapter(HookedViTAdapter):
     """A ViT-like timm model: attention probabilities reached at each block's ``attn.attn_drop``."""
 
-    def installed(self, run: TapRun, active: Sequence[str]) -> contextlib.AbstractContextManager[None]:
-        return self._timm_installed(run, active)
-
     @contextlib.contextmanager
-    def _timm_installed(self, run: TapRun, active: Sequence[str]) -> Iterator[None]:
-        handles = []
+    def explicit_attention(self) -> Iterator[None]:
+        """Fused attention off for the call: the unfused path computes the probabilities that attn_drop sees."""
         fused = [(block.attn, block.attn.fused_attn) for block in self.blocks]
         try:
             for attention, _ in fused:
-                attention.fused_attn = False  # the unfused path computes the probabilities that attn_drop sees
-            with hooks_removed_on_exit(handles):
-                for tap, block in zip(self.taps, self.blocks):
-                    if tap in active:
-                        handles.append(block.register_forward_pre_hook(_expand_hook(run, tap), with_kwargs=True))
-                        handles.append(block.attn.attn_drop.register_forward_hook(_probabilities_hook(run, tap)))
-                yield
+                attention.fused_attn = False
+            yield
         finally:
             for attention, flag in fused:
                 attention.fused_attn = flag
@@ -88,13 +80,6 @@ class TimmViTAdapter(ViTAdapter):
             f"the attention probabilities of {list(taps)} never reached attn.attn_drop in "
             f"{type(self.model.timm_model).__name__}; pass layer= the dotted name of a block to explain its output"
         )
-
-
-def _probabilities_hook(run: TapRun, tap: str):
-    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-        return run.represent(tap, output)
-
-    return hook
 
 
 def _candidates(model: nn.Module) -> dict[str, StagePoint]:
@@ -180,7 +165,7 @@ def timm_adapter(model: nn.Module, layer: LayerSpec) -> ViTAdapter | StageAdapte
     if blocks is not None and (not isinstance(layer, str) or layer in block_names):
         embed = timm_model.patch_embed
         return TimmViTAdapter(
-            model, layer, blocks=blocks, readout=_readout(timm_model),
+            model, layer, blocks=blocks, dropouts=[block.attn.attn_drop for block in blocks], readout=_readout(timm_model),
             patch_size=embed.patch_size[0], image_size=tuple(embed.img_size),
         )
     candidates = _candidates(model)

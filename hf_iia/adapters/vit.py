@@ -15,15 +15,22 @@ distillation heads; BEiT mean-pools the patch tokens; DINOv2 concatenates the CL
 and the patch mean (registers sit between them and are never part of the grid); CLIP
 mean-pools the patch tokens; SigLIP and I-JEPA mean-pool every token (no CLS). The
 rollout's relevance is read with those weights, so the map explains what the head uses.
+
+Types whose attention does not go through AttentionInterface (:data:`HOOKED_ATTENTION`,
+e.g. data2vec-vision) are reached by :class:`HookedViTAdapter` instead: a forward hook on
+the dropout module each block applies to its softmax output receives the probabilities
+(checked to be ``[N, heads, T, T]`` rows summing to 1, else refused) and returns the tensor
+the values are multiplied by. The timm adapter reaches timm ViTs the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from contextvars import ContextVar
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -154,13 +161,17 @@ def _vision_config(model: nn.Module) -> object:
     return getattr(config, "vision_config", None) or config
 
 
+def _mean_pooling_or_cls(model: nn.Module) -> Readout:
+    """BEiT's pooler: the mean of the patch tokens when ``config.use_mean_pooling``, else the CLS token."""
+    return Readout(rows=(), pooled="patches") if model.config.use_mean_pooling else Readout()
+
+
 READOUTS: dict[str, Callable[[nn.Module], Readout]] = {
     "vit": lambda model: Readout(),
     "vit_msn": lambda model: Readout(),
     "deit": lambda model: Readout(prefix=2, rows=(0, 1) if hasattr(model, "distillation_classifier") else (0,)),
-    "beit": lambda model: (
-        Readout(rows=(), pooled="patches") if model.config.use_mean_pooling else Readout()
-    ),
+    "beit": _mean_pooling_or_cls,
+    "data2vec-vision": _mean_pooling_or_cls,
     "dinov2": lambda model: Readout(pooled="patches"),
     "dinov2_with_registers": lambda model: Readout(prefix=1 + model.config.num_register_tokens, pooled="patches"),
     "clip": lambda model: Readout(rows=(), pooled="patches"),
@@ -169,6 +180,36 @@ READOUTS: dict[str, Callable[[nn.Module], Readout]] = {
     "ijepa": lambda model: Readout(prefix=0, rows=(), pooled="all"),
 }
 """``config.model_type`` -> the tokens its ``...ForImageClassification`` head reads (read from each modeling file)."""
+
+@dataclass(frozen=True)
+class HookedAttention:
+    """Where a block's attention probabilities are hooked when its attention bypasses AttentionInterface.
+
+    Attributes:
+        attention: dotted path, from the block, of its self-attention module.
+        dropout: dotted path, from that module, of the dropout it applies to the softmax output
+            ``[N, heads, T, T]`` right before multiplying the values.
+        eager: ``(module, class name)`` of the eager self-attention class, whose forward forms the probabilities
+            and calls that dropout. A subclass that does not (the SDPA variant, which overrides only ``forward``)
+            runs as this class for the duration of a call.
+    """
+
+    attention: str
+    dropout: str
+    eager: tuple[str, str]
+
+    def eager_class(self) -> type[nn.Module]:
+        return getattr(importlib.import_module(self.eager[0]), self.eager[1])
+
+
+HOOKED_ATTENTION: dict[str, HookedAttention] = {
+    "data2vec-vision": HookedAttention(
+        "attention.attention", "dropout",
+        ("transformers.models.data2vec.modeling_data2vec_vision", "Data2VecVisionSelfAttention"),
+    ),
+}
+"""``config.model_type`` -> where its attention probabilities are hooked (types of :data:`READOUTS` whose
+attention does not go through AttentionInterface; read from each modeling file)."""
 
 BLOCK_PATHS = ("layers", "encoder.layer", "encoder.layers", "vision_model.encoder.layers")
 """Where the transformer blocks of the supported types live, relative to the base model."""
@@ -301,8 +342,81 @@ class ViTAdapter(AttentionAdapter):
         return relevance.reshape(-1, height, width)
 
 
+class HookedViTAdapter(ViTAdapter):
+    """Attention probabilities reached by a forward hook on the dropout module each block applies to them.
+
+    ``dropouts[i]`` is block ``i``'s dropout on its softmax output. :meth:`explicit_attention` makes every block
+    form its probabilities explicitly for the call (an eager class instead of SDPA); each hook checks that it
+    sees probabilities ``[N, heads, T, T]`` (rows summing to 1) and refuses otherwise.
+    """
+
+    def __init__(self, model: nn.Module, layer: LayerSpec, *, dropouts: Sequence[nn.Module], eager: type[nn.Module] | None = None,
+                 attentions: Sequence[nn.Module] = (), **kwargs: object) -> None:
+        super().__init__(model, layer, **kwargs)  # type: ignore[arg-type]
+        self.dropouts = list(dropouts)
+        self._eager = eager
+        self._attentions = list(attentions)
+
+    def installed(self, run: TapRun, active: Sequence[str]) -> contextlib.AbstractContextManager[None]:
+        return self._hooked(run, active)
+
+    @contextlib.contextmanager
+    def _hooked(self, run: TapRun, active: Sequence[str]) -> Iterator[None]:
+        handles: list[torch.utils.hooks.RemovableHandle] = []
+        with self.explicit_attention(), hooks_removed_on_exit(handles):
+            for tap, block, dropout in zip(self._taps, self.blocks, self.dropouts):
+                if tap in active:
+                    handles.append(block.register_forward_pre_hook(_expand_hook(run, tap), with_kwargs=True))
+                    handles.append(dropout.register_forward_hook(probabilities_hook(run, tap)))
+            yield
+
+    @contextlib.contextmanager
+    def explicit_attention(self) -> Iterator[None]:
+        """Run every self-attention module as the eager class (it forms the probabilities); restore on exit."""
+        classes = [(module, type(module)) for module in self._attentions]
+        try:
+            for module, cls in classes:
+                if self._eager is not None and cls is not self._eager:
+                    if not issubclass(cls, self._eager):
+                        raise AttentionNotReachableError(
+                            f"{cls.__name__} is not a variant of {self._eager.__name__}, so its attention "
+                            "probabilities cannot be formed explicitly; pass layer="
+                        )
+                    module.__class__ = self._eager  # the SDPA subclass adds no state, only a forward that fuses the softmax
+            yield
+        finally:
+            for module, cls in classes:
+                module.__class__ = cls
+
+    def not_reached(self, taps: Sequence[str]) -> IIAError:
+        return AttentionNotReachableError(
+            f"the attention probabilities of {list(taps)} never reached the dropout module on the softmax output of "
+            f"{type(self.model).__name__}; pass layer= the dotted name of a module whose output is a feature map"
+        )
+
+
+def probabilities_hook(run: TapRun, tap: str) -> Callable[[nn.Module, tuple, torch.Tensor], torch.Tensor]:
+    """Forward hook on a dropout applied to attention probabilities: check them, hand them to ``run`` at ``tap``.
+
+    A tensor that is not ``[N, heads, T, T]`` with rows summing to 1 is not the probabilities (another module,
+    or dropout active in training mode): refused rather than integrated as if it were.
+    """
+
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        square = output.dim() == 4 and output.shape[-1] == output.shape[-2]
+        if not square or not torch.allclose(output.detach().sum(-1), output.new_ones(()), atol=1e-3):
+            raise AttentionNotReachableError(
+                f"the tensor hooked as the attention probabilities of {tap!r} ({list(output.shape)}) is not "
+                "[N, heads, T, T] with rows summing to 1; pass layer= a module whose output is a feature map"
+            )
+        return run.represent(tap, output)
+
+    return hook
+
+
 def vit_adapter(model: nn.Module, layer: LayerSpec) -> ViTAdapter:
-    """The adapter of a transformers model whose head reads the tokens in :data:`READOUTS`."""
+    """The adapter of a transformers model whose head reads the tokens in :data:`READOUTS` (through
+    :data:`HOOKED_ATTENTION` where its attention bypasses AttentionInterface)."""
     base = getattr(model, model.base_model_prefix, model)
     blocks = None
     for path in BLOCK_PATHS:
@@ -314,9 +428,15 @@ def vit_adapter(model: nn.Module, layer: LayerSpec) -> ViTAdapter:
             f"cannot find the transformer blocks of {type(model).__name__} (looked for {list(BLOCK_PATHS)})"
         )
     vision = _vision_config(model)
-    return ViTAdapter(
-        model, layer, blocks=blocks, readout=READOUTS[model.config.model_type](model),
-        patch_size=vision.patch_size, image_size=vision.image_size,
+    model_type = str(model.config.model_type)
+    common = dict(readout=READOUTS[model_type](model), patch_size=vision.patch_size, image_size=vision.image_size)
+    hooked = HOOKED_ATTENTION.get(model_type)
+    if hooked is None:
+        return ViTAdapter(model, layer, blocks=blocks, **common)
+    attentions = [block.get_submodule(hooked.attention) for block in blocks]
+    return HookedViTAdapter(
+        model, layer, blocks=blocks, attentions=attentions, eager=hooked.eager_class(),
+        dropouts=[attention.get_submodule(hooked.dropout) for attention in attentions], **common,
     )
 
 
