@@ -12,8 +12,9 @@ Covers Hugging Face ``resnet``, ``convnext``, ``convnextv2`` and any ``nn.Module
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -51,7 +52,7 @@ class CNNAdapter(FeatureMapAdapter):
     family = CNN
     upsample_mode = "bicubic"
 
-    def __init__(self, model: nn.Module, points: dict[str, TapPoint], levels: Sequence[str]) -> None:
+    def __init__(self, model: nn.Module, points: Mapping[str, TapPoint], levels: Sequence[str]) -> None:
         super().__init__(model)
         self._points = points
         self._levels = tuple(levels)
@@ -72,7 +73,7 @@ class CNNAdapter(FeatureMapAdapter):
 
     @contextlib.contextmanager
     def _hooks(self, run: TapRun, active: Sequence[str]) -> Iterator[None]:
-        handles = []
+        handles: list[torch.utils.hooks.RemovableHandle] = []
         with hooks_removed_on_exit(handles):
             for tap in active:
                 point = self._points[tap]
@@ -153,7 +154,7 @@ def _stage_adapter(
 
 def _stages(model: nn.Module, prefix: str) -> dict[str, TapPoint]:
     stages = model.get_submodule(prefix)
-    return {f"{prefix}.{i}": TapPoint(stage) for i, stage in enumerate(stages)}
+    return {f"{prefix}.{i}": TapPoint(stage) for i, stage in enumerate(cast(nn.ModuleList, stages))}
 
 
 @register_adapter("resnet")
@@ -168,7 +169,7 @@ class ConvNextAdapter(CNNAdapter):
     def check_input(self, pixel_values: torch.Tensor) -> None:
         super().check_input(pixel_values)
         config = self.model.config
-        smallest = int(config.patch_size) * 2 ** (int(config.num_stages) - 1)
+        smallest = int(config.patch_size) * 2 ** (int(config.num_stages) - 1)  # type: ignore[arg-type]
         if min(pixel_values.shape[2:]) < smallest:
             raise ImageInputError(
                 f"pixel_values is {pixel_values.shape[2]}x{pixel_values.shape[3]}; {type(self.model).__name__} needs "

@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -147,7 +148,7 @@ class StagePoint(TapPoint):
 class StageAdapter(CNNAdapter):
     """Stage outputs in any layout, handed to the engine channels-first (see the module docstring)."""
 
-    def __init__(self, model: nn.Module, points: dict[str, TapPoint], levels: Sequence[str]) -> None:
+    def __init__(self, model: nn.Module, points: Mapping[str, TapPoint], levels: Sequence[str]) -> None:
         super().__init__(model, points, levels)
         self._input_size: tuple[int, int] = (0, 0)
 
@@ -157,7 +158,7 @@ class StageAdapter(CNNAdapter):
 
     @contextlib.contextmanager
     def _hooks(self, run: TapRun, active: Sequence[str]) -> Iterator[None]:
-        handles = []
+        handles: list[torch.utils.hooks.RemovableHandle] = []
         with hooks_removed_on_exit(handles):
             for tap in active:
                 point = self._points[tap]
@@ -175,7 +176,7 @@ class StageAdapter(CNNAdapter):
 
         def hook(module: nn.Module, args: tuple, output: object) -> object:
             tupled = point.index is not None or point.side == "input"
-            items = list(output) if tupled else [output]  # type: ignore[call-overload]
+            items: list[Any] = list(output) if tupled else [output]
             position = point.index or 0
             tensor = items[position]
             if not isinstance(tensor, torch.Tensor):
@@ -293,7 +294,7 @@ def find_stages(model: nn.Module) -> tuple[dict[str, StagePoint], str | None, di
         if not producers:
             continue
         name = producers[-1][0]
-        index = min(i for n, i in producers if n == name) if producers[-1][1] is not None else None
+        index = min(i or 0 for n, i in producers if n == name) if producers[-1][1] is not None else None
         try:
             layout = infer_layout(tensor.shape, size)
         except LayerNotFoundError as error:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -47,7 +48,7 @@ def _attention_blocks(timm_model: nn.Module) -> list[nn.Module] | None:
 
 
 def _readout(timm_model: nn.Module) -> Readout:
-    prefix = int(timm_model.num_prefix_tokens)
+    prefix = int(timm_model.num_prefix_tokens)  # type: ignore[arg-type]
     pool = getattr(timm_model, "global_pool", None)
     distilled = getattr(timm_model, "dist_token", None) is not None
     if pool == "token":
@@ -127,7 +128,7 @@ def _establish_layouts(model: nn.Module, points: dict[str, StagePoint]) -> tuple
     failure: Exception | None = None
     for size in _probe_sizes(model):
         shapes.clear()
-        handles = []
+        handles: list[torch.utils.hooks.RemovableHandle] = []
         with evaluation_mode(model), hooks_removed_on_exit(handles):
             for name, point in points.items():
                 hook = recorder(name, point.side)
@@ -159,14 +160,14 @@ def _establish_layouts(model: nn.Module, points: dict[str, StagePoint]) -> tuple
 @register_adapter("timm_wrapper")
 def timm_adapter(model: nn.Module, layer: LayerSpec) -> ViTAdapter | StageAdapter:
     """timm models in ``TimmWrapperForImageClassification`` (see the module docstring)."""
-    timm_model = model.timm_model
+    timm_model = cast(nn.Module, model.timm_model)
     blocks = _attention_blocks(timm_model)
     block_names = {f"{PREFIX}blocks.{i}" for i in range(len(blocks or ()))} | {f"layers.{i}" for i in range(len(blocks or ()))}
     if blocks is not None and (not isinstance(layer, str) or layer in block_names):
         embed = timm_model.patch_embed
         return TimmViTAdapter(
             model, layer, blocks=blocks, dropouts=[block.attn.attn_drop for block in blocks], readout=_readout(timm_model),
-            patch_size=embed.patch_size[0], image_size=tuple(embed.img_size),
+            patch_size=embed.patch_size[0], image_size=tuple(embed.img_size),  # type: ignore[arg-type]
         )
     candidates = _candidates(model)
     if isinstance(layer, str) and not layer.startswith(PREFIX):

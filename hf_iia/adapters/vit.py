@@ -173,7 +173,7 @@ READOUTS: dict[str, Callable[[nn.Module], Readout]] = {
     "beit": _mean_pooling_or_cls,
     "data2vec-vision": _mean_pooling_or_cls,
     "dinov2": lambda model: Readout(pooled="patches"),
-    "dinov2_with_registers": lambda model: Readout(prefix=1 + model.config.num_register_tokens, pooled="patches"),
+    "dinov2_with_registers": lambda model: Readout(prefix=1 + int(model.config.num_register_tokens), pooled="patches"),  # type: ignore[arg-type]
     "clip": lambda model: Readout(rows=(), pooled="patches"),
     "metaclip_2": lambda model: Readout(rows=(), pooled="patches"),
     "siglip": lambda model: Readout(prefix=0, rows=(), pooled="all"),
@@ -432,7 +432,7 @@ def vit_adapter(model: nn.Module, layer: LayerSpec) -> ViTAdapter:
     common = dict(readout=READOUTS[model_type](model), patch_size=vision.patch_size, image_size=vision.image_size)
     hooked = HOOKED_ATTENTION.get(model_type)
     if hooked is None:
-        return ViTAdapter(model, layer, blocks=blocks, **common)
+        return ViTAdapter(model, layer, blocks=list(blocks), **common)
     attentions = [block.get_submodule(hooked.attention) for block in blocks]
     return HookedViTAdapter(
         model, layer, blocks=blocks, attentions=attentions, eager=hooked.eager_class(),
@@ -452,11 +452,11 @@ def _expand_hook(run: TapRun, tap: str):
         names = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.dim() and a.shape[0] == rows]
         keys = [k for k, v in kwargs.items() if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == rows]
         expanded = run.expand(tap, *(args[i] for i in names), *(kwargs[k] for k in keys))
-        args = list(args)
+        positional = list(args)
         for i, tensor in zip(names, expanded):
-            args[i] = tensor
+            positional[i] = tensor
         kwargs = {**kwargs, **dict(zip(keys, expanded[len(names) :]))}
-        return tuple(args), kwargs
+        return tuple(positional), kwargs
 
     return hook
 
