@@ -40,10 +40,16 @@ def _load() -> str:
 
 
 def _config(model_type: str) -> PretrainedConfig:
-    """The type's default config, at 224 px where it has an image size."""
+    """The type's default config, at 224 px where it has an image size, naming its classifier class."""
     from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
+
+    from hf_iia.testing import MODEL_CLASS
 
     config = AutoConfig.for_model(model_type)
+    names = MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES[model_type]
+    # from_config fails on a type with several classes (deit) unless the config names one: the zoo's choice, else the first
+    config.architectures = [MODEL_CLASS.get(model_type, names if isinstance(names, str) else names[0])]
     for part in (config, getattr(config, "vision_config", None)):
         image_size = getattr(part, "image_size", None)
         if isinstance(image_size, int):
