@@ -1,43 +1,76 @@
-"""Seconds per map and peak memory of IIA beside its floor, for ResNet-50 and ViT-B/16 (random weights).
+"""Seconds per map and peak memory of IIA beside its floor, for random-weight models at 224 px.
 
-Floors, measured in the same run on the same machine:
-- CNN: one no-grad batched forward pass of the image-path points (steps + 1 images)
-  through the network up to the explained layer (the last stage);
-- ViT: one batched forward + backward pass (gradient w.r.t. the input, no parameter
+Models (one table, :data:`MODELS`, built with ``AutoModelForImageClassification.from_config``):
+ResNet-50, ViT-B/16, Swin-T, DINOv2-S/14, BEiT-B/16, EfficientNet-B0 and MobileNetV2.
+
+Floors, measured in the same run on the same machine, by the family of the model's adapter:
+- CNN family (ResNet and the probed stage models): one no-grad batched forward pass of the
+  image-path points (input steps + 1 images) through the network up to the explained layer
+  (the default's deepest level), where the forward is stopped. The backward of the default
+  runs through the head only (the gradient is taken at the explained layer), so it is not
+  part of the floor;
+- ViT family: one batched forward + backward pass (gradient w.r.t. the input, no parameter
   gradients) of as many images as the default preset has integration points, with eager
   attention (IIA needs the attention probabilities); the same floor with the model's SDPA
   attention is shown too.
 
 Every case runs in a fresh subprocess so that peak memory is its own: on CPU the peak
 resident set size above the process's size before the case (``ru_maxrss``), on CUDA
-``torch.cuda.max_memory_allocated``. Time = median of ``--repeats`` runs after one warm-up.
+``torch.cuda.max_memory_allocated``. Time = median of ``--repeats`` runs after one warm-up;
+the explainer is built (and a stage model probed) before the timing.
 
-    python scripts/bench_speed.py                      # CPU, both models, both presets
+    python scripts/bench_speed.py                      # CPU, every model, both presets
+    python scripts/bench_speed.py --models swin-t mobilenet-v2 --presets default
     python scripts/bench_speed.py --device cuda --models vit-b16
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import resource
 import statistics
 import subprocess
 import sys
 import time
+from typing import Any
 
 import torch
+from torch import nn
 
-MODELS = ("resnet50", "vit-b16")
+MODELS: dict[str, tuple[str, dict[str, Any]]] = {
+    "resnet50": ("resnet", {"layer_type": "bottleneck", "depths": [3, 4, 6, 3]}),
+    "vit-b16": ("vit", {}),
+    "swin-t": ("swin", {}),  # SwinConfig defaults are swin-tiny
+    "dinov2-s": ("dinov2", {"hidden_size": 384, "num_hidden_layers": 12, "num_attention_heads": 6, "patch_size": 14,
+                            "image_size": 224}),
+    "beit-b": ("beit", {}),
+    # EfficientNetConfig defaults are B7; these are the B0 settings
+    "efficientnet-b0": ("efficientnet", {"width_coefficient": 1.0, "depth_coefficient": 1.0, "image_size": 224,
+                                         "hidden_dim": 1280, "dropout_rate": 0.2}),
+    "mobilenet-v2": ("mobilenet_v2", {}),
+}
+"""Benchmark name -> (``config.model_type``, keyword arguments of ``AutoConfig.for_model``), 1000 classes each."""
 
 
-def build(name: str, attention: str = "eager"):
-    from transformers import ResNetConfig, ResNetForImageClassification, ViTConfig, ViTForImageClassification
+def build(name: str, attention: str = "eager") -> nn.Module:
+    """The random-weight (seed 0) classifier ``name`` of :data:`MODELS`, with the ``attention`` implementation."""
+    from transformers import AutoConfig, AutoModelForImageClassification
 
+    model_type, kwargs = MODELS[name]
     torch.manual_seed(0)
-    if name == "resnet50":
-        return ResNetForImageClassification(ResNetConfig(layer_type="bottleneck", depths=[3, 4, 6, 3], num_labels=1000))
-    return ViTForImageClassification(ViTConfig(num_labels=1000, attn_implementation=attention))
+    config = AutoConfig.for_model(model_type, num_labels=1000, **kwargs)
+    return AutoModelForImageClassification.from_config(config, attn_implementation=attention)
+
+
+class _Reached(Exception):
+    """Raised by the CNN floor's hook once the explained layer has run: the floor's forward ends there."""
+
+
+def _stop(module: nn.Module, args: tuple, output: object) -> None:
+    raise _Reached
 
 
 def _sync(device: torch.device) -> None:
@@ -58,23 +91,24 @@ def run_case(model_name: str, case: str, device: str, dtype: str, repeats: int, 
     dtype = getattr(torch, dtype)
     model = build(model_name, "sdpa" if case == "floor-sdpa" else "eager").to(device, dtype).eval()
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0)).to(device, dtype)
+    explainer = IIAExplainer(model, preset="default" if case.startswith("floor") else case,
+                             internal_batch_size=internal_batch_size, progress=False)
+    family = explainer.family.name
     if case in ("default", "reference"):
-        explainer = IIAExplainer(model, preset=case, internal_batch_size=internal_batch_size, progress=False)
         points = explainer.spec.points_per_image
 
         def once():
             explainer.attribute(x, target=1)
-    elif model_name == "resnet50":  # floor: no-grad forward of the image-path points up to the last stage
-        points = 11
+    elif family == "cnn":  # floor: no-grad forward of the image-path points up to the explained layer
+        points = explainer.spec.input_path.points
         batch = torch.linspace(0, 1, points, device=device, dtype=dtype).view(-1, 1, 1, 1) * x
+        model.get_submodule(explainer.spec.levels[-1][0]).register_forward_hook(_stop)
 
         def once():
-            with torch.no_grad():
-                hidden = model.resnet.embedder(batch)
-                for stage in model.resnet.encoder.stages:
-                    hidden = stage(hidden)
+            with torch.no_grad(), contextlib.suppress(_Reached):
+                model(batch)
     else:  # floor: forward + backward (to the input) of as many images as the default preset has points
-        points = IIAExplainer(model, progress=False).spec.points_per_image
+        points = explainer.spec.points_per_image
         batch = (torch.linspace(0, 1, points, device=device, dtype=dtype).view(-1, 1, 1, 1) * x).requires_grad_()
 
         def once():
@@ -98,12 +132,13 @@ def run_case(model_name: str, case: str, device: str, dtype: str, repeats: int, 
         once()
         _sync(device)
         times.append(time.perf_counter() - start)
-    return {"seconds": statistics.median(times), "peak_mib": max(peak, 0) / 2**20, "points": points}
+    return {"seconds": statistics.median(times), "peak_mib": max(peak, 0) / 2**20, "points": points, "family": family}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--presets", nargs="+", default=["default", "reference"], choices=["default", "reference"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--repeats", type=int, default=3)
@@ -116,12 +151,13 @@ def main() -> None:
         return
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU x{torch.get_num_threads()} threads"
     print(f"device: {device_name}, dtype {args.dtype}, torch {torch.__version__}, median of {args.repeats}\n")
-    print("| model | case | internal_batch_size | points/map | s/map | x floor | peak MiB |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | case | internal_batch_size | points/map | s/map | x floor | peak MiB | load avg 1 min |")
+    print("|---|---|---|---|---|---|---|---|")
     for model_name in args.models:
-        floors = ["floor"] + (["floor-sdpa"] if model_name == "vit-b16" else [])
         results = {}
-        for case in floors + ["default", "reference"]:
+        for case in ["floor", "floor-sdpa", *args.presets]:
+            if case == "floor-sdpa" and results["floor"]["family"] != "vit":
+                continue
             for ibs in args.internal_batch_size if case in ("default", "reference") else args.internal_batch_size[:1]:
                 command = [sys.executable, __file__, "--case", case, "--model", model_name, "--device", args.device,
                            "--dtype", args.dtype, "--repeats", str(args.repeats), "--internal-batch-size", str(ibs)]
@@ -130,7 +166,7 @@ def main() -> None:
                 results.setdefault(case, result)
                 ratio = result["seconds"] / results["floor"]["seconds"]
                 print(f"| {model_name} | {case} | {ibs if case in ('default', 'reference') else '-'} | {result['points']} "
-                      f"| {result['seconds']:.3f} | {ratio:.2f} | {result['peak_mib']:.0f} |", flush=True)
+                      f"| {result['seconds']:.3f} | {ratio:.2f} | {result['peak_mib']:.0f} | {os.getloadavg()[0]:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

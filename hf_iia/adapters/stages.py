@@ -152,6 +152,11 @@ class StageAdapter(CNNAdapter):
         super().__init__(model, points, levels)
         self._input_size: tuple[int, int] = (0, 0)
 
+    @property
+    def layouts(self) -> dict[str, str]:
+        """Each tap's layout in the model (``"NCHW"``, ``"NHWC"`` or ``"tokens"``); the engine sees ``[B, C, h, w]``."""
+        return {tap: point.layout if isinstance(point, StagePoint) else "NCHW" for tap, point in self._points.items()}
+
     def logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
         self._input_size = (int(pixel_values.shape[-2]), int(pixel_values.shape[-1]))  # the hooks read the grid from it
         return super().logits(pixel_values)
