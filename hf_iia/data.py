@@ -203,7 +203,8 @@ def explain_dataset(
     turned = explainer.preprocess([first.transpose(Image.Transpose.ROTATE_90).resize((first.height + 7, first.width))])
     fixed = tuple(turned[0].shape[-2:]) == (height, width)
     heatmap_feature = (
-        datasets.Array2D(shape=(height, width), dtype="float16") if fixed
+        datasets.Array2D(shape=(height, width), dtype="float16")
+        if fixed
         else datasets.Sequence(datasets.Sequence(datasets.Value("float16")))
     )
     if features is not None:

@@ -170,7 +170,9 @@ def _required_depths(adapter: Adapter, spec: IntegralSpec) -> dict[str, int]:
         depths[tap] = depth
     missing = set(need) - set(depths)
     if missing:
-        raise LayerNotFoundError(f"taps {sorted(missing)} are not known to the adapter; known taps: {list(adapter.taps)}")
+        raise LayerNotFoundError(
+            f"taps {sorted(missing)} are not known to the adapter; known taps: {list(adapter.taps)}"
+        )
     return depths
 
 
@@ -229,7 +231,9 @@ class _ChunkRun:
         level = self.levels.get(tap)
         if level is not None:
             if self.level_order and level <= self.level_order[-1]:
-                raise LayerNotFoundError(f"layers ran out of order at {tap!r}; list layers in the order the model runs them")
+                raise LayerNotFoundError(
+                    f"layers ran out of order at {tap!r}; list layers in the order the model runs them"
+                )
             self.level_order.append(level)
             path = self.spec.levels[level - 1][1]
             index = self.rows[self.prefix_rows(self.depth), level + 1]
@@ -300,7 +304,9 @@ def integrate(
         unresolved = image_of_first[targets[image_of_first] < 0]
         targets[unresolved] = input_logits[unresolved].argmax(dim=1)
         if (targets >= logits.shape[1]).any():
-            raise TargetError(f"target out of range: the model has {logits.shape[1]} classes (valid indices 0..{logits.shape[1] - 1})")
+            raise TargetError(
+                f"target out of range: the model has {logits.shape[1]} classes (valid indices 0..{logits.shape[1] - 1})"
+            )
         row_targets = targets[run.rows[:, 0]].to(device)
         score = logits.gather(1, row_targets.unsqueeze(1)).sum()
         taps = list(run.observed)
@@ -333,8 +339,10 @@ def _half_precision_hint(dtype: torch.dtype) -> str:
     0/0 in normalisation layers happen: say how to avoid it."""
     if dtype not in (torch.float16, torch.bfloat16):
         return ""
-    return (f" (the model runs in {dtype}: the a = 0 points of the paths are the usual cause; pass rule='riemann_right', "
-            "which leaves them out, or run the model in float32)")
+    return (
+        f" (the model runs in {dtype}: the a = 0 points of the paths are the usual cause; pass rule='riemann_right', "
+        "which leaves them out, or run the model in float32)"
+    )
 
 
 def make_spec(

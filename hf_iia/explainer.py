@@ -23,7 +23,7 @@ from torch import nn
 from .adapters.base import LayerSpec, evaluation_mode
 from .adapters.registry import Family
 from .engine import integrate
-from .errors import ImageInputError, IIAError, TargetError, UnsupportedModelError
+from .errors import IIAError, ImageInputError, TargetError, UnsupportedModelError
 from .imaging import Geometry, ImageLike, probe_geometry, to_rgb
 from .loading import load_model, load_processor
 from .methods import MethodOptions, input_size, prepare
@@ -140,7 +140,9 @@ class IIAExplainer:
         if isinstance(model, (str, os.PathLike)):
             source = model
             model = load_model(source, dtype=dtype, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
-            processor = processor if processor is not None else load_processor(source, trust_remote_code=trust_remote_code)
+            processor = (
+                processor if processor is not None else load_processor(source, trust_remote_code=trust_remote_code)
+            )
             if device is None:
                 from accelerate import PartialState
 
@@ -155,7 +157,9 @@ class IIAExplainer:
         self.model = model
         self.processor: Any = processor  # a transformers image processor or any callable images -> tensor
         self.method = method
-        self.adapter, self.spec, self._fuse = prepare(method, model, MethodOptions(layer, preset, steps, integrand, baselines, rule, fusion))
+        self.adapter, self.spec, self._fuse = prepare(
+            method, model, MethodOptions(layer, preset, steps, integrand, baselines, rule, fusion)
+        )
         if internal_batch_size is not None and internal_batch_size < 1:
             raise IIAError(f"internal_batch_size must be a positive int, got {internal_batch_size}")
         self.internal_batch_size = internal_batch_size or DEFAULT_INTERNAL_BATCH_SIZE
@@ -177,7 +181,9 @@ class IIAExplainer:
         else:
             size = getattr(getattr(self.model, "config", None), "image_size", 224)
             side = size if isinstance(size, int) else 224
-            pixel_values = torch.zeros(1, int(getattr(getattr(self.model, "config", None), "num_channels", 3) or 3), side, side)
+            pixel_values = torch.zeros(
+                1, int(getattr(getattr(self.model, "config", None), "num_channels", 3) or 3), side, side
+            )
         parameter = next(self.model.parameters(), None)
         if parameter is not None:
             pixel_values = pixel_values.to(parameter.device, parameter.dtype)
@@ -202,7 +208,9 @@ class IIAExplainer:
         value: Any = target.tolist() if isinstance(target, torch.Tensor | np.ndarray) else target
         if isinstance(value, (list, tuple)):
             if len(value) != batch:
-                raise TargetError(f"got {len(value)} targets for {batch} images; pass one target per image or a single one")
+                raise TargetError(
+                    f"got {len(value)} targets for {batch} images; pass one target per image or a single one"
+                )
             return torch.tensor([self._one_target(t) for t in value], dtype=torch.int64)
         return torch.full((batch,), self._one_target(value), dtype=torch.int64)
 
@@ -232,7 +240,9 @@ class IIAExplainer:
             if len(found) == 1:
                 return found[0]
             if len(found) > 1:
-                raise TargetError(f"label {name!r} matches several classes {[labels[i] for i in found]}; pass the index")
+                raise TargetError(
+                    f"label {name!r} matches several classes {[labels[i] for i in found]}; pass the index"
+                )
         close = [label for label in labels.values() if name.casefold()[:4] in label.casefold()][:5]
         raise TargetError(f"unknown label {name!r}; close labels: {close or 'none'}; see explainer.id2label")
 
@@ -244,7 +254,11 @@ class IIAExplainer:
                 "(...)), or preprocess yourself and call explainer.attribute(pixel_values)"
             )
         try:
-            out = self.processor(images=images, return_tensors="pt") if _is_hf_processor(self.processor) else self.processor(images)
+            out = (
+                self.processor(images=images, return_tensors="pt")
+                if _is_hf_processor(self.processor)
+                else self.processor(images)
+            )
             pixel_values = out["pixel_values"] if isinstance(out, dict) or hasattr(out, "keys") else out
             if not isinstance(pixel_values, torch.Tensor):
                 pixel_values = torch.as_tensor(np.stack(pixel_values))
@@ -383,11 +397,15 @@ def check_device(device: str | torch.device | None) -> torch.device | None:
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError) as error:
-        raise IIAError(f"device {device!r} is not a torch device ({error}); use 'cpu', 'cuda', 'cuda:1', 'mps', ...") from None
+        raise IIAError(
+            f"device {device!r} is not a torch device ({error}); use 'cpu', 'cuda', 'cuda:1', 'mps', ..."
+        ) from None
     available: dict[str, Callable[[], bool]] = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
     if device.type in available and not available[device.type]():
-        raise IIAError(f"device {str(device)!r} was asked for, but torch finds no {device.type} device on this machine; "
-                       "use device='cpu' (or leave device unset to take the best available)")
+        raise IIAError(
+            f"device {str(device)!r} was asked for, but torch finds no {device.type} device on this machine; "
+            "use device='cpu' (or leave device unset to take the best available)"
+        )
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise IIAError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
@@ -424,7 +442,7 @@ def normalise(maps: torch.Tensor) -> torch.Tensor:
     """Min-max normalise each ``[H, W]`` map of ``[B, H, W]`` to ``[0, 1]``; a constant map becomes zeros (with a warning)."""
     flat = maps.flatten(1)
     low = flat.min(dim=1).values.view(-1, 1, 1)
-    span = (flat.max(dim=1).values.view(-1, 1, 1) - low)
+    span = flat.max(dim=1).values.view(-1, 1, 1) - low
     constant = ~(span > 0) | ~torch.isfinite(span)
     if constant.any():
         warnings.warn(
@@ -488,7 +506,9 @@ def unwrap(model: nn.Module) -> nn.Module:
             model = model.module
         else:
             break
-    compiled = [name for name, module in model.named_modules() if isinstance(getattr(module, "_orig_mod", None), nn.Module)]
+    compiled = [
+        name for name, module in model.named_modules() if isinstance(getattr(module, "_orig_mod", None), nn.Module)
+    ]
     if compiled:
         raise UnsupportedModelError(
             f"submodule(s) {compiled} of {type(model).__name__} are compiled with torch.compile; the compiled graph "

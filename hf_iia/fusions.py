@@ -67,7 +67,9 @@ def gae_rollout(blocks: Sequence[torch.Tensor], readout: torch.Tensor, first_pat
     return (readout @ relevance)[:, first_patch:]
 
 
-def normalised_gradient_rollout(blocks: Sequence[torch.Tensor], readout: torch.Tensor, first_patch: int) -> torch.Tensor:
+def normalised_gradient_rollout(
+    blocks: Sequence[torch.Tensor], readout: torch.Tensor, first_patch: int
+) -> torch.Tensor:
     """Gradient Rollout made invariant to the scale of the logit.
 
     Same arguments and result as :func:`gradient_rollout`. Each head-averaged block term ``G_b`` is divided by its

@@ -51,7 +51,9 @@ def to_rgb(image: ImageLike) -> Image.Image:
         except (ValueError, OSError) as error:  # an unconvertible mode, or a lazily opened file that is gone
             raise ImageInputError(f"cannot convert a PIL image of mode {image.mode!r} to RGB ({error})") from None
     if isinstance(image, np.ndarray):
-        return Image.fromarray(_array_to_uint8(image), _CHANNEL_MODES[1 if image.ndim == 2 else image.shape[2]]).convert("RGB")
+        return Image.fromarray(
+            _array_to_uint8(image), _CHANNEL_MODES[1 if image.ndim == 2 else image.shape[2]]
+        ).convert("RGB")
     if isinstance(image, torch.Tensor):
         raise ImageInputError(
             "torch tensors are taken as preprocessed pixel_values, not images: pass the tensor [B, C, H, W] to "
@@ -153,8 +155,13 @@ def probe_geometry(preprocess: Preprocess, size: tuple[int, int]) -> Geometry | 
         if fit is None:
             return None
         sx, sy = width / small[0], height / small[1]  # pixel centres: u = (u' + 0.5) * s - 0.5
-        return Geometry(fit.scale_x * sx, (fit.shift_x + 0.5) * sx - 0.5,
-                        fit.scale_y * sy, (fit.shift_y + 0.5) * sy - 0.5, (width, height))
+        return Geometry(
+            fit.scale_x * sx,
+            (fit.shift_x + 0.5) * sx - 0.5,
+            fit.scale_y * sy,
+            (fit.shift_y + 0.5) * sy - 0.5,
+            (width, height),
+        )
     return _probe(preprocess, size)
 
 

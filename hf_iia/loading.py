@@ -14,9 +14,8 @@ import pickle
 import re
 import socket
 from pathlib import Path
-from urllib.parse import urlparse
-
 from typing import TYPE_CHECKING
+from urllib.parse import urlparse
 
 from .errors import CheckpointError, UnsafeCheckpointError, UnsupportedModelError
 
@@ -155,7 +154,9 @@ def checkpoint_fingerprint(source: str | os.PathLike) -> str | None:
         return None
     digest = hashlib.sha256()
     for path in sorted(folder.iterdir()):
-        if path.is_file() and (path.suffix in (".safetensors", ".bin", ".json") or path.name.endswith(_PICKLE_SUFFIXES)):
+        if path.is_file() and (
+            path.suffix in (".safetensors", ".bin", ".json") or path.name.endswith(_PICKLE_SUFFIXES)
+        ):
             digest.update(path.name.encode())
             with path.open("rb") as stream:
                 for block in iter(lambda: stream.read(1 << 20), b""):

@@ -193,8 +193,11 @@ def prepare(name: str, model: nn.Module, options: MethodOptions) -> tuple[Adapte
     if name not in METHODS:
         raise MethodError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
     method = METHODS[name]
-    unused = [field.name for field in fields(options) if getattr(options, field.name) is not None
-              and field.name not in method.options]
+    unused = [
+        field.name
+        for field in fields(options)
+        if getattr(options, field.name) is not None and field.name not in method.options
+    ]
     if unused:
         reads = ", ".join(f"{option}=" for option in sorted(method.options)) or "none of them"
         raise MethodError(

@@ -21,7 +21,9 @@ def output_path(out_dir: str | os.PathLike, name: str, *, overwrite: bool = Fals
     root = Path(out_dir).resolve()
     blocking = next((folder for folder in (root, *root.parents) if folder.exists()), None)
     if blocking is not None and not blocking.is_dir():
-        raise OutputPathError(f"the output folder {out_dir} is not a folder: {blocking} is a file; choose another --out")
+        raise OutputPathError(
+            f"the output folder {out_dir} is not a folder: {blocking} is a file; choose another --out"
+        )
     if len(name.encode()) > 255:  # the file system's limit on one name: refuse before any compute, not with OSError
         raise OutputPathError(f"output name {name[:40]}... is longer than 255 bytes; shorten the input's file name")
     target = (root / name).resolve()

@@ -9,8 +9,8 @@ published code computes.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 from .engine import RULES
 from .errors import IIAError

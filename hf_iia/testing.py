@@ -75,12 +75,24 @@ DEFAULT_IMAGE_SIZE = 32
 """Input size for types whose override table entry does not say otherwise."""
 
 # Shared shapes ------------------------------------------------------------------------------------
-_VIT = {"image_size": 32, "patch_size": 8, "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
-            "intermediate_size": 32}
+_VIT = {
+    "image_size": 32,
+    "patch_size": 8,
+    "hidden_size": 16,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 32,
+}
 """A 2-block, width-16 ViT on 32 px (a 4x4 patch grid): the hf-iia tests' ``vit``/``deit`` shape."""
 _VISION_TOWER = dict(_VIT)
-_SMALL_TEXT = {"vocab_size": 64, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
-                   "num_attention_heads": 2, "max_position_embeddings": 16}
+_SMALL_TEXT = {
+    "vocab_size": 64,
+    "hidden_size": 16,
+    "intermediate_size": 32,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "max_position_embeddings": 16,
+}
 _STAGES_2 = {"hidden_sizes": [8, 16], "depths": [1, 1]}
 """Two one-block stages of width 8 and 16 (the tests' ``resnet``/``convnext`` shape)."""
 _SWIN = {"image_size": 32, "patch_size": 4, "embed_dim": 8, "depths": [1, 1], "num_heads": [1, 2], "window_size": 4}
@@ -96,63 +108,182 @@ TINY_OVERRIDES: dict[str, dict[str, Any]] = {
     "cvt": {"embed_dim": [8, 16, 24], "num_heads": [1, 2, 3], "depth": [1, 2, 3]},
     "data2vec-vision": dict(_VIT, out_indices=[1, 2]),
     "deit": dict(_VIT),
-    "dinat": {"patch_size": 4, "embed_dim": 8, "depths": [1, 1], "num_heads": [1, 2], "kernel_size": 3,
-                  "dilations": [[1], [1]], "out_indices": [2]},
+    "dinat": {
+        "patch_size": 4,
+        "embed_dim": 8,
+        "depths": [1, 1],
+        "num_heads": [1, 2],
+        "kernel_size": 3,
+        "dilations": [[1], [1]],
+        "out_indices": [2],
+    },
     "dinov2": dict(_VIT, mlp_ratio=2, out_indices=[2]),
     "dinov2_with_registers": dict(_VIT, mlp_ratio=2, num_register_tokens=2, out_indices=[2]),
     "donut-swin": dict(_SWIN),
-    "efficientnet": {"image_size": 32, "width_coefficient": 0.25, "depth_coefficient": 0.1, "hidden_dim": 320,  # must equal round_filters(1280) = 320 at width 0.25
-                         "kernel_sizes": [3, 3], "in_channels": [32, 16], "out_channels": [16, 24], "strides": [1, 2],
-                         "num_block_repeats": [1, 1], "expand_ratios": [1, 2], "num_hidden_layers": 2},
-    "focalnet": {"image_size": 32, "patch_size": 4, "embed_dim": 8, "depths": [1, 1], "focal_levels": [2, 2],
-                     "focal_windows": [3, 3], "out_indices": [2]},
-    "hgnet_v2": {"embedding_size": 8, "depths": [1, 1], "hidden_sizes": [16, 32], "stem_channels": [3, 8, 8],
-                     "stage_in_channels": [8, 16], "stage_mid_channels": [8, 8], "stage_out_channels": [16, 32],
-                     "stage_num_blocks": [1, 1], "stage_downsample": [False, True], "stage_downsample_strides": [2, 2],
-                     "stage_light_block": [False, True], "stage_kernel_size": [3, 3], "stage_numb_of_layers": [2, 2],
-                     "out_indices": [2]},
-    "hiera": {"image_size": [64, 64], "embed_dim": 8, "depths": [1, 1], "num_heads": [1, 2], "num_query_pool": 1,
-                  "masked_unit_attention": [True, False], "hidden_size": 16, "out_indices": [2]},
+    "efficientnet": {
+        "image_size": 32,
+        "width_coefficient": 0.25,
+        "depth_coefficient": 0.1,
+        "hidden_dim": 320,  # must equal round_filters(1280) = 320 at width 0.25
+        "kernel_sizes": [3, 3],
+        "in_channels": [32, 16],
+        "out_channels": [16, 24],
+        "strides": [1, 2],
+        "num_block_repeats": [1, 1],
+        "expand_ratios": [1, 2],
+        "num_hidden_layers": 2,
+    },
+    "focalnet": {
+        "image_size": 32,
+        "patch_size": 4,
+        "embed_dim": 8,
+        "depths": [1, 1],
+        "focal_levels": [2, 2],
+        "focal_windows": [3, 3],
+        "out_indices": [2],
+    },
+    "hgnet_v2": {
+        "embedding_size": 8,
+        "depths": [1, 1],
+        "hidden_sizes": [16, 32],
+        "stem_channels": [3, 8, 8],
+        "stage_in_channels": [8, 16],
+        "stage_mid_channels": [8, 8],
+        "stage_out_channels": [16, 32],
+        "stage_num_blocks": [1, 1],
+        "stage_downsample": [False, True],
+        "stage_downsample_strides": [2, 2],
+        "stage_light_block": [False, True],
+        "stage_kernel_size": [3, 3],
+        "stage_numb_of_layers": [2, 2],
+        "out_indices": [2],
+    },
+    "hiera": {
+        "image_size": [64, 64],
+        "embed_dim": 8,
+        "depths": [1, 1],
+        "num_heads": [1, 2],
+        "num_query_pool": 1,
+        "masked_unit_attention": [True, False],
+        "hidden_size": 16,
+        "out_indices": [2],
+    },
     "ijepa": dict(_VIT),
     "imagegpt": {"n_embd": 16, "n_layer": 2, "n_head": 2, "n_positions": 64, "vocab_size": 17, "image_size": 8},
-    "levit": {"image_size": 64, "hidden_sizes": [16, 32], "num_attention_heads": [1, 2], "depths": [1, 1], "key_dim": [8, 8],
-                  "mlp_ratio": [2, 2], "attention_ratio": [2, 2], "down_ops": [["Subsample", 8, 1, 4, 2, 2]]},
+    "levit": {
+        "image_size": 64,
+        "hidden_sizes": [16, 32],
+        "num_attention_heads": [1, 2],
+        "depths": [1, 1],
+        "key_dim": [8, 8],
+        "mlp_ratio": [2, 2],
+        "attention_ratio": [2, 2],
+        "down_ops": [["Subsample", 8, 1, 4, 2, 2]],
+    },
     "metaclip_2": {"vision_config": _VISION_TOWER, "text_config": _SMALL_TEXT, "projection_dim": 16},
     "mobilenet_v1": {"image_size": 32, "depth_multiplier": 0.25, "min_depth": 8},
     "mobilenet_v2": {"image_size": 32, "depth_multiplier": 0.25, "min_depth": 8},
-    "mobilevit": {"image_size": 64, "hidden_sizes": [16, 24, 32], "neck_hidden_sizes": [8, 8, 16, 16, 24, 32, 64],
-                      "num_attention_heads": 2, "initializer_range": 0.3},
+    "mobilevit": {
+        "image_size": 64,
+        "hidden_sizes": [16, 24, 32],
+        "neck_hidden_sizes": [8, 8, 16, 16, 24, 32, 64],
+        "num_attention_heads": 2,
+        "initializer_range": 0.3,
+    },
     "mobilevitv2": {"image_size": 64, "width_multiplier": 0.25, "n_attn_blocks": [1, 1, 1], "initializer_range": 0.3},
-    "perceiver": {"image_size": 16, "num_latents": 8, "d_latents": 16, "num_blocks": 1, "num_self_attends_per_block": 1,
-                      "num_self_attention_heads": 2, "num_cross_attention_heads": 1},
-    "poolformer": {"image_size": 32, "hidden_sizes": [8, 16], "depths": [1, 1], "num_encoder_blocks": 2,
-                       "patch_sizes": [7, 3], "strides": [4, 2], "padding": [2, 1]},
+    "perceiver": {
+        "image_size": 16,
+        "num_latents": 8,
+        "d_latents": 16,
+        "num_blocks": 1,
+        "num_self_attends_per_block": 1,
+        "num_self_attention_heads": 2,
+        "num_cross_attention_heads": 1,
+    },
+    "poolformer": {
+        "image_size": 32,
+        "hidden_sizes": [8, 16],
+        "depths": [1, 1],
+        "num_encoder_blocks": 2,
+        "patch_sizes": [7, 3],
+        "strides": [4, 2],
+        "padding": [2, 1],
+    },
     # 64 px (stored on the config, read by the zoo's processor): the last stage is 2 x 2, not 1 x 1.
-    "pp_lcnet": {"image_size": 64, "scale": 0.25, "class_expand": 32, "depths": [1, 1, 1, 1, 1],
-                     "block_configs": [[[3, 16, 32, 1, False]], [[3, 32, 64, 2, False]], [[3, 64, 128, 2, False]],
-                                    [[3, 128, 256, 2, False]], [[5, 256, 512, 2, True]]]},
-    "pvt": {"image_size": 32, "num_encoder_blocks": 2, "depths": [1, 1], "sequence_reduction_ratios": [2, 1],
-                "hidden_sizes": [8, 16], "patch_sizes": [4, 2], "strides": [4, 2], "num_attention_heads": [1, 2],
-                "mlp_ratios": [2, 2]},
-    "pvt_v2": {"image_size": 32, "num_encoder_blocks": 2, "depths": [1, 1], "sr_ratios": [2, 1], "hidden_sizes": [8, 16],
-                   "patch_sizes": [7, 3], "strides": [4, 2], "num_attention_heads": [1, 2], "mlp_ratios": [2, 2],
-                   "out_indices": [1]},
+    "pp_lcnet": {
+        "image_size": 64,
+        "scale": 0.25,
+        "class_expand": 32,
+        "depths": [1, 1, 1, 1, 1],
+        "block_configs": [
+            [[3, 16, 32, 1, False]],
+            [[3, 32, 64, 2, False]],
+            [[3, 64, 128, 2, False]],
+            [[3, 128, 256, 2, False]],
+            [[5, 256, 512, 2, True]],
+        ],
+    },
+    "pvt": {
+        "image_size": 32,
+        "num_encoder_blocks": 2,
+        "depths": [1, 1],
+        "sequence_reduction_ratios": [2, 1],
+        "hidden_sizes": [8, 16],
+        "patch_sizes": [4, 2],
+        "strides": [4, 2],
+        "num_attention_heads": [1, 2],
+        "mlp_ratios": [2, 2],
+    },
+    "pvt_v2": {
+        "image_size": 32,
+        "num_encoder_blocks": 2,
+        "depths": [1, 1],
+        "sr_ratios": [2, 1],
+        "hidden_sizes": [8, 16],
+        "patch_sizes": [7, 3],
+        "strides": [4, 2],
+        "num_attention_heads": [1, 2],
+        "mlp_ratios": [2, 2],
+        "out_indices": [1],
+    },
     "regnet": {"embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1], "groups_width": 8},
     "resnet": dict(embedding_size=8, **_STAGES_2, out_indices=[2]),
-    "segformer": {"image_size": 32, "num_encoder_blocks": 2, "depths": [1, 1], "sr_ratios": [2, 1], "hidden_sizes": [8, 16],
-                      "patch_sizes": [7, 3], "strides": [4, 2], "num_attention_heads": [1, 2], "mlp_ratios": [2, 2],
-                      "decoder_hidden_size": 16},
+    "segformer": {
+        "image_size": 32,
+        "num_encoder_blocks": 2,
+        "depths": [1, 1],
+        "sr_ratios": [2, 1],
+        "hidden_sizes": [8, 16],
+        "patch_sizes": [7, 3],
+        "strides": [4, 2],
+        "num_attention_heads": [1, 2],
+        "mlp_ratios": [2, 2],
+        "decoder_hidden_size": 16,
+    },
     "siglip": {"vision_config": _VISION_TOWER, "text_config": _SMALL_TEXT},
     "siglip2": {"vision_config": dict(_VISION_TOWER, num_patches=16), "text_config": _SMALL_TEXT},
     "swiftformer": {"image_size": 32, "depths": [1, 1, 1, 1], "embed_dims": [8, 16, 24, 32]},
     "swin": dict(_SWIN, out_indices=[2]),
     "swinv2": dict(_SWIN, out_indices=[2]),
-    "textnet": {"stem_out_channels": 8, "hidden_sizes": [8, 8, 16, 16, 32], "image_size": [32, 32], "out_indices": [4],
-                    "depths": [1, 1, 1, 1], "conv_layer_kernel_sizes": [[[3, 3]], [[3, 3]], [[3, 3]], [[3, 3]]],
-                    "conv_layer_strides": [[1], [2], [2], [2]]},
-    "timm_wrapper": {"architecture": "test_resnet",
-                         "pretrained_cfg": {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3,
-                                         "interpolation": "bilinear", "crop_pct": 1.0}},
+    "textnet": {
+        "stem_out_channels": 8,
+        "hidden_sizes": [8, 8, 16, 16, 32],
+        "image_size": [32, 32],
+        "out_indices": [4],
+        "depths": [1, 1, 1, 1],
+        "conv_layer_kernel_sizes": [[[3, 3]], [[3, 3]], [[3, 3]], [[3, 3]]],
+        "conv_layer_strides": [[1], [2], [2], [2]],
+    },
+    "timm_wrapper": {
+        "architecture": "test_resnet",
+        "pretrained_cfg": {
+            "input_size": [3, 32, 32],
+            "mean": [0.5] * 3,
+            "std": [0.5] * 3,
+            "interpolation": "bilinear",
+            "crop_pct": 1.0,
+        },
+    },
     "vit": dict(_VIT),
     "vit_msn": dict(_VIT),
 }
@@ -163,7 +294,6 @@ MODEL_CLASS: dict[str, str] = {"deit": "DeiTForImageClassificationWithTeacher"}
 head, as the hf-iia tests use). ``config.architectures`` records it, so ``from_pretrained`` returns it too."""
 
 
-
 def _model_class_name(model_type: str) -> str:
     names = MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES[model_type]
     return MODEL_CLASS.get(model_type, names[0] if isinstance(names, (tuple, list)) else names)
@@ -171,15 +301,15 @@ def _model_class_name(model_type: str) -> str:
 
 SKIP_REASONS: dict[str, str] = {
     "dinat": "needs the `natten` package's 2-D neighbourhood-attention kernels (`natten.functional.natten2dav`); "
-             "`pip install natten` gives natten 0.21.7, which no longer has that API (transformers raises "
-             "ImportError in DinatForImageClassification), and older natten releases have no wheel for this torch",
+    "`pip install natten` gives natten 0.21.7, which no longer has that API (transformers raises "
+    "ImportError in DinatForImageClassification), and older natten releases have no wheel for this torch",
     "imagegpt": "classifies colour-cluster token ids (`input_ids` from ImageGPTImageProcessor's k-means "
-                "quantisation), not `pixel_values`: the input is discrete, so there is no pixel gradient. "
-                "build_tiny('imagegpt') works (16 clusters, 8x8 px) for completeness",
+    "quantisation), not `pixel_values`: the input is discrete, so there is no pixel gradient. "
+    "build_tiny('imagegpt') works (16 clusters, 8x8 px) for completeness",
     "shieldgemma2": "a Gemma-3 vision-language policy classifier: forward needs `input_ids` (a text policy prompt "
-                    "with image tokens) besides `pixel_values` (ValueError 'You must specify exactly one of "
-                    "input_ids or inputs_embeds' from pixel_values alone), and its scores are Yes/No token "
-                    "probabilities of a language model, not an image-classification head with num_labels",
+    "with image tokens) besides `pixel_values` (ValueError 'You must specify exactly one of "
+    "input_ids or inputs_embeds' from pixel_values alone), and its scores are Yes/No token "
+    "probabilities of a language model, not an image-classification head with num_labels",
 }
 """Types of :data:`IMAGE_CLASSIFICATION_TYPES` that the zoo's tests skip, and why: they cannot be built here or
 cannot classify an image from ``pixel_values`` alone."""
@@ -195,8 +325,11 @@ def logits_of(model_type: str, output: Any) -> torch.Tensor:
 
 
 def _label_kwargs(labels: dict[int, str]) -> dict[str, Any]:
-    return {"id2label": {int(k): v for k, v in labels.items()}, "label2id": {v: int(k) for k, v in labels.items()},
-                "num_labels": len(labels)}
+    return {
+        "id2label": {int(k): v for k, v in labels.items()},
+        "label2id": {v: int(k) for k, v in labels.items()},
+        "num_labels": len(labels),
+    }
 
 
 def _image_size(config: PretrainedConfig) -> int:
@@ -227,8 +360,9 @@ def tiny_config(model_type: str, labels: dict[int, str] = LABELS, **overrides: A
     (``vision_config={...}``) are merged into the table's, not replacing them.
     """
     if model_type not in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES:
-        raise ValueError(f"{model_type!r} is not an image-classification model type; "
-                         f"known: {', '.join(IMAGE_CLASSIFICATION_TYPES)}")
+        raise ValueError(
+            f"{model_type!r} is not an image-classification model type; known: {', '.join(IMAGE_CLASSIFICATION_TYPES)}"
+        )
     kwargs = _merge(TINY_OVERRIDES.get(model_type, {}), overrides)
     kwargs.update(_label_kwargs(labels))
     config = AutoConfig.for_model(model_type, **kwargs)
@@ -313,8 +447,9 @@ def build_tiny(model_type: str, labels: dict[int, str] = LABELS, seed: int = 0, 
     return model.eval(), tiny_processor(model_type, image_size)
 
 
-def save_tiny(model_type: str, folder: str | Path, labels: dict[int, str] = LABELS, seed: int = 0,
-              **overrides: Any) -> Path:
+def save_tiny(
+    model_type: str, folder: str | Path, labels: dict[int, str] = LABELS, seed: int = 0, **overrides: Any
+) -> Path:
     """``save_pretrained`` :func:`build_tiny` ``(model_type, ...)``'s model (safetensors) and processor into ``folder``."""
     folder = Path(folder)
     model, processor = build_tiny(model_type, labels, seed, **overrides)
@@ -331,11 +466,22 @@ TIMM_MODEL_ARGS: dict[str, dict[str, Any]] = {
     "test_efficientnet": {},
     "deit_tiny_distilled_patch16_224": {"img_size": 32, "patch_size": 8, "embed_dim": 16, "depth": 2, "num_heads": 2},
     "eva02_tiny_patch14_224": {"img_size": 28, "patch_size": 7, "embed_dim": 16, "depth": 2, "num_heads": 2},
-    "swin_tiny_patch4_window7_224": {"img_size": 32, "patch_size": 4, "embed_dim": 8, "depths": (1, 1),
-                                         "num_heads": (1, 2), "window_size": 4},
+    "swin_tiny_patch4_window7_224": {
+        "img_size": 32,
+        "patch_size": 4,
+        "embed_dim": 8,
+        "depths": (1, 1),
+        "num_heads": (1, 2),
+        "window_size": 4,
+    },
     "levit_128s": {"img_size": 64, "embed_dim": (16, 32), "key_dim": 8, "num_heads": (1, 2), "depth": (1, 1)},
     "mobilevit_xxs": {},
-    "efficientvit_b0": {"widths": (8, 8, 16, 16, 32), "depths": (1, 1, 1, 1, 1), "head_dim": 8, "head_widths": (64, 64)},
+    "efficientvit_b0": {
+        "widths": (8, 8, 16, 16, 32),
+        "depths": (1, 1, 1, 1, 1),
+        "head_dim": 8,
+        "head_widths": (64, 64),
+    },
     "regnetx_002": {},  # smallest timm RegNet (2.3M parameters); its widths come from a fixed RegNetCfg
 }
 """timm model name -> ``timm.create_model`` keyword arguments that shrink it (timm's ``test_*`` models need none)."""
@@ -344,13 +490,11 @@ TIMM_MODELS: tuple[str, ...] = tuple(TIMM_MODEL_ARGS)
 """The timm architectures the zoo wraps in ``TimmWrapperForImageClassification``."""
 
 
-
 def _timm_image_size(name: str, args: dict[str, Any]) -> int:
     return int(args.get("img_size", DEFAULT_IMAGE_SIZE))
 
 
-def build_tiny_timm(name: str, labels: dict[int, str] = LABELS, seed: int = 0,
-                    **model_args: Any) -> tuple[Any, Any]:
+def build_tiny_timm(name: str, labels: dict[int, str] = LABELS, seed: int = 0, **model_args: Any) -> tuple[Any, Any]:
     """timm's ``name`` (shrunk by :data:`TIMM_MODEL_ARGS` and ``model_args``) in a ``TimmWrapperForImageClassification``.
 
     Returns ``(model, TimmWrapperImageProcessor)``; the processor settings live in the config's
@@ -365,19 +509,27 @@ def build_tiny_timm(name: str, labels: dict[int, str] = LABELS, seed: int = 0,
     args = dict(TIMM_MODEL_ARGS.get(name, {}), **model_args)
     args = {k: v for k, v in args.items() if v is not None}
     size = _timm_image_size(name, args)
-    pretrained_cfg = {"input_size": [3, size, size], "mean": [0.5] * 3, "std": [0.5] * 3,
-                      "interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "center",
-                      "num_classes": len(labels)}
-    config = TimmWrapperConfig(architecture=name, pretrained_cfg=pretrained_cfg, model_args=args or None,
-                               **_label_kwargs(labels))
+    pretrained_cfg = {
+        "input_size": [3, size, size],
+        "mean": [0.5] * 3,
+        "std": [0.5] * 3,
+        "interpolation": "bilinear",
+        "crop_pct": 1.0,
+        "crop_mode": "center",
+        "num_classes": len(labels),
+    }
+    config = TimmWrapperConfig(
+        architecture=name, pretrained_cfg=pretrained_cfg, model_args=args or None, **_label_kwargs(labels)
+    )
     torch.manual_seed(seed)
     model = TimmWrapperForImageClassification(config).eval()
     processor = TimmWrapperImageProcessor(pretrained_cfg=pretrained_cfg, architecture=name)
     return model, processor
 
 
-def save_tiny_timm(name: str, folder: str | Path, labels: dict[int, str] = LABELS, seed: int = 0,
-                   **model_args: Any) -> Path:
+def save_tiny_timm(
+    name: str, folder: str | Path, labels: dict[int, str] = LABELS, seed: int = 0, **model_args: Any
+) -> Path:
     """``save_pretrained`` :func:`build_tiny_timm` ``(name, ...)``'s model and processor into ``folder``."""
     folder = Path(folder)
     model, processor = build_tiny_timm(name, labels, seed, **model_args)
@@ -387,8 +539,13 @@ def save_tiny_timm(name: str, folder: str | Path, labels: dict[int, str] = LABEL
 
 
 # The hf-iia tests' families ----------------------------------------------------------------------
-TINY_KINDS: dict[str, str] = {"vit": "vit", "deit": "deit", "resnet": "resnet", "convnext": "convnext",
-                              "timm": "timm_wrapper"}
+TINY_KINDS: dict[str, str] = {
+    "vit": "vit",
+    "deit": "deit",
+    "resnet": "resnet",
+    "convnext": "convnext",
+    "timm": "timm_wrapper",
+}
 """The hf-iia tests' short names for their five families -> the zoo's model type (``timm``: timm's
 ``test_resnet`` in a ``TimmWrapperForImageClassification``). ``build_tiny(TINY_KINDS[kind], ...)``."""
 
@@ -405,8 +562,12 @@ def depth_width(model_type: str, depth: int = 2, width: int = 16) -> dict[str, A
     >>> model, processor = build_tiny("vit", **depth_width("vit", depth=3, width=32))  # doctest: +SKIP
     """
     if model_type in ("vit", "deit"):
-        return {"hidden_size": width, "num_hidden_layers": depth, "num_attention_heads": width // 8,
-                "intermediate_size": 2 * width}
+        return {
+            "hidden_size": width,
+            "num_hidden_layers": depth,
+            "num_attention_heads": width // 8,
+            "intermediate_size": 2 * width,
+        }
     if model_type in ("resnet", "convnext"):
         if not 1 <= depth <= 3:
             raise ValueError(f"a tiny {model_type} has 1 to 3 stages, not {depth}")
@@ -467,8 +628,10 @@ def snapshot(model: nn.Module) -> dict[str, Any]:
     """Everything about ``model`` (and torch's global state) an explainer promises to leave as it found it."""
     config = getattr(model, "config", None)
     return {
-        "hooks": {name: (tuple(m._forward_hooks), tuple(m._forward_pre_hooks), tuple(m._backward_hooks))
-                  for name, m in model.named_modules()},
+        "hooks": {
+            name: (tuple(m._forward_hooks), tuple(m._forward_pre_hooks), tuple(m._backward_hooks))
+            for name, m in model.named_modules()
+        },
         "training": {name: m.training for name, m in model.named_modules()},
         "requires_grad": {name: p.requires_grad for name, p in model.named_parameters()},
         "grads": {name: p.grad for name, p in model.named_parameters()},
@@ -476,8 +639,11 @@ def snapshot(model: nn.Module) -> dict[str, Any]:
         "buffers": {name: b.detach().clone() for name, b in model.named_buffers()},
         "attn": getattr(config, "_attn_implementation", None),
         "config": copy.deepcopy(vars(config)) if config is not None else None,  # private fields included
-        "global_hooks": (tuple(module_hooks._global_forward_hooks), tuple(module_hooks._global_forward_pre_hooks),
-                         tuple(module_hooks._global_backward_hooks)),
+        "global_hooks": (
+            tuple(module_hooks._global_forward_hooks),
+            tuple(module_hooks._global_forward_pre_hooks),
+            tuple(module_hooks._global_backward_hooks),
+        ),
         "attention_registry": tuple(transformers.AttentionInterface._global_mapping),
         "grad_enabled": torch.is_grad_enabled(),
     }
@@ -485,8 +651,16 @@ def snapshot(model: nn.Module) -> dict[str, Any]:
 
 def assert_unchanged(before: dict[str, Any], after: dict[str, Any]) -> None:
     """Compare two :func:`snapshot` results exactly (parameters and buffers with ``torch.equal``)."""
-    for key in ("hooks", "global_hooks", "training", "requires_grad", "attn", "config", "attention_registry",
-                "grad_enabled"):
+    for key in (
+        "hooks",
+        "global_hooks",
+        "training",
+        "requires_grad",
+        "attn",
+        "config",
+        "attention_registry",
+        "grad_enabled",
+    ):
         assert before[key] == after[key], f"{key} changed"
     assert all(grad is None for grad in after["grads"].values()), "parameter .grad was written"
     for key in ("params", "buffers"):

@@ -48,8 +48,9 @@ CONFIGS = {
     "small": {
         "size": 224,
         "resnet": dict(embedding_size=64, hidden_sizes=[64, 128, 256, 512], depths=[2, 2, 2, 2], layer_type="basic"),
-        "vit": dict(patch_size=16, hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
-                    intermediate_size=1536),
+        "vit": dict(
+            patch_size=16, hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536
+        ),
     },
 }
 NUM_LABELS = 10
@@ -58,8 +59,13 @@ NUM_LABELS = 10
 def build_checkpoint(arch: str, config_name: str, folder: Path) -> Path:
     """Save a randomly initialised ``arch`` classifier of ``config_name`` size (plus its processor) into ``folder``."""
     import torch
-    from transformers import ResNetConfig, ResNetForImageClassification, ViTConfig, ViTForImageClassification
-    from transformers import ViTImageProcessor
+    from transformers import (
+        ResNetConfig,
+        ResNetForImageClassification,
+        ViTConfig,
+        ViTForImageClassification,
+        ViTImageProcessor,
+    )
 
     torch.manual_seed(0)
     spec = CONFIGS[config_name]
@@ -119,7 +125,11 @@ def child(args: argparse.Namespace) -> dict:
         baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         started = time.perf_counter()
         result = explain_dataset(
-            explainer, dataset, target_column="label", batch_size=args.batch_size, prefix="iia_",
+            explainer,
+            dataset,
+            target_column="label",
+            batch_size=args.batch_size,
+            prefix="iia_",
             cache_file_name=os.path.join(scratch, "explained.arrow") if args.mode == "arrow" else None,
         )
         rows = 0
@@ -129,8 +139,13 @@ def child(args: argparse.Namespace) -> dict:
     assert rows == args.n, (rows, args.n)
     return {
         **_resident_parts(),
-        "model": args.model, "config": args.config, "mode": args.mode, "n": args.n, "device": args.device or "auto",
-        "seconds": round(seconds, 2), "images_per_s": round(args.n / seconds, 1),
+        "model": args.model,
+        "config": args.config,
+        "mode": args.mode,
+        "n": args.n,
+        "device": args.device or "auto",
+        "seconds": round(seconds, 2),
+        "images_per_s": round(args.n / seconds, 1),
         "rss_before_mb": round(baseline),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
@@ -154,20 +169,44 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args)), flush=True)
         return
-    shared = ["--config", args.config, "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-              "--threads", str(args.threads), *(["--device", args.device] if args.device else [])]
-    print(f"{'model':8} {'mode':7} {'N':>6} {'images/s':>9} {'peak RSS MB':>12} {'RSS before MB':>14} "
-          f"{'anon MB at end':>15} {'file MB at end':>15}")
+    shared = [
+        "--config",
+        args.config,
+        "--steps",
+        str(args.steps),
+        "--batch-size",
+        str(args.batch_size),
+        "--threads",
+        str(args.threads),
+        *(["--device", args.device] if args.device else []),
+    ]
+    print(
+        f"{'model':8} {'mode':7} {'N':>6} {'images/s':>9} {'peak RSS MB':>12} {'RSS before MB':>14} "
+        f"{'anon MB at end':>15} {'file MB at end':>15}"
+    )
     for model in args.models:
         for mode in args.modes:
             for n in args.sizes:
-                command = [sys.executable, __file__, "--child", "--model", model, "--mode", mode, "--n", str(n),
-                           *shared]
+                command = [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    "--model",
+                    model,
+                    "--mode",
+                    mode,
+                    "--n",
+                    str(n),
+                    *shared,
+                ]
                 output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
                 result = json.loads(output.strip().splitlines()[-1])
-                print(f"{model:8} {mode:7} {n:>6} {result['images_per_s']:>9} {result['peak_rss_mb']:>12} "
-                      f"{result['rss_before_mb']:>14} {result.get('anon_mb', '-'):>15} "
-                      f"{result.get('file_mb', '-'):>15}", flush=True)
+                print(
+                    f"{model:8} {mode:7} {n:>6} {result['images_per_s']:>9} {result['peak_rss_mb']:>12} "
+                    f"{result['rss_before_mb']:>14} {result.get('anon_mb', '-'):>15} "
+                    f"{result.get('file_mb', '-'):>15}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -44,12 +44,22 @@ MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "resnet50": ("resnet", {"layer_type": "bottleneck", "depths": [3, 4, 6, 3]}),
     "vit-b16": ("vit", {}),
     "swin-t": ("swin", {}),  # SwinConfig defaults are swin-tiny
-    "dinov2-s": ("dinov2", {"hidden_size": 384, "num_hidden_layers": 12, "num_attention_heads": 6, "patch_size": 14,
-                            "image_size": 224}),
+    "dinov2-s": (
+        "dinov2",
+        {"hidden_size": 384, "num_hidden_layers": 12, "num_attention_heads": 6, "patch_size": 14, "image_size": 224},
+    ),
     "beit-b": ("beit", {}),
     # EfficientNetConfig defaults are B7; these are the B0 settings
-    "efficientnet-b0": ("efficientnet", {"width_coefficient": 1.0, "depth_coefficient": 1.0, "image_size": 224,
-                                         "hidden_dim": 1280, "dropout_rate": 0.2}),
+    "efficientnet-b0": (
+        "efficientnet",
+        {
+            "width_coefficient": 1.0,
+            "depth_coefficient": 1.0,
+            "image_size": 224,
+            "hidden_dim": 1280,
+            "dropout_rate": 0.2,
+        },
+    ),
     "mobilenet-v2": ("mobilenet_v2", {}),
 }
 """Benchmark name -> (``config.model_type``, keyword arguments of ``AutoConfig.for_model``), 1000 classes each."""
@@ -91,8 +101,12 @@ def run_case(model_name: str, case: str, device: str, dtype: str, repeats: int, 
     dtype = getattr(torch, dtype)
     model = build(model_name, "sdpa" if case == "floor-sdpa" else "eager").to(device, dtype).eval()
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0)).to(device, dtype)
-    explainer = IIAExplainer(model, preset="default" if case.startswith("floor") else case,
-                             internal_batch_size=internal_batch_size, progress=False)
+    explainer = IIAExplainer(
+        model,
+        preset="default" if case.startswith("floor") else case,
+        internal_batch_size=internal_batch_size,
+        progress=False,
+    )
     family = explainer.family.name
     if case in ("default", "reference"):
         points = explainer.spec.points_per_image
@@ -147,9 +161,15 @@ def main() -> None:
     parser.add_argument("--model", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
-        print(json.dumps(run_case(args.model, args.case, args.device, args.dtype, args.repeats, args.internal_batch_size[0])))
+        print(
+            json.dumps(
+                run_case(args.model, args.case, args.device, args.dtype, args.repeats, args.internal_batch_size[0])
+            )
+        )
         return
-    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU x{torch.get_num_threads()} threads"
+    device_name = (
+        torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU x{torch.get_num_threads()} threads"
+    )
     print(f"device: {device_name}, dtype {args.dtype}, torch {torch.__version__}, median of {args.repeats}\n")
     print("| model | case | internal_batch_size | points/map | s/map | x floor | peak MiB | load avg 1 min |")
     print("|---|---|---|---|---|---|---|---|")
@@ -159,14 +179,31 @@ def main() -> None:
             if case == "floor-sdpa" and results["floor"]["family"] != "vit":
                 continue
             for ibs in args.internal_batch_size if case in ("default", "reference") else args.internal_batch_size[:1]:
-                command = [sys.executable, __file__, "--case", case, "--model", model_name, "--device", args.device,
-                           "--dtype", args.dtype, "--repeats", str(args.repeats), "--internal-batch-size", str(ibs)]
+                command = [
+                    sys.executable,
+                    __file__,
+                    "--case",
+                    case,
+                    "--model",
+                    model_name,
+                    "--device",
+                    args.device,
+                    "--dtype",
+                    args.dtype,
+                    "--repeats",
+                    str(args.repeats),
+                    "--internal-batch-size",
+                    str(ibs),
+                ]
                 output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
                 result = json.loads(output.strip().splitlines()[-1])
                 results.setdefault(case, result)
                 ratio = result["seconds"] / results["floor"]["seconds"]
-                print(f"| {model_name} | {case} | {ibs if case in ('default', 'reference') else '-'} | {result['points']} "
-                      f"| {result['seconds']:.3f} | {ratio:.2f} | {result['peak_mib']:.0f} | {os.getloadavg()[0]:.2f} |", flush=True)
+                print(
+                    f"| {model_name} | {case} | {ibs if case in ('default', 'reference') else '-'} | {result['points']} "
+                    f"| {result['seconds']:.3f} | {ratio:.2f} | {result['peak_mib']:.0f} | {os.getloadavg()[0]:.2f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

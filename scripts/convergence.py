@@ -32,8 +32,9 @@ def build(kind: str, size: int = 64, seed: int = 0) -> torch.nn.Module:
 
     torch.manual_seed(seed)
     if kind == "resnet":
-        config = ResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 64], depths=[1, 1, 1], layer_type="basic",
-                              num_labels=10)
+        config = ResNetConfig(
+            embedding_size=16, hidden_sizes=[16, 32, 64], depths=[1, 1, 1], layer_type="basic", num_labels=10
+        )
         model = ResNetForImageClassification(config).eval()
         # Fresh BatchNorm layers are the identity and the convolutions have no bias, which makes a random ResNet
         # positively homogeneous: then every Riemann sum is exact and nothing converges. Give the BatchNorm
@@ -48,8 +49,15 @@ def build(kind: str, size: int = 64, seed: int = 0) -> torch.nn.Module:
                 module.bias.data.copy_(0.5 * torch.randn(shape, generator=generator))
         return model
     if kind == "vit":
-        config = ViTConfig(image_size=size, patch_size=8, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-                           intermediate_size=64, num_labels=10)
+        config = ViTConfig(
+            image_size=size,
+            patch_size=8,
+            hidden_size=32,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            intermediate_size=64,
+            num_labels=10,
+        )
         return ViTForImageClassification(config).eval()
     raise ValueError(f"unknown kind {kind!r}; use 'resnet' or 'vit'")
 
@@ -57,13 +65,23 @@ def build(kind: str, size: int = 64, seed: int = 0) -> torch.nn.Module:
 def _maps(model: torch.nn.Module, pixel_values: torch.Tensor, steps: int, target: torch.Tensor, rule: str | None):
     explainer = IIAExplainer(model, steps=steps, rule=rule, progress=False, internal_batch_size=1024)
     maps = explainer.attribute(pixel_values, target)
-    result = integrate(explainer.adapter, pixel_values, target, explainer.spec, internal_batch_size=1024, progress=False)
+    result = integrate(
+        explainer.adapter, pixel_values, target, explainer.spec, internal_batch_size=1024, progress=False
+    )
     raw = torch.cat([value.flatten(1) for value in result.integrals.values()], dim=1)
     return maps, raw, explainer.spec.points_per_image
 
 
-def table(kind: str, steps: Sequence[int], reference: int, *, size: int = 64, images: int = 2,
-          seed: int = 0, rule: str | None = None) -> list[dict]:
+def table(
+    kind: str,
+    steps: Sequence[int],
+    reference: int,
+    *,
+    size: int = 64,
+    images: int = 2,
+    seed: int = 0,
+    rule: str | None = None,
+) -> list[dict]:
     """Rows ``{steps, points, map_mad, integral_rel_l2, seconds}`` against the ``reference``-step map (fixed top-1
     targets); ``rule``: the quadrature rule (``None``: the family's default)."""
     model = build(kind, size, seed)
@@ -75,13 +93,15 @@ def table(kind: str, steps: Sequence[int], reference: int, *, size: int = 64, im
     for n in steps:
         start = time.perf_counter()
         maps, raw, points = _maps(model, pixel_values, n, target, rule)
-        rows.append({
-            "steps": n,
-            "points": points,
-            "map_mad": float((maps - ref_maps).abs().mean()),
-            "integral_rel_l2": float(((raw - ref_raw).norm(dim=1) / ref_raw.norm(dim=1)).mean()),
-            "seconds": time.perf_counter() - start,
-        })
+        rows.append(
+            {
+                "steps": n,
+                "points": points,
+                "map_mad": float((maps - ref_maps).abs().mean()),
+                "integral_rel_l2": float(((raw - ref_raw).norm(dim=1) / ref_raw.norm(dim=1)).mean()),
+                "seconds": time.perf_counter() - start,
+            }
+        )
     return rows
 
 
@@ -93,8 +113,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--rule", choices=["endpoints", "riemann_right", "trapezoid"],
-                        help="quadrature rule on every path (default: each family's default)")
+    parser.add_argument(
+        "--rule",
+        choices=["endpoints", "riemann_right", "trapezoid"],
+        help="quadrature rule on every path (default: each family's default)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     for kind in args.models:
@@ -102,8 +125,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         print("| steps | points/image | mean abs diff of map | rel. L2 error of integral | s per batch |")
         print("|---:|---:|---:|---:|---:|")
         for row in table(kind, args.steps, args.reference, size=args.size, images=args.images, rule=args.rule):
-            print(f"| {row['steps']} | {row['points']} | {row['map_mad']:.5f} | {row['integral_rel_l2']:.5f} | "
-                  f"{row['seconds']:.2f} |")
+            print(
+                f"| {row['steps']} | {row['points']} | {row['map_mad']:.5f} | {row['integral_rel_l2']:.5f} | "
+                f"{row['seconds']:.2f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -90,7 +90,9 @@ def main() -> None:
     from hf_iia.testing import IMAGE_CLASSIFICATION_TYPES
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--types", nargs="+", default=list(IMAGE_CLASSIFICATION_TYPES), choices=IMAGE_CLASSIFICATION_TYPES)
+    parser.add_argument(
+        "--types", nargs="+", default=list(IMAGE_CLASSIFICATION_TYPES), choices=IMAGE_CLASSIFICATION_TYPES
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", help="also write the table (with its header) to this markdown file")
     args = parser.parse_args()

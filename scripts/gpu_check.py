@@ -51,7 +51,9 @@ def main() -> None:
     argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()  # --help only
     assert torch.cuda.is_available(), "needs a CUDA device"
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}\n")
-    print("| model | fp32 time | bf16 time | fp16 time | max abs diff CUDA fp32 vs CPU | Spearman bf16 | Spearman fp16 |")
+    print(
+        "| model | fp32 time | bf16 time | fp16 time | max abs diff CUDA fp32 vs CPU | Spearman bf16 | Spearman fp16 |"
+    )
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         pixel_values = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))

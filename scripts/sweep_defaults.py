@@ -130,11 +130,20 @@ def sweep(
         maps, seconds = compute_maps(explainer, inputs, args.batch_size)
         key = hashlib.sha256(maps.numpy().tobytes()).hexdigest()
         if key not in cache:
-            cache[key] = score_maps(base, inputs, maps, perturbation_steps=args.perturbation_steps,
-                                    metric_batch_size=args.metric_batch_size)
-        rows.append({"config": label, "options": {k: str(v) for k, v in options.items()}, "explainer": describe(explainer),
-                     "seconds_per_map": seconds / len(inputs.ids), "per_image": cache[key], "maps": maps,
-                     "summary": {m: summarise(v) for m, v in cache[key].items()}})
+            cache[key] = score_maps(
+                base, inputs, maps, perturbation_steps=args.perturbation_steps, metric_batch_size=args.metric_batch_size
+            )
+        rows.append(
+            {
+                "config": label,
+                "options": {k: str(v) for k, v in options.items()},
+                "explainer": describe(explainer),
+                "seconds_per_map": seconds / len(inputs.ids),
+                "per_image": cache[key],
+                "maps": maps,
+                "summary": {m: summarise(v) for m, v in cache[key].items()},
+            }
+        )
         print(f"  [{label}] {seconds / len(inputs.ids):.2f} s/map", file=sys.stderr, flush=True)
     return rows
 
@@ -147,9 +156,15 @@ def table(title: str, rows: list[dict[str, Any]]) -> str:
     for m in metrics:
         means = [r["summary"][m]["mean"] for r in rows]
         best[m] = max(means) if METRICS[m][1] else min(means)
-    header = ["config", "steps", "points / image"] + [f"{METRICS[m][0]} {'↑' if METRICS[m][1] else '↓'}" for m in metrics]
-    lines = [f"### {title}", "", "| " + " | ".join(header + ["s / map"]) + " |",
-             "|" + "|".join(["---"] * 3 + ["---:"] * (len(metrics) + 1)) + "|"]
+    header = ["config", "steps", "points / image"] + [
+        f"{METRICS[m][0]} {'↑' if METRICS[m][1] else '↓'}" for m in metrics
+    ]
+    lines = [
+        f"### {title}",
+        "",
+        "| " + " | ".join(header + ["s / map"]) + " |",
+        "|" + "|".join(["---"] * 3 + ["---:"] * (len(metrics) + 1)) + "|",
+    ]
     first = rows[0]
     for r in rows:
         cells = [r["config"], "×".join(map(str, r["explainer"]["steps"])), str(r["explainer"]["points_per_image"])]
@@ -172,7 +187,9 @@ def main() -> None:
     parser.add_argument("--suite", choices=["real", "synthetic"])
     parser.add_argument("--arch", default="resnet", help="synthetic checkpoint: vit, deit, resnet, convnext")
     parser.add_argument("--models-dir", default=str(DEFAULT_MODELS_DIR), help="folder of synthetic <arch>/ checkpoints")
-    parser.add_argument("--checkpoint", help="real suite: an existing Lite0 checkpoint folder (default: build one in a temp dir)")
+    parser.add_argument(
+        "--checkpoint", help="real suite: an existing Lite0 checkpoint folder (default: build one in a temp dir)"
+    )
     parser.add_argument("--n", type=int, help="inputs (default: 7 real = the full photos; 60 synthetic)")
     parser.add_argument("--sweeps", nargs="+", help="which sweeps (default: all for the family)")
     parser.add_argument("--perturbation-steps", type=int, default=20, help="deletion/insertion steps (default: 20)")
@@ -197,8 +214,11 @@ def main() -> None:
     if args.suite == "real":
         from hf_iia.tools.demo import build_lite0_checkpoint
 
-        folder = Path(args.checkpoint) if args.checkpoint else build_lite0_checkpoint(
-            Path(tempfile.mkdtemp(prefix="hf_iia_sweep_")) / "efficientnet_lite0")
+        folder = (
+            Path(args.checkpoint)
+            if args.checkpoint
+            else build_lite0_checkpoint(Path(tempfile.mkdtemp(prefix="hf_iia_sweep_")) / "efficientnet_lite0")
+        )
         name = "efficientnet_lite0 (real photos)"
     else:
         folder = Path(args.models_dir) / args.arch
@@ -210,11 +230,17 @@ def main() -> None:
         inputs = real_inputs(base, n, 0, args.metric_batch_size)
     else:
         inputs = synthetic_inputs(base, folder, n, 0, args.metric_batch_size)
-    sweeps = {**(CNN_SWEEPS if family == "cnn" else VIT_SWEEPS), "baselines": baseline_configs(base, inputs),
-              "rule": RULE_SWEEP}
+    sweeps = {
+        **(CNN_SWEEPS if family == "cnn" else VIT_SWEEPS),
+        "baselines": baseline_configs(base, inputs),
+        "rule": RULE_SWEEP,
+    }
     chosen = args.sweeps or list(sweeps)
-    print(f"## {name}: {family}, n = {n}, DEL/INS {args.perturbation_steps} steps, {args.threads} thread(s), "
-          f"device {args.device}\n", flush=True)
+    print(
+        f"## {name}: {family}, n = {n}, DEL/INS {args.perturbation_steps} steps, {args.threads} thread(s), "
+        f"device {args.device}\n",
+        flush=True,
+    )
     cache: dict = {}
     results = {}
     for sweep_name in chosen:
@@ -225,9 +251,11 @@ def main() -> None:
             same = next(r for r in rows if r["config"] == "last stage, reference's integrand")
             reference = next(r for r in rows if r["config"].startswith("reference"))
             difference = (same["maps"] - reference["maps"]).abs().max().item()
-            print("nested integral (default steps, last stage) vs reference preset, same integrand: largest |map "
-                  f"difference| = {difference:.2g} ({'identical maps' if difference < 1e-4 else 'different maps'})\n",
-                  flush=True)
+            print(
+                "nested integral (default steps, last stage) vs reference preset, same integrand: largest |map "
+                f"difference| = {difference:.2g} ({'identical maps' if difference < 1e-4 else 'different maps'})\n",
+                flush=True,
+            )
     print(f"wall time {time.perf_counter() - started:.0f} s", flush=True)
     if args.json:
         for rows in results.values():

@@ -33,8 +33,9 @@ DEPTH, WIDTH = 3, 32
 def tiny_checkpoint(request, tmp_path_factory) -> tuple[str, Path]:
     """``(kind, folder)`` for every tiny architecture."""
     kind = request.param
-    return kind, save_tiny(TINY_KINDS[kind], tmp_path_factory.mktemp(f"tiny_{kind}"), LABELS,
-                           **depth_width(TINY_KINDS[kind], DEPTH, WIDTH))
+    return kind, save_tiny(
+        TINY_KINDS[kind], tmp_path_factory.mktemp(f"tiny_{kind}"), LABELS, **depth_width(TINY_KINDS[kind], DEPTH, WIDTH)
+    )
 
 
 @pytest.fixture(scope="session")
@@ -44,8 +45,12 @@ def tiny_folder(tmp_path_factory):
 
     def get(kind: str) -> Path:
         if kind not in cache:
-            cache[kind] = save_tiny(TINY_KINDS[kind], tmp_path_factory.mktemp(f"tiny_{kind}"), LABELS,
-                                    **depth_width(TINY_KINDS[kind], DEPTH, WIDTH))
+            cache[kind] = save_tiny(
+                TINY_KINDS[kind],
+                tmp_path_factory.mktemp(f"tiny_{kind}"),
+                LABELS,
+                **depth_width(TINY_KINDS[kind], DEPTH, WIDTH),
+            )
         return cache[kind]
 
     return get

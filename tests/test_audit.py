@@ -36,10 +36,10 @@ from transformers import (
     ViTImageProcessor,
 )
 
-from hf_iia.tools.audit import AuditConfig, AuditError, region_shares, run_audit
-from hf_iia.tools.cli import main
 from hf_iia.data import DatasetColumnError, DatasetImageError
 from hf_iia.outputs import OutputPathError
+from hf_iia.tools.audit import AuditConfig, AuditError, region_shares, run_audit
+from hf_iia.tools.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 48
@@ -74,8 +74,14 @@ def cue_images(n: int, seed: int, informative: str) -> tuple[np.ndarray, np.ndar
 def train_cue_model(informative: str, folder: Path, steps: int = 60) -> Path:
     """Train a tiny ResNet for ``steps`` Adam steps on ``informative``-cue images; save it with its processor."""
     torch.manual_seed(0)
-    config = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=3,
-                          id2label=dict(enumerate(NAMES)), label2id={name: i for i, name in enumerate(NAMES)})
+    config = ResNetConfig(
+        embedding_size=8,
+        hidden_sizes=[8, 16],
+        depths=[1, 1],
+        num_labels=3,
+        id2label=dict(enumerate(NAMES)),
+        label2id={name: i for i, name in enumerate(NAMES)},
+    )
     model = ResNetForImageClassification(config)
     images, _, labels = cue_images(steps * 32, 1, informative)
     pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1  # the processor's mean = std = 0.5
@@ -98,10 +104,18 @@ def scenario(tmp_path_factory) -> dict[str, Path]:
     """The two trained models and the audit dataset (both cues agree with the label), saved to disk."""
     root = tmp_path_factory.mktemp("cue")
     images, masks, labels = cue_images(N, 2, "corner+object")
-    features = datasets.Features({"image": datasets.Image(), "mask": datasets.Array2D((SIZE, SIZE), "uint8"),
-                                  "label": datasets.ClassLabel(names=NAMES)})
-    columns = {"image": [Image.fromarray(image) for image in images], "mask": masks.astype(np.uint8),
-               "label": labels.tolist()}
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "mask": datasets.Array2D((SIZE, SIZE), "uint8"),
+            "label": datasets.ClassLabel(names=NAMES),
+        }
+    )
+    columns = {
+        "image": [Image.fromarray(image) for image in images],
+        "mask": masks.astype(np.uint8),
+        "label": labels.tolist(),
+    }
     datasets.Dataset.from_dict(columns, features=features).save_to_disk(root / "data")
     return {
         "data": root / "data",
@@ -111,8 +125,9 @@ def scenario(tmp_path_factory) -> dict[str, Path]:
 
 
 def config(model: Path, data: Path, **options) -> AuditConfig:
-    return AuditConfig(**{"model": str(model), "dataset": str(data), "n": N, "batch_size": BATCH, "mask_column": "mask",
-                          **options})
+    return AuditConfig(
+        **{"model": str(model), "dataset": str(data), "n": N, "batch_size": BATCH, "mask_column": "mask", **options}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -166,8 +181,14 @@ def test_corner_cue_is_flagged_and_object_model_is_not(reference):
 
 def test_outputs_card_and_raw_results(reference):
     out, summary = reference["corner"]["out"], reference["corner"]["summary"]
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "audit_grid.png", "raw", "results.json",
-                                                     "results.parquet", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md",
+        "audit_grid.png",
+        "raw",
+        "results.json",
+        "results.parquet",
+        "summary.json",
+    ]
     card = ModelCard.load(out / "README.md")
     assert "hf-iia" in card.data.tags and card.data.pipeline_tag == "image-classification"
     metrics = {(result.metric_type, result.metric_name) for result in card.data.eval_results}
@@ -187,16 +208,35 @@ def test_outputs_card_and_raw_results(reference):
 
 
 def _command(scenario: dict[str, Path], out: Path) -> list[str]:
-    return ["audit", str(scenario["corner"]), "--dataset", str(scenario["data"]), "--n", str(N),
-            "--batch-size", str(BATCH), "--masks", "mask", "--out", str(out)]
+    return [
+        "audit",
+        str(scenario["corner"]),
+        "--dataset",
+        str(scenario["data"]),
+        "--n",
+        str(N),
+        "--batch-size",
+        str(BATCH),
+        "--masks",
+        "mask",
+        "--out",
+        str(out),
+    ]
 
 
 def _sandbox(home: Path) -> dict[str, str]:
     """Make ``home`` and return the environment of a child run whose home and caches lie in it (to catch writes
     outside --out). Matplotlib creates its config folder on import, so it is made beforehand."""
     (home / "mpl").mkdir(parents=True)
-    env = {**os.environ, "HOME": str(home), "HF_HOME": str(home / "hf"), "XDG_CACHE_HOME": str(home / "cache"),
-           "MPLCONFIGDIR": str(home / "mpl"), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "HF_HOME": str(home / "hf"),
+        "XDG_CACHE_HOME": str(home / "cache"),
+        "MPLCONFIGDIR": str(home / "mpl"),
+        "PYTHONPATH": str(REPO),
+        "OMP_NUM_THREADS": "1",
+    }
     env.pop("HF_DATASETS_CACHE", None)
     return env
 
@@ -205,8 +245,7 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(scenario, reference, 
     out, home = tmp_path / "out", tmp_path / "home"
     env = _sandbox(home)
     command = [sys.executable, "-m", "hf_iia.tools.cli", *_command(scenario, out)]
-    process = subprocess.Popen(command, cwd=home, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command, cwd=home, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     batches = out / "raw" / "batches"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(list(batches.glob("*.parquet"))) < 3 and process.poll() is None:
@@ -231,9 +270,22 @@ def test_two_accelerate_processes_equal_one(scenario, reference, tmp_path):
     with socket.socket() as probe:  # a free port for the rendezvous, so parallel runs do not collide
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-              "--main_process_port", str(port)]
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(port),
+    ]
     command = [*launch, str(REPO / "scripts" / "audit.py"), *_command(scenario, out)[1:], "--device", "cpu"]
     finished = subprocess.run(command, cwd=tmp_path / "home", env=env, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr[-3000:]
@@ -247,8 +299,9 @@ def test_streamed_image_folder_shorter_than_n(scenario, tmp_path):
     for i, (image, label) in enumerate(zip(images, labels)):
         (folder / NAMES[label]).mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(folder / NAMES[label] / f"{i}.png")
-    settings = AuditConfig(model=str(scenario["corner"]), dataset=str(folder), n=50, batch_size=4, steps=1,
-                           perturbation_steps=4)
+    settings = AuditConfig(
+        model=str(scenario["corner"]), dataset=str(folder), n=50, batch_size=4, steps=1, perturbation_steps=4
+    )
     summary = run_audit(settings, tmp_path / "out", progress=False)
     assert summary["rows"] == 5 and not summary["has_masks"]  # the stream ended before n; no masks here
     assert json.loads((tmp_path / "out" / "raw" / "end.json").read_text()) == {"rows": 5}
@@ -262,8 +315,9 @@ def test_bad_settings_are_clear_errors(scenario, reference, tmp_path):
     with pytest.raises(DatasetColumnError, match=r"no image column 'picture'.*\['image', 'label', 'mask'\]"):
         run_audit(config(scenario["object"], scenario["data"], image_column="picture"), tmp_path / "a", progress=False)
     with pytest.raises(DatasetColumnError, match="no mask column 'segmentation'"):
-        run_audit(config(scenario["object"], scenario["data"], mask_column="segmentation"), tmp_path / "b",
-                  progress=False)
+        run_audit(
+            config(scenario["object"], scenario["data"], mask_column="segmentation"), tmp_path / "b", progress=False
+        )
     with pytest.raises(AuditError, match=r"other settings \(n differ\)"):
         run_audit(config(scenario["corner"], scenario["data"], n=N - 2), reference["corner"]["out"], progress=False)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # settings are checked before writing
@@ -275,10 +329,20 @@ def test_bad_settings_are_clear_errors(scenario, reference, tmp_path):
 
 _SHAPES = {"id2label": dict(enumerate(["circle", "square", "triangle", "cross", "ring", "star"]))}
 SYNTHETIC_MODELS = {  # random-weight 6-class models for 32 px inputs
-    "resnet": lambda: ResNetForImageClassification(ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
-                                                                **_SHAPES)),
-    "vit": lambda: ViTForImageClassification(ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=2,
-                                                       num_attention_heads=2, intermediate_size=32, **_SHAPES)),
+    "resnet": lambda: ResNetForImageClassification(
+        ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], **_SHAPES)
+    ),
+    "vit": lambda: ViTForImageClassification(
+        ViTConfig(
+            image_size=32,
+            patch_size=8,
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+            **_SHAPES,
+        )
+    ),
 }
 
 
@@ -287,8 +351,26 @@ def test_cli_audit_on_builtin_synthetic_dataset(arch, comparison, tmp_path, caps
     torch.manual_seed(0)
     SYNTHETIC_MODELS[arch]().save_pretrained(tmp_path / "model")
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "model")
-    code = main(["audit", str(tmp_path / "model"), "--dataset", "synthetic-shortcut", "--n", "6", "--batch-size", "3",
-                 "--steps", "1", "--perturbation-steps", "4", "--image-size", "40", "--out", str(tmp_path / "card")])
+    code = main(
+        [
+            "audit",
+            str(tmp_path / "model"),
+            "--dataset",
+            "synthetic-shortcut",
+            "--n",
+            "6",
+            "--batch-size",
+            "3",
+            "--steps",
+            "1",
+            "--perturbation-steps",
+            "4",
+            "--image-size",
+            "40",
+            "--out",
+            str(tmp_path / "card"),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert f"{comparison}: " in printed and f"wrote {tmp_path / 'card' / 'README.md'}" in printed

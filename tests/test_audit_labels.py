@@ -12,8 +12,9 @@ N = 12
 
 def test_a_model_whose_classes_do_not_fit_the_labels_gets_no_spurious_cue_verdict(lite0_folder, tmp_path):
     """The ImageNet Lite0 audited on the 6-class synthetic shapes: accuracy near chance, so no verdict."""
-    config = AuditConfig(model=str(lite0_folder), dataset="synthetic", n=N, batch_size=6, steps=1,
-                         perturbation_steps=4, image_size=64)
+    config = AuditConfig(
+        model=str(lite0_folder), dataset="synthetic", n=N, batch_size=6, steps=1, perturbation_steps=4, image_size=64
+    )
     summary = run_audit(config, tmp_path / "card", progress=False)
     assert not summary["label_fit"]["fits"]
     for verdict in summary["verdict"].values():
@@ -29,11 +30,21 @@ def test_labels_given_as_class_names_are_read_through_id2label(tmp_path):
     names = dataset.features["label"].names
     assert list(names) == list(CLASS_NAMES)
     named = dataset.cast_column("label", datasets.Value("int64")).map(
-        lambda row: {"label": names[row["label"]]}, features=datasets.Features(
-            {**{k: v for k, v in dataset.features.items() if k != "label"}, "label": datasets.Value("string")}))
+        lambda row: {"label": names[row["label"]]},
+        features=datasets.Features(
+            {**{k: v for k, v in dataset.features.items() if k != "label"}, "label": datasets.Value("string")}
+        ),
+    )
     named.save_to_disk(tmp_path / "data")
-    config = AuditConfig(model=str(DEFAULT_MODELS_DIR / "resnet"), dataset=str(tmp_path / "data"), n=N,
-                         batch_size=6, steps=1, perturbation_steps=4, mask_column="mask")
+    config = AuditConfig(
+        model=str(DEFAULT_MODELS_DIR / "resnet"),
+        dataset=str(tmp_path / "data"),
+        n=N,
+        batch_size=6,
+        steps=1,
+        perturbation_steps=4,
+        mask_column="mask",
+    )
     summary = run_audit(config, tmp_path / "card", progress=False)
     assert summary["label_fit"]["fits"] and summary["overall"]["iia"]["accuracy"] >= 0.9
 

@@ -28,8 +28,9 @@ from hf_iia import IIAError, IIAExplainer, ImageInputError, NumericalError, Targ
 from hf_iia.explainer import normalise
 from hf_iia.testing import LABELS, ConstantLogits, NaNLogits, SmallCNN, pixels
 
-SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow],
-                    derandomize=True, database=None)
+SETTINGS = settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True, database=None
+)
 
 
 KINDS = ("vit", "deit", "resnet", "convnext")
@@ -69,8 +70,26 @@ def _outcome(call, allowed=(ImageInputError,)):
 
 
 # ------------------------------------------------------------------ PIL images: every mode, odd sizes
-MODES = ["1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV",
-         "I;16", "I;16B", "I", "F"]
+MODES = [
+    "1",
+    "L",
+    "LA",
+    "La",
+    "P",
+    "PA",
+    "RGB",
+    "RGBA",
+    "RGBa",
+    "RGBX",
+    "CMYK",
+    "YCbCr",
+    "LAB",
+    "HSV",
+    "I;16",
+    "I;16B",
+    "I",
+    "F",
+]
 
 
 def _pil_image(mode: str, width: int, height: int, seed: int, scale: float) -> Image.Image:
@@ -130,8 +149,11 @@ def image_arrays(draw):
     shape = draw(st.sampled_from([(height, width), (height, width, 1), (height, width, 3), (height, width, 4)]))
     if dtype.kind == "f":
         in_range = draw(st.booleans())
-        elements = (st.floats(0, 1, width=dtype.itemsize * 8) if in_range
-                    else st.floats(allow_nan=True, allow_infinity=True, width=dtype.itemsize * 8))
+        elements = (
+            st.floats(0, 1, width=dtype.itemsize * 8)
+            if in_range
+            else st.floats(allow_nan=True, allow_infinity=True, width=dtype.itemsize * 8)
+        )
     elif dtype.kind == "b":
         elements = st.booleans()
     else:
@@ -155,8 +177,14 @@ def test_arrays_of_any_dtype_and_range(kind, array, one_step):
 
 @pytest.mark.parametrize(
     "array",
-    [np.zeros((4, 4, 2), np.uint8), np.zeros((0, 4, 3), np.uint8), np.zeros((4, 4, 3), np.complex64),
-     np.zeros((4, 4, 3), object), np.zeros((2, 2, 2, 3), np.uint8), np.zeros(5, np.uint8)],
+    [
+        np.zeros((4, 4, 2), np.uint8),
+        np.zeros((0, 4, 3), np.uint8),
+        np.zeros((4, 4, 3), np.complex64),
+        np.zeros((4, 4, 3), object),
+        np.zeros((2, 2, 2, 3), np.uint8),
+        np.zeros(5, np.uint8),
+    ],
     ids=["2-channels", "empty", "complex", "object", "4-d", "1-d"],
 )
 def test_unusable_arrays_raise_image_input_error(array, one_step):
@@ -193,8 +221,13 @@ def write_png(path: Path, width: int, height: int, *, truncate: bool = False, he
     return path
 
 
-@settings(max_examples=8, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=8,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(long_side=st.integers(1, 8000), short_side=st.integers(1, 64), wide=st.booleans())
 @example(long_side=8000, short_side=1, wide=True)
 @example(long_side=8000, short_side=1, wide=False)
@@ -217,8 +250,10 @@ def test_an_8000_by_8000_image_file(tmp_path, capsys, one_step):
     explanation = one_step("resnet")(str(path))
     seconds = time.perf_counter() - start
     with capsys.disabled():
-        print(f"\n[8000x8000 PNG] {seconds:.1f} s, file {path.stat().st_size / 2**10:.0f} KiB, "
-              f"RSS now +{(process.memory_info().rss - rss) / 2**20:.0f} MiB")
+        print(
+            f"\n[8000x8000 PNG] {seconds:.1f} s, file {path.stat().st_size / 2**10:.0f} KiB, "
+            f"RSS now +{(process.memory_info().rss - rss) / 2**20:.0f} MiB"
+        )
     _assert_valid_maps(explanation)
     assert explanation.image.size == (8000, 8000)
     assert explanation.geometry is not None and explanation.geometry.original_size == (8000, 8000)
@@ -308,8 +343,11 @@ def test_mismatched_target_lists_raise_target_error(batch, targets, one_step):
 
 
 @SETTINGS
-@given(index=st.sampled_from(sorted(LABELS)), flips=st.lists(st.booleans(), min_size=20, max_size=20),
-       kind=st.sampled_from(["resnet", "deit"]))
+@given(
+    index=st.sampled_from(sorted(LABELS)),
+    flips=st.lists(st.booleans(), min_size=20, max_size=20),
+    kind=st.sampled_from(["resnet", "deit"]),
+)
 def test_label_names_in_any_case_resolve(index, flips, kind, one_step):
     name = LABELS[index]
     mixed = "".join(c.upper() if flip else c.lower() for c, flip in zip(name, flips + [False] * len(name)))
@@ -319,10 +357,17 @@ def test_label_names_in_any_case_resolve(index, flips, kind, one_step):
 
 
 @SETTINGS
-@given(target=st.one_of(
-    st.integers(max_value=-1), st.integers(min_value=len(LABELS)), st.floats(), st.booleans(),
-    st.text(alphabet="xyzqjk0123 ", min_size=1, max_size=12), st.just(""), st.dictionaries(st.text(), st.integers()),
-))
+@given(
+    target=st.one_of(
+        st.integers(max_value=-1),
+        st.integers(min_value=len(LABELS)),
+        st.floats(),
+        st.booleans(),
+        st.text(alphabet="xyzqjk0123 ", min_size=1, max_size=12),
+        st.just(""),
+        st.dictionaries(st.text(), st.integers()),
+    )
+)
 def test_bad_targets_raise_target_error(target, one_step):
     with pytest.raises(TargetError):
         one_step("resnet")(np.zeros((5, 5, 3), np.uint8), target=target)
@@ -365,8 +410,13 @@ def test_constant_integrand_gives_zero_maps_with_a_warning():
 
 
 @SETTINGS
-@given(maps=arrays(np.float32, st.tuples(st.integers(1, 3), st.integers(1, 6), st.integers(1, 6)),
-                   elements=st.floats(allow_nan=True, allow_infinity=True, width=32)))
+@given(
+    maps=arrays(
+        np.float32,
+        st.tuples(st.integers(1, 3), st.integers(1, 6), st.integers(1, 6)),
+        elements=st.floats(allow_nan=True, allow_infinity=True, width=32),
+    )
+)
 def test_normalise_never_returns_nan(maps):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)

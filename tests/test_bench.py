@@ -20,8 +20,8 @@ from transformers import (
 
 from hf_iia.tools.bench.run import CROPS, METHOD_SPECS, crop_photos, synthetic_heldout
 from hf_iia.tools.bench.stats import summarise, t_quantile
-from hf_iia.tools.synthetic import CLASS_NAMES
 from hf_iia.tools.cli import main
+from hf_iia.tools.synthetic import CLASS_NAMES
 
 SIZE = 32
 N = 4
@@ -37,8 +37,15 @@ def _labels() -> dict:
 
 def _save(model, folder: Path, heldout_start: int) -> None:
     model.save_pretrained(folder)
-    ViTImageProcessor(size={"height": SIZE, "width": SIZE}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(folder)
-    log = {"train_indices": [0, 1000], "heldout_indices": [heldout_start, heldout_start + 100], "data_seed": 0, "size": SIZE}
+    ViTImageProcessor(size={"height": SIZE, "width": SIZE}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(
+        folder
+    )
+    log = {
+        "train_indices": [0, 1000],
+        "heldout_indices": [heldout_start, heldout_start + 100],
+        "data_seed": 0,
+        "size": SIZE,
+    }
     (folder / "train_log.json").write_text(json.dumps(log))
 
 
@@ -48,17 +55,42 @@ def models_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("bench_models")
     torch.manual_seed(0)
     resnet = ResNetForImageClassification(
-        ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 24], depths=[1, 1, 1], **_labels()))
+        ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 24], depths=[1, 1, 1], **_labels())
+    )
     _save(resnet, root / "resnet", 10_000_000)
-    vit = ViTForImageClassification(ViTConfig(image_size=SIZE, patch_size=8, hidden_size=32, num_hidden_layers=2,
-                                              num_attention_heads=2, intermediate_size=64, **_labels()))
+    vit = ViTForImageClassification(
+        ViTConfig(
+            image_size=SIZE,
+            patch_size=8,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            **_labels(),
+        )
+    )
     _save(vit, root / "vit", 10_000_000)
     return root
 
 
 def _bench(models_dir: Path, out: Path) -> dict:
-    argv = ["bench", "--suite", "synthetic", "--out", str(out), "--n", str(N), "--models-dir", str(models_dir),
-            "--perturbation-steps", "4", "--batch-size", "3", "--threads", "1"]
+    argv = [
+        "bench",
+        "--suite",
+        "synthetic",
+        "--out",
+        str(out),
+        "--n",
+        str(N),
+        "--models-dir",
+        str(models_dir),
+        "--perturbation-steps",
+        "4",
+        "--batch-size",
+        "3",
+        "--threads",
+        "1",
+    ]
     assert main(argv) == 0
     return json.loads((out / "results.json").read_text())
 
@@ -85,7 +117,10 @@ def test_synthetic_bench_writes_the_three_files(synthetic_run):
             assert set(model["timing"][key]) == {"seconds", "seconds_per_map"}
         assert set(model["paired_vs_iia"]) == set(model["methods"]) - {"iia"}
     resnet = next(m for m in results["models"] if m["name"] == "resnet")
-    assert resnet["methods"]["iia-multilayer"]["explainer"]["levels"] == ["resnet.encoder.stages.1", "resnet.encoder.stages.2"]
+    assert resnet["methods"]["iia-multilayer"]["explainer"]["levels"] == [
+        "resnet.encoder.stages.1",
+        "resnet.encoder.stages.2",
+    ]
     vit = next(m for m in results["models"] if m["name"] == "vit")
     assert vit["methods"]["iia-multilayer"]["explainer"]["levels"] == ["layers.0", "layers.1"]
     difference = resnet["iia_vs_reference_max_abs_map_difference"]
@@ -146,8 +181,23 @@ def test_bench_is_deterministic_and_refuses_to_overwrite(models_dir, synthetic_r
 
 def test_real_suite_on_a_tiny_checkpoint(models_dir, tmp_path):
     out = tmp_path / "real"
-    argv = ["bench", "--suite", "real", "--out", str(out), "--n", "2", "--checkpoint", str(models_dir / "resnet"),
-            "--methods", "iia", "gradcam", "gae", "--perturbation-steps", "3"]
+    argv = [
+        "bench",
+        "--suite",
+        "real",
+        "--out",
+        str(out),
+        "--n",
+        "2",
+        "--checkpoint",
+        str(models_dir / "resnet"),
+        "--methods",
+        "iia",
+        "gradcam",
+        "gae",
+        "--perturbation-steps",
+        "3",
+    ]
     assert main(argv) == 0
     results = json.loads((out / "results.json").read_text())
     (model,) = results["models"]
@@ -174,8 +224,17 @@ def test_heldout_range_is_read_and_checked(models_dir, tmp_path):
 
 
 def test_unknown_method_is_refused(models_dir, tmp_path, capsys):
-    argv = ["bench", "--suite", "synthetic", "--out", str(tmp_path), "--models-dir", str(models_dir),
-            "--methods", "lime"]
+    argv = [
+        "bench",
+        "--suite",
+        "synthetic",
+        "--out",
+        str(tmp_path),
+        "--models-dir",
+        str(models_dir),
+        "--methods",
+        "lime",
+    ]
     assert main(argv) == 2 and "unknown bench method" in capsys.readouterr().err
 
 

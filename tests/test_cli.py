@@ -24,8 +24,10 @@ def _fresh(code: str) -> str:
 
 
 def test_help_imports_no_heavy_package():
-    code = ("import sys; from hf_iia.tools.cli import build_parser; build_parser().format_help(); "
-            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    code = (
+        "import sys; from hf_iia.tools.cli import build_parser; build_parser().format_help(); "
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    )
     assert _fresh(code).strip() == "[]"
 
 
@@ -64,7 +66,10 @@ def test_explain_writes_overlays_and_maps(tiny_folder, tmp_path, capsys):
         Image.fromarray(np.random.default_rng(i).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(path)
         images.append(str(path))
     out = tmp_path / "out"
-    assert main(["explain", str(tiny_folder("resnet")), *images, "--out", str(out), "--target", "dog", "--steps", "2"]) == 0
+    assert (
+        main(["explain", str(tiny_folder("resnet")), *images, "--out", str(out), "--target", "dog", "--steps", "2"])
+        == 0
+    )
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["label"] for r in records] == ["dog", "dog"]
     assert [r["image"] for r in records] == images
@@ -87,8 +92,20 @@ def test_inputs_whose_names_sanitise_alike_get_their_own_outputs(tiny_folder, tm
     assert len({r["map"] for r in records}) == 2
     for record in records:
         alone = tmp_path / "alone" / Path(record["image"]).name
-        assert main(["explain", str(tiny_folder("resnet")), record["image"], "--out", str(alone.parent / alone.stem),
-                     "--steps", "2"]) == 0
+        assert (
+            main(
+                [
+                    "explain",
+                    str(tiny_folder("resnet")),
+                    record["image"],
+                    "--out",
+                    str(alone.parent / alone.stem),
+                    "--steps",
+                    "2",
+                ]
+            )
+            == 0
+        )
         (single,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
         assert np.array_equal(np.load(record["map"]), np.load(single["map"]))
 

@@ -84,8 +84,9 @@ def test_every_type_is_explained_or_refused_with_a_reason():
     assert not set(supported_model_types()) & set(REFUSED)
 
 
-def _hand_gradcam(model: torch.nn.Module, module: torch.nn.Module, side: str, pixel_values: torch.Tensor,
-                  target: int, to_nchw) -> torch.Tensor:
+def _hand_gradcam(
+    model: torch.nn.Module, module: torch.nn.Module, side: str, pixel_values: torch.Tensor, target: int, to_nchw
+) -> torch.Tensor:
     """Grad-CAM written here: capture the module's output (or input), convert the layout by hand, weight, sum."""
     captured = {}
 
@@ -118,8 +119,15 @@ def _upsampled(cam: torch.Tensor, size) -> torch.Tensor:
 
 @pytest.mark.parametrize(
     "kind, name",
-    [("hf", "swin"), ("hf", "swinv2"), ("hf", "donut-swin"), ("hf", "focalnet"), ("hf", "segformer"),
-     ("hf", "hgnet_v2"), ("timm", "swin_tiny_patch4_window7_224")],  # hgnet_v2: stages read off the classifier's own output
+    [
+        ("hf", "swin"),
+        ("hf", "swinv2"),
+        ("hf", "donut-swin"),
+        ("hf", "focalnet"),
+        ("hf", "segformer"),
+        ("hf", "hgnet_v2"),
+        ("timm", "swin_tiny_patch4_window7_224"),
+    ],  # hgnet_v2: stages read off the classifier's own output
 )
 def test_layouts_match_a_hand_written_gradcam(kind, name):
     model, processor = zoo.build_tiny(name) if kind == "hf" else zoo.build_tiny_timm(name)
@@ -147,7 +155,6 @@ def test_layouts_match_a_hand_written_gradcam(kind, name):
     assert correlation >= 0.99, f"{name}: Pearson {correlation:.3f} against the hand-written Grad-CAM"
 
 
-
 class _Recorder:
     """A TapRun that substitutes nothing and records what reaches each tap."""
 
@@ -163,7 +170,9 @@ class _Recorder:
 
 
 def test_hooked_attention_sees_probabilities_and_refuses_other_tensors():
-    model, processor = zoo.build_tiny("data2vec-vision")  # loads with SDPA attention, which never forms the probabilities
+    model, processor = zoo.build_tiny(
+        "data2vec-vision"
+    )  # loads with SDPA attention, which never forms the probabilities
     attention_class = type(model.data2vec_vision.encoder.layer[0].attention.attention)
     adapter = IIAExplainer(model, processor, progress=False).adapter
     assert isinstance(adapter, HookedViTAdapter)

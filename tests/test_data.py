@@ -47,8 +47,9 @@ def cnn(tiny_folder) -> IIAExplainer:
 @pytest.mark.parametrize("target_column", [None, "label"])
 def test_map_equals_per_image_calls(explainer, target_column):
     dataset = _dataset()
-    mapped = dataset.map(explain_batch_fn(explainer, target_column=target_column, prefix="iia_"), batched=True,
-                         batch_size=2)
+    mapped = dataset.map(
+        explain_batch_fn(explainer, target_column=target_column, prefix="iia_"), batched=True, batch_size=2
+    )
     for row, original in zip(mapped, dataset):
         alone = explainer(original["image"], target=original["label"] if target_column else None)
         heatmap = np.asarray(row["iia_heatmap"], dtype=np.float32)
@@ -63,8 +64,9 @@ def test_map_equals_per_image_calls(explainer, target_column):
 def test_explain_dataset_map_style_and_streaming_agree(explainer, tmp_path):
     dataset = _dataset()
     cache = tmp_path / "explained.arrow"
-    eager = explain_dataset(explainer, dataset, target_column="label", batch_size=2, prefix="iia_",
-                            cache_file_name=cache)
+    eager = explain_dataset(
+        explainer, dataset, target_column="label", batch_size=2, prefix="iia_", cache_file_name=cache
+    )
     assert cache.exists() and isinstance(eager, datasets.Dataset)
     assert eager.features["iia_heatmap"] == datasets.Array2D(shape=(32, 32), dtype="float16")
     assert isinstance(eager.features["image"], datasets.Image) and eager.features["image"].decode

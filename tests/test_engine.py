@@ -36,7 +36,10 @@ class PooledHead(nn.Module):
     "options, scale",
     [
         ({"preset": "reference"}, _mean_power(10, 1)),  # image path only, last stage observed
-        ({"steps": (4, 3), "integrand": "grad_relu_act"}, _mean_power(4, 1) * _mean_power(3, 1)),  # nested: a1 * A(a0 x)
+        (
+            {"steps": (4, 3), "integrand": "grad_relu_act"},
+            _mean_power(4, 1) * _mean_power(3, 1),
+        ),  # nested: a1 * A(a0 x)
         # right Riemann sums leave a = 0 out: mean of 1/4..1 times mean of 1/3..1
         ({"steps": (4, 3), "integrand": "grad_relu_act", "rule": "riemann_right"}, (5 / 8) * (2 / 3)),
     ],
@@ -60,18 +63,26 @@ def test_constant_baselines_start_each_path_there():
     """Linear features, linear head, baselines (b0, b1): the point is b1 + a1 (F(b0 + a0 (x - b0)) - b1)."""
     model = PooledHead("linear")
     b0, b1, steps = 0.7, -0.2, (3, 4)
-    explainer = IIAExplainer(model, layer="features", steps=steps, baselines=(b0, b1), integrand="grad_relu_act",
-                             progress=False)
+    explainer = IIAExplainer(
+        model, layer="features", steps=steps, baselines=(b0, b1), integrand="grad_relu_act", progress=False
+    )
     x = torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(7))
     result = integrate(explainer.adapter, x, torch.tensor([2]), explainer.spec, progress=False)
     weight = model.classifier.weight[2].detach()[None, :, None, None] / 16  # dy/dA, the same at every point
-    points = [b1 + a1 * (model.features(b0 + a0 * (x - b0)).detach() - b1)
-              for a0 in torch.linspace(0, 1, steps[0] + 1) for a1 in torch.linspace(0, 1, steps[1] + 1)]
+    points = [
+        b1 + a1 * (model.features(b0 + a0 * (x - b0)).detach() - b1)
+        for a0 in torch.linspace(0, 1, steps[0] + 1)
+        for a1 in torch.linspace(0, 1, steps[1] + 1)
+    ]
     expected = weight * torch.stack(points).clamp_min(0).mean(0)
     torch.testing.assert_close(result.integrals["features"], expected, rtol=1e-5, atol=1e-7)
     default = IIAExplainer(model, layer="features", steps=steps, integrand="grad_relu_act", progress=False)
-    assert IIAExplainer(model, layer="features", steps=steps, baselines=0.0, integrand="grad_relu_act",
-                        progress=False).spec == default.spec
+    assert (
+        IIAExplainer(
+            model, layer="features", steps=steps, baselines=0.0, integrand="grad_relu_act", progress=False
+        ).spec
+        == default.spec
+    )
 
 
 def test_rule_option_and_family_defaults(tiny_folder):
@@ -148,8 +159,11 @@ def _naive_nested(model: nn.Module, layers: list[nn.Module], x: torch.Tensor, ta
 def test_two_level_iia_matches_naive_nested_loop(tiny_folder):
     """Multi-layer IIA (L = 2) on a real ResNet equals the definition computed point by point."""
     explainer = IIAExplainer(
-        tiny_folder("resnet"), layer=["resnet.encoder.stages.1", "resnet.encoder.stages.2"], steps=(2, 3, 2),
-        integrand="grad_relu_act", progress=False,
+        tiny_folder("resnet"),
+        layer=["resnet.encoder.stages.1", "resnet.encoder.stages.2"],
+        steps=(2, 3, 2),
+        integrand="grad_relu_act",
+        progress=False,
     )
     model = explainer.model.eval()
     x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(5))

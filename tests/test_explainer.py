@@ -150,7 +150,13 @@ def test_bad_pixel_values_raise(explainers):
 
 @pytest.mark.parametrize(
     "target, message",
-    [("zebra", "unknown label"), (5, "out of range"), (-2, "out of range"), ([1], "targets for 2 images"), (1.5, "must be")],
+    [
+        ("zebra", "unknown label"),
+        (5, "out of range"),
+        (-2, "out of range"),
+        ([1], "targets for 2 images"),
+        (1.5, "must be"),
+    ],
 )
 def test_bad_targets_raise(explainers, pixel_values, target, message):
     with pytest.raises(TargetError, match=message):
@@ -202,8 +208,9 @@ class OwnAttention(nn.Module):
 
 
 def test_attention_not_reachable(tmp_path):
-    config = ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                       intermediate_size=32)
+    config = ViTConfig(
+        image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32
+    )
     model = ViTForImageClassification(config)
     for layer in model.vit.layers:
         layer.attention = OwnAttention(16)

@@ -52,7 +52,9 @@ def _reference_logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _user_hook_module(model: torch.nn.Module) -> torch.nn.Module:
     """A module every forward pass runs, deep in the network (the last leaf module before the classifier)."""
-    leaves = [module for name, module in model.named_modules() if not list(module.children()) and "classifier" not in name]
+    leaves = [
+        module for name, module in model.named_modules() if not list(module.children()) and "classifier" not in name
+    ]
     return leaves[-1]
 
 
@@ -172,7 +174,11 @@ def test_a_thousand_calls_do_not_grow_memory(capsys, zoo_explainer):
         ex(image)
     process = psutil.Process()
     gc.collect()
-    rss_before, objects_before, blocks_before = process.memory_info().rss, len(gc.get_objects()), sys.getallocatedblocks()
+    rss_before, objects_before, blocks_before = (
+        process.memory_info().rss,
+        len(gc.get_objects()),
+        sys.getallocatedblocks(),
+    )
     for _ in range(1000):
         explanation = ex(image)
     gc.collect()
@@ -180,8 +186,10 @@ def test_a_thousand_calls_do_not_grow_memory(capsys, zoo_explainer):
     rss_growth = process.memory_info().rss - rss_before
     object_growth = len(gc.get_objects()) - objects_before
     with capsys.disabled():
-        print(f"\n[1000 calls, tiny ViT] Python heap blocks {block_growth:+d}, gc objects {object_growth:+d}, "
-              f"RSS growth {rss_growth / 2**20:.1f} MiB")
+        print(
+            f"\n[1000 calls, tiny ViT] Python heap blocks {block_growth:+d}, gc objects {object_growth:+d}, "
+            f"RSS growth {rss_growth / 2**20:.1f} MiB"
+        )
     assert np.isfinite(explanation.heatmap).all()
     assert block_growth < 10_000, f"{block_growth} more Python heap blocks after 1,000 calls"
     assert object_growth < 5000, f"{object_growth} more live Python objects after 1,000 calls"
@@ -285,8 +293,24 @@ def test_bfloat16_maps_agree_with_float64(kind, zoo_explainer):
 @pytest.fixture(scope="module")
 def convergence_tables() -> dict[str, list[dict[str, float]]]:
     """``scripts/convergence.py`` run as a user runs it (small models): ``{kind: [{steps, map_mad, integral_rel_l2}]}``."""
-    command = [sys.executable, str(ROOT / "scripts" / "convergence.py"), "--models", "resnet", "vit",
-               "--steps", "1", "2", "4", "8", "--reference", "32", "--size", "32", "--images", "2"]
+    command = [
+        sys.executable,
+        str(ROOT / "scripts" / "convergence.py"),
+        "--models",
+        "resnet",
+        "vit",
+        "--steps",
+        "1",
+        "2",
+        "4",
+        "8",
+        "--reference",
+        "32",
+        "--size",
+        "32",
+        "--images",
+        "2",
+    ]
     finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr
     tables: dict[str, list[dict[str, float]]] = {}

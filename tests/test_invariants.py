@@ -51,8 +51,11 @@ def _pixels(explainer: IIAExplainer, count: int = 3) -> torch.Tensor:
 
 def _classifier(model: nn.Module) -> nn.Linear:
     """The last Linear layer that produces the logits (the head)."""
-    linears = [module for module in model.modules() if isinstance(module, nn.Linear)
-               and module.out_features == model.config.num_labels]
+    linears = [
+        module
+        for module in model.modules()
+        if isinstance(module, nn.Linear) and module.out_features == model.config.num_labels
+    ]
     return linears[-1]
 
 

@@ -20,11 +20,11 @@ from torch import nn
 from transformers import AutoModelForImageClassification
 
 from hf_iia import IIAExplainer, MethodError, UnsupportedModelError
-from hf_iia.tools.cli import main
 from hf_iia.engine import INPUT_TAP, Path, integrate, make_spec
 from hf_iia.explainer import normalise, upsample
 from hf_iia.integrands import gradient
 from hf_iia.methods import METHODS
+from hf_iia.tools.cli import main
 
 torch.set_num_threads(1)
 
@@ -93,8 +93,9 @@ def test_ig_matches_captum_riemann_right(tiny_folder, kind):
 def test_ig_works_on_a_plain_module_and_is_complete():
     """IG needs no adapter taps: any module returning logits works, without layer=; the map sums to f(x) - f(0)."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                          nn.Linear(4, 3))
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)
+    )
     x = _inputs(size=8, batch=1)
     explainer = IIAExplainer(model, method="ig", steps=200, progress=False)
     result = integrate(explainer.adapter, x, torch.tensor([2]), explainer.spec, progress=False)
@@ -164,8 +165,9 @@ def test_gradcam_plus_plus_matches_pytorch_grad_cam_where_its_epsilon_is_negligi
 def test_gradcam_on_a_plain_module_at_input_resolution_equals_pytorch_grad_cam():
     """With a feature map of the input's size neither side resizes: the public output equals pytorch-grad-cam's."""
     torch.manual_seed(2)
-    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                          nn.Linear(6, 3))
+    model = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3)
+    )
     x, targets = _inputs(size=12, seed=4), torch.tensor([0, 2])
     ours = IIAExplainer(model, method="gradcam", layer="1", progress=False).attribute(x, target=targets)
     with GradCAM(model, [model[1]]) as cam:

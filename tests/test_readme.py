@@ -62,8 +62,9 @@ def _rewrite(words: list[str], tmp: Path) -> list[str]:
 
 
 def _tracked_state() -> str:
-    return subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
-                          text=True, check=True).stdout
+    return subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
 
 
 @pytest.fixture(scope="module")

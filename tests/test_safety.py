@@ -73,12 +73,17 @@ def _explain_cli(*args: str) -> int:
 def _remote_code_checkpoint(folder: Path, marker: Path) -> Path:
     """A checkpoint whose config names its own Python classes (``auto_map``); importing them writes ``marker``."""
     folder.mkdir()
-    json.dump({
-        "model_type": "hf_iia_remote_test",
-        "architectures": ["RemoteModel"],
-        "auto_map": {"AutoConfig": "remote_code.RemoteConfig",
-                     "AutoModelForImageClassification": "remote_code.RemoteModel"},
-    }, open(folder / "config.json", "w"))
+    json.dump(
+        {
+            "model_type": "hf_iia_remote_test",
+            "architectures": ["RemoteModel"],
+            "auto_map": {
+                "AutoConfig": "remote_code.RemoteConfig",
+                "AutoModelForImageClassification": "remote_code.RemoteModel",
+            },
+        },
+        open(folder / "config.json", "w"),
+    )
     (folder / "remote_code.py").write_text(
         "import pathlib\n"
         f"pathlib.Path({str(marker)!r}).write_text('remote code ran')\n"
@@ -117,7 +122,9 @@ def test_remote_image_processor_code_never_runs(tmp_path):
         "from transformers import ViTImageProcessor\nclass RemoteProcessor(ViTImageProcessor):\n    pass\n"
     )
     config = json.loads((folder / "preprocessor_config.json").read_text())
-    config.update(image_processor_type="RemoteProcessor", auto_map={"AutoImageProcessor": "remote_processor.RemoteProcessor"})
+    config.update(
+        image_processor_type="RemoteProcessor", auto_map={"AutoImageProcessor": "remote_processor.RemoteProcessor"}
+    )
     (folder / "preprocessor_config.json").write_text(json.dumps(config))
     explainer = IIAExplainer(str(folder), device="cpu", steps=1, progress=False)
     assert not marker.exists()
@@ -239,10 +246,17 @@ def test_cli_does_not_write_through_symlinks(tmp_path, images, zoo_folder):
         assert victim.read_text() == "keep me"
 
 
-@settings(max_examples=60, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(name=st.text(st.characters(exclude_characters="\x00"), max_size=40)
-       | st.sampled_from(["..", "../x", "../../etc/passwd", "/etc/passwd", "a/../../b", "./../x", "~", ".", ""]))
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    name=st.text(st.characters(exclude_characters="\x00"), max_size=40)
+    | st.sampled_from(["..", "../x", "../../etc/passwd", "/etc/passwd", "a/../../b", "./../x", "~", ".", ""])
+)
 def test_output_names_cannot_escape(tmp_path, name):
     root = tmp_path / "out"
     stem = safe_name(name)

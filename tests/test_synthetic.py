@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hf_iia.errors import IIAError
 from hf_iia.tools.bench.run import DEFAULT_MODELS_DIR
 from hf_iia.tools.synthetic import (
     CLASS_NAMES,
@@ -21,7 +22,6 @@ from hf_iia.tools.synthetic import (
     make_sample,
     shortcut_patch_size,
 )
-from hf_iia.errors import IIAError
 
 NOISE = 6  # the generator's per-pixel noise amplitude
 

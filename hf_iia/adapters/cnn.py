@@ -138,7 +138,9 @@ def _named_points(model: nn.Module, layer: LayerSpec, candidates: dict[str, TapP
         elif isinstance(spec, str):
             points[spec] = candidates.get(spec) or TapPoint(resolve_module(model, spec))
         else:
-            raise LayerNotFoundError(f"layer= must be a module, a dotted name or a stage index, got {type(spec).__name__}")
+            raise LayerNotFoundError(
+                f"layer= must be a module, a dotted name or a stage index, got {type(spec).__name__}"
+            )
     return points
 
 

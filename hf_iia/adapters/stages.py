@@ -171,7 +171,9 @@ class StageAdapter(CNNAdapter):
                     point = StagePoint(point.module)
                 if point.side == "input":
                     hook = self._stage_hook(run, tap, point)
-                    handles.append(point.module.register_forward_pre_hook(lambda module, args, hook=hook: hook(module, (), args)))
+                    handles.append(
+                        point.module.register_forward_pre_hook(lambda module, args, hook=hook: hook(module, (), args))
+                    )
                 else:
                     handles.append(point.module.register_forward_hook(self._stage_hook(run, tap, point)))
             yield
@@ -193,7 +195,11 @@ class StageAdapter(CNNAdapter):
                     f"{self._input_size[0]}x{self._input_size[1]} input; pass layer= another stage"
                 )
             rows = tensor.shape[0]
-            batched = [i for i, item in enumerate(items) if isinstance(item, torch.Tensor) and item.dim() and item.shape[0] == rows]
+            batched = [
+                i
+                for i, item in enumerate(items)
+                if isinstance(item, torch.Tensor) and item.dim() and item.shape[0] == rows
+            ]
             expanded = run.expand(tap, *(items[i] for i in batched))
             for i, item in zip(batched, expanded):
                 items[i] = item
@@ -271,7 +277,9 @@ def find_stages(model: nn.Module) -> tuple[dict[str, StagePoint], str | None, di
     """
     base = getattr(model, getattr(model, "base_model_prefix", ""), None)
     if not isinstance(base, nn.Module):
-        base = model  # the classifier's own output has the hidden_states (its last_hidden_state, if any, is not a stage)
+        base = (
+            model  # the classifier's own output has the hidden_states (its last_hidden_state, if any, is not a stage)
+        )
     failure: Exception | None = None
     with evaluation_mode(model):
         for size in _probe_sizes(model):
@@ -374,13 +382,36 @@ def select_stages(
 
 
 STAGE_MODEL_TYPES = (
-    "bit", "cvt", "donut-swin", "efficientnet", "focalnet", "hgnet_v2", "hiera", "levit", "mobilenet_v1", "mobilenet_v2", "mobilevit", "mobilevitv2",
+    "bit",
+    "cvt",
+    "donut-swin",
+    "efficientnet",
+    "focalnet",
+    "hgnet_v2",
+    "hiera",
+    "levit",
+    "mobilenet_v1",
+    "mobilenet_v2",
+    "mobilevit",
+    "mobilevitv2",
     "poolformer",
-    "pp_lcnet", "regnet", "segformer", "swiftformer", "swin", "swinv2", "textnet",
+    "pp_lcnet",
+    "regnet",
+    "segformer",
+    "swiftformer",
+    "swin",
+    "swinv2",
+    "textnet",
 )
 register_adapter(*STAGE_MODEL_TYPES)(stage_adapter)
 
 __all__ = [
-    "STAGE_MODEL_TYPES", "StageAdapter", "StagePoint", "find_stages", "infer_layout", "select_stages", "stage_adapter",
+    "STAGE_MODEL_TYPES",
+    "StageAdapter",
+    "StagePoint",
+    "find_stages",
+    "infer_layout",
+    "select_stages",
+    "stage_adapter",
     "token_order",
 ]

@@ -133,7 +133,8 @@ def _establish_layouts(model: nn.Module, points: dict[str, StagePoint]) -> tuple
             for name, point in points.items():
                 hook = recorder(name, point.side)
                 handles.append(
-                    point.module.register_forward_pre_hook(hook) if point.side == "input"
+                    point.module.register_forward_pre_hook(hook)
+                    if point.side == "input"
                     else point.module.register_forward_hook(hook)
                 )
             try:
@@ -162,12 +163,19 @@ def timm_adapter(model: nn.Module, layer: LayerSpec) -> ViTAdapter | StageAdapte
     """timm models in ``TimmWrapperForImageClassification`` (see the module docstring)."""
     timm_model = cast(nn.Module, model.timm_model)
     blocks = _attention_blocks(timm_model)
-    block_names = {f"{PREFIX}blocks.{i}" for i in range(len(blocks or ()))} | {f"layers.{i}" for i in range(len(blocks or ()))}
+    block_names = {f"{PREFIX}blocks.{i}" for i in range(len(blocks or ()))} | {
+        f"layers.{i}" for i in range(len(blocks or ()))
+    }
     if blocks is not None and (not isinstance(layer, str) or layer in block_names):
         embed = timm_model.patch_embed
         return TimmViTAdapter(
-            model, layer, blocks=blocks, dropouts=[block.attn.attn_drop for block in blocks], readout=_readout(timm_model),
-            patch_size=embed.patch_size[0], image_size=tuple(embed.img_size),  # type: ignore[arg-type]
+            model,
+            layer,
+            blocks=blocks,
+            dropouts=[block.attn.attn_drop for block in blocks],
+            readout=_readout(timm_model),
+            patch_size=embed.patch_size[0],
+            image_size=tuple(embed.img_size),  # type: ignore[arg-type]
         )
     candidates = _candidates(model)
     if isinstance(layer, str) and not layer.startswith(PREFIX):

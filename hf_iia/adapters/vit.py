@@ -181,6 +181,7 @@ READOUTS: dict[str, Callable[[nn.Module], Readout]] = {
 }
 """``config.model_type`` -> the tokens its ``...ForImageClassification`` head reads (read from each modeling file)."""
 
+
 @dataclass(frozen=True)
 class HookedAttention:
     """Where a block's attention probabilities are hooked when its attention bypasses AttentionInterface.
@@ -204,7 +205,8 @@ class HookedAttention:
 
 HOOKED_ATTENTION: dict[str, HookedAttention] = {
     "data2vec-vision": HookedAttention(
-        "attention.attention", "dropout",
+        "attention.attention",
+        "dropout",
         ("transformers.models.data2vec.modeling_data2vec_vision", "Data2VecVisionSelfAttention"),
     ),
 }
@@ -350,8 +352,16 @@ class HookedViTAdapter(ViTAdapter):
     sees probabilities ``[N, heads, T, T]`` (rows summing to 1) and refuses otherwise.
     """
 
-    def __init__(self, model: nn.Module, layer: LayerSpec, *, dropouts: Sequence[nn.Module], eager: type[nn.Module] | None = None,
-                 attentions: Sequence[nn.Module] = (), **kwargs: object) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: LayerSpec,
+        *,
+        dropouts: Sequence[nn.Module],
+        eager: type[nn.Module] | None = None,
+        attentions: Sequence[nn.Module] = (),
+        **kwargs: object,
+    ) -> None:
         super().__init__(model, layer, **kwargs)  # type: ignore[arg-type]
         self.dropouts = list(dropouts)
         self._eager = eager
@@ -382,7 +392,9 @@ class HookedViTAdapter(ViTAdapter):
                             f"{cls.__name__} is not a variant of {self._eager.__name__}, so its attention "
                             "probabilities cannot be formed explicitly; pass layer="
                         )
-                    module.__class__ = self._eager  # the SDPA subclass adds no state, only a forward that fuses the softmax
+                    module.__class__ = (
+                        self._eager
+                    )  # the SDPA subclass adds no state, only a forward that fuses the softmax
             yield
         finally:
             for module, cls in classes:
@@ -435,8 +447,13 @@ def vit_adapter(model: nn.Module, layer: LayerSpec) -> ViTAdapter:
         return ViTAdapter(model, layer, blocks=list(blocks), **common)
     attentions = [block.get_submodule(hooked.attention) for block in blocks]
     return HookedViTAdapter(
-        model, layer, blocks=blocks, attentions=attentions, eager=hooked.eager_class(),
-        dropouts=[attention.get_submodule(hooked.dropout) for attention in attentions], **common,
+        model,
+        layer,
+        blocks=blocks,
+        attentions=attentions,
+        eager=hooked.eager_class(),
+        dropouts=[attention.get_submodule(hooked.dropout) for attention in attentions],
+        **common,
     )
 
 
@@ -459,5 +476,3 @@ def _expand_hook(run: TapRun, tap: str):
         return tuple(positional), kwargs
 
     return hook
-
-

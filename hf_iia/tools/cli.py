@@ -25,14 +25,24 @@ def _help(command: object) -> str:
 
 def _explainer_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", help="class index or label name (default: the top-1 class)")
-    parser.add_argument("--method", default="iia", metavar="METHOD",
-                        help=f"attribution method: {', '.join(METHOD_NAMES)} (default: iia); "
-                             "the others are comparison methods")
+    parser.add_argument(
+        "--method",
+        default="iia",
+        metavar="METHOD",
+        help=f"attribution method: {', '.join(METHOD_NAMES)} (default: iia); the others are comparison methods",
+    )
     parser.add_argument("--preset", choices=["default", "reference"], default=None)
-    parser.add_argument("--steps", type=int, nargs="+",
-                        help="steps per path (one for all, or image path first); for --method ig the step count")
-    parser.add_argument("--layer", nargs="+",
-                        help="layer(s) to integrate over: an index (-2) or a dotted name; see `hf-iia layers MODEL`")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        nargs="+",
+        help="steps per path (one for all, or image path first); for --method ig the step count",
+    )
+    parser.add_argument(
+        "--layer",
+        nargs="+",
+        help="layer(s) to integrate over: an index (-2) or a dotted name; see `hf-iia layers MODEL`",
+    )
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps ... (default: best available)")
     parser.add_argument("--internal-batch-size", type=int)
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -85,12 +95,17 @@ def _output_paths(sources: Sequence[str], out: Path, overwrite: bool, method: st
         stems.append(stem)
     suffix = method.replace("+", "p")  # e.g. photo_iia, photo_gradcampp
     return [
-        (output_path(out, f"{stem}_{suffix}.png", overwrite=overwrite), output_path(out, f"{stem}_{suffix}.npy", overwrite=overwrite))
+        (
+            output_path(out, f"{stem}_{suffix}.png", overwrite=overwrite),
+            output_path(out, f"{stem}_{suffix}.npy", overwrite=overwrite),
+        )
         for stem in stems
     ]
 
 
-def _write_explanations(explanations, sources: Sequence[str], paths: Sequence[tuple[Path, Path]], method: str) -> list[dict]:
+def _write_explanations(
+    explanations, sources: Sequence[str], paths: Sequence[tuple[Path, Path]], method: str
+) -> list[dict]:
     """Write each overlay and map; return one record per input naming its files."""
     import numpy as np
 
@@ -104,8 +119,17 @@ def _write_explanations(explanations, sources: Sequence[str], paths: Sequence[tu
         buffer = io.BytesIO()
         np.save(buffer, explanation.heatmap)
         write_atomic(npy, buffer.getvalue())
-        records.append({"image": source, "method": method, "target": explanation.target, "label": explanation.label,
-                        "score": explanation.score, "overlay": str(png), "map": str(npy)})
+        records.append(
+            {
+                "image": source,
+                "method": method,
+                "target": explanation.target,
+                "label": explanation.label,
+                "score": explanation.score,
+                "overlay": str(png),
+                "map": str(npy),
+            }
+        )
     return records
 
 
@@ -159,10 +183,23 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     steps = args.steps[0] if args.steps and len(args.steps) == 1 else (tuple(args.steps) if args.steps else None)
     config = AuditConfig(
-        model=args.model, dataset=args.dataset, split=args.split, n=args.n, batch_size=args.batch_size,
-        image_column=args.image_column, label_column=args.labels, mask_column=args.masks, compare=args.compare,
-        layer=args.layer, preset=args.preset, steps=steps, perturbation_steps=args.perturbation_steps,
-        internal_batch_size=args.internal_batch_size, image_size=args.image_size, seed=args.seed, device=args.device,
+        model=args.model,
+        dataset=args.dataset,
+        split=args.split,
+        n=args.n,
+        batch_size=args.batch_size,
+        image_column=args.image_column,
+        label_column=args.labels,
+        mask_column=args.masks,
+        compare=args.compare,
+        layer=args.layer,
+        preset=args.preset,
+        steps=steps,
+        perturbation_steps=args.perturbation_steps,
+        internal_batch_size=args.internal_batch_size,
+        image_size=args.image_size,
+        seed=args.seed,
+        device=args.device,
     )
     out = Path(args.out or Path("model_cards") / safe_name(Path(args.model).name or args.model))
     summary = run_audit(config, out)
@@ -176,7 +213,16 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def _bench_command(args: argparse.Namespace) -> str:
     """The documented options of this bench run, as a command line to reproduce it (recorded in the results)."""
     words = ["hf-iia", "bench", "--suite", args.suite, "--out", args.out]
-    for option in ("n", "methods", "device", "batch_size", "perturbation_steps", "internal_batch_size", "threads", "archs"):
+    for option in (
+        "n",
+        "methods",
+        "device",
+        "batch_size",
+        "perturbation_steps",
+        "internal_batch_size",
+        "threads",
+        "archs",
+    ):
         value = getattr(args, option)
         if value is not None:
             words += [f"--{option.replace('_', '-')}", *(map(str, value) if isinstance(value, list) else [str(value)])]
@@ -188,10 +234,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .bench.run import BenchConfig, run_bench
 
     config = BenchConfig(
-        suite=args.suite, out=args.out, n=args.n, methods=args.methods, device=args.device,
-        batch_size=args.batch_size, perturbation_steps=args.perturbation_steps,
-        internal_batch_size=args.internal_batch_size, threads=args.threads, models_dir=args.models_dir,
-        archs=args.archs, checkpoint=args.checkpoint, overwrite=args.overwrite,
+        suite=args.suite,
+        out=args.out,
+        n=args.n,
+        methods=args.methods,
+        device=args.device,
+        batch_size=args.batch_size,
+        perturbation_steps=args.perturbation_steps,
+        internal_batch_size=args.internal_batch_size,
+        threads=args.threads,
+        models_dir=args.models_dir,
+        archs=args.archs,
+        checkpoint=args.checkpoint,
+        overwrite=args.overwrite,
         command=_bench_command(args),
     )
     run_bench(config)
@@ -200,7 +255,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hf-iia", description="Iterated Integrated Attributions for image classifiers")
+    parser = argparse.ArgumentParser(
+        prog="hf-iia", description="Iterated Integrated Attributions for image classifiers"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     explain = commands.add_parser("explain", help=_help(cmd_explain))
@@ -222,15 +279,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = commands.add_parser("audit", help=_help(cmd_audit))
     audit.add_argument("model", help="Hub id or local checkpoint folder")
-    audit.add_argument("--dataset", required=True,
-                       help="synthetic | synthetic-shortcut | a save_to_disk folder | an image folder | a Hub dataset id")
+    audit.add_argument(
+        "--dataset",
+        required=True,
+        help="synthetic | synthetic-shortcut | a save_to_disk folder | an image folder | a Hub dataset id",
+    )
     audit.add_argument("--split", help="dataset split (default: test, else validation, else train)")
     audit.add_argument("--n", type=int, default=240, help="number of images, the first N (default: 240)")
     audit.add_argument("--masks", help="column of object masks (default: 'mask' for the synthetic datasets)")
     audit.add_argument("--labels", help="column of ground-truth classes (default: 'label' if present)")
     audit.add_argument("--image-column", default="image")
     audit.add_argument("--compare", help="comparison method (default: gradcam for CNNs, gae for ViTs)")
-    audit.add_argument("--layer", help="layer IIA (and Grad-CAM) explain, a dotted module name (default: the last stage)")
+    audit.add_argument(
+        "--layer", help="layer IIA (and Grad-CAM) explain, a dotted module name (default: the last stage)"
+    )
     audit.add_argument("--batch-size", type=int, default=16, help="images per batch and per resumable unit")
     audit.add_argument("--preset", choices=["default", "reference"], default=None)
     audit.add_argument("--steps", type=int, nargs="+", help="IIA steps per path (one for all, or image path first)")
@@ -243,13 +305,21 @@ def build_parser() -> argparse.ArgumentParser:
     audit.set_defaults(run=cmd_audit)
 
     bench = commands.add_parser("bench", help=_help(cmd_bench))
-    bench.add_argument("--suite", choices=["synthetic", "real"], required=True,
-                       help="synthetic: the tiny checkpoints under hf_iia/tools/bench/models on held-out images with object "
-                            "masks; real: ImageNet EfficientNet-Lite0 on cropped sample photos")
+    bench.add_argument(
+        "--suite",
+        choices=["synthetic", "real"],
+        required=True,
+        help="synthetic: the tiny checkpoints under hf_iia/tools/bench/models on held-out images with object "
+        "masks; real: ImageNet EfficientNet-Lite0 on cropped sample photos",
+    )
     bench.add_argument("--out", required=True, help="output folder (results.md, results.json, maps.png)")
     bench.add_argument("--n", type=int, help="inputs per model (default: 300 synthetic, all 35 real)")
-    bench.add_argument("--methods", nargs="+", help="bench methods (default: all that apply to each model): "
-                       "iia iia-reference iia-multilayer ig gradcam gradcam++ attention_rollout gradient_rollout gae")
+    bench.add_argument(
+        "--methods",
+        nargs="+",
+        help="bench methods (default: all that apply to each model): "
+        "iia iia-reference iia-multilayer ig gradcam gradcam++ attention_rollout gradient_rollout gae",
+    )
     bench.add_argument("--device", help="cpu, cuda, ... (default: cpu)")
     bench.add_argument("--batch-size", type=int, default=8, help="images per attribute call (default: 8)")
     bench.add_argument("--perturbation-steps", type=int, default=50, help="deletion/insertion steps (default: 50)")

@@ -72,7 +72,9 @@ def sample_images() -> list[tuple[str, Image.Image]]:
     with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as stream:
         photos.append(("grace_hopper", Image.open(stream).convert("RGB")))
     bunch = load_sample_images()
-    photos += [(Path(name).stem, Image.fromarray(np.asarray(image))) for name, image in zip(bunch.filenames, bunch.images)]
+    photos += [
+        (Path(name).stem, Image.fromarray(np.asarray(image))) for name, image in zip(bunch.filenames, bunch.images)
+    ]
     return photos
 
 
@@ -95,8 +97,13 @@ def demo_figure(photos: list[tuple[str, Image.Image]], explanations: list, *, co
     from matplotlib.patches import Rectangle
 
     rows = -(-len(photos) // columns)
-    figure, axes = plt.subplots(rows, 2 * columns, figsize=(4.2 * columns, 2.2 * rows + 1.0), squeeze=False,
-                                gridspec_kw={"wspace": 0.04, "hspace": 0.22})
+    figure, axes = plt.subplots(
+        rows,
+        2 * columns,
+        figsize=(4.2 * columns, 2.2 * rows + 1.0),
+        squeeze=False,
+        gridspec_kw={"wspace": 0.04, "hspace": 0.22},
+    )
     for axis in axes.flat:
         axis.axis("off")
     for index, ((name, photo), explanation) in enumerate(zip(photos, explanations)):
@@ -112,16 +119,43 @@ def demo_figure(photos: list[tuple[str, Image.Image]], explanations: list, *, co
         if geometry is not None:
             height, width = explanation.heatmap.shape
             x0, y0 = geometry.shift_x - 0.5 * geometry.scale_x, geometry.shift_y - 0.5 * geometry.scale_y
-            right.add_patch(Rectangle((x0, y0), geometry.scale_x * width, geometry.scale_y * height, fill=False,
-                                      linestyle="--", linewidth=1.2, edgecolor="white"))
+            right.add_patch(
+                Rectangle(
+                    (x0, y0),
+                    geometry.scale_x * width,
+                    geometry.scale_y * height,
+                    fill=False,
+                    linestyle="--",
+                    linewidth=1.2,
+                    edgecolor="white",
+                )
+            )
         low = explanation.score < LOW_CONFIDENCE
         caption = f"{name}: {explanation.label}\np = {explanation.score:.2f}" + ("  (low confidence)" if low else "")
-        left.set_title(caption, loc="left", fontsize=9, color="firebrick" if low else "black", x=0.0, y=-0.02,
-                       pad=-14, verticalalignment="top", transform=left.transAxes)
-    figure.suptitle("IIA maps of a real ImageNet EfficientNet-Lite0 (offline): each photo and its map for the "
-                    "predicted class", fontsize=13, y=1.04)
-    figure.text(0.5, 0.985, "Dashed box: the centre crop the model sees (its processor resizes and crops); the map "
-                "covers only that part. Red: most relevant to the prediction.", ha="center", fontsize=9.5)
+        left.set_title(
+            caption,
+            loc="left",
+            fontsize=9,
+            color="firebrick" if low else "black",
+            x=0.0,
+            y=-0.02,
+            pad=-14,
+            verticalalignment="top",
+            transform=left.transAxes,
+        )
+    figure.suptitle(
+        "IIA maps of a real ImageNet EfficientNet-Lite0 (offline): each photo and its map for the predicted class",
+        fontsize=13,
+        y=1.04,
+    )
+    figure.text(
+        0.5,
+        0.985,
+        "Dashed box: the centre crop the model sees (its processor resizes and crops); the map "
+        "covers only that part. Red: most relevant to the prediction.",
+        ha="center",
+        fontsize=9.5,
+    )
     scale = plt.cm.ScalarMappable(norm=matplotlib.colors.Normalize(0, 1), cmap="jet")
     bar = figure.colorbar(scale, ax=axes.ravel().tolist(), fraction=0.015, pad=0.01)
     bar.set_label("relevance (min-max normalised per image)", fontsize=9)

@@ -219,7 +219,9 @@ def _draw_distractor(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: 
                 return
 
 
-def _render(index: int, seed: int, size: int, shortcut: bool, background_seed: int | None) -> tuple[np.ndarray, np.ndarray, int]:
+def _render(
+    index: int, seed: int, size: int, shortcut: bool, background_seed: int | None
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Render sample ``index``: ``(uint8 [size, size, 3] image, bool mask, label)``."""
     if size < MIN_SIZE:
         raise IIAError(f"size must be at least {MIN_SIZE} px, got {size}")
@@ -254,7 +256,12 @@ def _render(index: int, seed: int, size: int, shortcut: bool, background_seed: i
         shade = np.clip(base + rng.integers(-_LINE_AMPLITUDE, _LINE_AMPLITUDE + 1, 3), 0, 255)
         draw.line(tuple(ends.tolist()), fill=tuple(int(c) for c in shade), width=1)
     taken: list[_Box] = [
-        (cx - radius - _OBJECT_MARGIN, cy - radius - _OBJECT_MARGIN, cx + radius + _OBJECT_MARGIN, cy + radius + _OBJECT_MARGIN)
+        (
+            cx - radius - _OBJECT_MARGIN,
+            cy - radius - _OBJECT_MARGIN,
+            cx + radius + _OBJECT_MARGIN,
+            cy + radius + _OBJECT_MARGIN,
+        )
     ]
     for _ in range(int(rng.integers(*_DISTRACTORS))):
         _draw_distractor(draw, rng, size, taken)
@@ -303,9 +310,7 @@ def make_arrays(
     return images, masks, labels
 
 
-def make_dataset(
-    n: int, *, seed: int = 0, size: int = 64, shortcut: bool = False, start: int = 0
-) -> datasets.Dataset:
+def make_dataset(n: int, *, seed: int = 0, size: int = 64, shortcut: bool = False, start: int = 0) -> datasets.Dataset:
     """Samples ``start .. start + n - 1`` as an in-memory :class:`datasets.Dataset`.
 
     Columns: ``image`` (``datasets.Image``, RGB), ``mask`` (``datasets.Array2D`` of

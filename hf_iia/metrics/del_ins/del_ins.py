@@ -77,9 +77,7 @@ class DelIns(evaluate.Metric):
                 {
                     "heatmaps": datasets.Sequence(datasets.Sequence(datasets.Value("float64"))),
                     "targets": datasets.Value("int64"),
-                    "pixel_values": datasets.Sequence(
-                        datasets.Sequence(datasets.Sequence(datasets.Value("float32")))
-                    ),
+                    "pixel_values": datasets.Sequence(datasets.Sequence(datasets.Sequence(datasets.Value("float32")))),
                 }
             ),
             reference_urls=["https://arxiv.org/abs/1806.07421"],

@@ -76,10 +76,12 @@ class Auditor:
         masks = None
         if mask_column:
             size = tuple(pixel_values.shape[-2:])
-            masks = np.stack([
-                mask_to_input(as_mask(cell, image, index), reference.geometry(image.size), size)
-                for cell, image, index in zip(rows[mask_column], images, indices)
-            ])
+            masks = np.stack(
+                [
+                    mask_to_input(as_mask(cell, image, index), reference.geometry(image.size), size)
+                    for cell, image, index in zip(rows[mask_column], images, indices)
+                ]
+            )
         tables = [
             self._method_table(method, explainer, pixel_values, targets, masks, image_columns)
             for method, explainer in self.explainers.items()

@@ -104,15 +104,19 @@ def audit_card(summary: dict[str, Any], grid_file: str) -> ModelCard:
         "### Overall",
         markdown_table(
             ["method", *(header for _, header, _ in columns)],
-            [[f"`{method}`", *(_cell(summary["overall"][method].get(key), spec) for key, _, spec in columns)]
-             for method in methods],
+            [
+                [f"`{method}`", *(_cell(summary["overall"][method].get(key), spec) for key, _, spec in columns)]
+                for method in methods
+            ],
         ),
         "Spread of the class means across classes (standard deviation / range); a cue used by some classes "
         "only shows up as a large spread:",
         markdown_table(
             ["method", *(_HEADERS[key] for key in summary["spread"][methods[0]])],
-            [[f"`{method}`", *(f"{spread['std']:.1%} / {spread['range']:.1%}" for spread in spreads.values())]
-             for method, spreads in summary["spread"].items()],
+            [
+                [f"`{method}`", *(f"{spread['std']:.1%} / {spread['range']:.1%}" for spread in spreads.values())]
+                for method, spreads in summary["spread"].items()
+            ],
         ),
         *[_class_table(summary, method, columns) for method in methods],
         "### Examples",
@@ -147,9 +151,12 @@ def _verdict_block(method: str, verdict: dict[str, Any]) -> str:
 
 def _class_table(summary: dict[str, Any], method: str, columns: list[tuple[str, str, str]]) -> str:
     rows = [
-        [f"{entry['name']} ({entry['class']})",
-         *(_cell(entry.get(key), spec) for key, _, spec in columns),
-         entry["corner"], "⚠ " + "; ".join(flag.split(":")[0] for flag in entry["flags"]) if entry["flags"] else "ok"]
+        [
+            f"{entry['name']} ({entry['class']})",
+            *(_cell(entry.get(key), spec) for key, _, spec in columns),
+            entry["corner"],
+            "⚠ " + "; ".join(flag.split(":")[0] for flag in entry["flags"]) if entry["flags"] else "ok",
+        ]
         for entry in summary["classes"][method]
     ]
     table = markdown_table(["class", *(header for _, header, _ in columns), "that corner", "verdict"], rows)

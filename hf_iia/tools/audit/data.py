@@ -29,7 +29,10 @@ def load_audit_dataset(config: AuditConfig) -> datasets.Dataset | datasets.Itera
         from ..synthetic import HELDOUT_START, make_dataset
 
         dataset = make_dataset(
-            config.n, seed=config.seed, size=config.image_size, shortcut=SYNTHETIC_DATASETS[config.dataset],
+            config.n,
+            seed=config.seed,
+            size=config.image_size,
+            shortcut=SYNTHETIC_DATASETS[config.dataset],
             start=HELDOUT_START,
         )
     else:
@@ -44,8 +47,10 @@ def load_audit_dataset(config: AuditConfig) -> datasets.Dataset | datasets.Itera
             check_source(config.dataset, kind="dataset")  # a missing folder or an unreachable Hub fails at once
             loaded = datasets.load_dataset(config.dataset, streaming=True)
         dataset = _pick_split(loaded, config.split)
-        dataset = dataset.take(config.n) if isinstance(dataset, datasets.IterableDataset) else (
-            dataset.select(range(min(config.n, len(dataset))))
+        dataset = (
+            dataset.take(config.n)
+            if isinstance(dataset, datasets.IterableDataset)
+            else (dataset.select(range(min(config.n, len(dataset)))))
         )
     if dataset.features is not None and isinstance(dataset.features.get(config.image_column), datasets.Image):
         dataset = dataset.cast_column(config.image_column, datasets.Image(decode=False))

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 SUMMARY_FILE = "summary.json"
 
+
 def batch_path(out: Path, k: int) -> Path:
     return out / "raw" / "batches" / f"batch-{k:06d}.parquet"
 

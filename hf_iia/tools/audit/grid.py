@@ -56,7 +56,11 @@ def overlay_grid(
         for method in auditor.methods:
             target, score = scores[(index, method)]
             explanation = Explanation(
-                heatmap=maps[(index, method)], target=target, label=None, score=score, image=image,
+                heatmap=maps[(index, method)],
+                target=target,
+                label=None,
+                score=score,
+                image=image,
                 geometry=auditor.explainers["iia"].geometry(image.size),
             )
             tiles.append(_enlarged(explanation.overlay(), GRID_TILE))

@@ -17,6 +17,7 @@ CORNERS: tuple[str, ...] = ("top-left", "top-right", "bottom-left", "bottom-righ
 
 def region_masks(height: int, width: int, thresholds: Thresholds) -> tuple[np.ndarray, np.ndarray]:
     """``(border [H, W] bool, corners [4, H, W] bool)`` in :data:`CORNERS` order."""
+
     def pixels(fraction: float, length: int) -> int:
         return max(1, round(fraction * length))
 

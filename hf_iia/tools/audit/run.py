@@ -57,8 +57,12 @@ def run_audit(config: AuditConfig, out: str | os.PathLike, *, progress: bool = T
     pending = [k for k in range(math.ceil(rows / config.batch_size)) if not batch_path(out, k).exists()]
     state.wait_for_everyone()  # every process has listed the same pending batches before anyone writes
     with state.split_between_processes(pending) as mine:
-        bar = tqdm(total=len(mine), desc=f"audit [process {state.process_index + 1}/{state.num_processes}]",
-                   unit="batch", disable=not (progress and state.is_local_main_process))
+        bar = tqdm(
+            total=len(mine),
+            desc=f"audit [process {state.process_index + 1}/{state.num_processes}]",
+            unit="batch",
+            disable=not (progress and state.is_local_main_process),
+        )
         last = -1
         for k, batch in iter_batches(dataset, config.batch_size, mine):
             table = auditor.audit_batch(k * config.batch_size, batch, label_column, mask_column)

@@ -14,8 +14,15 @@ if TYPE_CHECKING:
     import pandas
 
 MEASURES: tuple[str, ...] = (
-    "score", "deletion_auc", "insertion_auc", "border_mass", *(corner_column(corner) for corner in CORNERS),
-    "mask_area", "object_mass", "mask_ap", "pointing_game",
+    "score",
+    "deletion_auc",
+    "insertion_auc",
+    "border_mass",
+    *(corner_column(corner) for corner in CORNERS),
+    "mask_area",
+    "object_mass",
+    "mask_ap",
+    "pointing_game",
 )
 """Per-row measures averaged per class and overall (the mask ones only with masks)."""
 
@@ -64,9 +71,12 @@ def summarise(
             classes.append(entry)
         summary["classes"][method] = classes
         summary["spread"][method] = {
-            name: {"std": _number(np.std([entry[name] for entry in classes])),
-                   "range": _number(np.ptp([entry[name] for entry in classes]))}
-            for name in ("border_mass", "corner_mass", "object_mass") if classes[0].get(name) is not None
+            name: {
+                "std": _number(np.std([entry[name] for entry in classes])),
+                "range": _number(np.ptp([entry[name] for entry in classes])),
+            }
+            for name in ("border_mass", "corner_mass", "object_mass")
+            if classes[0].get(name) is not None
         }
         summary["verdict"][method] = _verdict(classes)
     if has_labels:
@@ -88,8 +98,9 @@ def _label_fit(frame: pandas.DataFrame, class_names: dict[int, str]) -> dict[str
     chance = 1.0 / max(1, rows["label"].nunique())
     fits = accuracy >= max(2 * chance, chance + 0.1)
     text = (
-        f"The model fits the labels: accuracy {accuracy:.0%} against chance {chance:.0%}." if fits else
-        f"Not assessed: the model's predictions do not fit the dataset's labels (accuracy {accuracy:.0%}, chance "
+        f"The model fits the labels: accuracy {accuracy:.0%} against chance {chance:.0%}."
+        if fits
+        else f"Not assessed: the model's predictions do not fit the dataset's labels (accuracy {accuracy:.0%}, chance "
         f"{chance:.0%}), so its classes and the labels likely mean different things; a spurious-cue verdict needs "
         "a model that solves the task. Check that the dataset's labels are the model's classes (id2label)."
     )
@@ -136,8 +147,11 @@ def _flags(entry: dict[str, Any], areas: dict[str, float], thresholds: Threshold
 
 def _verdict(classes: list[dict[str, Any]]) -> dict[str, Any]:
     """The flagged classes and one plain sentence."""
-    flagged = [{"class": entry["class"], "name": entry["name"], "reasons": entry["flags"]}
-               for entry in classes if entry["flags"]]
+    flagged = [
+        {"class": entry["class"], "name": entry["name"], "reasons": entry["flags"]}
+        for entry in classes
+        if entry["flags"]
+    ]
     if not flagged:
         text = f"No class concentrates its attribution off-object ({len(classes)} classes checked)."
     else:

@@ -35,8 +35,9 @@ class MethodSpec:
         options = dict(self.options)
         if options.get("layer") == LAST_TWO:
             options["layer"] = list(adapter_for(model).taps[-2:])
-        return IIAExplainer(model, processor, method=self.method, internal_batch_size=internal_batch_size,
-                            progress=False, **options)
+        return IIAExplainer(
+            model, processor, method=self.method, internal_batch_size=internal_batch_size, progress=False, **options
+        )
 
 
 METHOD_SPECS: dict[str, MethodSpec] = {
@@ -135,8 +136,9 @@ def evaluate_method(
     """Maps of ``spec`` for every input, their metric values and the seconds the maps took."""
     explainer = spec.explainer(model, processor, internal_batch_size)
     maps, seconds = compute_maps(explainer, inputs, batch_size)
-    per_image = score_maps(explainer, inputs, maps, perturbation_steps=perturbation_steps,
-                           metric_batch_size=metric_batch_size)
+    per_image = score_maps(
+        explainer, inputs, maps, perturbation_steps=perturbation_steps, metric_batch_size=metric_batch_size
+    )
     return MethodResult(per_image=per_image, seconds=seconds, maps=maps, spec=describe(explainer))
 
 

@@ -86,7 +86,11 @@ def synthetic_heldout(folder: Path, n: int, input_size: int | None) -> dict[str,
             raise IIAError(f"{log_path}: held-out indices {start}.. overlap the training indices [0, {train_stop})")
         if n > stop - start:
             raise IIAError(f"{log_path} holds out {stop - start} images, fewer than --n {n}")
-        return {"start": int(start), "seed": int(log.get("data_seed", 0)), "size": int(log.get("size", input_size or 64))}
+        return {
+            "start": int(start),
+            "seed": int(log.get("data_seed", 0)),
+            "size": int(log.get("size", input_size or 64)),
+        }
     from ..synthetic import HELDOUT_START
 
     return {"start": HELDOUT_START, "seed": 0, "size": int(input_size or 64)}
@@ -103,13 +107,21 @@ def synthetic_inputs(explainer: IIAExplainer, folder: Path, n: int, figure_image
     pixel_values, _ = explainer.preprocess([Image.fromarray(image, "RGB") for image in images])
     height, width = pixel_values.shape[2:]
     if masks.shape[1:] != (height, width):  # the processor resized: bring the masks along (nearest)
-        masks = np.stack([np.asarray(Image.fromarray(m).resize((width, height), Image.Resampling.NEAREST)) for m in masks])
+        masks = np.stack(
+            [np.asarray(Image.fromarray(m).resize((width, height), Image.Resampling.NEAREST)) for m in masks]
+        )
     probabilities = _predict(explainer, pixel_values, batch_size)
     predicted = probabilities.argmax(dim=1)
     indices = range(heldout["start"], heldout["start"] + n)
     records = [
-        {"id": f"synthetic-{index}", "label": int(label), "label_name": CLASS_NAMES[int(label)],
-         "predicted": int(pred), "target": int(label), "target_probability": float(probabilities[i, int(label)])}
+        {
+            "id": f"synthetic-{index}",
+            "label": int(label),
+            "label_name": CLASS_NAMES[int(label)],
+            "predicted": int(pred),
+            "target": int(label),
+            "target_probability": float(probabilities[i, int(label)]),
+        }
         for i, (index, label, pred) in enumerate(zip(indices, labels, predicted))
     ]
     figure = sorted({int(round(i)) for i in np.linspace(0, n - 1, min(figure_images, n))})
@@ -150,8 +162,13 @@ def real_inputs(explainer: IIAExplainer, n: int | None, figure_images: int, batc
     top1 = probabilities.argmax(dim=1)
     labels = explainer.id2label
     records = [
-        {"id": name, "size": list(image.size), "target": int(t), "target_name": labels.get(int(t)),
-         "target_probability": float(probabilities[i, int(t)])}
+        {
+            "id": name,
+            "size": list(image.size),
+            "target": int(t),
+            "target_name": labels.get(int(t)),
+            "target_probability": float(probabilities[i, int(t)]),
+        }
         for i, ((name, image), t) in enumerate(zip(crops, top1))
     ]
     full = [i for i, (name, _) in enumerate(crops) if name.endswith("-full")]

@@ -71,8 +71,13 @@ def _git_state() -> dict[str, Any]:
     root = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                capture_output=True, text=True, timeout=10)
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return {}
     if commit.returncode != 0:
@@ -108,7 +113,11 @@ def markdown(results: dict[str, Any]) -> str:
         f"Machine: {machine['processor']}, {machine['cpu_count']} CPUs, torch {machine['torch']} "
         f"({machine['torch_threads']} threads), device {machine['device']}"
         + (f" ({machine['gpu']})" if "gpu" in machine else "")
-        + (f", load average at start {machine['load_average_at_start'][0]}" if "load_average_at_start" in machine else "")
+        + (
+            f", load average at start {machine['load_average_at_start'][0]}"
+            if "load_average_at_start" in machine
+            else ""
+        )
         + "  ",
         f"Wall time: {results['timing']['wall_seconds']:.0f} s  ",
         f"Values: mean ± half-width of a Student-t {CONFIDENCE:.0%} confidence interval over the inputs. "
@@ -151,8 +160,10 @@ def _iia_not_first(model: dict[str, Any], metrics: list[str], best: dict[str, li
         win_mean = model["methods"][winner]["summary"][metric]["mean"]
         text = f"- {METRICS[metric][0]}: `iia` is not first: `{winner}` {win_mean:.3f} vs `iia` {iia_mean:.3f}"
         if diff and diff["half_width"] is not None:
-            text += (f" (paired difference {winner} − iia = {diff['mean']:+.3f}, 95 % CI "
-                     f"[{diff['ci_low']:+.3f}, {diff['ci_high']:+.3f}])")
+            text += (
+                f" (paired difference {winner} − iia = {diff['mean']:+.3f}, 95 % CI "
+                f"[{diff['ci_low']:+.3f}, {diff['ci_high']:+.3f}])"
+            )
         lines.append(text + ".")
     if not lines:
         lines.append("- `iia` has the best mean on every metric here.")

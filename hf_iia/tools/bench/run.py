@@ -73,7 +73,14 @@ from ...errors import IIAError
 from ...explainer import IIAExplainer
 from ...methods import METHODS
 from ...outputs import output_path, write_atomic
-from .evaluate import METHOD_SPECS, POINTING_TOLERANCE_AT_224, MethodResult, MethodSpec, evaluate_method, paired_difference
+from .evaluate import (
+    METHOD_SPECS,
+    POINTING_TOLERANCE_AT_224,
+    MethodResult,
+    MethodSpec,
+    evaluate_method,
+    paired_difference,
+)
 from .inputs import CROPS, BenchInputs, crop_photos, device_of, real_inputs, synthetic_heldout, synthetic_inputs
 from .report import figure, machine_info, markdown
 from .stats import CONFIDENCE, summarise
