@@ -392,9 +392,8 @@ class HookedViTAdapter(ViTAdapter):
                             f"{cls.__name__} is not a variant of {self._eager.__name__}, so its attention "
                             "probabilities cannot be formed explicitly; pass layer="
                         )
-                    module.__class__ = (
-                        self._eager
-                    )  # the SDPA subclass adds no state, only a forward that fuses the softmax
+                    # The SDPA subclass adds no state, only a forward that fuses the softmax.
+                    module.__class__ = self._eager
             yield
         finally:
             for module, cls in classes:
