@@ -23,7 +23,7 @@ from hf_iia.adapters.vit import HookedViTAdapter
 
 TYPES = [t for t in zoo.IMAGE_CLASSIFICATION_TYPES if t not in zoo.SKIP_REASONS]
 EXPLAINED = [t for t in TYPES if t not in REFUSED]
-TIMM = [name for name in zoo.TIMM_MODELS if name != "test_vit"]  # timm's test_vit takes 160 px; the zoo's processor 32
+TIMM = list(zoo.TIMM_MODELS)
 
 
 def _images() -> list[Image.Image]:
