@@ -2,7 +2,7 @@
 """Parameter sweeps that decide IIA's defaults (``hf_iia/presets.py``); prints markdown tables.
 
 CNNs (``--suite real``: the real ImageNet EfficientNet-Lite0 on the cropped sample photos;
-``--suite synthetic --arch resnet|convnext``: a trained synthetic checkpoint on held-out
+``--suite synthetic --arch resnet|convnext|swin|regnet``: a trained synthetic checkpoint on held-out
 images with object masks), one factor at a time around the current default:
 
 * ``integrand``: ``grad_relu_act`` vs ``relu_grad_act`` vs ``grad_act`` (default layer, default steps),
@@ -185,7 +185,7 @@ def table(title: str, rows: list[dict[str, Any]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--suite", choices=["real", "synthetic"])
-    parser.add_argument("--arch", default="resnet", help="synthetic checkpoint: vit, deit, resnet, convnext")
+    parser.add_argument("--arch", default="resnet", help="synthetic checkpoint: vit, deit, resnet, convnext, swin, regnet")
     parser.add_argument("--models-dir", default=str(DEFAULT_MODELS_DIR), help="folder of synthetic <arch>/ checkpoints")
     parser.add_argument(
         "--checkpoint", help="real suite: an existing Lite0 checkpoint folder (default: build one in a temp dir)"

@@ -10,7 +10,11 @@ Hub access) and trained on :mod:`hf_iia.tools.synthetic` data:
   the mean of their cross-entropies; at inference the model averages the two heads, as
   usual,
 * ``resnet``: ``ResNetForImageClassification``,
-* ``convnext``: ``ConvNextForImageClassification``.
+* ``convnext``: ``ConvNextForImageClassification``,
+* ``swin``: ``SwinForImageClassification`` (hierarchical windowed attention; explained
+  through its stage outputs, :mod:`hf_iia.adapters.stages`),
+* ``regnet``: ``RegNetForImageClassification`` (grouped-convolution CNN with
+  squeeze-and-excitation; also explained through its stage outputs).
 
 ``--shortcut`` also trains a ``--shortcut-arch`` model (default ResNet) on the shortcut
 variant of the same images (a class-coloured patch in the top-left corner) into
@@ -31,7 +35,7 @@ Output, per model ``OUT/<name>/``: ``config.json`` + ``model.safetensors``
 to ``size x size``, rescales by 1/255 and normalises with mean = std = 0.5, loadable with
 ``AutoImageProcessor.from_pretrained``) and ``train_log.json``; plus ``OUT/summary.json``.
 
-Example (all four models plus the shortcut ResNet on one GPU)::
+Example (all six models plus the shortcut ResNet on one GPU)::
 
     python scripts/train_synthetic.py --arch all --shortcut --device cuda --out /tmp/synthetic_models
 
@@ -46,6 +50,13 @@ The committed checkpoints (``hf_iia/tools/bench/models``, each with its ``train_
         --train-size 40000 --heldout-size 600 --eval-every 500 --threads 2 --out OUT   # 99.2 %, 9 min
     python scripts/train_synthetic.py --arch deit --steps 3000 --batch-size 64 --lr 1e-3 \
         --train-size 40000 --heldout-size 600 --eval-every 500 --threads 2 --out OUT   # 99.7 %, 11 min
+    python scripts/train_synthetic.py --arch swin --steps 1500 --batch-size 64 --lr 1e-3 \
+        --train-size 30000 --heldout-size 600 --eval-every 500 --threads 2 --out OUT   # 99.5 %, 43 min (shared CPU, see below)
+    python scripts/train_synthetic.py --arch regnet --steps 1000 --batch-size 64 \
+        --train-size 20000 --heldout-size 600 --eval-every 500 --threads 2 --out OUT   # 100 %, 36 min (shared CPU, see below)
+
+(Swin and RegNet ran at the same time, 2 threads each, while other jobs shared the 2 cores:
+load average 4-11, so their times are far above what the machine takes alone.)
 """
 
 from __future__ import annotations
@@ -74,8 +85,12 @@ from transformers import (
     DeiTConfig,
     DeiTForImageClassificationWithTeacher,
     PreTrainedModel,
+    RegNetConfig,
+    RegNetForImageClassification,
     ResNetConfig,
     ResNetForImageClassification,
+    SwinConfig,
+    SwinForImageClassification,
     ViTConfig,
     ViTForImageClassification,
     ViTImageProcessor,
@@ -83,7 +98,7 @@ from transformers import (
 
 from hf_iia.tools.synthetic import CLASS_NAMES, HELDOUT_START, NUM_CLASSES, add_shortcut_patch, make_arrays
 
-ARCHS: tuple[str, ...] = ("vit", "deit", "resnet", "convnext")
+ARCHS: tuple[str, ...] = ("vit", "deit", "resnet", "convnext", "swin", "regnet")
 """The architectures this script builds (see :func:`build_model`)."""
 IMAGE_MEAN = [0.5, 0.5, 0.5]
 IMAGE_STD = [0.5, 0.5, 0.5]
@@ -92,9 +107,10 @@ _CHUNK = 500  # samples per data-generation task
 # and leaves the LayerNorm models stuck near chance for a long time.
 VIT_INITIALIZER_RANGE = 0.1
 CONVNEXT_INITIALIZER_RANGE = 0.1
-VIT_PATCHES_PER_SIDE = 8
-"""ViT/DeiT token grid side: 8 x 8 patches (patch 8 at 64 px) trains ~5x faster per step on
-CPU than 16 x 16 and still resolves the smallest class object (radius 0.14 * size = 9 px)."""
+SWIN_INITIALIZER_RANGE = 0.1
+PATCHES_PER_SIDE = 8
+"""ViT/DeiT/Swin token grid side: 8 x 8 patches (patch 8 at 64 px) trains ~5x faster per step on
+CPU than 16 x 16 (ViT) and still resolves the smallest class object (radius 0.14 * size = 9 px)."""
 
 
 def build_model(arch: str, size: int) -> PreTrainedModel:
@@ -106,7 +122,7 @@ def build_model(arch: str, size: int) -> PreTrainedModel:
     }
     transformer = {
         "image_size": size,
-        "patch_size": max(1, size // VIT_PATCHES_PER_SIDE),
+        "patch_size": max(1, size // PATCHES_PER_SIDE),
         "num_channels": 3,
         "hidden_size": 96,
         "num_hidden_layers": 4,
@@ -142,6 +158,35 @@ def build_model(arch: str, size: int) -> PreTrainedModel:
             **labels,
         )
         return ConvNextForImageClassification(config)
+    if arch == "swin":
+        # Patch 8 and window 4: an 8 x 8 token grid in 4 x 4 (shifted) windows, merged to 4 x 4.
+        # Patch 4 (a 16 x 16 grid, three stages) was about twice as slow per step on the 2-core CPU.
+        config = SwinConfig(
+            image_size=size,
+            patch_size=max(1, size // PATCHES_PER_SIDE),
+            num_channels=3,
+            embed_dim=64,
+            depths=[2, 2],
+            num_heads=[4, 8],
+            window_size=4,
+            drop_path_rate=0.0,
+            initializer_range=SWIN_INITIALIZER_RANGE,
+            **labels,
+        )
+        return SwinForImageClassification(config)
+    if arch == "regnet":
+        # Three stages (total stride 16): the last stage is 4 x 4 at 64 px, not the 2 x 2 of the
+        # stride-32 ResNet / ConvNeXt, so last-stage maps (IIA's default layer) can localise.
+        config = RegNetConfig(
+            num_channels=3,
+            embedding_size=16,
+            hidden_sizes=[48, 96, 192],
+            depths=[1, 2, 2],
+            groups_width=8,
+            layer_type="y",
+            **labels,
+        )
+        return RegNetForImageClassification(config)
     raise ValueError(f"unknown arch {arch!r}; choose from {ARCHS}")
 
 

@@ -86,7 +86,7 @@ from .report import figure, machine_info, markdown
 from .stats import CONFIDENCE, summarise
 
 SUITES = ("synthetic", "real")
-SYNTHETIC_ARCHS = ("vit", "deit", "resnet", "convnext")
+SYNTHETIC_ARCHS = ("vit", "deit", "resnet", "convnext", "swin", "regnet")
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent / "models"
 
 
