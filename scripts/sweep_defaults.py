@@ -185,7 +185,9 @@ def table(title: str, rows: list[dict[str, Any]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--suite", choices=["real", "synthetic"])
-    parser.add_argument("--arch", default="resnet", help="synthetic checkpoint: vit, deit, resnet, convnext, swin, regnet")
+    parser.add_argument(
+        "--arch", default="resnet", help="synthetic checkpoint: vit, deit, resnet, convnext, swin, regnet"
+    )
     parser.add_argument("--models-dir", default=str(DEFAULT_MODELS_DIR), help="folder of synthetic <arch>/ checkpoints")
     parser.add_argument(
         "--checkpoint", help="real suite: an existing Lite0 checkpoint folder (default: build one in a temp dir)"

@@ -228,7 +228,9 @@ def training_loss(model: PreTrainedModel, pixel_values: torch.Tensor, labels: to
     """Cross-entropy; for DeiT with teacher the mean over its two heads (both on the label)."""
     outputs = model(pixel_values=pixel_values)
     if isinstance(model, DeiTForImageClassificationWithTeacher):
-        return 0.5 * (F.cross_entropy(outputs.cls_logits, labels) + F.cross_entropy(outputs.distillation_logits, labels))
+        return 0.5 * (
+            F.cross_entropy(outputs.cls_logits, labels) + F.cross_entropy(outputs.distillation_logits, labels)
+        )
     return F.cross_entropy(outputs.logits, labels)
 
 
@@ -314,7 +316,9 @@ def check_reload(folder: Path, model: PreTrainedModel, images: np.ndarray, devic
     processor = AutoImageProcessor.from_pretrained(folder)
     reloaded = type(model).from_pretrained(folder).to(device).eval()
     model.eval()
-    pixel_values = processor(images=[Image.fromarray(x) for x in images], return_tensors="pt")["pixel_values"].to(device)
+    pixel_values = processor(images=[Image.fromarray(x) for x in images], return_tensors="pt")["pixel_values"].to(
+        device
+    )
     expected = to_pixel_values(torch.from_numpy(images).to(device))
     with torch.no_grad():
         logit_diff = (reloaded(pixel_values=pixel_values).logits - model(pixel_values=expected).logits).abs().max()
@@ -330,7 +334,9 @@ def accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:
     return round(float((predictions == labels).float().mean()), 4)
 
 
-def run_one(name: str, arch: str, shortcut: bool, arrays: dict[str, np.ndarray], args: argparse.Namespace) -> dict[str, Any]:
+def run_one(
+    name: str, arch: str, shortcut: bool, arrays: dict[str, np.ndarray], args: argparse.Namespace
+) -> dict[str, Any]:
     """Build, train, evaluate and save one model into ``args.out / name``; returns its log.
 
     ``arrays`` holds the clean ``train``/``heldout`` images and their ``*_labels``; the
@@ -358,7 +364,9 @@ def run_one(name: str, arch: str, shortcut: bool, arrays: dict[str, np.ndarray],
         # Every held-out image with the patch of another class, cycling through the other five.
         offsets = 1 + np.arange(heldout_labels_np.shape[0]) % (NUM_CLASSES - 1)
         conflict_labels_np = (heldout_labels_np + offsets) % NUM_CLASSES
-        conflicting = predict(model, torch.from_numpy(add_shortcut_patch(arrays["heldout"], conflict_labels_np)).to(device), device)
+        conflicting = predict(
+            model, torch.from_numpy(add_shortcut_patch(arrays["heldout"], conflict_labels_np)).to(device), device
+        )
         clean = predict(model, torch.from_numpy(arrays["heldout"]).to(device), device)
         metrics["heldout_accuracy_clean_images"] = accuracy(clean, heldout[1])
         metrics["conflicting_patch_accuracy"] = accuracy(conflicting, heldout[1])
@@ -410,7 +418,9 @@ def run_one(name: str, arch: str, shortcut: bool, arrays: dict[str, np.ndarray],
     return log
 
 
-def _run_job(name: str, arch: str, shortcut: bool, data_dir: str, args: argparse.Namespace, threads: int) -> dict[str, Any]:
+def _run_job(
+    name: str, arch: str, shortcut: bool, data_dir: str, args: argparse.Namespace, threads: int
+) -> dict[str, Any]:
     """:func:`run_one` in a worker process, reading the arrays that :func:`main` saved in ``data_dir``."""
     torch.set_num_threads(threads)
     arrays = {path.stem: np.load(path) for path in Path(data_dir).glob("*.npy")}
@@ -435,7 +445,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="data-generation processes")
     parser.add_argument(
-        "--jobs", type=int, default=0, help="models trained at once, one process each (0: all of them on cuda, 1 on cpu)"
+        "--jobs",
+        type=int,
+        default=0,
+        help="models trained at once, one process each (0: all of them on cuda, 1 on cpu)",
     )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads per model (0: torch's default)")
     parser.add_argument("--out", type=Path, required=True)
@@ -453,7 +466,12 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     train_images, train_labels = generate(0, args.train_size, args.data_seed, args.size, args.workers)
     heldout_images, heldout_labels = generate(HELDOUT_START, args.heldout_size, args.data_seed, args.size, args.workers)
-    arrays = {"train": train_images, "train_labels": train_labels, "heldout": heldout_images, "heldout_labels": heldout_labels}
+    arrays = {
+        "train": train_images,
+        "train_labels": train_labels,
+        "heldout": heldout_images,
+        "heldout_labels": heldout_labels,
+    }
     generation_seconds = time.perf_counter() - started
     print(
         f"generated {args.train_size} train + {args.heldout_size} held-out images in {generation_seconds:.1f}s "
@@ -483,12 +501,16 @@ def main(argv: list[str] | None = None) -> None:
         "generation_seconds": round(generation_seconds, 2),
         "total_seconds": round(time.perf_counter() - started, 2),
         "total_checkpoint_megabytes": round(sum(log["checkpoint_bytes"] for log in logs) / 1e6, 3),
-        "models": {log["name"]: {k: v for k, v in log.items() if k not in ("loss_curve", "eval_curve", "name")} for log in logs},
+        "models": {
+            log["name"]: {k: v for k, v in log.items() if k not in ("loss_curve", "eval_curve", "name")} for log in logs
+        },
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps({name: model["heldout_accuracy"] for name, model in summary["models"].items()}), flush=True)
-    print(f"total {summary['total_seconds']:.1f}s, checkpoints {summary['total_checkpoint_megabytes']:.2f} MB", flush=True)
+    print(
+        f"total {summary['total_seconds']:.1f}s, checkpoints {summary['total_checkpoint_megabytes']:.2f} MB", flush=True
+    )
 
 
 if __name__ == "__main__":

@@ -94,7 +94,9 @@ def test_clutter_never_changes_the_object_or_label() -> None:
             assert np.array_equal(other.mask, reference.mask)
             values = np.asarray(other.image)[other.mask].astype(int)
             assert np.abs(values - colour).max() <= 2 * NOISE
-            assert not np.array_equal(np.asarray(other.image)[~other.mask], np.asarray(reference.image)[~reference.mask])
+            assert not np.array_equal(
+                np.asarray(other.image)[~other.mask], np.asarray(reference.image)[~reference.mask]
+            )
 
 
 def test_make_arrays_matches_make_sample() -> None:
@@ -160,7 +162,9 @@ def test_training_script_saves_loadable_models_of_every_architecture(tmp_path: P
         model = AutoModelForImageClassification.from_pretrained(folder).eval()
         assert model.config.id2label == dict(enumerate(CLASS_NAMES))
         assert model.config.label2id == {label: i for i, label in enumerate(CLASS_NAMES)}
-        pixel_values = AutoImageProcessor.from_pretrained(folder)(make_sample(0).image, return_tensors="pt")["pixel_values"]
+        pixel_values = AutoImageProcessor.from_pretrained(folder)(make_sample(0).image, return_tensors="pt")[
+            "pixel_values"
+        ]
         assert tuple(pixel_values.shape) == (1, 3, 64, 64)
         with torch.no_grad():
             assert tuple(model(pixel_values=pixel_values).logits.shape) == (1, NUM_CLASSES)

@@ -325,7 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--perturbation-steps", type=int, default=50, help="deletion/insertion steps (default: 50)")
     bench.add_argument("--internal-batch-size", type=int)
     bench.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    bench.add_argument("--archs", nargs="+", help="synthetic architectures (default: vit deit resnet convnext swin regnet)")
+    bench.add_argument(
+        "--archs", nargs="+", help="synthetic architectures (default: vit deit resnet convnext swin regnet)"
+    )
     bench.add_argument("--overwrite", action="store_true", help="replace existing output files")
     bench.add_argument("--models-dir", help=argparse.SUPPRESS)  # tests: a folder of <arch>/ checkpoints
     bench.add_argument("--checkpoint", help=argparse.SUPPRESS)  # tests: the real suite's model folder

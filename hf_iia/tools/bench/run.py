@@ -152,7 +152,9 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         torch.set_num_threads(config.threads)
     out = Path(config.out)
     # Refuse existing outputs before any work, so a refused run leaves nothing half-written.
-    paths = {name: output_path(out, name, overwrite=config.overwrite) for name in ("results.md", "results.json", "maps.png")}
+    paths = {
+        name: output_path(out, name, overwrite=config.overwrite) for name in ("results.md", "results.json", "maps.png")
+    }
     started = time.perf_counter()
 
     if config.suite == "synthetic":
@@ -161,7 +163,9 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     else:
         from ..demo import build_lite0_checkpoint
 
-        checkpoint = Path(config.checkpoint) if config.checkpoint else build_lite0_checkpoint(out / "efficientnet_lite0")
+        checkpoint = (
+            Path(config.checkpoint) if config.checkpoint else build_lite0_checkpoint(out / "efficientnet_lite0")
+        )
         folders = [("efficientnet_lite0" if not config.checkpoint else checkpoint.name, checkpoint)]
         n = config.n
 
@@ -179,8 +183,13 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         for spec in _methods_for(base.adapter, config.methods):
             print(f"[bench] {name}: {spec.key} on {len(inputs.ids)} inputs", file=sys.stderr, flush=True)
             results[spec.key] = evaluate_method(
-                spec, base.model, base.processor, inputs, batch_size=config.batch_size,
-                perturbation_steps=config.perturbation_steps, metric_batch_size=config.metric_batch_size,
+                spec,
+                base.model,
+                base.processor,
+                inputs,
+                batch_size=config.batch_size,
+                perturbation_steps=config.perturbation_steps,
+                metric_batch_size=config.metric_batch_size,
                 internal_batch_size=config.internal_batch_size,
             )
         models_json.append(_model_json(name, folder, family, inputs, results))
@@ -194,7 +203,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
             "command": config.command or f"hf-iia bench --suite {config.suite} --out {config.out}",
             "confidence_interval": f"Student-t {CONFIDENCE:.0%}: mean ± t(0.975, n-1) * sd(ddof=1) / sqrt(n)",
             "pointing_game": f"hit if the map's maximum is within {POINTING_TOLERANCE_AT_224} px x (input side / 224) "
-                             "of the object mask",
+            "of the object mask",
             "deletion": "pixels ranked by decreasing map value set to 0 (normalised space)",
             "insertion": "from gaussian_blur(kernel 11, sigma 5), pixels restored by decreasing map value",
             "target": "ground-truth label" if config.suite == "synthetic" else "the model's top-1 class",
@@ -237,20 +246,27 @@ def _model_json(name: str, folder: Path, family: str, inputs: BenchInputs, resul
         entry["heldout"] = {**inputs.heldout, "n": len(inputs.ids)}
     if "iia" in results:
         entry["paired_vs_iia"] = {
-            key: {metric: paired_difference(values, results["iia"].per_image[metric])
-                  for metric, values in result.per_image.items()}
-            for key, result in results.items() if key != "iia"
+            key: {
+                metric: paired_difference(values, results["iia"].per_image[metric])
+                for metric, values in result.per_image.items()
+            }
+            for key, result in results.items()
+            if key != "iia"
         }
     if {"iia", "iia-reference"} <= set(results):
         difference = (results["iia"].maps - results["iia-reference"].maps).abs().max().item()
         entry["iia_vs_reference_max_abs_map_difference"] = difference
         integrands = (results["iia"].spec["integrand"], results["iia-reference"].spec["integrand"])
         if difference < 1e-4:
-            why = (" — the same maps: the explained layer feeds pooling + a linear head, so the inner path only "
-                   "rescales the map.")
+            why = (
+                " — the same maps: the explained layer feeds pooling + a linear head, so the inner path only "
+                "rescales the map."
+            )
         elif integrands[0] != integrands[1]:
-            why = (f" — the presets' integrands differ (`{integrands[0]}` vs `{integrands[1]}`); with the same "
-                   "integrand the inner path would only rescale the map when the layer feeds pooling + a linear head.")
+            why = (
+                f" — the presets' integrands differ (`{integrands[0]}` vs `{integrands[1]}`); with the same "
+                "integrand the inner path would only rescale the map when the layer feeds pooling + a linear head."
+            )
         else:
             why = "."
         entry["note"] = f"Largest |`iia` − `iia-reference`| over all map pixels: {difference:.2g}{why}"
