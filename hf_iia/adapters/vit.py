@@ -106,10 +106,18 @@ def _registered() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _attention_implementation(model: nn.Module, name: str) -> Iterator[None]:
-    """Switch ``model`` to attention implementation ``name``; restore the original on exit."""
-    original = model.config._attn_implementation
+    """Switch ``model`` to attention implementation ``name``; restore the original on exit.
+
+    A composite config (CLIP, SigLIP: a vision and a text sub-config) is switched for the root and the vision
+    sub-config only: the classifier has no text model, and naming its sub-config would warn on every call.
+    """
+    vision = getattr(model.config, "vision_config", None)
+    request: str | dict[str, str] = {"": name, "vision_config": name} if vision is not None else name
+    original: str | dict[str, str] = model.config._attn_implementation
+    if vision is not None:
+        original = {"": model.config._attn_implementation, "vision_config": vision._attn_implementation}
     try:
-        model.set_attn_implementation(name)
+        model.set_attn_implementation(request)
     except (ValueError, KeyError, ImportError) as error:
         raise AttentionNotReachableError(
             f"{type(model).__name__} refused attention implementation {name!r} ({error}); IIA needs a ViT whose "
