@@ -113,9 +113,10 @@ def _attention_implementation(model: nn.Module, name: str) -> Iterator[None]:
     """
     vision = getattr(model.config, "vision_config", None)
     request: str | dict[str, str] = {"": name, "vision_config": name} if vision is not None else name
-    original: str | dict[str, str] = model.config._attn_implementation
+    root = str(model.config._attn_implementation)
+    original: str | dict[str, str] = root
     if vision is not None:
-        original = {"": model.config._attn_implementation, "vision_config": vision._attn_implementation}
+        original = {"": root, "vision_config": str(vision._attn_implementation)}
     try:
         model.set_attn_implementation(request)
     except (ValueError, KeyError, ImportError) as error:
