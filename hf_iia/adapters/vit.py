@@ -31,6 +31,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -113,10 +114,10 @@ def _attention_implementation(model: nn.Module, name: str) -> Iterator[None]:
     """
     vision = getattr(model.config, "vision_config", None)
     request: str | dict[str, str] = {"": name, "vision_config": name} if vision is not None else name
-    root = str(model.config._attn_implementation)
+    root = cast(str, model.config._attn_implementation)
     original: str | dict[str, str] = root
     if vision is not None:
-        original = {"": root, "vision_config": str(vision._attn_implementation)}
+        original = {"": root, "vision_config": cast(str, vision._attn_implementation)}
     try:
         model.set_attn_implementation(request)
     except (ValueError, KeyError, ImportError) as error:
