@@ -219,3 +219,15 @@ def test_unrolled_tokens_match_a_gradcam_rerolled_by_the_model():
     expected = _upsampled(cam, pixel_values.shape[2:])
     correlation = torch.corrcoef(torch.stack([ours.flatten(), expected.flatten()]))[0, 1]
     assert correlation >= 0.99, f"Pearson {correlation:.3f} against the Grad-CAM rerolled by Hiera"
+
+
+def test_a_token_stage_whose_order_nothing_establishes_is_refused(monkeypatch):
+    """LeViT returns no reshaped_hidden_states; its raster order is established only by its own subsampling module
+    (RASTER_TOKEN_MODULES). Without that evidence every token stage is refused, never read as a guessed grid."""
+    from hf_iia.adapters import stages
+
+    model, processor = zoo.build_tiny("levit")
+    assert IIAExplainer(model, processor, progress=False).adapter.levels  # explained with the evidence
+    monkeypatch.setattr(stages, "RASTER_TOKEN_MODULES", {})
+    with pytest.raises(UnsupportedModelError, match="no evidence establishes"):
+        IIAExplainer(model, processor, progress=False)

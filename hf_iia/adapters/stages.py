@@ -215,6 +215,23 @@ class StageAdapter(CNNAdapter):
         return hook
 
 
+RASTER_TOKEN_MODULES: dict[str, str] = {
+    "transformers.models.levit.modeling_levit.LevitSubsample": "transformers' LeViT subsamples its tokens as view(B, r, r, C)[:, ::s, ::s]: raster order",
+    "timm.models.levit.Downsample": "timm's LeViT downsamples its tokens as view(B, h, w, C)[:, ::s, ::s]: raster order",
+}
+"""Module classes (qualified names) whose own code reads a token sequence ``[B, h*w, C]`` as a raster grid: their
+presence in a model that returns no ``reshaped_hidden_states`` is the evidence that its token stages are raster."""
+
+
+def raster_token_evidence(model: nn.Module) -> str | None:
+    """Why ``model``'s token stages are in raster order (a module of :data:`RASTER_TOKEN_MODULES`), or ``None``."""
+    for module in model.modules():
+        qualified = f"{type(module).__module__}.{type(module).__qualname__}"
+        if qualified in RASTER_TOKEN_MODULES:
+            return RASTER_TOKEN_MODULES[qualified]
+    return None
+
+
 def _probe_sizes(model: nn.Module) -> list[tuple[int, int]]:
     """Probe inputs to try in turn: non-square (the layouts differ), then square for models that need it."""
     size = getattr(getattr(model, "config", None), "image_size", None)
@@ -233,6 +250,7 @@ class _Probe:
     calls: dict[str, int]
     base_output: object
     logits: torch.Tensor
+    norm_inputs: dict[str, torch.Tensor]  # the input of every LayerNorm module (token-wise: it keeps the order)
 
 
 def _probe(model: nn.Module, base: nn.Module, size: tuple[int, int]) -> _Probe:
@@ -245,10 +263,13 @@ def _probe(model: nn.Module, base: nn.Module, size: tuple[int, int]) -> _Probe:
     seen: list[tuple[str, int | None, torch.Tensor]] = []
     calls: dict[str, int] = {}
     outputs: list[object] = []
+    norm_inputs: dict[str, torch.Tensor] = {}
 
     def record(module: nn.Module, args: tuple, output: object) -> None:
         name = names[module]
         calls[name] = calls.get(name, 0) + 1
+        if isinstance(module, nn.LayerNorm) and args and isinstance(args[0], torch.Tensor):
+            norm_inputs[name] = args[0]
         if module is base:
             outputs.append(output)
         if isinstance(output, torch.Tensor):
@@ -261,7 +282,7 @@ def _probe(model: nn.Module, base: nn.Module, size: tuple[int, int]) -> _Probe:
         result = model(probe, output_hidden_states=True)
     # With no base module (HGNetV2, PPLCNet keep their stages on the classifier itself) the classifier's own
     # output carries the hidden_states.
-    return _Probe(seen, calls, outputs[-1] if outputs else result, extract_logits(result))
+    return _Probe(seen, calls, outputs[-1] if outputs else result, extract_logits(result), norm_inputs)
 
 
 def find_stages(model: nn.Module) -> tuple[dict[str, StagePoint], str | None, dict[str, str]]:
@@ -321,6 +342,19 @@ def find_stages(model: nn.Module) -> tuple[dict[str, StagePoint], str | None, di
                 refused[name] = (
                     f"the tokens of {name!r} equal the model's reshaped_hidden_states[{position}] under no "
                     "reordering, so their grid is not established"
+                )
+                continue
+        elif layout == "tokens":
+            # No reshaped_hidden_states entry: a LayerNorm keeps the order of a stage whose order is established;
+            # otherwise a module of a known raster-reading type in the model is the evidence; else refused.
+            source = probe.norm_inputs.get(name)
+            inherited = next((point for point, item in found.values() if item is source), None)
+            if inherited is not None:
+                raster = inherited.order or ()
+            elif raster_token_evidence(model) is None:
+                refused[name] = (
+                    f"{name!r} outputs tokens [B, h*w, C] whose order (raster or not) no evidence establishes: the "
+                    "model returns no reshaped_hidden_states and has no module known to read its tokens in raster order"
                 )
                 continue
         point = StagePoint(model.get_submodule(name), index=index, layout=layout, order=raster or None)

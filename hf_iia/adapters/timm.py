@@ -27,7 +27,7 @@ from torch import nn
 from ..errors import AttentionNotReachableError, IIAError, LayerNotFoundError, UnsupportedModelError
 from .base import LayerSpec, evaluation_mode, hooks_removed_on_exit
 from .registry import register_adapter
-from .stages import StageAdapter, StagePoint, infer_layout, select_stages
+from .stages import StageAdapter, StagePoint, infer_layout, raster_token_evidence, select_stages
 from .vit import HookedViTAdapter, Readout, ViTAdapter
 
 PREFIX = "timm_model."
@@ -153,6 +153,9 @@ def _establish_layouts(model: nn.Module, points: dict[str, StagePoint]) -> tuple
             layout = infer_layout(shapes[name], size)
         except LayerNotFoundError as error:
             refused[name] = str(error)
+            continue
+        if layout == "tokens" and raster_token_evidence(model) is None:
+            refused[name] = f"{name!r} outputs tokens whose order (raster or not) no evidence establishes"
             continue
         stages[name] = StagePoint(point.module, side=point.side, layout=layout)
     return stages, refused
