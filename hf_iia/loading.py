@@ -147,11 +147,17 @@ def _refuse_pickle_shards(folder: Path) -> None:
 
 
 def checkpoint_fingerprint(source: str | os.PathLike) -> str | None:
-    """A SHA-256 over the weights, config and processor files of a local checkpoint folder (``None`` for a Hub id):
-    what a resumable run compares to know it is still explaining the same model."""
+    """A SHA-256 over the weights, config and processor files of a checkpoint: a local folder, or the cached
+    snapshot of a Hub id (``None`` when neither exists): what a resumable run compares to know it is still
+    explaining the same model."""
+    from huggingface_hub import try_to_load_from_cache
+
     folder = Path(source)
     if not folder.is_dir():
-        return None
+        cached = try_to_load_from_cache(os.fspath(source), "config.json")
+        if not isinstance(cached, str):
+            return None
+        folder = Path(cached).parent
     digest = hashlib.sha256()
     for path in sorted(folder.iterdir()):
         if path.is_file() and (

@@ -47,11 +47,13 @@ def prepare_folder(out: Path, config: AuditConfig) -> None:
     wanted = {"hf_iia_audit": 1, "config": config.manifest(), "checkpoint": checkpoint_fingerprint(config.model)}
     if manifest.exists():
         found = json.loads(manifest.read_text())
-        if found.get("config") == wanted["config"] and found.get("checkpoint") != wanted["checkpoint"]:
+        unknown = wanted["checkpoint"] is None
+        if found.get("config") == wanted["config"] and (unknown or found.get("checkpoint") != wanted["checkpoint"]):
             raise AuditError(
                 f"{out} holds an audit of {config.model} as it was when the audit began; the checkpoint's weights, "
-                "config or processor have changed since, so resuming would mix two models. Choose another --out "
-                "(or delete this one) to audit the new checkpoint"
+                "config or processor "
+                + ("cannot be fingerprinted (no local folder or cached snapshot)" if unknown else "have changed since")
+                + ", so resuming could mix two models. Choose another --out (or delete this one) to audit it again"
             )
         if found != wanted:
             before, now = found.get("config", {}), wanted["config"]
