@@ -76,12 +76,14 @@ class CNNAdapter(FeatureMapAdapter):
         handles: list[torch.utils.hooks.RemovableHandle] = []
         with hooks_removed_on_exit(handles):
             for tap in active:
-                point = self._points[tap]
-                if point.side == "output":
-                    handles.append(point.module.register_forward_hook(_output_hook(run, tap)))
-                else:
-                    handles.append(point.module.register_forward_pre_hook(_input_hook(run, tap)))
+                handles.append(self._register(run, tap, self._points[tap]))
             yield
+
+    def _register(self, run: TapRun, tap: str, point: TapPoint) -> torch.utils.hooks.RemovableHandle:
+        """Hook ``point`` so that its feature map goes through ``run`` (a subclass may read other layouts)."""
+        if point.side == "output":
+            return point.module.register_forward_hook(_output_hook(run, tap))
+        return point.module.register_forward_pre_hook(_input_hook(run, tap))
 
     def to_map(self, integrals: dict[str, torch.Tensor], input_size: tuple[int, int]) -> torch.Tensor:
         (integral,) = integrals.values()

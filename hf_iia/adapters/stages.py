@@ -27,9 +27,8 @@ never see another layout.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,22 +160,13 @@ class StageAdapter(CNNAdapter):
         self._input_size = (int(pixel_values.shape[-2]), int(pixel_values.shape[-1]))  # the hooks read the grid from it
         return super().logits(pixel_values)
 
-    @contextlib.contextmanager
-    def _hooks(self, run: TapRun, active: Sequence[str]) -> Iterator[None]:
-        handles: list[torch.utils.hooks.RemovableHandle] = []
-        with hooks_removed_on_exit(handles):
-            for tap in active:
-                point = self._points[tap]
-                if not isinstance(point, StagePoint):
-                    point = StagePoint(point.module)
-                if point.side == "input":
-                    hook = self._stage_hook(run, tap, point)
-                    handles.append(
-                        point.module.register_forward_pre_hook(lambda module, args, hook=hook: hook(module, (), args))
-                    )
-                else:
-                    handles.append(point.module.register_forward_hook(self._stage_hook(run, tap, point)))
-            yield
+    def _register(self, run: TapRun, tap: str, point: TapPoint) -> torch.utils.hooks.RemovableHandle:
+        if not isinstance(point, StagePoint):
+            point = StagePoint(point.module)
+        hook = self._stage_hook(run, tap, point)
+        if point.side == "input":
+            return point.module.register_forward_pre_hook(lambda module, args: hook(module, (), args))
+        return point.module.register_forward_hook(hook)
 
     def _stage_hook(self, run: TapRun, tap: str, point: StagePoint):
         """A forward hook substituting the stage tensor (for an input-side point: called with the args as output)."""
