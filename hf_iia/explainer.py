@@ -21,6 +21,7 @@ from PIL import Image
 from torch import nn
 
 from .adapters.base import LayerSpec, evaluation_mode
+from .adapters.guard import Installation, protected
 from .adapters.registry import Family
 from .engine import integrate
 from .errors import IIAError, ImageInputError, TargetError, UnsupportedModelError
@@ -464,28 +465,32 @@ class _ModelLock:
 
     Hooks, the attention implementation and train/eval flags are installed on the modules themselves, so two
     explainers whose models share any module (one model, or two classifiers over one backbone) must not run at
-    once. The locks are taken in one global order (by ``id``), so two runs can never wait on each other.
+    once. The locks are taken in one global order (by ``id``), so two runs can never wait on each other. Taking
+    and releasing them is an :class:`~hf_iia.adapters.guard.Installation`: an interrupt cannot leave one held.
     """
 
     def __init__(self, model: nn.Module) -> None:
         with _MODULE_LOCKS_GUARD:
             modules = sorted({id(module): module for module in model.modules()}.items())
             self._locks = [_MODULE_LOCKS.setdefault(module, threading.Lock()) for _, module in modules]
+        self._held = threading.local()  # this thread's open installations (one per nested run)
+
+    def _take(self, installation: Installation) -> None:
+        for lock in self._locks:
+            lock.acquire()
+            installation.undo(lock.release)
+        self._held.__dict__.setdefault("stack", []).append(installation)
 
     def __enter__(self) -> None:
-        taken = []
-        try:
-            for lock in self._locks:
-                lock.acquire()
-                taken.append(lock)
-        except BaseException:
-            for lock in reversed(taken):
-                lock.release()
-            raise
+        Installation(self._take).__enter__()
 
-    def __exit__(self, *exc: object) -> None:
-        for lock in reversed(self._locks):
-            lock.release()
+    @protected
+    def __exit__(self, *exc: Any) -> None:
+        self._held.stack.pop().__exit__(*exc)
+
+    def locked(self) -> bool:
+        """Whether any run holds (some of) the locks now."""
+        return any(lock.locked() for lock in self._locks)
 
 
 def model_lock(model: nn.Module) -> _ModelLock:

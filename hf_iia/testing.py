@@ -24,6 +24,7 @@ framework.
 from __future__ import annotations
 
 import copy
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -633,6 +634,8 @@ def snapshot(model: nn.Module) -> dict[str, Any]:
             for name, m in model.named_modules()
         },
         "training": {name: m.training for name, m in model.named_modules()},
+        "classes": {name: type(m) for name, m in model.named_modules()},
+        "fused_attn": {name: m.fused_attn for name, m in model.named_modules() if hasattr(m, "fused_attn")},
         "requires_grad": {name: p.requires_grad for name, p in model.named_parameters()},
         "grads": {name: p.grad for name, p in model.named_parameters()},
         "params": {name: p.detach().clone() for name, p in model.named_parameters()},
@@ -646,6 +649,7 @@ def snapshot(model: nn.Module) -> dict[str, Any]:
         ),
         "attention_registry": tuple(transformers.AttentionInterface._global_mapping),
         "grad_enabled": torch.is_grad_enabled(),
+        "signal_handlers": {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)},
     }
 
 
@@ -655,11 +659,14 @@ def assert_unchanged(before: dict[str, Any], after: dict[str, Any]) -> None:
         "hooks",
         "global_hooks",
         "training",
+        "classes",
+        "fused_attn",
         "requires_grad",
         "attn",
         "config",
         "attention_registry",
         "grad_enabled",
+        "signal_handlers",
     ):
         assert before[key] == after[key], f"{key} changed"
     assert all(grad is None for grad in after["grads"].values()), "parameter .grad was written"

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import ClassVar, Protocol
 
 import torch
@@ -28,6 +28,7 @@ from torch import nn
 
 from ..errors import IIAError, ImageInputError, LayerNotFoundError, UnsupportedModelError
 from ..fusions import Rollout
+from .guard import Installation
 from .registry import Family
 
 LayerSpec = str | int | nn.Module | Sequence[str | int | nn.Module] | None
@@ -72,10 +73,11 @@ class Adapter(ABC):
         """The taps whose (representation, gradient) pairs the integrand reads."""
 
     @abstractmethod
-    def installed(self, run: TapRun, active: Sequence[str]) -> contextlib.AbstractContextManager[None]:
+    def installed(self, run: TapRun, active: Sequence[str]) -> contextlib.AbstractContextManager[object]:
         """Context manager: route the ``active`` taps of every forward pass to ``run``.
 
-        Everything installed on the model must be removed on every exit path.
+        Everything installed on the model must be removed on every exit path, also when a signal's handler raises
+        at any moment: install through :class:`~hf_iia.adapters.guard.Installation`.
         """
 
     @abstractmethod
@@ -153,24 +155,17 @@ def resolve_module(model: nn.Module, name: str) -> nn.Module:
         ) from None
 
 
-@contextlib.contextmanager
-def hooks_removed_on_exit(handles: list[torch.utils.hooks.RemovableHandle]) -> Iterator[None]:
-    """Remove every hook handle in ``handles`` when the block exits, however it exits."""
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-        handles.clear()
+def evaluation_mode(model: nn.Module) -> Installation:
+    """Run ``model`` in eval mode; restore every submodule's own train/eval flag on exit (uninterruptibly)."""
+
+    def setup(installation: Installation) -> None:
+        modes = [(module, module.training) for module in model.modules()]
+        installation.undo(lambda: _set_modes(modes))
+        model.eval()
+
+    return Installation(setup)
 
 
-@contextlib.contextmanager
-def evaluation_mode(model: nn.Module) -> Iterator[None]:
-    """Run ``model`` in eval mode; restore every submodule's own train/eval flag on exit."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training
+def _set_modes(modes: list[tuple[nn.Module, bool]]) -> None:
+    for module, training in modes:
+        module.training = training

@@ -11,8 +11,7 @@ Covers Hugging Face ``resnet``, ``convnext``, ``convnextv2`` and any ``nn.Module
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -22,7 +21,8 @@ from torch import nn
 from ..errors import ImageInputError, LayerNotFoundError, UnsupportedModelError
 from ..fusions import channel_sum
 from ..presets import Preset
-from .base import FeatureMapAdapter, LayerSpec, TapRun, hooks_removed_on_exit, resolve_module
+from .base import FeatureMapAdapter, LayerSpec, TapRun, resolve_module
+from .guard import Installation, remove_on_undo
 from .registry import Family, register_adapter, register_fallback
 
 CNN = Family(
@@ -68,16 +68,12 @@ class CNNAdapter(FeatureMapAdapter):
     def observed(self, levels: Sequence[str]) -> tuple[str, ...]:
         return (levels[-1],)
 
-    def installed(self, run: TapRun, active: Sequence[str]) -> contextlib.AbstractContextManager[None]:
-        return self._hooks(run, active)
-
-    @contextlib.contextmanager
-    def _hooks(self, run: TapRun, active: Sequence[str]) -> Iterator[None]:
-        handles: list[torch.utils.hooks.RemovableHandle] = []
-        with hooks_removed_on_exit(handles):
+    def installed(self, run: TapRun, active: Sequence[str]) -> Installation:
+        def setup(installation: Installation) -> None:
             for tap in active:
-                handles.append(self._register(run, tap, self._points[tap]))
-            yield
+                remove_on_undo(installation, self._register(run, tap, self._points[tap]))
+
+        return Installation(setup)
 
     def _register(self, run: TapRun, tap: str, point: TapPoint) -> torch.utils.hooks.RemovableHandle:
         """Hook ``point`` so that its feature map goes through ``run`` (a subclass may read other layouts)."""

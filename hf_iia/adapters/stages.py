@@ -36,8 +36,9 @@ import torch
 from torch import nn
 
 from ..errors import LayerNotFoundError, UnsupportedModelError
-from .base import LayerSpec, TapRun, evaluation_mode, extract_logits, hooks_removed_on_exit, resolve_module
+from .base import LayerSpec, TapRun, evaluation_mode, extract_logits, resolve_module
 from .cnn import CNNAdapter, TapPoint
+from .guard import Installation, remove_on_undo
 from .registry import register_adapter
 
 LAYOUTS = ("NCHW", "NHWC", "tokens")
@@ -267,8 +268,11 @@ def _probe(model: nn.Module, base: nn.Module, size: tuple[int, int]) -> _Probe:
         elif isinstance(output, tuple) and not hasattr(output, "keys"):
             seen.extend((name, i, item) for i, item in enumerate(output) if isinstance(item, torch.Tensor))
 
-    handles = [module.register_forward_hook(record) for module in names]
-    with hooks_removed_on_exit(handles), torch.enable_grad():
+    def setup(installation: Installation) -> None:
+        for module in names:
+            remove_on_undo(installation, module.register_forward_hook(record))
+
+    with Installation(setup), torch.enable_grad():
         result = model(probe, output_hidden_states=True)
     # With no base module (HGNetV2, PPLCNet keep their stages on the classifier itself) the classifier's own
     # output carries the hidden_states.

@@ -18,14 +18,15 @@ the classifier pools), each with its layout established on a probe forward as in
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import cast
 
 import torch
 from torch import nn
 
 from ..errors import AttentionNotReachableError, IIAError, LayerNotFoundError, UnsupportedModelError
-from .base import LayerSpec, evaluation_mode, hooks_removed_on_exit
+from .base import LayerSpec, evaluation_mode
+from .guard import Installation, remove_on_undo
 from .registry import register_adapter
 from .stages import StageAdapter, StagePoint, infer_layout, raster_token_evidence, select_stages
 from .vit import HookedViTAdapter, Readout, ViTAdapter
@@ -64,17 +65,12 @@ def _readout(timm_model: nn.Module) -> Readout:
 class TimmViTAdapter(HookedViTAdapter):
     """A ViT-like timm model: attention probabilities reached at each block's ``attn.attn_drop``."""
 
-    @contextlib.contextmanager
-    def explicit_attention(self) -> Iterator[None]:
+    def explicit_attention(self, installation: Installation) -> None:
         """Fused attention off for the call: the unfused path computes the probabilities that attn_drop sees."""
-        fused = [(block.attn, block.attn.fused_attn) for block in self.blocks]
-        try:
-            for attention, _ in fused:
-                attention.fused_attn = False
-            yield
-        finally:
-            for attention, flag in fused:
-                attention.fused_attn = flag
+        for block in self.blocks:
+            attention, flag = block.attn, block.attn.fused_attn
+            installation.undo(lambda attention=attention, flag=flag: setattr(attention, "fused_attn", flag))
+            attention.fused_attn = False
 
     def not_reached(self, taps: Sequence[str]) -> IIAError:
         return AttentionNotReachableError(
@@ -128,15 +124,18 @@ def _establish_layouts(model: nn.Module, points: dict[str, StagePoint]) -> tuple
     failure: Exception | None = None
     for size in _probe_sizes(model):
         shapes.clear()
-        handles: list[torch.utils.hooks.RemovableHandle] = []
-        with evaluation_mode(model), hooks_removed_on_exit(handles):
+
+        def setup(installation: Installation) -> None:
             for name, point in points.items():
                 hook = recorder(name, point.side)
-                handles.append(
-                    point.module.register_forward_pre_hook(hook)
+                register = (
+                    point.module.register_forward_pre_hook
                     if point.side == "input"
-                    else point.module.register_forward_hook(hook)
+                    else point.module.register_forward_hook
                 )
+                remove_on_undo(installation, register(hook))
+
+        with evaluation_mode(model), Installation(setup):
             try:
                 model.timm_model(torch.zeros(1, channels, *size, device=parameter.device, dtype=parameter.dtype))
                 break

@@ -6,7 +6,8 @@ attention function registered in ``AttentionInterface`` that hands each block's
 attention probabilities ``[N, heads, T, T]`` to the engine and multiplies the values
 by the tensor it gets back. A forward pre-hook on every block lets the engine repeat
 the block's input rows. Nothing is monkey-patched and the model is not copied; on
-exit the original implementation is restored and the function unregistered.
+exit the original implementation is restored and the function unregistered, uninterruptibly
+(:mod:`hf_iia.adapters.guard`).
 
 Which tokens the head reads is per-type knowledge, kept in one table (:data:`READOUTS`):
 ViT reads the CLS token (row 0, patches from column 1); DeiT has a distillation token
@@ -28,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import cast
@@ -40,7 +41,8 @@ from transformers import AttentionInterface
 from ..errors import AttentionNotReachableError, IIAError, ImageInputError, LayerNotFoundError
 from ..fusions import Rollout, gradient_rollout
 from ..presets import Preset
-from .base import AttentionAdapter, LayerSpec, TapRun, hooks_removed_on_exit
+from .base import AttentionAdapter, LayerSpec, TapRun
+from .guard import Installation, remove_on_undo
 from .registry import Family, register_adapter
 
 ATTENTION_NAME = "hf_iia"
@@ -88,26 +90,26 @@ def _iia_attention(
     return output, probs
 
 
-@contextlib.contextmanager
-def _registered() -> Iterator[None]:
-    """Register the attention function for the duration of the block (reference-counted across threads)."""
+def _register_attention(installation: Installation) -> None:
+    """Register the attention function until ``installation`` is undone (reference-counted across threads)."""
     global _registrations
     with _REGISTRATION_LOCK:
         if _registrations == 0:
             AttentionInterface.register(ATTENTION_NAME, _iia_attention)
         _registrations += 1
-    try:
-        yield
-    finally:
-        with _REGISTRATION_LOCK:
-            _registrations -= 1
-            if _registrations == 0:
-                AttentionInterface._global_mapping.pop(ATTENTION_NAME, None)
+    installation.undo(_unregister_attention)
 
 
-@contextlib.contextmanager
-def _attention_implementation(model: nn.Module, name: str) -> Iterator[None]:
-    """Switch ``model`` to attention implementation ``name``; restore the original on exit.
+def _unregister_attention() -> None:
+    global _registrations
+    with _REGISTRATION_LOCK:
+        _registrations -= 1
+        if _registrations == 0:
+            AttentionInterface._global_mapping.pop(ATTENTION_NAME, None)
+
+
+def _switch_attention(installation: Installation, model: nn.Module, name: str) -> None:
+    """Switch ``model`` to attention implementation ``name`` until ``installation`` is undone.
 
     A composite config (CLIP, SigLIP: a vision and a text sub-config) is switched for the root and the vision
     sub-config only: the classifier has no text model, and naming its sub-config would warn on every call.
@@ -118,6 +120,8 @@ def _attention_implementation(model: nn.Module, name: str) -> Iterator[None]:
     original: str | dict[str, str] = root
     if vision is not None:
         original = {"": root, "vision_config": cast(str, vision._attn_implementation)}
+    # Registered before the switch: a switch that fails half-way (root set, sub-config refused) is undone too.
+    installation.undo(lambda: model.set_attn_implementation(original))
     try:
         model.set_attn_implementation(request)
     except (ValueError, KeyError, ImportError) as error:
@@ -125,16 +129,12 @@ def _attention_implementation(model: nn.Module, name: str) -> Iterator[None]:
             f"{type(model).__name__} refused attention implementation {name!r} ({error}); IIA needs a ViT whose "
             "attention goes through transformers' AttentionInterface"
         ) from error
-    try:
-        if model.config._attn_implementation != name:
-            raise AttentionNotReachableError(
-                f"{type(model).__name__} cannot switch its attention implementation, so its attention "
-                "probabilities are unreachable; use a model whose attention goes through AttentionInterface "
-                "(ViT, DeiT, ...) or explain a CNN-style layer with layer="
-            )
-        yield
-    finally:
-        model.set_attn_implementation(original)
+    if model.config._attn_implementation != name:
+        raise AttentionNotReachableError(
+            f"{type(model).__name__} cannot switch its attention implementation, so its attention "
+            "probabilities are unreachable; use a model whose attention goes through AttentionInterface "
+            "(ViT, DeiT, ...) or explain a CNN-style layer with layer="
+        )
 
 
 @dataclass(frozen=True)
@@ -293,23 +293,21 @@ class ViTAdapter(AttentionAdapter):
     def observed(self, levels: Sequence[str]) -> tuple[str, ...]:
         return self._taps
 
-    def installed(self, run: TapRun, active: Sequence[str]) -> contextlib.AbstractContextManager[None]:
-        return self._installed(run, active)
+    def installed(self, run: TapRun, active: Sequence[str]) -> Installation:
+        def setup(installation: Installation) -> None:
+            owners = {}
+            for tap, block in zip(self._taps, self.blocks):
+                if tap in active:
+                    owners.update({id(module): tap for module in block.modules()})
+                    remove_on_undo(
+                        installation, block.register_forward_pre_hook(_expand_hook(run, tap), with_kwargs=True)
+                    )
+            token = _ACTIVE.set((owners, run))
+            installation.undo(lambda: _ACTIVE.reset(token))
+            _register_attention(installation)
+            _switch_attention(installation, self.model, ATTENTION_NAME)
 
-    @contextlib.contextmanager
-    def _installed(self, run: TapRun, active: Sequence[str]) -> Iterator[None]:
-        owners = {}
-        handles = []
-        for tap, block in zip(self._taps, self.blocks):
-            if tap in active:
-                owners.update({id(module): tap for module in block.modules()})
-                handles.append(block.register_forward_pre_hook(_expand_hook(run, tap), with_kwargs=True))
-        token = _ACTIVE.set((owners, run))
-        try:
-            with hooks_removed_on_exit(handles), _registered(), _attention_implementation(self.model, ATTENTION_NAME):
-                yield
-        finally:
-            _ACTIVE.reset(token)
+        return Installation(setup)
 
     def check_input(self, pixel_values: torch.Tensor) -> None:
         """Channels as the config says, and exactly ``config.image_size`` (position embeddings are not interpolated)."""
@@ -377,37 +375,32 @@ class HookedViTAdapter(ViTAdapter):
         self._eager = eager
         self._attentions = list(attentions)
 
-    def installed(self, run: TapRun, active: Sequence[str]) -> contextlib.AbstractContextManager[None]:
-        return self._hooked(run, active)
-
-    @contextlib.contextmanager
-    def _hooked(self, run: TapRun, active: Sequence[str]) -> Iterator[None]:
-        handles: list[torch.utils.hooks.RemovableHandle] = []
-        with self.explicit_attention(), hooks_removed_on_exit(handles):
+    def installed(self, run: TapRun, active: Sequence[str]) -> Installation:
+        def setup(installation: Installation) -> None:
+            self.explicit_attention(installation)
             for tap, block, dropout in zip(self._taps, self.blocks, self.dropouts):
                 if tap in active:
-                    handles.append(block.register_forward_pre_hook(_expand_hook(run, tap), with_kwargs=True))
-                    handles.append(dropout.register_forward_hook(probabilities_hook(run, tap)))
-            yield
+                    remove_on_undo(
+                        installation, block.register_forward_pre_hook(_expand_hook(run, tap), with_kwargs=True)
+                    )
+                    remove_on_undo(installation, dropout.register_forward_hook(probabilities_hook(run, tap)))
 
-    @contextlib.contextmanager
-    def explicit_attention(self) -> Iterator[None]:
-        """Run every self-attention module as the eager class (it forms the probabilities); restore on exit."""
-        classes = [(module, type(module)) for module in self._attentions]
-        try:
-            for module, cls in classes:
-                if self._eager is not None and cls is not self._eager:
-                    if not issubclass(cls, self._eager):
-                        raise AttentionNotReachableError(
-                            f"{cls.__name__} is not a variant of {self._eager.__name__}, so its attention "
-                            "probabilities cannot be formed explicitly; pass layer="
-                        )
-                    # The SDPA subclass adds no state, only a forward that fuses the softmax.
-                    module.__class__ = self._eager
-            yield
-        finally:
-            for module, cls in classes:
-                module.__class__ = cls
+        return Installation(setup)
+
+    def explicit_attention(self, installation: Installation) -> None:
+        """Run every self-attention module as the eager class (it forms the probabilities) until ``installation``
+        is undone."""
+        for module in self._attentions:
+            cls = type(module)
+            if self._eager is not None and cls is not self._eager:
+                if not issubclass(cls, self._eager):
+                    raise AttentionNotReachableError(
+                        f"{cls.__name__} is not a variant of {self._eager.__name__}, so its attention "
+                        "probabilities cannot be formed explicitly; pass layer="
+                    )
+                # The SDPA subclass adds no state, only a forward that fuses the softmax.
+                module.__class__ = self._eager
+                installation.undo(lambda module=module, cls=cls: setattr(module, "__class__", cls))
 
     def not_reached(self, taps: Sequence[str]) -> IIAError:
         return AttentionNotReachableError(
