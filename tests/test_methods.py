@@ -13,7 +13,7 @@ import pytest
 import torch
 from captum.attr import IntegratedGradients
 from PIL import Image
-from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
+from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM
 from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
@@ -29,9 +29,9 @@ from hf_iia.tools.cli import main
 torch.set_num_threads(1)
 
 SUPPORTED = {
-    "resnet": ["iia", "ig", "gradcam", "gradcam++"],
-    "convnext": ["iia", "ig", "gradcam", "gradcam++"],
-    "timm": ["iia", "ig", "gradcam", "gradcam++"],
+    "resnet": ["iia", "ig", "gradcam", "gradcam++", "layercam", "scorecam"],
+    "convnext": ["iia", "ig", "gradcam", "gradcam++", "layercam", "scorecam"],
+    "timm": ["iia", "ig", "gradcam", "gradcam++", "layercam", "scorecam"],
     "vit": ["iia", "ig", "attention_rollout", "gradient_rollout", "gae"],
     "deit": ["iia", "ig", "attention_rollout", "gradient_rollout", "gae"],
 }
@@ -123,11 +123,12 @@ def test_quadrature_rules():
     torch.testing.assert_close(captum, x * mean_gradient * 4 / 5, rtol=1e-5, atol=1e-7)
 
 
-# --------------------------------------------------------------- Grad-CAM(++) vs pytorch-grad-cam
+# ------------------------------------------------- Grad-CAM(++), LayerCAM, Score-CAM vs pytorch-grad-cam
 def _raw_and_reference(explainer: IIAExplainer, cam_class, x: torch.Tensor, targets: torch.Tensor):
     """Our raw map ``[B, h, w]`` (before upsampling) and pytorch-grad-cam's output ``[B, H, W]`` on the same layer."""
-    result = integrate(explainer.adapter, x, targets, explainer.spec, progress=False)
-    raw = METHODS[explainer.method].fuse(explainer.adapter, result.integrals, x)
+    method = METHODS[explainer.method]
+    result = method.run(explainer.adapter, x, targets, explainer.spec, internal_batch_size=5, progress=False)
+    raw = method.fuse(explainer.adapter, result.integrals, x)
     (tap,) = result.integrals
     with cam_class(Logits(explainer.model), [explainer.model.get_submodule(tap)]) as cam:
         reference = cam(x, [ClassifierOutputTarget(int(t)) for t in targets])
@@ -145,6 +146,41 @@ def test_gradcam_matches_pytorch_grad_cam(tiny_folder, kind, layer):
     raw, reference = _raw_and_reference(explainer, GradCAM, x, targets)
     ours = scale_cam_image(scale_cam_image(raw.numpy(), (64, 64)))  # per layer: min-max + cv2 resize; then min-max
     assert np.abs(ours - reference).max() <= 1e-4
+
+
+@pytest.mark.parametrize("method,cam_class", [("layercam", LayerCAM), ("scorecam", ScoreCAM)])
+@pytest.mark.parametrize("kind,layer", [("resnet", None), ("resnet", "resnet.encoder.stages.1"), ("convnext", None)])
+def test_layercam_and_scorecam_match_pytorch_grad_cam(tiny_folder, method, cam_class, kind, layer):
+    """Same comparison as Grad-CAM's. Score-CAM's masked images run in chunks of 5 (not a divisor of the channel
+    count, so chunks straddle images), pytorch-grad-cam's per image in chunks of 16: the batching must not matter."""
+    explainer = IIAExplainer(tiny_folder(kind), method=method, layer=layer, progress=False)
+    x, targets = _inputs(size=64, seed=3), torch.tensor([1, 3])
+    raw, reference = _raw_and_reference(explainer, cam_class, x, targets)
+    ours = scale_cam_image(scale_cam_image(raw.numpy(), (64, 64)))
+    assert np.abs(ours - reference).max() <= 1e-4
+
+
+def test_layercam_matches_pytorch_grad_cam_on_the_real_lite0(lite0_folder):
+    """The real ImageNet EfficientNet-Lite0 (timm, through TimmWrapper): our tap is the input of the global pool,
+    pytorch-grad-cam's the output of the module that produces it (``bn2``, BatchNorm + ReLU6)."""
+    explainer = IIAExplainer(lite0_folder, method="layercam", progress=False)
+    x, targets = _inputs(size=224, batch=1, seed=3), torch.tensor([281])
+    result = integrate(explainer.adapter, x, targets, explainer.spec, progress=False)
+    raw = METHODS["layercam"].fuse(explainer.adapter, result.integrals, x)
+    with LayerCAM(Logits(explainer.model), [explainer.model.timm_model.bn2]) as cam:
+        reference = cam(x, [ClassifierOutputTarget(281)])
+    ours = scale_cam_image(scale_cam_image(raw.numpy(), (224, 224)))
+    assert raw.shape == (1, 7, 7) and np.abs(ours - reference).max() <= 1e-4
+
+
+def test_layercam_is_not_relu_of_gradient_times_activation(tiny_folder):
+    """LayerCAM weighs each location by ``relu(dy/dA)``: where ``A < 0`` (ConvNeXt's stages end without a ReLU)
+    and ``dy/dA > 0`` the location counts negatively, unlike ``relu(dy/dA * A)``."""
+    explainer = IIAExplainer(tiny_folder("convnext"), method="layercam", progress=False)
+    x, targets = _inputs(size=64, seed=3), torch.tensor([1, 3])
+    result = integrate(explainer.adapter, x, targets, explainer.spec, progress=False)
+    (integral,) = result.integrals.values()
+    assert (integral < 0).any()
 
 
 @pytest.mark.parametrize("layer", [None, "resnet.encoder.stages.1"])
@@ -215,6 +251,11 @@ def test_attention_methods_match_naive_loops(tiny_folder, method, kind, special,
     [
         ("vit", dict(method="gradcam"), "needs a model explained through a FeatureMapAdapter"),
         ("deit", dict(method="gradcam++"), "needs a model explained through a FeatureMapAdapter"),
+        ("vit", dict(method="layercam"), "needs a model explained through a FeatureMapAdapter"),
+        ("deit", dict(method="scorecam"), "needs a model explained through a FeatureMapAdapter"),
+        ("resnet", dict(method="scorecam", steps=2), "does not use steps="),
+        ("convnext", dict(method="layercam", preset="reference"), "does not use preset="),
+        ("resnet", dict(method="scorecam", layer=[1, 2]), "pass a single layer="),
         ("resnet", dict(method="attention_rollout"), "needs a model explained through an AttentionAdapter"),
         ("timm", dict(method="gae"), "needs a model explained through an AttentionAdapter"),
         ("resnet", dict(method="lime"), "unknown method"),
