@@ -91,7 +91,7 @@ class IIAExplainer:
             Defaults to the last stage (CNNs) or the last block's attention (ViTs).
         method: the attribution method, ``"iia"`` or a comparison method run through the same
             code path: ``"ig"``, ``"gradcam"``, ``"gradcam++"``, ``"layercam"``, ``"scorecam"``,
-            ``"attention_rollout"``, ``"gradient_rollout"``, ``"gae"`` (see :mod:`hf_iia.methods`).
+            ``"attention_rollout"``, ``"gradient_rollout"``, ``"gae"``, ``"attnlrp"`` (see :mod:`hf_iia.methods`).
         preset: ``"default"`` (the nested integral) or ``"reference"`` (the authors' code).
         steps: steps per path: one int for all, or ``(n0, n1, ...)`` image path first; for
             ``method="ig"`` the number of steps (default 50).

@@ -4,8 +4,8 @@ A method is two things: how to build the :class:`~hf_iia.engine.IntegralSpec` fo
 adapter (which taps, which points, which integrand) and a *fusion* that turns the
 integrals into raw maps. :class:`~hf_iia.explainer.IIAExplainer` runs every method
 through the same code path (device, batching, targets, engine, upsampling with the
-adapter's mode, min-max normalisation); only the spec, the fusion and, for Score-CAM, what runs
-around the engine's integral (:attr:`Method.run`) differ.
+adapter's mode, min-max normalisation); only the spec, the fusion and, for Score-CAM and AttnLRP,
+what runs around the engine's integral (:attr:`Method.run`) differ.
 
 ========================  ===============  ================================================
 name                      adapters         what it integrates, and how it is fused
@@ -29,18 +29,21 @@ name                      adapters         what it integrates, and how it is fus
                                            rollout
 ``gae``                   attention        IIA's ViT integrand at ``a = 1``;
                                            :func:`~hf_iia.fusions.gae_rollout` (Chefer 2021)
+``attnlrp``               relevance        ``x * dy/dx`` at ``a = 1`` under the adapter's LRP
+                                           rules; channel sum, signed (Achtibat et al. 2024)
 ========================  ===============  ================================================
 
-"feature maps" and "attention" are the capabilities :class:`~hf_iia.adapters.FeatureMapAdapter`
-and :class:`~hf_iia.adapters.AttentionAdapter`; a method names the capability it needs, never a
+"feature maps", "attention" and "relevance" are the capabilities :class:`~hf_iia.adapters.FeatureMapAdapter`,
+:class:`~hf_iia.adapters.AttentionAdapter` and :class:`~hf_iia.adapters.RelevanceAdapter`; a method names the capability it needs, never a
 family, so a new family gets every method its representation supports.
 
 Attention Rollout reads no gradient: the engine's one backward pass at ``a = 1`` is computed
 and left unused (cheap next to the forward pass, and it keeps one code path).
 
-Score-CAM is the one method that needs more than the integral: ``K`` forward passes of masked images per image
-(``K`` channels). Its :attr:`Method.run` wraps the engine's integral (:func:`_score_cam`); the explainer still
-does device, batching, targets, upsampling and normalisation as for every method.
+Two methods need more than the integral, so their :attr:`Method.run` wraps the engine's: Score-CAM runs ``K``
+forward passes of masked images per image after it (``K`` channels; :func:`_score_cam`), AttnLRP runs it with the
+adapter's LRP rules installed (:func:`_attnlrp`). The explainer still does device, batching, targets, upsampling
+and normalisation as for every method.
 
 Options: ``layer`` picks the explained layer of ``iia`` and the feature-map methods;
 ``preset``, ``integrand``, ``baselines`` and ``rule`` are IIA's; ``steps`` sets IIA's steps or IG's step count.
@@ -56,13 +59,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .adapters import Adapter, AttentionAdapter, FeatureMapAdapter, adapter_for
+from .adapters import Adapter, AttentionAdapter, FeatureMapAdapter, RelevanceAdapter, adapter_for
 from .adapters.base import LayerSpec
 from .adapters.plain import PlainAdapter
 from .engine import INPUT_TAP, IntegralSpec, IntegrationResult, integrate, make_spec
 from .errors import MethodError
-from .fusions import ROLLOUTS, gae_rollout, integrated_gradients
-from .integrands import Integrand, attention, gradcam, gradcam_plus_plus, gradient, layercam, relu_grad_act
+from .fusions import ROLLOUTS, channel_sum, gae_rollout, integrated_gradients
+from .integrands import Integrand, attention, grad_act, gradcam, gradcam_plus_plus, gradient, layercam, relu_grad_act
 from .presets import resolve_baselines, resolve_integrand, resolve_rule, resolve_steps
 
 Fusion = Callable[[Adapter, dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
@@ -100,7 +103,7 @@ class Method:
         fuse: turns the integrals into raw maps (see :data:`Fusion`).
         adapter: picks the adapter for ``(model, layer)``.
         run: computes the integrals (see :data:`Integrator`): the engine's integral, or a method's wrapper
-            around it that runs further forward passes on them (Score-CAM's channel scores).
+            around it (Score-CAM's channel scores, AttnLRP's rules).
     """
 
     requires: type  # an Adapter subclass, possibly abstract: a capability such as FeatureMapAdapter
@@ -139,6 +142,11 @@ def _ig_spec(adapter: Adapter, options: MethodOptions) -> IntegralSpec:
             raise MethodError(f"ig integrates one path (the image), so steps= takes one int, got {list(steps)}")
         (steps,) = steps
     return make_spec((), (INPUT_TAP,), (int(steps),), gradient, baselines=(IG_BASELINE,), rules=("riemann_right",))
+
+
+def _input_relevance_spec(adapter: Adapter, options: MethodOptions) -> IntegralSpec:
+    """``x * dy/dx`` at the input itself (under the gradients that :func:`_attnlrp` modifies)."""
+    return make_spec((), (INPUT_TAP,), (0,), grad_act)
 
 
 def _at_input(integrand: Integrand) -> Callable[[Adapter, MethodOptions], IntegralSpec]:
@@ -194,6 +202,24 @@ def _score_cam(
     return replace(result, integrals={tap: weights[:, :, None, None] * activations})
 
 
+def _attnlrp(
+    adapter: Adapter,
+    pixel_values: torch.Tensor,
+    targets: torch.Tensor,
+    spec: IntegralSpec,
+    *,
+    internal_batch_size: int = 64,
+    progress: bool = True,
+) -> IntegrationResult:
+    """The engine's integral with the adapter's LRP rules installed (AttnLRP, Achtibat et al. 2024): the gradient
+    at the input becomes relevance per unit of input."""
+    assert isinstance(adapter, RelevanceAdapter)  # prepare() admits only relevance adapters
+    with adapter.relevance_rules():
+        return integrate(
+            adapter, pixel_values, targets, spec, internal_batch_size=internal_batch_size, progress=progress
+        )
+
+
 # ---------------------------------------------------------------------------- fusions
 def input_size(pixel_values: torch.Tensor) -> tuple[int, int]:
     """``(H, W)`` of ``pixel_values`` ``[B, C, H, W]``."""
@@ -216,6 +242,11 @@ def _ig_map(adapter: Adapter, integrals: dict[str, torch.Tensor], pixel_values: 
     return adapter.to_map({INPUT_TAP: attributions}, input_size(pixel_values))
 
 
+def _relevance_map(adapter: Adapter, integrals: dict[str, torch.Tensor], pixel_values: torch.Tensor) -> torch.Tensor:
+    """The input relevance summed over channels, signed (lxt's heatmap); already at the input's size."""
+    return channel_sum(integrals[INPUT_TAP])
+
+
 def _gae_map(adapter: Adapter, integrals: dict[str, torch.Tensor], pixel_values: torch.Tensor) -> torch.Tensor:
     """Chefer et al.'s relevance propagation over the per-block terms, on the ViT adapter's token layout."""
     assert isinstance(adapter, AttentionAdapter)  # prepare() admits only attention adapters
@@ -234,6 +265,7 @@ METHODS: dict[str, Method] = {
     "attention_rollout": Method(AttentionAdapter, frozenset(), _at_input(attention), _adapter_map),
     "gradient_rollout": Method(AttentionAdapter, frozenset(), _at_input(relu_grad_act), _adapter_map),
     "gae": Method(AttentionAdapter, frozenset(), _at_input(relu_grad_act), _gae_map),
+    "attnlrp": Method(RelevanceAdapter, frozenset(), _input_relevance_spec, _relevance_map, run=_attnlrp),
 }
 
 

@@ -54,6 +54,7 @@ METHOD_SPECS: dict[str, MethodSpec] = {
         MethodSpec("attention_rollout", "attention_rollout"),
         MethodSpec("gradient_rollout", "gradient_rollout"),
         MethodSpec("gae", "gae"),
+        MethodSpec("attnlrp", "attnlrp"),
     )
 }
 

@@ -34,6 +34,7 @@ key                    family  explainer
 ``attention_rollout``  vit     Attention Rollout
 ``gradient_rollout``   vit     Gradient Rollout (IIA's ViT integrand at the input only)
 ``gae``                vit     Chefer et al. 2021
+``attnlrp``            vit     AttnLRP (Achtibat et al. 2024), ViT and DeiT only
 =====================  ======  =================================================================
 
 Metric settings: the pointing game counts a hit when the map's maximum lies within 15 px of the
