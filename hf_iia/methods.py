@@ -177,7 +177,10 @@ def _score_cam(
     Each channel ``A_k``, upsampled to the input (bilinear, corners aligned, as pytorch-grad-cam) and min-max
     normalised to ``[0, 1]`` (a constant channel: all zero), masks the image; the target logits of the ``K``
     masked images, softmaxed over the channels, are the weights ``w_k``. The ``B * K`` masked images run through
-    ``adapter.logits`` in chunks of ``internal_batch_size``.
+    ``adapter.logits`` in chunks of ``internal_batch_size``. (The authors' released code instead weighs by each
+    masked image's softmax probability of the target, with no softmax over channels; Algorithm 1 of the paper and
+    pytorch-grad-cam, followed here, take logits. The baseline score ``f(x_b)`` of the paper's definition cancels
+    in the softmax over channels.)
     """
     result = integrate(adapter, pixel_values, targets, spec, internal_batch_size=internal_batch_size, progress=progress)
     (tap,) = result.integrals
