@@ -23,7 +23,6 @@ from torch import nn
 from .adapters.base import LayerSpec, evaluation_mode
 from .adapters.guard import Installation, protected
 from .adapters.registry import Family
-from .engine import integrate
 from .errors import IIAError, ImageInputError, TargetError, UnsupportedModelError
 from .imaging import Geometry, ImageLike, probe_geometry, to_rgb
 from .loading import load_model, load_processor
@@ -92,8 +91,8 @@ class IIAExplainer:
             stage/block index, or a list of them in forward order (multi-layer IIA).
             Defaults to the last stage (CNNs) or the last block's attention (ViTs).
         method: the attribution method, ``"iia"`` or a comparison method run through the same
-            code path: ``"ig"``, ``"gradcam"``, ``"gradcam++"``, ``"attention_rollout"``,
-            ``"gradient_rollout"``, ``"gae"`` (see :mod:`hf_iia.methods`).
+            code path: ``"ig"``, ``"gradcam"``, ``"gradcam++"``, ``"layercam"``, ``"scorecam"``,
+            ``"attention_rollout"``, ``"gradient_rollout"``, ``"gae"``, ``"attnlrp"`` (see :mod:`hf_iia.methods`).
         preset: ``"default"`` (the nested integral) or ``"reference"`` (the authors' code).
         steps: steps per path: one int for all, or ``(n0, n1, ...)`` image path first; for
             ``method="ig"`` the number of steps (default 50).
@@ -158,7 +157,7 @@ class IIAExplainer:
         self.model = model
         self.processor: Any = processor  # a transformers image processor or any callable images -> tensor
         self.method = method
-        self.adapter, self.spec, self._fuse = prepare(
+        self.adapter, self.spec, self._fuse, self._integrate = prepare(
             method, model, MethodOptions(layer, preset, steps, integrand, baselines, rule, fusion)
         )
         if internal_batch_size is not None and internal_batch_size < 1:
@@ -332,7 +331,7 @@ class IIAExplainer:
         if parameter is not None:
             pixel_values = pixel_values.to(parameter.device, parameter.dtype)
         with self._lock, evaluation_mode(self.model):
-            result = integrate(
+            result = self._integrate(
                 self.adapter,
                 pixel_values,
                 targets,

@@ -8,9 +8,9 @@ over all points of the iterated integral and divides by their number.
 The fusions that turn integrated quantities into 2-D maps live in :mod:`hf_iia.fusions`.
 
 The comparison methods of :mod:`hf_iia.methods` are integrands too, mostly evaluated at
-the single point ``a = 1``: :func:`gradient` (Integrated Gradients),
-:func:`gradcam`, :func:`gradcam_plus_plus` and :func:`attention` (Attention Rollout). Spatial means and sums of the CNN integrands run
-over the last two axes ``(h, w)``.
+the single point ``a = 1``: :func:`gradient` (Integrated Gradients), :func:`gradcam`,
+:func:`gradcam_plus_plus`, :func:`layercam` and :func:`attention` (Attention Rollout; the
+feature map Score-CAM weighs). Spatial means and sums of the CNN integrands run over the last two axes ``(h, w)``.
 """
 
 from __future__ import annotations
@@ -71,6 +71,15 @@ def gradcam_plus_plus(rep: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     denominator = 2 * squared + rep.sum(dim=(-2, -1), keepdim=True) * squared * grad
     alpha = torch.where(denominator != 0, squared / denominator, torch.zeros_like(squared))
     return (alpha * grad.clamp_min(0)).sum(dim=(-2, -1), keepdim=True) * rep
+
+
+def layercam(rep: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """LayerCAM (Jiang et al. 2021) before the channel sum: ``relu(dy/dA_kij) * A_kij``, every location weighted
+    by its own positive gradient (not ``relu(g * A)``: a negative activation with a positive gradient counts).
+
+    ``rep``, ``grad``: ``[N, K, h, w]``; returns ``[N, K, h, w]``.
+    """
+    return grad.clamp_min(0) * rep
 
 
 INTEGRANDS: dict[str, Integrand] = {

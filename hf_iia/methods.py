@@ -4,7 +4,8 @@ A method is two things: how to build the :class:`~hf_iia.engine.IntegralSpec` fo
 adapter (which taps, which points, which integrand) and a *fusion* that turns the
 integrals into raw maps. :class:`~hf_iia.explainer.IIAExplainer` runs every method
 through the same code path (device, batching, targets, engine, upsampling with the
-adapter's mode, min-max normalisation); only the spec and the fusion differ.
+adapter's mode, min-max normalisation); only the spec, the fusion and, for Score-CAM and AttnLRP,
+what runs around the engine's integral (:attr:`Method.run`) differ.
 
 ========================  ===============  ================================================
 name                      adapters         what it integrates, and how it is fused
@@ -16,22 +17,35 @@ name                      adapters         what it integrates, and how it is fus
                                            channel sum, ReLU
 ``gradcam++``             feature maps     :func:`~hf_iia.integrands.gradcam_plus_plus` at
                                            ``a = 1``; channel sum, ReLU
+``layercam``              feature maps     :func:`~hf_iia.integrands.layercam` at ``a = 1``;
+                                           channel sum, ReLU (Jiang et al. 2021)
+``scorecam``              feature maps     the feature map at ``a = 1``, each channel weighed
+                                           by the target logit of the input masked by it
+                                           (softmax over channels); channel sum, ReLU
+                                           (Wang et al. 2020)
 ``attention_rollout``     attention        every block's attention at ``a = 1``; rollout of
                                            ``(A + I) / 2`` (Abnar & Zuidema 2020)
 ``gradient_rollout``      attention        IIA's ViT integrand at ``a = 1`` only; the same
                                            rollout
 ``gae``                   attention        IIA's ViT integrand at ``a = 1``;
                                            :func:`~hf_iia.fusions.gae_rollout` (Chefer 2021)
+``attnlrp``               relevance        ``x * dy/dx`` at ``a = 1`` under the adapter's LRP
+                                           rules; channel sum, signed (Achtibat et al. 2024)
 ========================  ===============  ================================================
 
-"feature maps" and "attention" are the capabilities :class:`~hf_iia.adapters.FeatureMapAdapter`
-and :class:`~hf_iia.adapters.AttentionAdapter`; a method names the capability it needs, never a
+"feature maps", "attention" and "relevance" are the capabilities :class:`~hf_iia.adapters.FeatureMapAdapter`,
+:class:`~hf_iia.adapters.AttentionAdapter` and :class:`~hf_iia.adapters.RelevanceAdapter`; a method names the capability it needs, never a
 family, so a new family gets every method its representation supports.
 
 Attention Rollout reads no gradient: the engine's one backward pass at ``a = 1`` is computed
 and left unused (cheap next to the forward pass, and it keeps one code path).
 
-Options: ``layer`` picks the explained layer of ``iia``, ``gradcam`` and ``gradcam++``;
+Two methods need more than the integral, so their :attr:`Method.run` wraps the engine's: Score-CAM runs ``K``
+forward passes of masked images per image after it (``K`` channels; :func:`_score_cam`), AttnLRP runs it with the
+adapter's LRP rules installed (:func:`_attnlrp`). The explainer still does device, batching, targets, upsampling
+and normalisation as for every method.
+
+Options: ``layer`` picks the explained layer of ``iia`` and the feature-map methods;
 ``preset``, ``integrand``, ``baselines`` and ``rule`` are IIA's; ``steps`` sets IIA's steps or IG's step count.
 Giving a method an option it does not read raises :class:`~hf_iia.errors.MethodError`.
 """
@@ -39,22 +53,27 @@ Giving a method an option it does not read raises :class:`~hf_iia.errors.MethodE
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
-from .adapters import Adapter, AttentionAdapter, FeatureMapAdapter, adapter_for
+from .adapters import Adapter, AttentionAdapter, FeatureMapAdapter, RelevanceAdapter, adapter_for
 from .adapters.base import LayerSpec
 from .adapters.plain import PlainAdapter
-from .engine import INPUT_TAP, IntegralSpec, make_spec
+from .engine import INPUT_TAP, IntegralSpec, IntegrationResult, integrate, make_spec
 from .errors import MethodError
-from .fusions import ROLLOUTS, gae_rollout, integrated_gradients
-from .integrands import Integrand, attention, gradcam, gradcam_plus_plus, gradient, relu_grad_act
+from .fusions import ROLLOUTS, channel_sum, gae_rollout, integrated_gradients
+from .integrands import Integrand, attention, grad_act, gradcam, gradcam_plus_plus, gradient, layercam, relu_grad_act
 from .presets import resolve_baselines, resolve_integrand, resolve_rule, resolve_steps
 
 Fusion = Callable[[Adapter, dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
 """``(adapter, integrals {tap: [B, ...]}, pixel_values [B, C, H, W]) -> raw maps [B, h, w]``."""
+
+Integrator = Callable[..., IntegrationResult]
+"""How a method computes its integrals: :func:`~hf_iia.engine.integrate`'s signature
+``(adapter, pixel_values, targets, spec, *, internal_batch_size, progress) -> IntegrationResult``."""
 
 IG_STEPS = 50  # Captum's default n_steps
 IG_BASELINE = 0.0  # the all-zero input in normalised pixel space, as IIA's image path
@@ -83,6 +102,8 @@ class Method:
         spec: builds the integral for an adapter from the options.
         fuse: turns the integrals into raw maps (see :data:`Fusion`).
         adapter: picks the adapter for ``(model, layer)``.
+        run: computes the integrals (see :data:`Integrator`): the engine's integral, or a method's wrapper
+            around it (Score-CAM's channel scores, AttnLRP's rules).
     """
 
     requires: type  # an Adapter subclass, possibly abstract: a capability such as FeatureMapAdapter
@@ -90,6 +111,7 @@ class Method:
     spec: Callable[[Adapter, MethodOptions], IntegralSpec]
     fuse: Fusion
     adapter: Callable[[nn.Module, LayerSpec], Adapter] = adapter_for
+    run: Integrator = integrate
 
     def applies_to(self, adapter: Adapter) -> bool:
         """Whether the method explains the model behind ``adapter``."""
@@ -122,6 +144,11 @@ def _ig_spec(adapter: Adapter, options: MethodOptions) -> IntegralSpec:
     return make_spec((), (INPUT_TAP,), (int(steps),), gradient, baselines=(IG_BASELINE,), rules=("riemann_right",))
 
 
+def _input_relevance_spec(adapter: Adapter, options: MethodOptions) -> IntegralSpec:
+    """``x * dy/dx`` at the input itself (under the gradients that :func:`_attnlrp` modifies)."""
+    return make_spec((), (INPUT_TAP,), (0,), grad_act)
+
+
 def _at_input(integrand: Integrand) -> Callable[[Adapter, MethodOptions], IntegralSpec]:
     """Spec builder: ``integrand`` at the single point ``a = 1`` (the unmodified input) at the observed taps."""
 
@@ -131,6 +158,69 @@ def _at_input(integrand: Integrand) -> Callable[[Adapter, MethodOptions], Integr
         return make_spec((), adapter.observed(adapter.levels), (0,), integrand)
 
     return spec
+
+
+# ------------------------------------------------------------------------- integrators
+@torch.no_grad()
+def _score_cam(
+    adapter: Adapter,
+    pixel_values: torch.Tensor,
+    targets: torch.Tensor,
+    spec: IntegralSpec,
+    *,
+    internal_batch_size: int = 64,
+    progress: bool = True,
+) -> IntegrationResult:
+    """Score-CAM (Wang et al. 2020, Algorithm 1): the feature map ``A`` ``[B, K, h, w]`` (the engine's integral of
+    :func:`~hf_iia.integrands.attention` at ``a = 1``, which also resolves the targets) becomes ``w_k * A_k``.
+
+    Each channel ``A_k``, upsampled to the input (bilinear, corners aligned, as pytorch-grad-cam) and min-max
+    normalised to ``[0, 1]`` (a constant channel: all zero), masks the image; the target logits of the ``K``
+    masked images, softmaxed over the channels, are the weights ``w_k``. The ``B * K`` masked images run through
+    ``adapter.logits`` in chunks of ``internal_batch_size``. (The authors' released code instead weighs by each
+    masked image's softmax probability of the target, with no softmax over channels; Algorithm 1 of the paper and
+    pytorch-grad-cam, followed here, take logits. The baseline score ``f(x_b)`` of the paper's definition cancels
+    in the softmax over channels.)
+    """
+    result = integrate(adapter, pixel_values, targets, spec, internal_batch_size=internal_batch_size, progress=progress)
+    (tap,) = result.integrals
+    activations = result.integrals[tap]  # [B, K, h, w] float32
+    batch, channels = activations.shape[:2]
+    rows = activations.flatten(0, 1).unsqueeze(1)  # [B * K, 1, h, w]: one mask per (image, channel)
+    row_targets = result.targets.to(pixel_values.device).repeat_interleave(channels)
+    scores = torch.empty(batch * channels, device=activations.device)
+    starts = range(0, batch * channels, max(1, internal_batch_size))
+    for start in tqdm(starts, desc="Score-CAM", unit="chunk", delay=1.0, disable=not progress or len(starts) < 2):
+        chunk = slice(start, start + max(1, internal_batch_size))
+        masks = nn.functional.interpolate(
+            rows[chunk], size=input_size(pixel_values), mode="bilinear", align_corners=True
+        )
+        low = masks.amin(dim=(-2, -1), keepdim=True)
+        span = masks.amax(dim=(-2, -1), keepdim=True) - low
+        masks = torch.where(span > 0, (masks - low) / span.clamp_min(torch.finfo(masks.dtype).tiny), 0.0)
+        images = pixel_values[torch.arange(start, start + masks.shape[0]) // channels] * masks.to(pixel_values.dtype)
+        logits = adapter.logits(images).float()
+        scores[chunk] = logits.gather(1, row_targets[chunk].unsqueeze(1)).squeeze(1)
+    weights = scores.view(batch, channels).softmax(dim=1)
+    return replace(result, integrals={tap: weights[:, :, None, None] * activations})
+
+
+def _attnlrp(
+    adapter: Adapter,
+    pixel_values: torch.Tensor,
+    targets: torch.Tensor,
+    spec: IntegralSpec,
+    *,
+    internal_batch_size: int = 64,
+    progress: bool = True,
+) -> IntegrationResult:
+    """The engine's integral with the adapter's LRP rules installed (AttnLRP, Achtibat et al. 2024): the gradient
+    at the input becomes relevance per unit of input."""
+    assert isinstance(adapter, RelevanceAdapter)  # prepare() admits only relevance adapters
+    with adapter.relevance_rules():
+        return integrate(
+            adapter, pixel_values, targets, spec, internal_batch_size=internal_batch_size, progress=progress
+        )
 
 
 # ---------------------------------------------------------------------------- fusions
@@ -155,6 +245,11 @@ def _ig_map(adapter: Adapter, integrals: dict[str, torch.Tensor], pixel_values: 
     return adapter.to_map({INPUT_TAP: attributions}, input_size(pixel_values))
 
 
+def _relevance_map(adapter: Adapter, integrals: dict[str, torch.Tensor], pixel_values: torch.Tensor) -> torch.Tensor:
+    """The input relevance summed over channels, signed (lxt's heatmap); already at the input's size."""
+    return channel_sum(integrals[INPUT_TAP])
+
+
 def _gae_map(adapter: Adapter, integrals: dict[str, torch.Tensor], pixel_values: torch.Tensor) -> torch.Tensor:
     """Chefer et al.'s relevance propagation over the per-block terms, on the ViT adapter's token layout."""
     assert isinstance(adapter, AttentionAdapter)  # prepare() admits only attention adapters
@@ -168,9 +263,12 @@ METHODS: dict[str, Method] = {
     "ig": Method(Adapter, frozenset({"steps"}), _ig_spec, _ig_map, adapter=lambda model, layer: PlainAdapter(model)),
     "gradcam": Method(FeatureMapAdapter, frozenset({"layer"}), _at_input(gradcam), _relu_map),
     "gradcam++": Method(FeatureMapAdapter, frozenset({"layer"}), _at_input(gradcam_plus_plus), _relu_map),
+    "layercam": Method(FeatureMapAdapter, frozenset({"layer"}), _at_input(layercam), _relu_map),
+    "scorecam": Method(FeatureMapAdapter, frozenset({"layer"}), _at_input(attention), _relu_map, run=_score_cam),
     "attention_rollout": Method(AttentionAdapter, frozenset(), _at_input(attention), _adapter_map),
     "gradient_rollout": Method(AttentionAdapter, frozenset(), _at_input(relu_grad_act), _adapter_map),
     "gae": Method(AttentionAdapter, frozenset(), _at_input(relu_grad_act), _gae_map),
+    "attnlrp": Method(RelevanceAdapter, frozenset(), _input_relevance_spec, _relevance_map, run=_attnlrp),
 }
 
 
@@ -183,8 +281,8 @@ def methods_for(adapter: Adapter) -> list[str]:
     return [name for name, method in METHODS.items() if method.applies_to(adapter)]
 
 
-def prepare(name: str, model: nn.Module, options: MethodOptions) -> tuple[Adapter, IntegralSpec, Fusion]:
-    """Make method ``name`` concrete for ``model``: its adapter, its integral and its fusion.
+def prepare(name: str, model: nn.Module, options: MethodOptions) -> tuple[Adapter, IntegralSpec, Fusion, Integrator]:
+    """Make method ``name`` concrete for ``model``: its adapter, its integral, its fusion and how it integrates.
 
     Raises:
         MethodError: unknown method, an option the method does not read, or a model
@@ -211,7 +309,7 @@ def prepare(name: str, model: nn.Module, options: MethodOptions) -> tuple[Adapte
             f"{type(model).__name__} is a {adapter.family.name} model; for it choose one of {methods_for(adapter)}"
         )
     fuse = _iia_fusion(adapter, options) if name == "iia" else method.fuse
-    return adapter, method.spec(adapter, options), fuse
+    return adapter, method.spec(adapter, options), fuse, method.run
 
 
 def _iia_fusion(adapter: Adapter, options: MethodOptions) -> Fusion:
@@ -232,4 +330,14 @@ def _iia_fusion(adapter: Adapter, options: MethodOptions) -> Fusion:
     return fuse
 
 
-__all__ = ["IG_BASELINE", "IG_STEPS", "METHODS", "Fusion", "Method", "MethodOptions", "methods_for", "prepare"]
+__all__ = [
+    "IG_BASELINE",
+    "IG_STEPS",
+    "METHODS",
+    "Fusion",
+    "Integrator",
+    "Method",
+    "MethodOptions",
+    "methods_for",
+    "prepare",
+]

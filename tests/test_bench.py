@@ -25,8 +25,17 @@ from hf_iia.tools.synthetic import CLASS_NAMES
 
 SIZE = 32
 N = 4
-CNN_METHODS = ["iia", "iia-reference", "iia-multilayer", "ig", "gradcam", "gradcam++"]
-VIT_METHODS = ["iia", "iia-reference", "iia-multilayer", "ig", "attention_rollout", "gradient_rollout", "gae"]
+CNN_METHODS = ["iia", "iia-reference", "iia-multilayer", "ig", "gradcam", "gradcam++", "layercam", "scorecam"]
+VIT_METHODS = [
+    "iia",
+    "iia-reference",
+    "iia-multilayer",
+    "ig",
+    "attention_rollout",
+    "gradient_rollout",
+    "gae",
+    "attnlrp",
+]
 LOCALISATION = ["pointing_game", "energy_pointing_game", "mask_ap"]
 PERTURBATION = ["deletion_auc", "insertion_auc"]
 

@@ -36,7 +36,9 @@ MODELS: dict[str, Callable[[], tuple[Any, Any]]] = {
     "timm-vit": lambda: build_tiny_timm("test_vit"),  # timm's fused_attn switched off
     "resnet": lambda: build_tiny("resnet"),  # forward hooks on stages
     "swin": lambda: build_tiny("swin"),  # stage hooks with a token layout
+    "vit-attnlrp": lambda: build_tiny("vit"),  # LRP rule hooks on LayerNorms and activations
 }
+METHOD = {"vit-attnlrp": "attnlrp"}
 
 
 class Interrupted(KeyboardInterrupt):
@@ -98,7 +100,8 @@ def sigusr1():
 def test_interrupt_at_every_call_leaves_the_model_as_found(kind: str, sigusr1: None) -> None:
     model, processor = MODELS[kind]()
     x = pixels(1, size=32)
-    explainer = IIAExplainer(model, processor, steps=1, progress=False)
+    options = {"method": METHOD[kind]} if kind in METHOD else {"steps": 1}
+    explainer = IIAExplainer(model, processor, progress=False, **options)
     expected = explainer.attribute(x, 0)
     with torch.no_grad():
         logits = explainer.logits(x)

@@ -6,34 +6,41 @@ Models are tiny random-weight checkpoints built from real configs, saved with
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
+import sys
+import types
 
 import numpy as np
 import pytest
 import torch
 from captum.attr import IntegratedGradients
 from PIL import Image
-from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
+from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM
 from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 from transformers import AutoModelForImageClassification
 
-from hf_iia import IIAExplainer, MethodError, UnsupportedModelError
+from hf_iia import IIAExplainer, MethodError, TargetError, UnsupportedModelError
+from hf_iia.adapters import adapter_for
+from hf_iia.adapters.lrp import identity_rule, layer_norm_rule, uniform_rule
 from hf_iia.engine import INPUT_TAP, Path, integrate, make_spec
 from hf_iia.explainer import normalise, upsample
 from hf_iia.integrands import gradient
-from hf_iia.methods import METHODS
+from hf_iia.methods import METHODS, methods_for
+from hf_iia.testing import assert_unchanged, save_tiny, snapshot
 from hf_iia.tools.cli import main
 
 torch.set_num_threads(1)
 
 SUPPORTED = {
-    "resnet": ["iia", "ig", "gradcam", "gradcam++"],
-    "convnext": ["iia", "ig", "gradcam", "gradcam++"],
-    "timm": ["iia", "ig", "gradcam", "gradcam++"],
-    "vit": ["iia", "ig", "attention_rollout", "gradient_rollout", "gae"],
-    "deit": ["iia", "ig", "attention_rollout", "gradient_rollout", "gae"],
+    "resnet": ["iia", "ig", "gradcam", "gradcam++", "layercam", "scorecam"],
+    "convnext": ["iia", "ig", "gradcam", "gradcam++", "layercam", "scorecam"],
+    "timm": ["iia", "ig", "gradcam", "gradcam++", "layercam", "scorecam"],
+    "vit": ["iia", "ig", "attention_rollout", "gradient_rollout", "gae", "attnlrp"],
+    "deit": ["iia", "ig", "attention_rollout", "gradient_rollout", "gae", "attnlrp"],
 }
 FAST = {"iia": dict(steps=2), "ig": dict(steps=4)}  # keep the integrals small; other methods take no steps
 
@@ -123,11 +130,12 @@ def test_quadrature_rules():
     torch.testing.assert_close(captum, x * mean_gradient * 4 / 5, rtol=1e-5, atol=1e-7)
 
 
-# --------------------------------------------------------------- Grad-CAM(++) vs pytorch-grad-cam
+# ------------------------------------------------- Grad-CAM(++), LayerCAM, Score-CAM vs pytorch-grad-cam
 def _raw_and_reference(explainer: IIAExplainer, cam_class, x: torch.Tensor, targets: torch.Tensor):
     """Our raw map ``[B, h, w]`` (before upsampling) and pytorch-grad-cam's output ``[B, H, W]`` on the same layer."""
-    result = integrate(explainer.adapter, x, targets, explainer.spec, progress=False)
-    raw = METHODS[explainer.method].fuse(explainer.adapter, result.integrals, x)
+    method = METHODS[explainer.method]
+    result = method.run(explainer.adapter, x, targets, explainer.spec, internal_batch_size=5, progress=False)
+    raw = method.fuse(explainer.adapter, result.integrals, x)
     (tap,) = result.integrals
     with cam_class(Logits(explainer.model), [explainer.model.get_submodule(tap)]) as cam:
         reference = cam(x, [ClassifierOutputTarget(int(t)) for t in targets])
@@ -145,6 +153,41 @@ def test_gradcam_matches_pytorch_grad_cam(tiny_folder, kind, layer):
     raw, reference = _raw_and_reference(explainer, GradCAM, x, targets)
     ours = scale_cam_image(scale_cam_image(raw.numpy(), (64, 64)))  # per layer: min-max + cv2 resize; then min-max
     assert np.abs(ours - reference).max() <= 1e-4
+
+
+@pytest.mark.parametrize("method,cam_class", [("layercam", LayerCAM), ("scorecam", ScoreCAM)])
+@pytest.mark.parametrize("kind,layer", [("resnet", None), ("resnet", "resnet.encoder.stages.1"), ("convnext", None)])
+def test_layercam_and_scorecam_match_pytorch_grad_cam(tiny_folder, method, cam_class, kind, layer):
+    """Same comparison as Grad-CAM's. Score-CAM's masked images run in chunks of 5 (not a divisor of the channel
+    count, so chunks straddle images), pytorch-grad-cam's per image in chunks of 16: the batching must not matter."""
+    explainer = IIAExplainer(tiny_folder(kind), method=method, layer=layer, progress=False)
+    x, targets = _inputs(size=64, seed=3), torch.tensor([1, 3])
+    raw, reference = _raw_and_reference(explainer, cam_class, x, targets)
+    ours = scale_cam_image(scale_cam_image(raw.numpy(), (64, 64)))
+    assert np.abs(ours - reference).max() <= 1e-4
+
+
+def test_layercam_matches_pytorch_grad_cam_on_the_real_lite0(lite0_folder):
+    """The real ImageNet EfficientNet-Lite0 (timm, through TimmWrapper): our tap is the input of the global pool,
+    pytorch-grad-cam's the output of the module that produces it (``bn2``, BatchNorm + ReLU6)."""
+    explainer = IIAExplainer(lite0_folder, method="layercam", progress=False)
+    x, targets = _inputs(size=224, batch=1, seed=3), torch.tensor([281])
+    result = integrate(explainer.adapter, x, targets, explainer.spec, progress=False)
+    raw = METHODS["layercam"].fuse(explainer.adapter, result.integrals, x)
+    with LayerCAM(Logits(explainer.model), [explainer.model.timm_model.bn2]) as cam:
+        reference = cam(x, [ClassifierOutputTarget(281)])
+    ours = scale_cam_image(scale_cam_image(raw.numpy(), (224, 224)))
+    assert raw.shape == (1, 7, 7) and np.abs(ours - reference).max() <= 1e-4
+
+
+def test_layercam_is_not_relu_of_gradient_times_activation(tiny_folder):
+    """LayerCAM weighs each location by ``relu(dy/dA)``: where ``A < 0`` (ConvNeXt's stages end without a ReLU)
+    and ``dy/dA > 0`` the location counts negatively, unlike ``relu(dy/dA * A)``."""
+    explainer = IIAExplainer(tiny_folder("convnext"), method="layercam", progress=False)
+    x, targets = _inputs(size=64, seed=3), torch.tensor([1, 3])
+    result = integrate(explainer.adapter, x, targets, explainer.spec, progress=False)
+    (integral,) = result.integrals.values()
+    assert (integral < 0).any()
 
 
 @pytest.mark.parametrize("layer", [None, "resnet.encoder.stages.1"])
@@ -209,12 +252,126 @@ def test_attention_methods_match_naive_loops(tiny_folder, method, kind, special,
     assert (explainer.attribute(x, target=targets) - expected).abs().max() <= 1e-5
 
 
+# ------------------------------------------------------------------------------------- AttnLRP vs lxt
+def _lxt_efficient() -> types.ModuleType:
+    """lxt 2.1's ``lxt.efficient`` package, entered without running its ``__init__``.
+
+    ``import lxt.efficient`` fails on transformers 5: the ``__init__`` imports lxt's copies of modeling files
+    (BERT first), which import the removed ``transformers.modeling_attn_mask_utils``. The rule modules
+    (``lxt.efficient.rules``, ``lxt.efficient.patches``) import only torch, so they load under a bare package.
+    """
+    import lxt
+
+    if "lxt.efficient" not in sys.modules:
+        package = types.ModuleType("lxt.efficient")
+        package.__path__ = [os.path.join(os.path.dirname(lxt.__file__), "efficient")]
+        sys.modules["lxt.efficient"] = package
+    return importlib.import_module("lxt.efficient.patches")
+
+
+def _lxt_relevance(model: nn.Module, modeling: types.ModuleType, x: torch.Tensor, targets: torch.Tensor):
+    """``(x * dy/dx).sum(channels)`` under lxt's AttnLRP patches of an eager HF ViT-family model.
+
+    lxt supports HF BERT and torchvision's ViT, not HF ViT, so its rules are installed with a custom patch map
+    the way its own ``monkey_patch`` does, and undone afterwards: its LayerNorm forward (std detached), its
+    identity rule on the GELU module, its attention wrapper (query and key gradients / 4, value / 2) around the
+    modeling file's eager attention. (lxt's ``patch_attention`` itself replaces ``ALL_ATTENTION_FUNCTIONS`` by a
+    plain dict, which transformers 5 calls ``.get_interface`` on, so only the eager function is wrapped.)
+    """
+    from transformers.activations import GELUActivation
+
+    patches = _lxt_efficient()
+    saved = (nn.LayerNorm.forward, GELUActivation.forward, modeling.eager_attention_forward)
+    try:
+        patches.patch_method(patches.layer_norm_forward, nn.LayerNorm)
+        patches.patch_method(patches.non_linear_forward, GELUActivation, keep_original=True)
+        modeling.eager_attention_forward = patches.wrap_attention_forward(saved[2])
+        x = x.clone().requires_grad_()
+        model(x).logits.gather(1, targets[:, None]).sum().backward()
+    finally:
+        nn.LayerNorm.forward, GELUActivation.forward, modeling.eager_attention_forward = saved
+        del GELUActivation.original_forward
+    return (x * x.grad).sum(1).detach()
+
+
+@pytest.mark.parametrize("kind", ["vit", "deit"])
+def test_attnlrp_matches_lxt(tiny_folder, kind):
+    """Raw relevance maps (signed, before normalisation) equal lxt's within 1e-5 of the map's largest magnitude;
+    they differ from the plain gradient x input by far more (the rules change the gradient)."""
+    folder = tiny_folder(kind)
+    explainer = IIAExplainer(folder, method="attnlrp", progress=False)
+    x, targets = _inputs(seed=5), torch.tensor([4, 2])
+    method = METHODS["attnlrp"]
+    result = method.run(explainer.adapter, x, targets, explainer.spec, internal_batch_size=64, progress=False)
+    raw = method.fuse(explainer.adapter, result.integrals, x)
+    model = AutoModelForImageClassification.from_pretrained(folder, attn_implementation="eager").eval()
+    modeling = importlib.import_module(f"transformers.models.{kind}.modeling_{kind}")
+    reference = _lxt_relevance(model, modeling, x, targets)
+    scale = float(reference.abs().max())
+    assert raw.shape == (2, 32, 32) and float((raw - reference).abs().max()) <= 1e-5 * scale
+    plain = x.clone().requires_grad_()
+    model(plain).logits.gather(1, targets[:, None]).sum().backward()
+    assert float((raw - (plain * plain.grad).sum(1).detach()).abs().max()) > 0.05 * scale
+    expected = normalise(raw)  # at the input's size already: no upsampling
+    torch.testing.assert_close(explainer.attribute(x, target=targets), expected, rtol=0, atol=1e-6)
+
+
+def test_lrp_rules_keep_the_value_and_change_the_gradient():
+    torch.manual_seed(0)
+    x = torch.randn(3, 8, requires_grad=True)
+    norm = nn.LayerNorm(8)
+    y = layer_norm_rule(norm, (x,), norm(x))
+    assert torch.equal(y, norm(x))
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    std = (x.var(-1, unbiased=False, keepdim=True) + norm.eps).sqrt().detach()  # a constant under the rule
+    expected = torch.autograd.grad(((x - x.mean(-1, keepdim=True)) / std * norm.weight + norm.bias).sum(), x)[0]
+    torch.testing.assert_close(grad, expected)
+    gelu = nn.GELU()
+    y = identity_rule(gelu, (x,), gelu(x))
+    assert torch.equal(y, gelu(x))
+    torch.testing.assert_close(torch.autograd.grad(y.sum(), x)[0], gelu(x).detach() / x.detach())
+    y = uniform_rule(x, 4)
+    assert torch.equal(y, x) and torch.equal(torch.autograd.grad(y.sum(), x)[0], torch.full_like(x, 0.25))
+
+
+def test_attnlrp_leaves_the_model_as_it_found_it_on_every_path(tiny_folder):
+    """Hooks, attention implementation and registry restored after a run and after a failing one; a later
+    method on the same model runs without AttnLRP's rules."""
+    explainer = IIAExplainer(tiny_folder("vit"), method="attnlrp", progress=False)
+    gae = IIAExplainer(explainer.model, method="gae", progress=False)
+    x = _inputs(seed=6)
+    before, maps = snapshot(explainer.model), gae.attribute(x, target=[1, 2])
+    explainer.attribute(x, target=[1, 2])
+    assert_unchanged(before, snapshot(explainer.model))
+    with pytest.raises(TargetError):
+        explainer.attribute(x, target=[1, 99])
+    assert_unchanged(before, snapshot(explainer.model))
+    torch.testing.assert_close(gae.attribute(x, target=[1, 2]), maps, rtol=0, atol=0)
+
+
+def test_attnlrp_applies_to_the_types_its_rules_cover(tiny_folder, tmp_path):
+    """Listed for ViT and DeiT; refused, with the methods that apply, for an attention model it does not cover
+    (BEiT: its rules are not verified there)."""
+    for kind in ("vit", "deit"):
+        adapter = adapter_for(AutoModelForImageClassification.from_pretrained(tiny_folder(kind)))
+        assert "attnlrp" in methods_for(adapter)
+    with pytest.raises(MethodError, match="needs a model explained through a RelevanceAdapter.*gae"):
+        IIAExplainer(save_tiny("beit", tmp_path), method="attnlrp", progress=False)
+
+
 # ------------------------------------------------------------------------------- errors and CLI
 @pytest.mark.parametrize(
     "kind,options,message",
     [
         ("vit", dict(method="gradcam"), "needs a model explained through a FeatureMapAdapter"),
         ("deit", dict(method="gradcam++"), "needs a model explained through a FeatureMapAdapter"),
+        ("vit", dict(method="layercam"), "needs a model explained through a FeatureMapAdapter"),
+        ("deit", dict(method="scorecam"), "needs a model explained through a FeatureMapAdapter"),
+        ("resnet", dict(method="scorecam", steps=2), "does not use steps="),
+        ("convnext", dict(method="layercam", preset="reference"), "does not use preset="),
+        ("resnet", dict(method="scorecam", layer=[1, 2]), "pass a single layer="),
+        ("resnet", dict(method="attnlrp"), "needs a model explained through a RelevanceAdapter"),
+        ("vit", dict(method="attnlrp", layer=0), "does not use layer="),
         ("resnet", dict(method="attention_rollout"), "needs a model explained through an AttentionAdapter"),
         ("timm", dict(method="gae"), "needs a model explained through an AttentionAdapter"),
         ("resnet", dict(method="lime"), "unknown method"),

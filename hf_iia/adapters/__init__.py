@@ -5,7 +5,7 @@ here plus its name on that line.
 """
 
 from . import cnn, stages, timm, vit  # noqa: F401  (each module registers its family's adapters)
-from .base import Adapter, AttentionAdapter, FeatureMapAdapter, TapRun
+from .base import Adapter, AttentionAdapter, FeatureMapAdapter, RelevanceAdapter, TapRun
 from .registry import Family, adapter_for, register_adapter, supported_model_types
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "AttentionAdapter",
     "Family",
     "FeatureMapAdapter",
+    "RelevanceAdapter",
     "TapRun",
     "adapter_for",
     "register_adapter",

@@ -122,6 +122,18 @@ class AttentionAdapter(Adapter):
         """Fuse per-block integrals ``{tap: [B, heads, T, T]}`` with ``rollout`` into patch-grid maps ``[B, h, w]``."""
 
 
+class RelevanceAdapter(Adapter):
+    """An adapter that can make its model's backward pass propagate relevance: LRP rules written as modified
+    gradients (:mod:`hf_iia.adapters.lrp`), so that ``input * gradient`` is the input's relevance. AttnLRP
+    applies to it."""
+
+    @abstractmethod
+    def relevance_rules(self) -> contextlib.AbstractContextManager[object]:
+        """Context manager: every forward pass in the block runs under the rules, which change gradients only;
+        everything installed on the model is removed on every exit path (an
+        :class:`~hf_iia.adapters.guard.Installation`)."""
+
+
 def extract_logits(output: object) -> torch.Tensor:
     """Return the ``[N, num_classes]`` logits of a model output (a tensor or an object with ``.logits``)."""
     logits = getattr(output, "logits", output)

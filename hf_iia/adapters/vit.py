@@ -37,12 +37,14 @@ from typing import cast
 import torch
 from torch import nn
 from transformers import AttentionInterface
+from transformers.activations import ACT2CLS
 
 from ..errors import AttentionNotReachableError, IIAError, ImageInputError, LayerNotFoundError
 from ..fusions import Rollout, gradient_rollout
 from ..presets import Preset
-from .base import AttentionAdapter, LayerSpec, TapRun
+from .base import AttentionAdapter, LayerSpec, RelevanceAdapter, TapRun
 from .guard import Installation, remove_on_undo
+from .lrp import identity_rule, layer_norm_rule, uniform_rule
 from .registry import Family, register_adapter
 
 ATTENTION_NAME = "hf_iia"
@@ -62,6 +64,8 @@ VIT = Family(
 
 # The run whose taps the attention function feeds in this thread/context: (module id -> tap, run).
 _ACTIVE: ContextVar[tuple[dict[int, str], TapRun] | None] = ContextVar("hf_iia_attention", default=None)
+# Whether the attention function applies AttnLRP's uniform rule to its two products (RelevanceViTAdapter).
+_RELEVANCE: ContextVar[bool] = ContextVar("hf_iia_relevance", default=False)
 _REGISTRATION_LOCK = threading.Lock()
 _registrations = 0
 
@@ -77,6 +81,10 @@ def _iia_attention(
     **kwargs: object,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Eager attention (``[N, heads, T, d]`` inputs) whose probabilities pass through the active run."""
+    if _RELEVANCE.get():
+        # probs @ value shares the relevance equally between probs and value; query @ key^T shares the half
+        # that reaches the scores (through the softmax) between query and key.
+        query, key, value = uniform_rule(query, 4), uniform_rule(key, 4), uniform_rule(value, 2)
     scaling = query.size(-1) ** -0.5 if scaling is None else scaling
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling
     if attention_mask is not None:
@@ -352,6 +360,37 @@ class ViTAdapter(AttentionAdapter):
         return relevance.reshape(-1, height, width)
 
 
+ACTIVATIONS: tuple[type[nn.Module], ...] = tuple(
+    {entry[0] if isinstance(entry, tuple) else entry for entry in ACT2CLS.values()}
+)
+"""The element-wise activation modules of ``transformers`` (``ACT2FN``), which AttnLRP's identity rule covers."""
+
+RELEVANCE_TYPES = frozenset({"vit", "deit"})
+"""The ``config.model_type`` values whose every operation AttnLRP's rules cover (read from each modeling file):
+normalisations are ``nn.LayerNorm``, non-linearities outside the attention are :data:`ACTIVATIONS` modules, the
+attention goes through AttentionInterface, and no other product of two activations is formed."""
+
+
+class RelevanceViTAdapter(ViTAdapter, RelevanceAdapter):
+    """A :class:`ViTAdapter` of a :data:`RELEVANCE_TYPES` model, which can also run it under AttnLRP's rules."""
+
+    def relevance_rules(self) -> Installation:
+        """LayerNorm and activation hooks (:mod:`.lrp`) and the uniform rule in the attention function."""
+
+        def setup(installation: Installation) -> None:
+            for module in self.model.modules():
+                if isinstance(module, nn.LayerNorm):
+                    remove_on_undo(installation, module.register_forward_hook(layer_norm_rule))
+                elif isinstance(module, ACTIVATIONS):
+                    remove_on_undo(installation, module.register_forward_hook(identity_rule))
+            token = _RELEVANCE.set(True)
+            installation.undo(lambda: _RELEVANCE.reset(token))
+            _register_attention(installation)
+            _switch_attention(installation, self.model, ATTENTION_NAME)
+
+        return Installation(setup)
+
+
 class HookedViTAdapter(ViTAdapter):
     """Attention probabilities reached by a forward hook on the dropout module each block applies to them.
 
@@ -446,7 +485,8 @@ def vit_adapter(model: nn.Module, layer: LayerSpec) -> ViTAdapter:
     common = dict(readout=READOUTS[model_type](model), patch_size=vision.patch_size, image_size=vision.image_size)
     hooked = HOOKED_ATTENTION.get(model_type)
     if hooked is None:
-        return ViTAdapter(model, layer, blocks=list(blocks), **common)
+        adapter = RelevanceViTAdapter if model_type in RELEVANCE_TYPES else ViTAdapter
+        return adapter(model, layer, blocks=list(blocks), **common)
     attentions = [block.get_submodule(hooked.attention) for block in blocks]
     return HookedViTAdapter(
         model,

@@ -13,7 +13,18 @@ from pathlib import Path
 
 from ..errors import IIAError
 
-METHOD_NAMES: tuple[str, ...] = ("iia", "ig", "gradcam", "gradcam++", "attention_rollout", "gradient_rollout", "gae")
+METHOD_NAMES: tuple[str, ...] = (
+    "iia",
+    "ig",
+    "gradcam",
+    "gradcam++",
+    "layercam",
+    "scorecam",
+    "attention_rollout",
+    "gradient_rollout",
+    "gae",
+    "attnlrp",
+)
 """The keys of :data:`hf_iia.methods.METHODS`, spelled out so that ``--help`` need not import torch
 (a test keeps the two equal); the library validates ``--method`` itself (``MethodError``)."""
 
@@ -318,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--methods",
         nargs="+",
         help="bench methods (default: all that apply to each model): "
-        "iia iia-reference iia-multilayer ig gradcam gradcam++ attention_rollout gradient_rollout gae",
+        "iia iia-reference iia-multilayer ig gradcam gradcam++ layercam scorecam attention_rollout gradient_rollout gae attnlrp",
     )
     bench.add_argument("--device", help="cpu, cuda, ... (default: cpu)")
     bench.add_argument("--batch-size", type=int, default=8, help="images per attribute call (default: 8)")

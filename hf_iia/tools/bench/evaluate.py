@@ -49,9 +49,12 @@ METHOD_SPECS: dict[str, MethodSpec] = {
         MethodSpec("ig", "ig"),
         MethodSpec("gradcam", "gradcam"),
         MethodSpec("gradcam++", "gradcam++"),
+        MethodSpec("layercam", "layercam"),
+        MethodSpec("scorecam", "scorecam"),
         MethodSpec("attention_rollout", "attention_rollout"),
         MethodSpec("gradient_rollout", "gradient_rollout"),
         MethodSpec("gae", "gae"),
+        MethodSpec("attnlrp", "attnlrp"),
     )
 }
 

@@ -29,9 +29,12 @@ key                    family  explainer
 ``ig``                 both    Integrated Gradients, 50 steps, zero baseline
 ``gradcam``            cnn     Grad-CAM at the default layer
 ``gradcam++``          cnn     Grad-CAM++ at the default layer
+``layercam``           cnn     LayerCAM at the default layer
+``scorecam``           cnn     Score-CAM at the default layer (one forward pass per channel)
 ``attention_rollout``  vit     Attention Rollout
 ``gradient_rollout``   vit     Gradient Rollout (IIA's ViT integrand at the input only)
 ``gae``                vit     Chefer et al. 2021
+``attnlrp``            vit     AttnLRP (Achtibat et al. 2024), ViT and DeiT only
 =====================  ======  =================================================================
 
 Metric settings: the pointing game counts a hit when the map's maximum lies within 15 px of the
