@@ -253,3 +253,34 @@ def test_t_interval():
         assert t_quantile(0.975, dof) == pytest.approx(scipy_stats.t.ppf(0.975, dof), abs=1e-9)
     assert summarise([1.0])["half_width"] is None and summarise([])["n"] == 0
     assert set(METHOD_SPECS) == set(CNN_METHODS) | set(VIT_METHODS)
+
+
+PAPER = ["pos_auc", "neg_auc", "del_prob_auc", "ins_prob_auc", "adp", "pic", "sic", "aic"]
+SEGMENTATION = ["seg_pixel_accuracy", "seg_miou", "seg_map", "seg_mf1"]
+
+
+def test_paper_protocol_adds_its_columns(models_dir, tmp_path):
+    out = tmp_path / "paper"
+    argv = ["bench", "--suite", "synthetic", "--protocol", "paper", "--out", str(out), "--n", "3"]
+    argv += ["--models-dir", str(models_dir), "--archs", "vit", "--methods", "iia", "ig", "--perturbation-steps", "3"]
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["protocol"] == "paper" and "--protocol paper" in results["settings"]["command"]
+    (model,) = results["models"]
+    ranges = {"pos_auc": 90, "neg_auc": 90, "del_prob_auc": 90, "ins_prob_auc": 90, "adp": 100, "pic": 100}
+    for method in model["methods"].values():
+        per_image = method["per_image"]
+        assert sorted(per_image) == sorted(LOCALISATION + PERTURBATION + PAPER + SEGMENTATION)
+        for metric in PAPER + SEGMENTATION:
+            defined = [v for v in per_image[metric] if v is not None]
+            assert len(per_image[metric]) == 3 and method["summary"][metric]["n"] == len(defined)
+            if metric not in ("sic", "aic"):  # only the information curves may be undefined on an input
+                assert len(defined) == 3
+            assert all(math.isfinite(v) and 0 <= v <= ranges.get(metric, 1) for v in defined)
+        assert all(v in (0.0, 100.0) for v in per_image["pic"])
+    text = (out / "results.md").read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| method |"))
+    for title in ("POS ↓", "NEG ↑", "DEL (paper) ↓", "INS (paper) ↑", "ADP ↓", "PIC ↑", "SIC ↑", "AIC ↑"):
+        assert f" {title} |" in header
+    for title in ("pixel acc. ↑", "mIoU ↑", "mAP ↑", "mF1 ↑"):
+        assert f" {title} |" in header

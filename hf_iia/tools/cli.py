@@ -224,6 +224,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def _bench_command(args: argparse.Namespace) -> str:
     """The documented options of this bench run, as a command line to reproduce it (recorded in the results)."""
     words = ["hf-iia", "bench", "--suite", args.suite, "--out", args.out]
+    if args.protocol != "rise":
+        words += ["--protocol", args.protocol]
     for option in (
         "n",
         "methods",
@@ -247,6 +249,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     config = BenchConfig(
         suite=args.suite,
         out=args.out,
+        protocol=args.protocol,
         n=args.n,
         methods=args.methods,
         device=args.device,
@@ -324,6 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
         "masks; real: ImageNet EfficientNet-Lite0 on cropped sample photos",
     )
     bench.add_argument("--out", required=True, help="output folder (results.md, results.json, maps.png)")
+    bench.add_argument(
+        "--protocol",
+        choices=("rise", "paper"),
+        default="rise",
+        help="rise: localisation + RISE deletion/insertion (default); paper: also the authors' protocol "
+        "(POS/NEG, DEL/INS on black pixels, ADP/PIC, SIC/AIC, segmentation pixel acc./mIoU/mAP/mF1)",
+    )
     bench.add_argument("--n", type=int, help="inputs per model (default: 300 synthetic, all 35 real)")
     bench.add_argument(
         "--methods",

@@ -10,13 +10,27 @@ from typing import Any
 import torch
 
 from ...adapters import adapter_for
+from ...errors import IIAError
 from ...explainer import IIAExplainer
-from ...metrics import deletion_auc, energy_pointing_game, insertion_auc, mask_average_precision, pointing_game
-from .inputs import BenchInputs, device_of
+from ...metrics import (
+    confidence_change,
+    deletion_auc,
+    energy_pointing_game,
+    information_curve,
+    insertion_auc,
+    mask_average_precision,
+    paper_perturbation_auc,
+    pointing_game,
+    segmentation_scores,
+)
+from .inputs import BenchInputs, device_of, normalisation
 from .stats import summarise
 
 POINTING_TOLERANCE_AT_224 = 15
 """Pointing-game hit radius (pixels at 224 px input; scaled with the input size: 4 px at 64 px)."""
+
+PROTOCOLS = ("rise", "paper")
+"""``rise``: localisation and RISE deletion / insertion; ``paper``: those plus the authors' protocol (:func:`paper_scores`)."""
 
 LAST_TWO = "@last-two"
 """A ``layer`` option value resolved per model to the adapter's last two taps (multi-layer IIA)."""
@@ -63,7 +77,7 @@ METHOD_SPECS: dict[str, MethodSpec] = {
 class MethodResult:
     """Per-image metric values, seconds and maps of one method on one model."""
 
-    per_image: dict[str, list[float]]
+    per_image: dict[str, list[float | None]]
     seconds: float
     maps: torch.Tensor  # [N, H, W]
     spec: dict[str, Any]
@@ -107,9 +121,11 @@ def score_maps(
     *,
     perturbation_steps: int,
     metric_batch_size: int,
-) -> dict[str, list[float]]:
-    """Per-image metric values of ``maps`` ``[N, H, W]``: localisation (with masks) and deletion / insertion AUC."""
-    values: dict[str, list[float]] = {}
+    protocol: str = "rise",
+) -> dict[str, list[float | None]]:
+    """Per-image metric values of ``maps`` ``[N, H, W]``: localisation (with masks), deletion / insertion AUC
+    and, with ``protocol="paper"``, :func:`paper_scores`."""
+    values: dict[str, list[float | None]] = {}
     if inputs.masks is not None:
         tolerance = pointing_tolerance(maps.shape[-2:])
         values["pointing_game"] = pointing_game(maps, inputs.masks, tolerance=tolerance).double().tolist()
@@ -122,6 +138,51 @@ def score_maps(
     options = dict(steps=perturbation_steps, batch_size=metric_batch_size)
     values["deletion_auc"] = deletion_auc(forward, pixel_values, maps, targets, baseline=0.0, **options).cpu().tolist()
     values["insertion_auc"] = insertion_auc(forward, pixel_values, maps, targets, **options).cpu().tolist()
+    if protocol == "paper":
+        values.update(paper_scores(explainer, inputs, maps, metric_batch_size=metric_batch_size))
+    return values
+
+
+def paper_scores(
+    explainer: IIAExplainer, inputs: BenchInputs, maps: torch.Tensor, *, metric_batch_size: int
+) -> dict[str, list[float | None]]:
+    """Per-image values of the authors' protocol (:mod:`hf_iia.metrics.protocol`, ``.information``, ``.segmentation``).
+
+    POS / NEG: accuracy AUC x100 with black pixels; DEL / INS (``*_prob_auc``): the same curves on the
+    target's probability; ADP / PIC terms; SIC / AIC AUC (``None`` where the image is excluded); with
+    masks, segmentation pixel accuracy, mIoU, mAP and mF1.
+    """
+    stats = normalisation(explainer.processor)
+    if stats is None:
+        raise IIAError("--protocol paper needs the processor's image_mean and image_std (black pixels, ADP, SIC)")
+    norm = dict(image_mean=stats[0], image_std=stats[1])
+    device = device_of(explainer.model)
+    forward = explainer.logits
+    pixel_values, targets = inputs.pixel_values.to(device), inputs.targets.to(device)
+    values: dict[str, list[float | None]] = {}
+    for key, positive, score in (
+        ("pos_auc", True, "accuracy"),
+        ("neg_auc", False, "accuracy"),
+        ("del_prob_auc", True, "probability"),
+        ("ins_prob_auc", False, "probability"),
+    ):
+        auc = paper_perturbation_auc(
+            forward, pixel_values, maps, targets, positive=positive, score=score, batch_size=metric_batch_size, **norm
+        )
+        values[key] = auc.cpu().tolist()
+    change = confidence_change(forward, pixel_values, maps, targets, batch_size=metric_batch_size, **norm)
+    values["adp"], values["pic"] = change.drop.cpu().tolist(), change.increase.cpu().tolist()
+    for key, score in (("sic", "probability"), ("aic", "accuracy")):
+        curve = information_curve(
+            forward, pixel_values, maps, targets, score=score, batch_size=metric_batch_size, **norm
+        )
+        values[key] = [auc if valid else None for auc, valid in zip(curve.auc.tolist(), curve.valid.tolist())]
+    if inputs.masks is not None:
+        segmentation = segmentation_scores(maps, inputs.masks)
+        values["seg_pixel_accuracy"] = segmentation.pixel_accuracy.tolist()
+        values["seg_miou"] = segmentation.miou.tolist()
+        values["seg_map"] = segmentation.map.tolist()
+        values["seg_mf1"] = segmentation.mf1.tolist()
     return values
 
 
@@ -135,16 +196,22 @@ def evaluate_method(
     perturbation_steps: int = 50,
     metric_batch_size: int = 64,
     internal_batch_size: int | None = None,
+    protocol: str = "rise",
 ) -> MethodResult:
     """Maps of ``spec`` for every input, their metric values and the seconds the maps took."""
     explainer = spec.explainer(model, processor, internal_batch_size)
     maps, seconds = compute_maps(explainer, inputs, batch_size)
     per_image = score_maps(
-        explainer, inputs, maps, perturbation_steps=perturbation_steps, metric_batch_size=metric_batch_size
+        explainer,
+        inputs,
+        maps,
+        perturbation_steps=perturbation_steps,
+        metric_batch_size=metric_batch_size,
+        protocol=protocol,
     )
     return MethodResult(per_image=per_image, seconds=seconds, maps=maps, spec=describe(explainer))
 
 
-def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
-    """Summary of the per-image differences ``a - b`` (same inputs)."""
-    return summarise([x - y for x, y in zip(a, b)])
+def paired_difference(a: Sequence[float | None], b: Sequence[float | None]) -> dict[str, Any]:
+    """Summary of the per-image differences ``a - b`` (same inputs; inputs where either is ``None`` are left out)."""
+    return summarise([x - y for x, y in zip(a, b) if x is not None and y is not None])

@@ -51,12 +51,20 @@ class BenchInputs:
     heldout: dict[str, int] | None = None
 
 
-def _input_view(pixel_values: torch.Tensor, processor: object) -> Image.Image:
-    """The model input ``[C, H, W]`` as an RGB image (normalisation undone when the processor tells it)."""
+def normalisation(processor: object) -> tuple[list[float], list[float]] | None:
+    """``(image_mean, image_std)`` of a Hugging Face processor (or a timm ``data_config``), else ``None``."""
     config = getattr(processor, "data_config", None) or {}
     mean = getattr(processor, "image_mean", None) or config.get("mean")
     std = getattr(processor, "image_std", None) or config.get("std")
+    if mean is None or std is None:
+        return None
+    return [float(v) for v in mean], [float(v) for v in std]
+
+
+def _input_view(pixel_values: torch.Tensor, processor: object) -> Image.Image:
+    """The model input ``[C, H, W]`` as an RGB image (normalisation undone when the processor tells it)."""
     values = pixel_values.detach().float().cpu()
+    mean, std = normalisation(processor) or (None, None)
     if mean is not None and std is not None and len(mean) == values.shape[0]:
         values = values * torch.tensor(std).view(-1, 1, 1) + torch.tensor(mean).view(-1, 1, 1)
     else:

@@ -21,6 +21,18 @@ METRICS: dict[str, tuple[str, bool]] = {
     "mask_ap": ("mask AP", True),
     "deletion_auc": ("DEL", False),
     "insertion_auc": ("INS", True),
+    "pos_auc": ("POS", False),
+    "neg_auc": ("NEG", True),
+    "del_prob_auc": ("DEL (paper)", False),
+    "ins_prob_auc": ("INS (paper)", True),
+    "adp": ("ADP", False),
+    "pic": ("PIC", True),
+    "sic": ("SIC", True),
+    "aic": ("AIC", True),
+    "seg_pixel_accuracy": ("pixel acc.", True),
+    "seg_miou": ("mIoU", True),
+    "seg_map": ("mAP", True),
+    "seg_mf1": ("mF1", True),
 }
 """Metric key -> (column title, higher is better)."""
 
@@ -96,7 +108,11 @@ def _fmt(summary: dict[str, Any], digits: int = 3) -> str:
 def best_methods(model_result: dict[str, Any], metric: str) -> list[str]:
     """The methods with the best mean of ``metric`` (several on a tie)."""
     higher = METRICS[metric][1]
-    means = {key: m["summary"][metric]["mean"] for key, m in model_result["methods"].items() if metric in m["summary"]}
+    means = {
+        key: m["summary"][metric]["mean"]
+        for key, m in model_result["methods"].items()
+        if metric in m["summary"] and m["summary"][metric]["mean"] is not None
+    }
     if not means:
         return []
     best = max(means.values()) if higher else min(means.values())
@@ -126,6 +142,15 @@ def markdown(results: dict[str, Any]) -> str:
         "the best mean of each column is in bold.",
         "",
     ]
+    if settings.get("protocol") == "paper":
+        lines += [
+            "Paper protocol (Chefer et al. 2021; docs/BENCHMARKS.md): POS / NEG = accuracy AUC x100 over "
+            "fractions 0–0.9 with black pixels (range 0–90); DEL / INS (paper) = the same curves on the "
+            "target's probability; ADP / PIC in %; SIC / AIC = AUC of the PAIR performance-information "
+            "curves (inputs where the curve is undefined are left out); pixel acc. / mIoU / mAP / mF1 = the "
+            "map binarised at its mean against the object mask.",
+            "",
+        ]
     for model in results["models"]:
         metrics = [m for m in METRICS if any(m in r["summary"] for r in model["methods"].values())]
         lines += [f"## {model['name']} ({model['family']}, {model['n']} inputs)", ""]
@@ -153,6 +178,8 @@ def _iia_not_first(model: dict[str, Any], metrics: list[str], best: dict[str, li
     lines = []
     for metric in metrics:
         if "iia" in best[metric]:
+            continue
+        if not best[metric] or model["methods"]["iia"]["summary"][metric]["mean"] is None:
             continue
         winner = best[metric][0]
         diff = model["paired_vs_iia"].get(winner, {}).get(metric)

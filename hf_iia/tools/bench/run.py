@@ -44,6 +44,12 @@ colour), insertion starts from a Gaussian blur (kernel 11, sigma 5); both use
 (:mod:`hf_iia.metrics`). Maps are computed with batched ``attribute`` calls of
 ``batch_size`` images; seconds per map = wall time of those calls / number of images.
 
+Protocol (``--protocol``): ``rise`` (default) computes the metrics above; ``paper`` adds the
+authors' protocol (Chefer et al., 2021): POS / NEG accuracy AUC x100 and their probability
+variants (DEL / INS) with black pixels, ADP / PIC, SIC / AIC and, on the synthetic suite, the
+segmentation pixel accuracy, mIoU, mAP and mF1 (:func:`.evaluate.paper_scores`); it needs the
+processor's ``image_mean`` / ``image_std``.
+
 Spread: mean ± the half-width of a Student-t 95 % confidence interval over the per-image
 values (:mod:`hf_iia.tools.bench.stats`; closed form, no resampling). On the real suite the five
 crops of a photo are not independent, so that interval is optimistic.
@@ -79,6 +85,7 @@ from ...outputs import output_path, write_atomic
 from .evaluate import (
     METHOD_SPECS,
     POINTING_TOLERANCE_AT_224,
+    PROTOCOLS,
     MethodResult,
     MethodSpec,
     evaluate_method,
@@ -89,6 +96,17 @@ from .report import figure, machine_info, markdown
 from .stats import CONFIDENCE, summarise
 
 SUITES = ("synthetic", "real")
+PAPER_SETTINGS = {
+    "pos_neg": "accuracy AUC x100 over fractions 0, 0.1, ..., 0.9 (range [0, 90]); pixels set to black "
+    "((0 - mean) / std), most (POS) / least (NEG) relevant first",
+    "del_ins_prob": "the POS / NEG curves scored with the target's softmax probability, AUC x100",
+    "adp_pic": "image x min-max normalised map (unnormalised space); ADP = 100 max(0, p - p_m) / p, "
+    "PIC = 100 [p_m > p]",
+    "sic_aic": "PAIR saliency PIC metric, default thresholds, 1 % random mask (seed 0), Gaussian bokeh "
+    "(sigma 5), lossless WebP size; None where the image is excluded",
+    "segmentation": "map min-max normalised, object where above its mean; per-image pixel accuracy, "
+    "mIoU (background, object), two-class AP, object F1",
+}
 SYNTHETIC_ARCHS = ("vit", "deit", "resnet", "convnext", "swin", "regnet")
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent / "models"
 
@@ -99,6 +117,7 @@ class BenchConfig:
 
     suite: str
     out: str
+    protocol: str = "rise"
     n: int | None = None
     methods: Sequence[str] | None = None
     device: str | None = None
@@ -148,6 +167,8 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     """
     if config.suite not in SUITES:
         raise IIAError(f"unknown suite {config.suite!r}; choose one of {SUITES}")
+    if config.protocol not in PROTOCOLS:
+        raise IIAError(f"unknown protocol {config.protocol!r}; choose one of {PROTOCOLS}")
     if config.n is not None and config.n < 1:
         raise IIAError(f"--n must be a positive number of inputs, got {config.n}")
     _method_keys(config.methods)  # unknown names fail before any work
@@ -194,6 +215,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
                 perturbation_steps=config.perturbation_steps,
                 metric_batch_size=config.metric_batch_size,
                 internal_batch_size=config.internal_batch_size,
+                protocol=config.protocol,
             )
         models_json.append(_model_json(name, folder, family, inputs, results))
         figure_models.append((name, inputs, results))
@@ -210,6 +232,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
             "deletion": "pixels ranked by decreasing map value set to 0 (normalised space)",
             "insertion": "from gaussian_blur(kernel 11, sigma 5), pixels restored by decreasing map value",
             "target": "ground-truth label" if config.suite == "synthetic" else "the model's top-1 class",
+            **(PAPER_SETTINGS if config.protocol == "paper" else {}),
         },
         "machine": machine_info(device or torch.device("cpu")),
         "models": models_json,

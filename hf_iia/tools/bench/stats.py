@@ -44,8 +44,13 @@ def t_quantile(probability: float, dof: int) -> float:
     return (low + high) / 2
 
 
-def summarise(values: Sequence[float], confidence: float = CONFIDENCE) -> dict[str, float | int | None]:
-    """``{"mean", "sd", "n", "ci_low", "ci_high", "half_width"}`` of ``values`` (t-interval; ``None`` when n < 2)."""
+def summarise(values: Sequence[float | None], confidence: float = CONFIDENCE) -> dict[str, float | int | None]:
+    """``{"mean", "sd", "n", "ci_low", "ci_high", "half_width"}`` of ``values`` (t-interval; ``None`` when n < 2).
+
+    ``None`` entries (a metric undefined on that input, e.g. SIC when the blurred image already scores
+    as high as the original) are left out, and ``n`` counts the others.
+    """
+    values = [v for v in values if v is not None]
     n = len(values)
     if n == 0:
         return {"mean": None, "sd": None, "n": 0, "ci_low": None, "ci_high": None, "half_width": None}
