@@ -11,7 +11,7 @@ import os
 import threading
 import warnings
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -25,7 +25,7 @@ from .adapters.guard import Installation, protected
 from .adapters.registry import Family
 from .errors import IIAError, ImageInputError, TargetError, UnsupportedModelError
 from .imaging import Geometry, ImageLike, probe_geometry, to_rgb
-from .loading import load_model, load_processor
+from .loading import check_device, load_model, load_processor
 from .methods import MethodOptions, input_size, prepare
 from .viz import overlay as draw_overlay
 
@@ -388,27 +388,6 @@ class _ShapeRun:
     def represent(self, tap: str, rep: torch.Tensor) -> torch.Tensor:
         self.shapes[tap] = tuple(rep.shape)
         return rep
-
-
-def check_device(device: str | torch.device | None) -> torch.device | None:
-    """``device`` as a ``torch.device``; raises :class:`IIAError` for a malformed one or one this machine lacks."""
-    if device is None:
-        return None
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise IIAError(
-            f"device {device!r} is not a torch device ({error}); use 'cpu', 'cuda', 'cuda:1', 'mps', ..."
-        ) from None
-    available: dict[str, Callable[[], bool]] = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
-    if device.type in available and not available[device.type]():
-        raise IIAError(
-            f"device {str(device)!r} was asked for, but torch finds no {device.type} device on this machine; "
-            "use device='cpu' (or leave device unset to take the best available)"
-        )
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise IIAError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return device
 
 
 def _is_hf_processor(processor: object) -> bool:

@@ -13,11 +13,12 @@ import os
 import pickle
 import re
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from .errors import CheckpointError, UnsafeCheckpointError, UnsupportedModelError
+from .errors import CheckpointError, IIAError, UnsafeCheckpointError, UnsupportedModelError
 
 if TYPE_CHECKING:  # transformers and torch load on first use: the CLI's source check runs without them
     import torch
@@ -185,3 +186,29 @@ def load_processor(source: str | os.PathLike, *, trust_remote_code: bool = False
         return None
     finally:
         logging.set_verbosity(verbosity)
+
+
+def check_device(device: str | torch.device | None) -> torch.device | None:
+    """``device`` as a ``torch.device``; raises :class:`IIAError` for a malformed one or one this machine lacks.
+
+    Imports torch only (not transformers), so the CLI checks ``--device`` before the heavy imports.
+    """
+    if device is None:
+        return None
+    import torch
+
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise IIAError(
+            f"device {device!r} is not a torch device ({error}); use 'cpu', 'cuda', 'cuda:1', 'mps', ..."
+        ) from None
+    available: dict[str, Callable[[], bool]] = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
+    if device.type in available and not available[device.type]():
+        raise IIAError(
+            f"device {str(device)!r} was asked for, but torch finds no {device.type} device on this machine; "
+            "use device='cpu' (or leave device unset to take the best available)"
+        )
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise IIAError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device

@@ -14,6 +14,7 @@ from PIL import Image
 
 from hf_iia.methods import METHODS
 from hf_iia.tools.cli import build_parser, main
+from hf_iia.tools.demo import SAMPLE_NAMES
 
 HEAVY = ("torch", "transformers", "datasets", "accelerate")
 
@@ -44,6 +45,13 @@ def test_help_lists_exactly_the_library_methods():
     text = " ".join(_subcommands()["explain"].format_help().split())  # argparse wraps lines
     names = re.search(r"attribution method: (.*?) \(default: iia\)", text).group(1).split(", ")
     assert names == list(METHODS)
+
+
+def test_cli_knows_the_audits_built_in_datasets():
+    from hf_iia.tools.audit import SYNTHETIC_DATASETS
+    from hf_iia.tools.cli import SYNTHETIC_DATASET_NAMES
+
+    assert set(SYNTHETIC_DATASET_NAMES) == set(SYNTHETIC_DATASETS)
 
 
 def test_help_texts_are_plain_text():
@@ -110,28 +118,65 @@ def test_inputs_whose_names_sanitise_alike_get_their_own_outputs(tiny_folder, tm
         assert np.array_equal(np.load(record["map"]), np.load(single["map"]))
 
 
-def test_mistakes_fail_fast_with_a_message(tmp_path, capsys):
-    """Each mistake ends in 'hf-iia: error:' with exit code 2 before any model is loaded or any map computed."""
+def _exit_code(argv: list[str]) -> int:
+    """``main(argv)``'s exit code, argparse's usage errors (``SystemExit``) included."""
+    try:
+        return main(argv)
+    except SystemExit as exit:
+        return int(exit.code or 0)
+
+
+def test_mistakes_fail_fast_with_a_message(tiny_folder, tmp_path, capsys):
+    """Each mistake ends in 'hf-iia: error:' (argparse: 'hf-iia explain: error:') with exit code 2, in under 2 s, before any model is loaded or any
+    map computed (and so before any network retry)."""
     (tmp_path / "taken").write_text("a file")
     image = tmp_path / "x.png"
     Image.new("RGB", (8, 8)).save(image)
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    (demo / "chelsea_iia.png").write_bytes(b"an earlier run")
+    model = str(tiny_folder("resnet"))
+    out = ["--out", str(tmp_path / "out")]
     cases = [
         (["explain", str(tmp_path / "my_model"), str(image)], "does not exist"),
         (["explain", "my_model", str(image)], "HF_HUB_OFFLINE"),
         (["explain", str(tmp_path), str(image), "--out", str(tmp_path / "taken")], "not a folder"),
+        (["explain", model, str(image), "--steps", "-3", *out], "argument --steps: must be at least 0, got -3"),
+        (["explain", model, str(image), "--steps", "x", *out], "argument --steps: expected an integer"),
+        (["explain", model, str(image), "--internal-batch-size", "0", *out], "must be at least 1"),
+        (["explain", model, str(image), "--device", "cuda:99", *out], "cuda"),
+        (["explain", model, str(image), "--device", "gpu", *out], "is not a torch device"),
         (["layers", str(tmp_path / "nothing")], "does not exist"),
+        (["demo", "--out", str(demo)], "exists"),
+        (["audit", model, "--dataset", "nosuchdataset", *out], "HF_HUB_OFFLINE"),
+        (["audit", model, "--dataset", str(tmp_path / "no_such_folder"), *out], "does not exist"),
+        (["audit", model, "--dataset", "synthetic", "--steps", "-1", *out], "must be at least 0"),
     ]
     for argv, message in cases:
         started = time.perf_counter()
-        assert main(argv) == 2, argv
-        assert message in capsys.readouterr().err, argv
+        assert _exit_code(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert re.search(r"hf-iia( \w+)?: error:", err) and message in err, (argv, err)
         assert time.perf_counter() - started < 2.0, argv
+    assert not (tmp_path / "out").exists()
+    assert (demo / "chelsea_iia.png").read_bytes() == b"an earlier run"
+
+
+def test_zero_steps_is_legal_and_says_what_it_means(tiny_folder, tmp_path, capsys):
+    image = tmp_path / "x.png"
+    Image.new("RGB", (32, 32)).save(image)
+    argv = ["explain", str(tiny_folder("resnet")), str(image), "--steps", "0", "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    assert (
+        "--steps 0 leaves that path without an integral: only its point a = 1 is evaluated" in capsys.readouterr().err
+    )
 
 
 def test_demo_runs_offline(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--steps", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
     records = {json.loads(line)["image"]: json.loads(line) for line in lines if line.startswith("{")}
+    assert list(records) == list(SAMPLE_NAMES)  # the names the CLI checks outputs for before loading the photos
     assert "tabby" in records["chelsea"]["label"] and records["coffee"]["label"] == "espresso"
     grid = Image.open(tmp_path / "demo_grid.png")
     assert grid.width >= 1000

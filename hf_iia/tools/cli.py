@@ -29,6 +29,11 @@ METHOD_NAMES: tuple[str, ...] = (
 (a test keeps the two equal); the library validates ``--method`` itself (``MethodError``)."""
 
 
+SYNTHETIC_DATASET_NAMES: tuple[str, ...] = ("synthetic", "synthetic-shortcut")
+"""The audit's built-in datasets (:data:`hf_iia.tools.audit.SYNTHETIC_DATASETS`), spelled out for the same reason
+(a test keeps the two equal): any other ``--dataset`` is checked as a folder or a Hub id before anything loads."""
+
+
 def _help(command: object) -> str:
     """A command's docstring as ``--help`` text: plain text, without reStructuredText's double backticks."""
     return (command.__doc__ or "").replace("``", "")
@@ -45,9 +50,10 @@ def _explainer_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=["default", "reference"], default=None)
     parser.add_argument(
         "--steps",
-        type=int,
+        type=_count(0),
         nargs="+",
-        help="steps per path (one for all, or image path first); for --method ig the step count",
+        help="steps per path (one for all, or image path first; 0 = no integral on that path, only the point a = 1); "
+        "for --method ig the step count",
     )
     parser.add_argument(
         "--layer",
@@ -55,14 +61,42 @@ def _explainer_options(parser: argparse.ArgumentParser) -> None:
         help="layer(s) to integrate over: an index (-2) or a dotted name; see `hf-iia layers MODEL`",
     )
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps ... (default: best available)")
-    parser.add_argument("--internal-batch-size", type=int)
+    parser.add_argument("--internal-batch-size", type=_count(1))
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
 
-def _make_explainer(args: argparse.Namespace, model: str):
-    from ..loading import check_source
+def _count(smallest: int):
+    """An argparse type: an int of at least ``smallest`` (a bad value is a usage error before anything loads)."""
 
-    check_source(model)  # before the heavy imports: a missing folder or an unreachable Hub fails in a second
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
+        if number < smallest:
+            raise argparse.ArgumentTypeError(f"must be at least {smallest}, got {number}")
+        return number
+
+    parse.__name__ = "int"  # argparse names the type in its messages
+    return parse
+
+
+def _note_zero_steps(steps: Sequence[int] | None) -> None:
+    """Say what ``--steps 0`` means: it is legal, but easy to mistake for "default" or "none"."""
+    if steps and 0 in steps:
+        print(
+            "hf-iia: note: --steps 0 leaves that path without an integral: only its point a = 1 is evaluated",
+            file=sys.stderr,
+        )
+
+
+def _make_explainer(args: argparse.Namespace, model: str):
+    from ..loading import check_device, check_source
+
+    # Before the heavy imports: a missing folder, an unreachable Hub or a missing device fails in a second or two.
+    check_source(model)
+    check_device(args.device)
+    _note_zero_steps(args.steps)
     from ..explainer import IIAExplainer
 
     steps = args.steps[0] if args.steps and len(args.steps) == 1 else args.steps
@@ -157,13 +191,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Explain the bundled sample photos with a real ImageNet EfficientNet-Lite0; write overlays and a grid."""
     from ..outputs import output_path, write_atomic
-    from .demo import build_lite0_checkpoint, demo_figure, sample_images
+    from .demo import SAMPLE_NAMES, build_lite0_checkpoint, demo_figure, sample_images
 
     out = Path(args.out)
+    paths = _output_paths(SAMPLE_NAMES, out, args.overwrite, args.method)
+    grid_path = output_path(out, "demo_grid.png", overwrite=args.overwrite)
     photos = sample_images()
     names = [name for name, _ in photos]
-    paths = _output_paths(names, out, args.overwrite, args.method)
-    grid_path = output_path(out, "demo_grid.png", overwrite=args.overwrite)
     checkpoint = build_lite0_checkpoint(out / "efficientnet_lite0")
     explainer = _make_explainer(args, str(checkpoint))
     explanations = explainer([image for _, image in photos], target=_target(args.target))
@@ -186,10 +220,15 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     """Audit a classifier on a dataset (faithfulness, localisation, spurious cues); write a model-card section."""
-    from ..loading import check_source
+    from ..loading import check_device, check_source
     from ..outputs import safe_name
 
-    check_source(args.model)  # before any heavy import (the dataset is checked the same way when it is loaded)
+    # Before any heavy import: the model, the dataset (a folder, or a Hub id while offline) and the device.
+    check_source(args.model)
+    if args.dataset not in SYNTHETIC_DATASET_NAMES:
+        check_source(args.dataset, kind="dataset")
+    check_device(args.device)
+    _note_zero_steps(args.steps)
     from .audit import AuditConfig, run_audit
 
     steps = args.steps[0] if args.steps and len(args.steps) == 1 else (tuple(args.steps) if args.steps else None)
@@ -309,7 +348,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     audit.add_argument("--batch-size", type=int, default=16, help="images per batch and per resumable unit")
     audit.add_argument("--preset", choices=["default", "reference"], default=None)
-    audit.add_argument("--steps", type=int, nargs="+", help="IIA steps per path (one for all, or image path first)")
+    audit.add_argument(
+        "--steps",
+        type=_count(0),
+        nargs="+",
+        help="IIA steps per path (one for all, or image path first; 0 = a = 1 only)",
+    )
     audit.add_argument("--perturbation-steps", type=int, default=20, help="deletion/insertion curve steps")
     audit.add_argument("--internal-batch-size", type=int)
     audit.add_argument("--image-size", type=int, default=64, help="side of the synthetic images (default: 64)")

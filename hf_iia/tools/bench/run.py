@@ -76,6 +76,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from ...adapters import Adapter
 from ...errors import IIAError
@@ -204,8 +205,10 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         else:
             inputs = real_inputs(base, n, config.figure_images, config.metric_batch_size)
         results: dict[str, MethodResult] = {}
-        for spec in _methods_for(base.adapter, config.methods):
-            print(f"[bench] {name}: {spec.key} on {len(inputs.ids)} inputs", file=sys.stderr, flush=True)
+        specs = _methods_for(base.adapter, config.methods)
+        bar = tqdm(specs, desc=f"bench {name} ({len(inputs.ids)} inputs)", unit="method", file=sys.stderr)
+        for spec in bar:
+            bar.set_postfix_str(spec.key)
             results[spec.key] = evaluate_method(
                 spec,
                 base.model,
