@@ -1,7 +1,7 @@
 """The iterated Riemann integral of IIA (ALGORITHM.md), generic over a chain of levels.
 
 The integral nests one straight-line path per level: the image path
-``x(a0) = x' + a0 (x - x')`` and, for every internal level ``l`` (a *tap* of the adapter),
+``x(a0) = x' + a0 (x - x')`` (``x'`` a constant, or one start per image: ``IntegralSpec.start``) and, for every internal level ``l`` (a *tap* of the adapter),
 ``r_l(a0..al) = r_l' + al (h_l(...) - r_l')``. Each path is discretised by a quadrature
 rule (:data:`RULES`); the default, ``"endpoints"``, takes ``steps + 1`` evenly spaced
 points including both ends with equal weights, as the reference code does
