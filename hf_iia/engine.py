@@ -1,7 +1,7 @@
 """The iterated Riemann integral of IIA (ALGORITHM.md), generic over a chain of levels.
 
 The integral nests one straight-line path per level: the image path
-``x(a0) = x' + a0 (x - x')`` and, for every internal level ``l`` (a *tap* of the adapter),
+``x(a0) = x' + a0 (x - x')`` (``x'`` a constant, or one start per image: ``IntegralSpec.start``) and, for every internal level ``l`` (a *tap* of the adapter),
 ``r_l(a0..al) = r_l' + al (h_l(...) - r_l')``. Each path is discretised by a quadrature
 rule (:data:`RULES`); the default, ``"endpoints"``, takes ``steps + 1`` evenly spaced
 points including both ends with equal weights, as the reference code does
@@ -23,7 +23,7 @@ This module knows nothing about model families: it talks to an
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -40,6 +40,9 @@ INPUT_TAP = "pixel_values"
 
 
 RULES = ("endpoints", "riemann_right", "trapezoid")
+
+Start = Callable[[torch.Tensor], torch.Tensor]
+"""The image path's start as a function of the images: ``pixel_values [B, C, H, W] -> baselines [B, C, H, W]``."""
 
 
 @dataclass(frozen=True)
@@ -94,12 +97,25 @@ class IntegralSpec:
         levels: ``(tap, path)`` for each internal level, in forward order (may be empty).
         observe: taps whose ``(representation, gradient)`` the integrand reads.
         integrand: ``q(r, g) -> contribution``, see :mod:`hf_iia.integrands`.
+        start: the image path's start per image (e.g. a blur of each image); ``None``: the constant
+            ``input_path.baseline``.
     """
 
     input_path: Path
     levels: tuple[tuple[str, Path], ...]
     observe: tuple[str, ...]
     integrand: Integrand
+    start: Start | None = None
+
+    def image_baseline(self, pixel_values: torch.Tensor) -> float | torch.Tensor:
+        """Where the image path of ``pixel_values`` ``[B, C, H, W]`` starts: ``[B, C, H, W]`` from :attr:`start`,
+        else the constant ``input_path.baseline``."""
+        if self.start is None:
+            return self.input_path.baseline
+        baseline = self.start(pixel_values)
+        if baseline.shape != pixel_values.shape:
+            raise ValueError(f"the start gave {list(baseline.shape)} for images {list(pixel_values.shape)}")
+        return baseline
 
     @property
     def paths(self) -> tuple[Path, ...]:
@@ -182,6 +198,7 @@ class _ChunkRun:
 
     rows: torch.Tensor  # [N, L + 2] grid rows of this chunk
     spec: IntegralSpec
+    baseline: float | torch.Tensor  # the image path's start: a constant, or [B, C, H, W] one per image
     depths: dict[str, int]
     device: torch.device
     depth: int = 0
@@ -207,10 +224,11 @@ class _ChunkRun:
     def input_points(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The image-path points of this chunk, ``[N0, C, H, W]``."""
         first = self.rows[self.prefix_rows(0)]
-        path = self.spec.input_path
-        alpha = path.alphas()[first[:, 1]].to(self.device, pixel_values.dtype).view(-1, 1, 1, 1)
-        images = pixel_values[first[:, 0].to(self.device)]
-        return path.baseline + alpha * (images - path.baseline)
+        alpha = self.spec.input_path.alphas()[first[:, 1]].to(self.device, pixel_values.dtype).view(-1, 1, 1, 1)
+        image_index = first[:, 0].to(self.device)
+        images = pixel_values[image_index]
+        baseline = self.baseline[image_index] if isinstance(self.baseline, torch.Tensor) else self.baseline
+        return baseline + alpha * (images - baseline)
 
     def expand(self, tap: str, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if not self.grad_started:
@@ -275,13 +293,16 @@ def integrate(
     depths = _required_depths(adapter, spec)
     active = tuple(tap for tap in dict.fromkeys([*(t for t, _ in spec.levels), *spec.observe]) if tap != INPUT_TAP)
     grid = _grid(batch, spec)
+    baseline = spec.image_baseline(pixel_values)
+    if isinstance(baseline, torch.Tensor):
+        baseline = baseline.to(device, pixel_values.dtype)
     per_image_point = spec.points_per_image // spec.input_path.points
     targets = targets.clone().cpu()
     sums: dict[str, torch.Tensor] = {}
     input_logits: torch.Tensor | None = None
     chunks = _chunks(grid.shape[0], per_image_point, max(1, internal_batch_size))
     for start, stop in tqdm(chunks, desc="IIA", unit="chunk", delay=1.0, disable=not progress or len(chunks) < 2):
-        run = _ChunkRun(grid[start:stop], spec, depths, device)
+        run = _ChunkRun(grid[start:stop], spec, baseline, depths, device)
         with torch.no_grad(), adapter.installed(run, active):
             points = run.input_points(pixel_values)
             if INPUT_TAP in spec.observe:
@@ -353,11 +374,13 @@ def make_spec(
     baselines: Sequence[float] | None = None,
     rules: Sequence[str] | None = None,
     detach_levels: bool = False,
+    start: Start | None = None,
 ) -> IntegralSpec:
     """Build an :class:`IntegralSpec` from per-path step counts ``steps = (n0, n1, ..., nL)``.
 
     ``baselines`` and ``rules`` (see :class:`Path`) are per path too; default: ``0.0`` and ``"endpoints"``.
     ``detach_levels`` makes every internal level's interpolated value a constant (see ``Path.detach``).
+    ``start`` replaces the image path's constant baseline by one computed from each image (:data:`Start`).
     """
     if len(steps) != len(levels) + 1:
         raise ValueError(f"need {len(levels) + 1} step counts (image path + {len(levels)} levels), got {list(steps)}")
@@ -374,4 +397,5 @@ def make_spec(
         levels=tuple(zip(levels, paths[1:])),
         observe=tuple(observe),
         integrand=integrand,
+        start=start,
     )

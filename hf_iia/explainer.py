@@ -93,7 +93,8 @@ class IIAExplainer:
         method: the attribution method, ``"iia"`` or a comparison method run through the same
             code path: ``"ig"``, ``"gradcam"``, ``"gradcam++"``, ``"layercam"``, ``"scorecam"``,
             ``"attention_rollout"``, ``"gradient_rollout"``, ``"gae"``, ``"attnlrp"`` (see :mod:`hf_iia.methods`).
-        preset: ``"default"`` (the nested integral) or ``"reference"`` (the authors' code).
+        preset: ``"default"`` (the nested integral), ``"reference"`` (the authors' code) or ``"iia3"`` (the
+            paper's IIA3: without ``layer=``, the nested integral over the image and the last two stages or blocks).
         steps: steps per path: one int for all, or ``(n0, n1, ...)`` image path first; for
             ``method="ig"`` the number of steps (default 50).
         device: where the model runs; ``None`` keeps a given model where it is and puts a
@@ -110,6 +111,13 @@ class IIAExplainer:
         fusion: the rollout of an attention model's IIA map (:data:`hf_iia.fusions.ROLLOUTS`):
             ``"gradient_rollout"`` (the published rule) or ``"normalised_gradient_rollout"`` (the same with each
             block's term scaled to mean row sum 1, so the map does not depend on the logits' scale).
+        combine: where a feature-map model's IIA map is formed when several levels are interpolated
+            (:data:`hf_iia.fusions.LEVEL_FUSIONS`): ``"deepest"`` (the default: the channel sum at the deepest level),
+            ``"earliest"`` (the integrand read at the earliest level: a finer grid), ``"product"`` or ``"sum"``
+            (every level's channel sum on the finest grid, min-max normalised, multiplied or averaged).
+        start: a named start of the image path for ``iia`` and ``ig`` (:data:`hf_iia.presets.STARTS`) instead of
+            ``baselines=``: ``"mean"`` (0 in normalised space, the default), ``"black"`` (``-image_mean / image_std``
+            from the processor) or ``"blur"`` (each image Gaussian-blurred).
         trust_remote_code: passed to ``from_pretrained``; off unless you trust the repo.
         allow_pickle: allow loading pickle (``.bin``) weights; off by default.
         progress: show a progress bar on runs longer than a second.
@@ -131,6 +139,8 @@ class IIAExplainer:
         baselines: float | Sequence[float] | None = None,
         rule: str | None = None,
         fusion: str | None = None,
+        combine: str | None = None,
+        start: str | None = None,
         trust_remote_code: bool = False,
         allow_pickle: bool = False,
         progress: bool = True,
@@ -158,7 +168,10 @@ class IIAExplainer:
         self.processor: Any = processor  # a transformers image processor or any callable images -> tensor
         self.method = method
         self.adapter, self.spec, self._fuse, self._integrate = prepare(
-            method, model, MethodOptions(layer, preset, steps, integrand, baselines, rule, fusion)
+            method,
+            model,
+            MethodOptions(layer, preset, steps, integrand, baselines, rule, fusion, combine, start),
+            processor,
         )
         if internal_batch_size is not None and internal_batch_size < 1:
             raise IIAError(f"internal_batch_size must be a positive int, got {internal_batch_size}")

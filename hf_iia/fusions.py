@@ -1,15 +1,18 @@
 """Fusions: integrated quantities -> one 2-D relevance map per image. Small pure functions.
 
-:func:`channel_sum` for feature maps ``[B, K, h, w]``; :func:`gradient_rollout` (IIA's ViT fusion) and
-:func:`gae_rollout` for per-block attention terms ``[B, heads, T, T]``; :func:`integrated_gradients`
-turns IG's path-averaged input gradient into attributions.
+:func:`channel_sum` for feature maps ``[B, K, h, w]``; :data:`LEVEL_FUSIONS` for the channel-summed maps of
+several feature-map levels; :func:`gradient_rollout` (IIA's ViT fusion) and :func:`gae_rollout` for per-block
+attention terms ``[B, heads, T, T]``; :func:`integrated_gradients` turns IG's path-averaged input gradient into
+attributions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 Rollout = Callable[[Sequence[torch.Tensor], torch.Tensor, int], torch.Tensor]
 """``(blocks [B, heads, T, T] each, readout weights [T], first patch column) -> [B, T - first_patch]``."""
@@ -20,10 +23,69 @@ def channel_sum(integral: torch.Tensor) -> torch.Tensor:
     return integral.sum(dim=1)
 
 
-def integrated_gradients(mean_gradient: torch.Tensor, inputs: torch.Tensor, baseline: float) -> torch.Tensor:
+def only_map(maps: Sequence[torch.Tensor], mode: str) -> torch.Tensor:
+    """The one observed level's map: ``[[B, h, w]] -> [B, h, w]`` (``mode`` unused)."""
+    (single,) = maps
+    return single
+
+
+def normalised_product(maps: Sequence[torch.Tensor], mode: str) -> torch.Tensor:
+    """Levels' maps ``[B, h_l, w_l]`` on the finest grid (``mode``), each min-max normalised, multiplied: ``[B, h, w]``."""
+    return torch.stack(_normalised_on_finest_grid(maps, mode)).prod(dim=0)
+
+
+def normalised_mean(maps: Sequence[torch.Tensor], mode: str) -> torch.Tensor:
+    """Levels' maps ``[B, h_l, w_l]`` on the finest grid (``mode``), each min-max normalised, averaged: ``[B, h, w]``."""
+    return torch.stack(_normalised_on_finest_grid(maps, mode)).mean(dim=0)
+
+
+def _normalised_on_finest_grid(maps: Sequence[torch.Tensor], mode: str) -> list[torch.Tensor]:
+    """Each ``[B, h_l, w_l]`` map resized to the grid with the most cells (``F.interpolate`` ``mode``,
+    ``align_corners=False``, as the maps are brought to the input later), then min-max normalised per image
+    (a constant map becomes zeros). Normalising after resizing keeps a bicubic overshoot inside ``[0, 1]``."""
+    size = max((tuple(m.shape[1:]) for m in maps), key=lambda hw: hw[0] * hw[1])
+    normalised = []
+    for level in maps:
+        if tuple(level.shape[1:]) != size:
+            level = F.interpolate(level.unsqueeze(1), size=size, mode=mode, align_corners=False).squeeze(1)
+        flat = level.flatten(1)
+        low = flat.min(dim=1).values.view(-1, 1, 1)
+        span = flat.max(dim=1).values.view(-1, 1, 1) - low
+        normalised.append(torch.where(span > 0, (level - low) / span.clamp_min(torch.finfo(level.dtype).tiny), 0.0))
+    return normalised
+
+
+@dataclass(frozen=True)
+class LevelFusion:
+    """Where a feature-map IIA map is formed when several levels are interpolated.
+
+    Attributes:
+        observe: which of the interpolated levels (forward order) the integrand reads, as a slice of them.
+        fuse: ``(channel-summed integrals [B, h_l, w_l] of the observed levels in forward order, upsampling mode)
+            -> [B, h, w]``.
+    """
+
+    observe: slice
+    fuse: Callable[[Sequence[torch.Tensor], str], torch.Tensor]
+
+
+LEVEL_FUSIONS: dict[str, LevelFusion] = {
+    "deepest": LevelFusion(slice(-1, None), only_map),
+    "earliest": LevelFusion(slice(0, 1), only_map),
+    "product": LevelFusion(slice(None), normalised_product),
+    "sum": LevelFusion(slice(None), normalised_mean),
+}
+"""The ``combine=`` values of feature-map IIA: the deepest level's channel sum (the default); the integrand read at
+the earliest level (finer grid; its gradient flows through the later levels' paths); every level's map, normalised
+on the finest grid, multiplied or averaged."""
+
+
+def integrated_gradients(
+    mean_gradient: torch.Tensor, inputs: torch.Tensor, baseline: float | torch.Tensor
+) -> torch.Tensor:
     """Integrated Gradients from the path-averaged gradient: ``(x - x') * mean_a dy/dx(x' + a (x - x'))``.
 
-    ``mean_gradient``, ``inputs``: ``[B, C, H, W]``; returns ``[B, C, H, W]`` attributions whose
+    ``mean_gradient``, ``inputs`` and a tensor ``baseline`` (one start per image): ``[B, C, H, W]``; returns ``[B, C, H, W]`` attributions whose
     sum approximates ``f(x) - f(x')`` (completeness).
     """
     return (inputs - baseline) * mean_gradient

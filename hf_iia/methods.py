@@ -46,8 +46,15 @@ adapter's LRP rules installed (:func:`_attnlrp`). The explainer still does devic
 and normalisation as for every method.
 
 Options: ``layer`` picks the explained layer of ``iia`` and the feature-map methods;
-``preset``, ``integrand``, ``baselines`` and ``rule`` are IIA's; ``steps`` sets IIA's steps or IG's step count.
-Giving a method an option it does not read raises :class:`~hf_iia.errors.MethodError`.
+``preset``, ``integrand``, ``baselines``, ``rule``, ``fusion`` and ``combine`` are IIA's; ``steps`` sets IIA's steps
+or IG's step count; ``start`` names the image path's start of ``iia`` and ``ig``
+(:data:`~hf_iia.presets.STARTS`). Giving a method an option it does not read raises
+:class:`~hf_iia.errors.MethodError`.
+
+IIA's map on a feature-map model is formed where ``combine=`` says (:data:`~hf_iia.fusions.LEVEL_FUSIONS`):
+``"deepest"`` (the default) channel-sums the integral at the deepest interpolated level; ``"earliest"`` reads the
+integrand at the earliest level instead (a finer grid); ``"product"`` and ``"sum"`` read every level and multiply or
+average their normalised channel sums on the finest grid. An attention model's map is its rollout (``fusion=``).
 """
 
 from __future__ import annotations
@@ -62,11 +69,11 @@ from tqdm.auto import tqdm
 from .adapters import Adapter, AttentionAdapter, FeatureMapAdapter, RelevanceAdapter, adapter_for
 from .adapters.base import LayerSpec
 from .adapters.plain import PlainAdapter
-from .engine import INPUT_TAP, IntegralSpec, IntegrationResult, integrate, make_spec
+from .engine import INPUT_TAP, IntegralSpec, IntegrationResult, Start, integrate, make_spec
 from .errors import MethodError
-from .fusions import ROLLOUTS, channel_sum, gae_rollout, integrated_gradients
+from .fusions import LEVEL_FUSIONS, ROLLOUTS, LevelFusion, channel_sum, gae_rollout, integrated_gradients
 from .integrands import Integrand, attention, grad_act, gradcam, gradcam_plus_plus, gradient, layercam, relu_grad_act
-from .presets import resolve_baselines, resolve_integrand, resolve_rule, resolve_steps
+from .presets import resolve_baselines, resolve_integrand, resolve_rule, resolve_start, resolve_steps
 
 Fusion = Callable[[Adapter, dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
 """``(adapter, integrals {tap: [B, ...]}, pixel_values [B, C, H, W]) -> raw maps [B, h, w]``."""
@@ -90,6 +97,13 @@ class MethodOptions:
     baselines: float | Sequence[float] | None = None
     rule: str | None = None
     fusion: str | None = None
+    combine: str | None = None
+    start: str | None = None
+
+
+def _layer_adapter(model: nn.Module, options: MethodOptions) -> Adapter:
+    """The model's adapter at ``layer=`` (its family's default level when not given)."""
+    return adapter_for(model, options.layer)
 
 
 @dataclass(frozen=True)
@@ -99,18 +113,22 @@ class Method:
     Attributes:
         requires: the adapter capability it needs (an :class:`~hf_iia.adapters.Adapter` subclass).
         options: names of the :class:`MethodOptions` it reads; giving any other is an error.
-        spec: builds the integral for an adapter from the options.
-        fuse: turns the integrals into raw maps (see :data:`Fusion`).
-        adapter: picks the adapter for ``(model, layer)``.
+        spec: builds the integral for an adapter from the options and the resolved ``start=``
+            (:func:`~hf_iia.presets.resolve_start`; ``None``: the constant baseline).
+        fuse: turns the integrals into raw maps (see :data:`Fusion`) when ``fusion_for`` is not given.
+        adapter: picks the adapter for the model from the options.
+        fusion_for: builds the fusion from the adapter, the options and the integral, for a method whose fusion
+            depends on them (IIA's rollout or level fusion, IG's start).
         run: computes the integrals (see :data:`Integrator`): the engine's integral, or a method's wrapper
             around it (Score-CAM's channel scores, AttnLRP's rules).
     """
 
     requires: type  # an Adapter subclass, possibly abstract: a capability such as FeatureMapAdapter
     options: frozenset[str]
-    spec: Callable[[Adapter, MethodOptions], IntegralSpec]
+    spec: Callable[[Adapter, MethodOptions, Start | None], IntegralSpec]
     fuse: Fusion
-    adapter: Callable[[nn.Module, LayerSpec], Adapter] = adapter_for
+    adapter: Callable[[nn.Module, MethodOptions], Adapter] = _layer_adapter
+    fusion_for: Callable[[Adapter, MethodOptions, IntegralSpec], Fusion] | None = None
     run: Integrator = integrate
 
     def applies_to(self, adapter: Adapter) -> bool:
@@ -119,40 +137,62 @@ class Method:
 
 
 # ----------------------------------------------------------------------------- specs
-def _iia_spec(adapter: Adapter, options: MethodOptions) -> IntegralSpec:
-    """The preset's nested integral over the adapter's levels."""
+def _iia_adapter(model: nn.Module, options: MethodOptions) -> Adapter:
+    """The adapter at ``layer=``; without it, at the preset's number of levels: the family's default tap and the
+    taps before it (``preset="iia3"``: the last two stages or blocks)."""
+    adapter = adapter_for(model, options.layer)
+    count = adapter.family.preset(options.preset).levels
+    if options.layer is not None or count == 1:
+        return adapter
+    taps = adapter.taps[: adapter.taps.index(adapter.levels[-1]) + 1]
+    if len(taps) < count:
+        raise MethodError(
+            f"preset {options.preset!r} interpolates {count} layers, but {type(model).__name__} has {len(taps)} "
+            f"({list(taps)}); pass layer= or another preset"
+        )
+    return adapter_for(model, list(taps[-count:]))
+
+
+def _iia_spec(adapter: Adapter, options: MethodOptions, start: Start | None) -> IntegralSpec:
+    """The preset's nested integral over the adapter's levels, observed where the map is formed."""
     preset = adapter.family.preset(options.preset)
     levels = adapter.levels if preset.interpolate_levels else ()
+    observe = adapter.observed(adapter.levels)
+    if isinstance(adapter, FeatureMapAdapter):
+        observe = adapter.levels[_level_fusion(options).observe]
     return make_spec(
         levels,
-        adapter.observed(adapter.levels),
+        observe,
         resolve_steps(options.steps, preset, len(levels)),
         resolve_integrand(options.integrand, preset),
         baselines=resolve_baselines(options.baselines, len(levels)),
         rules=[resolve_rule(options.rule, preset)] * (len(levels) + 1),
         detach_levels=preset.detach_levels,
+        start=start,
     )
 
 
-def _ig_spec(adapter: Adapter, options: MethodOptions) -> IntegralSpec:
+def _ig_spec(adapter: Adapter, options: MethodOptions, start: Start | None) -> IntegralSpec:
     """The gradient with respect to the input on the image path, right Riemann sum (as Captum's ``riemann_right``)."""
     steps = IG_STEPS if options.steps is None else options.steps
     if not isinstance(steps, int):
         if len(steps) != 1:
             raise MethodError(f"ig integrates one path (the image), so steps= takes one int, got {list(steps)}")
         (steps,) = steps
-    return make_spec((), (INPUT_TAP,), (int(steps),), gradient, baselines=(IG_BASELINE,), rules=("riemann_right",))
+    return make_spec(
+        (), (INPUT_TAP,), (int(steps),), gradient, baselines=(IG_BASELINE,), rules=("riemann_right",), start=start
+    )
 
 
-def _input_relevance_spec(adapter: Adapter, options: MethodOptions) -> IntegralSpec:
+def _input_relevance_spec(adapter: Adapter, options: MethodOptions, start: Start | None) -> IntegralSpec:
     """``x * dy/dx`` at the input itself (under the gradients that :func:`_attnlrp` modifies)."""
     return make_spec((), (INPUT_TAP,), (0,), grad_act)
 
 
-def _at_input(integrand: Integrand) -> Callable[[Adapter, MethodOptions], IntegralSpec]:
+def _at_input(integrand: Integrand) -> Callable[[Adapter, MethodOptions, Start | None], IntegralSpec]:
     """Spec builder: ``integrand`` at the single point ``a = 1`` (the unmodified input) at the observed taps."""
 
-    def spec(adapter: Adapter, options: MethodOptions) -> IntegralSpec:
+    def spec(adapter: Adapter, options: MethodOptions, start: Start | None) -> IntegralSpec:
         if len(adapter.levels) > 1:
             raise MethodError(f"this method explains one layer, got {list(adapter.levels)}; pass a single layer=")
         return make_spec((), adapter.observed(adapter.levels), (0,), integrand)
@@ -250,17 +290,85 @@ def _relevance_map(adapter: Adapter, integrals: dict[str, torch.Tensor], pixel_v
     return channel_sum(integrals[INPUT_TAP])
 
 
+def _ig_fusion(adapter: Adapter, options: MethodOptions, spec: IntegralSpec) -> Fusion:
+    """IG's map from the path's own start: ``(x - x')`` with ``x'`` the spec's start of each image."""
+    if spec.start is None:
+        return _ig_map
+
+    def fuse(adapter: Adapter, integrals: dict[str, torch.Tensor], pixel_values: torch.Tensor) -> torch.Tensor:
+        baseline = spec.image_baseline(pixel_values)
+        attributions = integrated_gradients(integrals[INPUT_TAP], pixel_values, baseline)
+        return adapter.to_map({INPUT_TAP: attributions}, input_size(pixel_values))
+
+    return fuse
+
+
 def _gae_map(adapter: Adapter, integrals: dict[str, torch.Tensor], pixel_values: torch.Tensor) -> torch.Tensor:
     """Chefer et al.'s relevance propagation over the per-block terms, on the ViT adapter's token layout."""
     assert isinstance(adapter, AttentionAdapter)  # prepare() admits only attention adapters
     return adapter.rollout_map(integrals, input_size(pixel_values), gae_rollout)
 
 
-_IIA_OPTIONS = frozenset({"layer", "preset", "steps", "integrand", "baselines", "rule", "fusion"})
+_IIA_OPTIONS = frozenset({"layer", "preset", "steps", "integrand", "baselines", "rule", "fusion", "combine", "start"})
+
+
+def _iia_fusion(adapter: Adapter, options: MethodOptions, spec: IntegralSpec) -> Fusion:
+    """IIA's fusion: the rollout chosen by ``fusion=`` or the preset for attention, the level fusion chosen by
+    ``combine=`` for feature maps."""
+    if isinstance(adapter, FeatureMapAdapter):
+        if options.fusion is not None:
+            raise MethodError(
+                f"fusion={options.fusion!r} applies to attention models; {adapter.family.name} maps are channel sums, "
+                f"formed where combine= says ({', '.join(LEVEL_FUSIONS)})"
+            )
+        level_fusion = _level_fusion(options)
+
+        def fuse_levels(
+            adapter: Adapter, integrals: dict[str, torch.Tensor], pixel_values: torch.Tensor
+        ) -> torch.Tensor:
+            assert isinstance(adapter, FeatureMapAdapter)
+            return adapter.level_map(integrals, input_size(pixel_values), level_fusion)
+
+        return fuse_levels
+    if options.combine is not None:
+        raise MethodError(
+            f"combine={options.combine!r} applies to feature-map models; a {adapter.family.name} map is fused over "
+            f"its blocks by a rollout, chosen with fusion= ({', '.join(ROLLOUTS)})"
+        )
+    name = options.fusion or adapter.family.preset(options.preset).fusion
+    if name is None:
+        return _adapter_map
+    if not isinstance(adapter, AttentionAdapter):
+        raise MethodError(f"fusion={name!r} applies to attention models; {adapter.family.name} maps are channel sums")
+    if name not in ROLLOUTS:
+        raise MethodError(f"unknown fusion {name!r}; choose one of {sorted(ROLLOUTS)}")
+    rollout = ROLLOUTS[name]
+
+    def fuse(adapter: Adapter, integrals: dict[str, torch.Tensor], pixel_values: torch.Tensor) -> torch.Tensor:
+        assert isinstance(adapter, AttentionAdapter)
+        return adapter.rollout_map(integrals, input_size(pixel_values), rollout)
+
+    return fuse
+
+
+def _level_fusion(options: MethodOptions) -> LevelFusion:
+    """The :class:`~hf_iia.fusions.LevelFusion` called ``combine=`` (``None``: ``"deepest"``)."""
+    name = options.combine or "deepest"
+    if name not in LEVEL_FUSIONS:
+        raise MethodError(f"unknown combine {name!r}; choose one of {list(LEVEL_FUSIONS)}")
+    return LEVEL_FUSIONS[name]
+
 
 METHODS: dict[str, Method] = {
-    "iia": Method(Adapter, _IIA_OPTIONS, _iia_spec, _adapter_map),
-    "ig": Method(Adapter, frozenset({"steps"}), _ig_spec, _ig_map, adapter=lambda model, layer: PlainAdapter(model)),
+    "iia": Method(Adapter, _IIA_OPTIONS, _iia_spec, _adapter_map, adapter=_iia_adapter, fusion_for=_iia_fusion),
+    "ig": Method(
+        Adapter,
+        frozenset({"steps", "start"}),
+        _ig_spec,
+        _ig_map,
+        adapter=lambda model, options: PlainAdapter(model),
+        fusion_for=_ig_fusion,
+    ),
     "gradcam": Method(FeatureMapAdapter, frozenset({"layer"}), _at_input(gradcam), _relu_map),
     "gradcam++": Method(FeatureMapAdapter, frozenset({"layer"}), _at_input(gradcam_plus_plus), _relu_map),
     "layercam": Method(FeatureMapAdapter, frozenset({"layer"}), _at_input(layercam), _relu_map),
@@ -281,8 +389,12 @@ def methods_for(adapter: Adapter) -> list[str]:
     return [name for name, method in METHODS.items() if method.applies_to(adapter)]
 
 
-def prepare(name: str, model: nn.Module, options: MethodOptions) -> tuple[Adapter, IntegralSpec, Fusion, Integrator]:
+def prepare(
+    name: str, model: nn.Module, options: MethodOptions, processor: object | None = None
+) -> tuple[Adapter, IntegralSpec, Fusion, Integrator]:
     """Make method ``name`` concrete for ``model``: its adapter, its integral, its fusion and how it integrates.
+
+    ``processor`` is the image processor, read by ``start="black"`` (its mean and std).
 
     Raises:
         MethodError: unknown method, an option the method does not read, or a model
@@ -298,36 +410,24 @@ def prepare(name: str, model: nn.Module, options: MethodOptions) -> tuple[Adapte
     ]
     if unused:
         reads = ", ".join(f"{option}=" for option in sorted(method.options)) or "none of them"
+        given = ", ".join(f"{field.name}=" for field in fields(options))
         raise MethodError(
             f"method {name!r} does not use {', '.join(f'{option}=' for option in unused)}; leave it out "
-            f"(of layer=, preset=, steps=, integrand=, baselines=, rule=, fusion= it reads {reads})"
+            f"(of {given} it reads {reads})"
         )
-    adapter = method.adapter(model, options.layer)
+    if options.start is not None and options.baselines is not None:
+        raise MethodError(
+            "start= names the image path's start and baselines= sets every path's constant start; give one of them"
+        )
+    adapter = method.adapter(model, options)
     if not method.applies_to(adapter):
         raise MethodError(
             f"method {name!r} needs a model explained through {_article(method.requires.__name__)}, but "
             f"{type(model).__name__} is a {adapter.family.name} model; for it choose one of {methods_for(adapter)}"
         )
-    fuse = _iia_fusion(adapter, options) if name == "iia" else method.fuse
-    return adapter, method.spec(adapter, options), fuse, method.run
-
-
-def _iia_fusion(adapter: Adapter, options: MethodOptions) -> Fusion:
-    """IIA's fusion: the adapter's own map, with the rollout chosen by ``fusion=`` or the preset for attention."""
-    name = options.fusion or adapter.family.preset(options.preset).fusion
-    if name is None:
-        return _adapter_map
-    if not isinstance(adapter, AttentionAdapter):
-        raise MethodError(f"fusion={name!r} applies to attention models; {adapter.family.name} maps are channel sums")
-    if name not in ROLLOUTS:
-        raise MethodError(f"unknown fusion {name!r}; choose one of {sorted(ROLLOUTS)}")
-    rollout = ROLLOUTS[name]
-
-    def fuse(adapter: Adapter, integrals: dict[str, torch.Tensor], pixel_values: torch.Tensor) -> torch.Tensor:
-        assert isinstance(adapter, AttentionAdapter)
-        return adapter.rollout_map(integrals, input_size(pixel_values), rollout)
-
-    return fuse
+    spec = method.spec(adapter, options, resolve_start(options.start, processor))
+    fuse = method.fuse if method.fusion_for is None else method.fusion_for(adapter, options, spec)
+    return adapter, spec, fuse, method.run
 
 
 __all__ = [

@@ -3,7 +3,8 @@
 Each model family declares its own presets beside its adapter (``Family.presets`` in
 :mod:`hf_iia.adapters`): ``default`` is the true nested integral (docs/ALGORITHM.md), with
 settings chosen by the benchmark (docs/BENCHMARKS.md); ``reference`` is what the authors'
-published code computes.
+published code computes; ``iia3`` is the paper's best variant, the nested integral over the image
+and the last two taps.
 """
 
 from __future__ import annotations
@@ -12,9 +13,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .engine import RULES
-from .errors import IIAError
+import torch
+
+from .engine import RULES, Start
+from .errors import IIAError, ImageInputError
 from .integrands import INTEGRANDS
+from .metrics.perturbation import gaussian_blur
+
+BLUR_KERNEL, BLUR_SIGMA = 11, 5.0  # the blur of the deletion/insertion metrics (hf_iia.metrics.gaussian_blur)
+
+STARTS = ("mean", "black", "blur")
+"""The named starts of the image path (``start=``); ``"mean"`` is the constant 0 of ``baselines=``."""
 
 
 @dataclass(frozen=True)
@@ -23,7 +32,9 @@ class Preset:
 
     ``detach_levels`` makes the interpolated level a constant (no gradient through it to earlier layers),
     as the authors' ViT code computes it. ``fusion`` names the rollout of an attention family's map
-    (:data:`hf_iia.fusions.ROLLOUTS`); feature-map families have one fusion, the channel sum, and leave it ``None``.
+    (:data:`hf_iia.fusions.ROLLOUTS`); feature-map families form their map with ``combine=``
+    (:data:`hf_iia.fusions.LEVEL_FUSIONS`) and leave it ``None``. ``levels`` is how many taps are
+    interpolated when ``layer=`` is not given: the adapter's default tap and the ``levels - 1`` taps before it.
     """
 
     input_steps: int
@@ -33,6 +44,7 @@ class Preset:
     detach_levels: bool = False
     rule: str = "endpoints"  # quadrature rule of every path (hf_iia.engine.RULES)
     fusion: str | None = None
+    levels: int = 1
 
 
 def _per_path(option: str, value: Any, default: tuple, levels: int, cast: type, scalar: tuple[type, ...]) -> tuple:
@@ -66,6 +78,61 @@ def resolve_baselines(baselines: float | Sequence[float] | None, levels: int) ->
     """Constant baselines ``(b0, b1, ..., bL)``: ``None`` = all zero (the reference code's), one float for every
     path, or one per path, image path first (``b0`` in normalised pixel space)."""
     return _per_path("baselines", baselines, (0.0,) * (levels + 1), levels, float, (int, float))
+
+
+def resolve_start(name: str | None, processor: object | None) -> Start | None:
+    """The image path's start called ``name`` (:data:`STARTS`) as a function of the images, ``None`` for ``"mean"``
+    (or not given: the constant baseline of ``baselines=``).
+
+    ``"black"`` is the image of zeros before normalisation, ``(0 - image_mean) / image_std`` per channel, read from
+    the processor (``image_mean`` / ``image_std``, or a timm processor's ``data_config``; refused without them); ``"blur"`` is each image blurred by a
+    Gaussian of ``BLUR_KERNEL`` pixels and ``BLUR_SIGMA`` (in normalised space, which equals blurring the pixels:
+    the kernel sums to 1 and the normalisation is affine per channel).
+    """
+    if name is None or name == "mean":
+        return None
+    if name == "black":
+        return _black_start(processor)
+    if name == "blur":
+        return _blurred
+    raise IIAError(f"unknown start {name!r}; choose one of {list(STARTS)}")
+
+
+def _black_start(processor: object | None) -> Start:
+    timm_config = getattr(processor, "data_config", None) or {}  # timm's processor keeps them there
+    mean = getattr(processor, "image_mean", None) or timm_config.get("mean")
+    std = getattr(processor, "image_std", None) or timm_config.get("std")
+    if mean is None or std is None:
+        raise IIAError(
+            "start='black' needs the image processor's image_mean and image_std (the black image is "
+            f"(0 - mean) / std), but {type(processor).__name__} has none; pass baselines= the normalised value instead"
+        )
+    normalises = getattr(processor, "do_normalize", True)
+    black = [(0.0 - m) / s if normalises else 0.0 for m, s in zip(_per_channel(mean), _per_channel(std), strict=True)]
+
+    def start(pixel_values: torch.Tensor) -> torch.Tensor:
+        if len(black) != pixel_values.shape[1]:
+            raise ImageInputError(
+                f"start='black' has {len(black)} channel value(s) from the processor, but pixel_values has "
+                f"{pixel_values.shape[1]} channel(s)"
+            )
+        value = torch.tensor(black, dtype=pixel_values.dtype, device=pixel_values.device).view(1, -1, 1, 1)
+        return value.expand_as(pixel_values)
+
+    return start
+
+
+def _per_channel(value: object) -> list[float]:
+    return [float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)]  # type: ignore[arg-type]
+
+
+def _blurred(pixel_values: torch.Tensor) -> torch.Tensor:
+    if BLUR_KERNEL // 2 >= min(pixel_values.shape[2:]):
+        raise ImageInputError(
+            f"start='blur' blurs with a {BLUR_KERNEL}-pixel Gaussian, which needs images larger than "
+            f"{BLUR_KERNEL // 2}x{BLUR_KERNEL // 2}; got {pixel_values.shape[2]}x{pixel_values.shape[3]}"
+        )
+    return gaussian_blur(pixel_values, BLUR_KERNEL, BLUR_SIGMA)
 
 
 def resolve_rule(name: str | None, preset: Preset) -> str:

@@ -25,17 +25,9 @@ from hf_iia.tools.synthetic import CLASS_NAMES
 
 SIZE = 32
 N = 4
-CNN_METHODS = ["iia", "iia-reference", "iia-multilayer", "ig", "gradcam", "gradcam++", "layercam", "scorecam"]
-VIT_METHODS = [
-    "iia",
-    "iia-reference",
-    "iia-multilayer",
-    "ig",
-    "attention_rollout",
-    "gradient_rollout",
-    "gae",
-    "attnlrp",
-]
+IIA_METHODS = ["iia", "iia-reference", "iia-multilayer", "iia3"]
+CNN_METHODS = [*IIA_METHODS, "iia3-earliest", "iia3-product", "ig", "gradcam", "gradcam++", "layercam", "scorecam"]
+VIT_METHODS = [*IIA_METHODS, "ig", "attention_rollout", "gradient_rollout", "gae", "attnlrp"]
 LOCALISATION = ["pointing_game", "energy_pointing_game", "mask_ap"]
 PERTURBATION = ["deletion_auc", "insertion_auc"]
 

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..errors import IIAError, ImageInputError, LayerNotFoundError, UnsupportedModelError
-from ..fusions import Rollout
+from ..fusions import LevelFusion, Rollout
 from .guard import Installation
 from .registry import Family
 
@@ -109,6 +109,13 @@ class Adapter(ABC):
 class FeatureMapAdapter(Adapter):
     """An adapter whose explained representation is a feature map ``[B, K, h, w]`` (channels first, after any
     layout change the family makes); its map is the channel sum. Grad-CAM-style methods apply to it."""
+
+    @abstractmethod
+    def level_map(
+        self, integrals: dict[str, torch.Tensor], input_size: tuple[int, int], fusion: LevelFusion
+    ) -> torch.Tensor:
+        """Channel-sum each level's integral ``{tap: [B, K, h_l, w_l]}`` and fuse them, in forward order, with
+        ``fusion`` into maps ``[B, h, w]``."""
 
 
 class AttentionAdapter(Adapter):

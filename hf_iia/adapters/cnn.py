@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import ImageInputError, LayerNotFoundError, UnsupportedModelError
-from ..fusions import channel_sum
+from ..fusions import LEVEL_FUSIONS, LevelFusion, channel_sum
 from ..presets import Preset
 from .base import FeatureMapAdapter, LayerSpec, TapRun, resolve_module
 from .guard import Installation, remove_on_undo
@@ -32,6 +32,9 @@ CNN = Family(
         # integrates the image path only and observes the last stage without interpolating it.
         "default": Preset(input_steps=10, level_steps=10, integrand="relu_grad_act"),
         "reference": Preset(input_steps=10, level_steps=0, integrand="grad_relu_act", interpolate_levels=False),
+        # The paper's IIA3: the image, the second-to-last and the last stage. 5 steps per path (6 x 6 x 6 = 216
+        # points) are provisional, to keep the cost near the default's until the benchmark tunes them.
+        "iia3": Preset(input_steps=5, level_steps=5, integrand="relu_grad_act", levels=2),
     },
     comparison="gradcam",
     description="stage feature maps [B, K, h, w]; channel sum, bicubic",
@@ -47,7 +50,8 @@ class TapPoint:
 
 
 class CNNAdapter(FeatureMapAdapter):
-    """Feature maps of chosen modules; the map is the channel sum of the integral at the deepest level."""
+    """Feature maps of chosen modules; the map is the channel sum of the integral at the deepest level, or the
+    levels' channel sums fused by a :class:`~hf_iia.fusions.LevelFusion`."""
 
     family = CNN
     upsample_mode = "bicubic"
@@ -82,13 +86,20 @@ class CNNAdapter(FeatureMapAdapter):
         return point.module.register_forward_pre_hook(_input_hook(run, tap))
 
     def to_map(self, integrals: dict[str, torch.Tensor], input_size: tuple[int, int]) -> torch.Tensor:
-        (integral,) = integrals.values()
-        if integral.dim() != 4:
-            raise UnsupportedModelError(
-                f"the explained layer produced a tensor of shape {list(integral.shape)}; a CNN layer must output "
-                "a feature map [batch, channels, height, width] — choose a convolutional layer with layer="
-            )
-        return channel_sum(integral)
+        return self.level_map(integrals, input_size, LEVEL_FUSIONS["deepest"])
+
+    def level_map(
+        self, integrals: dict[str, torch.Tensor], input_size: tuple[int, int], fusion: LevelFusion
+    ) -> torch.Tensor:
+        maps = []
+        for tap in sorted(integrals, key=self.taps.index):
+            if integrals[tap].dim() != 4:
+                raise UnsupportedModelError(
+                    f"the explained layer produced a tensor of shape {list(integrals[tap].shape)}; a CNN layer must "
+                    "output a feature map [batch, channels, height, width] — choose a convolutional layer with layer="
+                )
+            maps.append(channel_sum(integrals[tap]))
+        return fusion.fuse(maps, self.upsample_mode)
 
 
 def _substitute(run: TapRun, tap: str, feature_map: object) -> torch.Tensor:

@@ -57,6 +57,9 @@ VIT = Family(
         # interpolated last-block attention built outside autograd.
         "default": Preset(input_steps=5, level_steps=5, integrand="relu_grad_act", rule="riemann_right"),
         "reference": Preset(input_steps=5, level_steps=5, integrand="relu_grad_act", detach_levels=True),
+        # The paper's IIA3: the image and the last two blocks' attention. 5 right-Riemann steps per path
+        # (5 x 5 x 5 = 125 points) are provisional, as the default's, until the benchmark tunes them.
+        "iia3": Preset(input_steps=5, level_steps=5, integrand="relu_grad_act", rule="riemann_right", levels=2),
     },
     comparison="gae",
     description="attention probabilities of every block; Gradient Rollout over the classifier's rows",

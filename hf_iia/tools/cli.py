@@ -383,7 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--methods",
         nargs="+",
         help="bench methods (default: all that apply to each model): "
-        "iia iia-reference iia-multilayer ig gradcam gradcam++ layercam scorecam attention_rollout gradient_rollout gae attnlrp",
+        "iia iia-reference iia-multilayer iia3 iia3-earliest iia3-product ig gradcam gradcam++ layercam scorecam "
+        "attention_rollout gradient_rollout gae attnlrp",
     )
     bench.add_argument("--device", help="cpu, cuda, ... (default: cpu)")
     bench.add_argument("--batch-size", type=int, default=8, help="images per attribute call (default: 8)")

@@ -10,9 +10,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ...adapters import adapter_for
+from ...adapters import Adapter, FeatureMapAdapter, adapter_for
 from ...errors import IIAError
 from ...explainer import IIAExplainer
+from ...methods import METHODS
 from ...metrics import (
     confidence_change,
     deletion_auc,
@@ -39,11 +40,17 @@ LAST_TWO = "@last-two"
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """One benchmark column: an explainer method and its options (``layer`` may be :data:`LAST_TWO`)."""
+    """One benchmark column: an explainer method and its options (``layer`` may be :data:`LAST_TWO`), run on the
+    models explained through ``requires`` (an adapter capability, e.g. feature maps for ``combine=``)."""
 
     key: str
     method: str
     options: tuple[tuple[str, Any], ...] = ()
+    requires: type = Adapter
+
+    def applies_to(self, adapter: Adapter) -> bool:
+        """Whether the column runs on the model behind ``adapter``."""
+        return METHODS[self.method].applies_to(adapter) and isinstance(adapter, self.requires)
 
     def explainer(self, model: torch.nn.Module, processor: object, internal_batch_size: int | None) -> IIAExplainer:
         """An explainer of this method sharing ``model`` (no copy)."""
@@ -61,6 +68,9 @@ METHOD_SPECS: dict[str, MethodSpec] = {
         MethodSpec("iia", "iia"),
         MethodSpec("iia-reference", "iia", (("preset", "reference"),)),
         MethodSpec("iia-multilayer", "iia", (("layer", LAST_TWO),)),
+        MethodSpec("iia3", "iia", (("preset", "iia3"),)),
+        MethodSpec("iia3-earliest", "iia", (("preset", "iia3"), ("combine", "earliest")), FeatureMapAdapter),
+        MethodSpec("iia3-product", "iia", (("preset", "iia3"), ("combine", "product")), FeatureMapAdapter),
         MethodSpec("ig", "ig"),
         MethodSpec("gradcam", "gradcam"),
         MethodSpec("gradcam++", "gradcam++"),

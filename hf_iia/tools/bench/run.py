@@ -26,6 +26,9 @@ key                    family  explainer
 ``iia``                both    ``IIAExplainer(method="iia")`` (the ``default`` preset)
 ``iia-reference``      both    ``preset="reference"`` (what the authors' code computes)
 ``iia-multilayer``     both    ``layer=`` the last two taps (stages or blocks) of the adapter (multi-layer IIA)
+``iia3``               both    ``preset="iia3"`` (the image and the last two stages or blocks; provisional steps)
+``iia3-earliest``      cnn     ``preset="iia3", combine="earliest"`` (the map at the second-to-last stage)
+``iia3-product``       cnn     ``preset="iia3", combine="product"`` (both stages' normalised maps multiplied)
 ``ig``                 both    Integrated Gradients, 50 steps, zero baseline
 ``gradcam``            cnn     Grad-CAM at the default layer
 ``gradcam++``          cnn     Grad-CAM++ at the default layer
@@ -81,7 +84,6 @@ from tqdm.auto import tqdm
 from ...adapters import Adapter
 from ...errors import IIAError
 from ...explainer import IIAExplainer
-from ...methods import METHODS
 from ...outputs import output_path, write_atomic
 from .evaluate import (
     METHOD_SPECS,
@@ -158,7 +160,7 @@ def _method_keys(methods: Sequence[str] | None) -> list[str]:
 
 def _methods_for(adapter: Adapter, methods: Sequence[str] | None) -> list[MethodSpec]:
     """The bench columns that apply to the model behind ``adapter``."""
-    return [METHOD_SPECS[key] for key in _method_keys(methods) if METHODS[METHOD_SPECS[key].method].applies_to(adapter)]
+    return [METHOD_SPECS[key] for key in _method_keys(methods) if METHOD_SPECS[key].applies_to(adapter)]
 
 
 def run_bench(config: BenchConfig) -> dict[str, Any]:
