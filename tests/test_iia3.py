@@ -210,3 +210,16 @@ def test_vit_iia3_matches_naive_loop(tiny_folder):
     grid = rollout[0, 1:].reshape(1, 4, 4)
     expected = _minmax(_resize(grid, (32, 32), "bilinear"))
     torch.testing.assert_close(explainer.attribute(x, target=4), expected, atol=1e-5, rtol=0)
+
+
+def test_two_levels_are_never_one_tensor():
+    """timm's ResNet hands its last stage's output straight to the head pool: one tensor, so one tap (the pool's
+    input); iia3 then interpolates layer3 and that tensor, not the same tensor twice (a_1 * a_2 * A)."""
+    from hf_iia.adapters.timm import _candidates, _establish_layouts
+    from hf_iia.testing import build_tiny_timm
+
+    model, processor = build_tiny_timm("test_resnet")
+    stages, refused = _establish_layouts(model, _candidates(model))
+    assert "timm_model.layer4" not in stages and "same tensor" in refused["timm_model.layer4"]
+    explainer = IIAExplainer(model, processor, preset="iia3", progress=False)
+    assert explainer.adapter.levels == ("timm_model.layer3", "timm_model.global_pool")

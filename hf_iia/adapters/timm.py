@@ -110,12 +110,14 @@ def _probe_sizes(model: nn.Module) -> list[tuple[int, int]]:
 def _establish_layouts(model: nn.Module, points: dict[str, StagePoint]) -> tuple[dict[str, StagePoint], dict[str, str]]:
     """Probe forward: the layout of every candidate (non-square input first, then square), or why it has none."""
     shapes: dict[str, tuple[int, ...]] = {}
+    tensors: dict[str, torch.Tensor] = {}  # the probe's (small) tensors, to find two taps on one tensor
 
     def recorder(name: str, side: str):
         def hook(module: nn.Module, args: tuple, output: object = None) -> None:
             tensor = args[0] if side == "input" else output
             if isinstance(tensor, torch.Tensor):
                 shapes[name] = tuple(tensor.shape)
+                tensors[name] = tensor
 
         return hook
 
@@ -144,9 +146,16 @@ def _establish_layouts(model: nn.Module, points: dict[str, StagePoint]) -> tuple
     else:
         raise UnsupportedModelError(f"probing timm {type(model.timm_model).__name__} failed ({failure}); pass layer=")
     stages, refused = {}, {}
-    for name, point in points.items():
+    names = list(points)
+    for position, (name, point) in enumerate(points.items()):
         if name not in shapes:
             refused[name] = "it did not run on the probe input"
+            continue
+        same = [later for later in names[position + 1 :] if tensors.get(later) is tensors[name]]
+        if same:
+            # e.g. a ResNet's last stage output is the head pool's input: two levels on one tensor would interpolate
+            # it twice (multi-layer IIA would be a_1 * a_2 * A), so the later tap stands for both.
+            refused[name] = f"it is the same tensor as {same[0]!r} (nothing runs between them)"
             continue
         try:
             layout = infer_layout(shapes[name], size)
