@@ -95,3 +95,32 @@ def lite0_folder(tmp_path_factory) -> Path:
 def pixel_values() -> torch.Tensor:
     """``[2, 3, 32, 32]`` random normalised inputs (seeded)."""
     return pixels(2, seed=0, size=SIZE)
+
+
+# Worst cases the invariant tests measured: {invariant: {family: largest |map difference|}}, printed after the run.
+_WORST_CASES: dict[str, dict[str, float]] = {}
+
+
+@pytest.fixture
+def worst_case():
+    """``record(invariant, family, difference)``: keep the largest difference an invariant test measured."""
+
+    def record(invariant: str, family: str, difference: float | torch.Tensor) -> float:
+        value = float(difference)
+        row = _WORST_CASES.setdefault(invariant, {})
+        row[family] = max(row.get(family, 0.0), value)
+        return value
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if not _WORST_CASES:
+        return
+    families = sorted({family for row in _WORST_CASES.values() for family in row})
+    terminalreporter.section("invariants: worst |map difference| measured per family (maps in [0, 1])")
+    terminalreporter.write_line("| invariant | " + " | ".join(families) + " |")
+    terminalreporter.write_line("|---" * (len(families) + 1) + "|")
+    for invariant, row in _WORST_CASES.items():
+        cells = [f"{row[family]:.1e}" if family in row else "–" for family in families]
+        terminalreporter.write_line(f"| {invariant} | " + " | ".join(cells) + " |")
