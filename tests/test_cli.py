@@ -47,6 +47,26 @@ def test_help_lists_exactly_the_library_methods():
     assert names == list(METHODS)
 
 
+def test_cli_choices_are_the_library_tables():
+    from hf_iia.adapters.cnn import CNN
+    from hf_iia.adapters.vit import VIT
+    from hf_iia.fusions import LEVEL_FUSIONS
+    from hf_iia.presets import STARTS
+
+    choices = {action.dest: action.choices for action in _subcommands()["explain"]._actions if action.choices}
+    assert set(choices["combine"]) == set(LEVEL_FUSIONS) and set(choices["start"]) == set(STARTS)
+    assert set(choices["preset"]) == {*CNN.presets, *VIT.presets}
+
+
+def test_iia3_with_a_fused_map_and_a_black_start_from_the_command_line(tiny_folder, tmp_path, capsys):
+    image = tmp_path / "x.png"
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(image)
+    argv = ["explain", str(tiny_folder("resnet")), str(image), "--out", str(tmp_path / "out")]
+    assert main([*argv, "--preset", "iia3", "--combine", "product", "--start", "black", "--steps", "1"]) == 0
+    (record,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert np.load(record["map"]).shape == (32, 32)
+
+
 def test_cli_knows_the_audits_built_in_datasets():
     from hf_iia.tools.audit import SYNTHETIC_DATASETS
     from hf_iia.tools.cli import SYNTHETIC_DATASET_NAMES

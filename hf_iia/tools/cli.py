@@ -47,7 +47,15 @@ def _explainer_options(parser: argparse.ArgumentParser) -> None:
         metavar="METHOD",
         help=f"attribution method: {', '.join(METHOD_NAMES)} (default: iia); the others are comparison methods",
     )
-    parser.add_argument("--preset", choices=["default", "reference"], default=None)
+    parser.add_argument("--preset", choices=["default", "reference", "iia3"], default=None)
+    parser.add_argument(
+        "--combine",
+        choices=["deepest", "earliest", "product", "sum"],
+        help="where a CNN's map is formed when several layers are integrated (default: deepest)",
+    )
+    parser.add_argument(
+        "--start", choices=["mean", "black", "blur"], help="the image path's start for iia and ig (default: mean)"
+    )
     parser.add_argument(
         "--steps",
         type=_count(0),
@@ -110,6 +118,8 @@ def _make_explainer(args: argparse.Namespace, model: str):
         steps=steps,
         device=args.device,
         internal_batch_size=args.internal_batch_size,
+        combine=args.combine,
+        start=args.start,
     )
 
 
@@ -347,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--layer", help="layer IIA (and Grad-CAM) explain, a dotted module name (default: the last stage)"
     )
     audit.add_argument("--batch-size", type=int, default=16, help="images per batch and per resumable unit")
-    audit.add_argument("--preset", choices=["default", "reference"], default=None)
+    audit.add_argument("--preset", choices=["default", "reference", "iia3"], default=None)
     audit.add_argument(
         "--steps",
         type=_count(0),
