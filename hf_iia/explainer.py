@@ -12,7 +12,7 @@ import threading
 import warnings
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import numpy as np
@@ -20,13 +20,14 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .adapters.base import LayerSpec, evaluation_mode
+from .adapters.base import FeatureMapAdapter, LayerSpec, evaluation_mode
 from .adapters.guard import Installation, protected
 from .adapters.registry import Family
 from .errors import IIAError, ImageInputError, TargetError, UnsupportedModelError
 from .imaging import Geometry, ImageLike, probe_geometry, to_rgb
 from .loading import check_device, load_model, load_processor
 from .methods import MethodOptions, input_size, prepare
+from .presets import finest_default
 from .viz import overlay as draw_overlay
 
 Target = int | str | None
@@ -179,6 +180,22 @@ class IIAExplainer:
         self.progress = progress
         self._lock = model_lock(model)  # shared with every explainer of a model sharing a module: hooks never mix
         self._geometries: dict[tuple[int, int], Geometry | None] = {}
+        if method == "iia" and layer is None:
+            self._resolve_default_level(
+                MethodOptions(layer, preset, steps, integrand, baselines, rule, fusion, combine, start)
+            )
+
+    def _resolve_default_level(self, options: MethodOptions) -> None:
+        """Apply the preset's ``grid_factor`` rule (:func:`~hf_iia.presets.finest_default`): one probe forward at the
+        processor's input size finds the deepest feature map with a fine enough grid."""
+        grid_factor = self.family.preset(options.preset).grid_factor
+        if not grid_factor or not isinstance(self.adapter, FeatureMapAdapter) or len(self.adapter.levels) != 1:
+            return
+        level = finest_default(self.layers(), self.adapter.levels[0], grid_factor)
+        if level != self.adapter.levels[0]:
+            self.adapter, self.spec, self._fuse, self._integrate = prepare(
+                self.method, self.model, replace(options, layer=level), self.processor
+            )
 
     @property
     def family(self) -> Family:

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from hf_iia import IIAExplainer
 from hf_iia.adapters import AttentionAdapter
+from hf_iia.methods import methods_for
 from hf_iia.tools.bench.evaluate import compute_maps, paired_difference, score_maps
 from hf_iia.tools.bench.inputs import BenchInputs, real_inputs, subset, synthetic_inputs
 from hf_iia.tools.bench.run import DEFAULT_MODELS_DIR
@@ -60,9 +61,15 @@ FEATURE_MAP_CANDIDATES: list[Candidate] = [
     ("iia-stage-3-black", "iia", {"layer": -3, "start": "black"}),
     ("iia-stage-3-blur", "iia", {"layer": -3, "start": "blur"}),
     ("iia-stage-3-5steps", "iia", {"layer": -3, "steps": 5}),
+    ("iia-stage-3-black-5steps", "iia", {"layer": -3, "start": "black", "steps": 5}),
+    ("iia-stage-4-5steps", "iia", {"layer": -4, "steps": 5}),
+    ("iia-stage-4-black-5steps", "iia", {"layer": -4, "start": "black", "steps": 5}),
     ("gradcam", "gradcam", {}),
     ("gradcam++", "gradcam++", {}),
     ("layercam", "layercam", {}),
+    ("gradcam-stage-3", "gradcam", {"layer": -3}),
+    ("gradcam++-stage-3", "gradcam++", {"layer": -3}),
+    ("layercam-stage-3", "layercam", {"layer": -3}),
     ("ig", "ig", {}),
 ]
 ATTENTION_CANDIDATES: list[Candidate] = [
@@ -72,6 +79,7 @@ ATTENTION_CANDIDATES: list[Candidate] = [
     ("iia-black", "iia", {"start": "black"}),
     ("attention_rollout", "attention_rollout", {}),
     ("gae", "gae", {}),
+    ("attnlrp", "attnlrp", {}),
     ("ig", "ig", {}),
 ]
 REAL = ("efficientnet_lite0", "efficientnet_lite1")
@@ -79,6 +87,7 @@ REAL = ("efficientnet_lite0", "efficientnet_lite1")
 
 def candidates_for(explainer: IIAExplainer, labels: list[str] | None) -> list[Candidate]:
     table = ATTENTION_CANDIDATES if isinstance(explainer.adapter, AttentionAdapter) else FEATURE_MAP_CANDIDATES
+    table = [c for c in table if c[1] in methods_for(explainer.adapter)]  # e.g. AttnLRP only where its rules apply
     if labels is None:
         return table
     known = {candidate[0]: candidate for candidate in table}

@@ -135,7 +135,8 @@ def test_inputs_whose_names_sanitise_alike_get_their_own_outputs(tiny_folder, tm
             == 0
         )
         (single,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-        assert np.array_equal(np.load(record["map"]), np.load(single["map"]))
+        # the same map alone as in a batch of two, within the batch-composition invariant's 1e-5
+        assert np.abs(np.load(record["map"]) - np.load(single["map"])).max() <= 1e-5
 
 
 def _exit_code(argv: list[str]) -> int:

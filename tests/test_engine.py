@@ -90,7 +90,7 @@ def test_rule_option_and_family_defaults(tiny_folder):
     assert IIAExplainer(tiny_folder("vit"), progress=False).spec.points_per_image == 25
     assert IIAExplainer(tiny_folder("vit"), rule="endpoints", progress=False).spec.points_per_image == 36
     assert IIAExplainer(tiny_folder("vit"), preset="reference", progress=False).spec.points_per_image == 36
-    assert IIAExplainer(tiny_folder("resnet"), progress=False).spec.points_per_image == 121
+    assert IIAExplainer(tiny_folder("resnet"), progress=False).spec.points_per_image == 36
     with pytest.raises(IIAError, match="unknown rule 'simpson'; choose one of"):
         IIAExplainer(tiny_folder("resnet"), rule="simpson", progress=False)
 

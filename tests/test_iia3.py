@@ -144,7 +144,8 @@ def test_default_options_leave_the_integral_unchanged(resnet):
     _, folder, _ = resnet
     default = IIAExplainer(folder, progress=False).spec
     assert IIAExplainer(folder, start="mean", combine="deepest", progress=False).spec == default
-    assert default.start is None and default.observe == (STAGES[1],)
+    # the default preset's grid rule: stages.1 has twice the last stage's grid and lies in the network's second half
+    assert default.start is None and default.observe == (STAGES[0],)
 
 
 def test_option_misuse_is_refused(resnet, tiny_folder):
@@ -223,3 +224,24 @@ def test_two_levels_are_never_one_tensor():
     assert "timm_model.layer4" not in stages and "same tensor" in refused["timm_model.layer4"]
     explainer = IIAExplainer(model, processor, preset="iia3", progress=False)
     assert explainer.adapter.levels == ("timm_model.layer3", "timm_model.global_pool")
+
+
+def test_the_default_level_is_the_finest_semantic_stage():
+    """presets.finest_default: the deepest tap of the network's second half with at least twice the default's grid."""
+    from hf_iia.presets import finest_default
+
+    lite0 = [
+        ("blocks.0", (1, 16, 112, 112)),
+        ("blocks.1", (1, 24, 56, 56)),
+        ("blocks.2", (1, 40, 28, 28)),
+        ("blocks.4", (1, 112, 14, 14)),
+        ("blocks.6", (1, 320, 7, 7)),
+        ("global_pool", (1, 1280, 7, 7)),
+    ]
+    assert finest_default(lite0, "global_pool", 2) == "blocks.4"
+    assert finest_default(lite0, "global_pool", 0) == "global_pool"
+    assert finest_default(lite0, "global_pool", 8) == "global_pool"  # blocks.1 is fine enough but in the first half
+    shallow = [("stages.0", (1, 8, 12, 12)), ("stages.1", (1, 16, 6, 6))]
+    assert finest_default(shallow, "stages.1", 2) == "stages.1"  # a first stage sees edges, not objects
+    tokens = [("layers.0", (1, 17, 32)), ("layers.1", (1, 17, 32))]
+    assert finest_default(tokens, "layers.1", 2) == "layers.1"

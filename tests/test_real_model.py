@@ -23,7 +23,9 @@ def test_cat_photo_map_is_on_the_cat(lite0_folder, photos, preset):
     cat = np.zeros(heat.shape, dtype=bool)
     cat[30:300, 140:400] = True  # a crude box around the cat's head
     visible = ~np.isnan(heat)
-    assert np.nanmean(heat[cat]) > 2 * np.nanmean(heat[~cat & visible])
+    peak = np.unravel_index(np.nanargmax(heat), heat.shape)
+    assert cat[peak]  # the default's 14 x 14 map peaks on an eye; the reference's 7 x 7 map covers the face
+    assert np.nanmean(heat[cat]) > 1.5 * np.nanmean(heat[~cat & visible])
     assert np.nansum(heat[cat]) / np.nansum(heat) > cat[visible].mean()  # more mass than the box's area share
 
 
