@@ -46,6 +46,7 @@ Candidate = tuple[str, str, dict[str, Any]]  # (label, method, options)
 
 FEATURE_MAP_CANDIDATES: list[Candidate] = [
     ("iia", "iia", {}),
+    ("iia-last-stage", "iia", {"layer": -1, "steps": 10}),  # the default before this search
     ("iia-stage-2", "iia", {"layer": -2}),
     ("iia-stage-3", "iia", {"layer": -3}),
     ("iia-stage-4", "iia", {"layer": -4}),
