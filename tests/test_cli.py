@@ -183,6 +183,16 @@ def test_mistakes_fail_fast_with_a_message(tiny_folder, tmp_path, capsys):
     assert (demo / "chelsea_iia.png").read_bytes() == b"an earlier run"
 
 
+def test_a_250_character_file_name_gets_outputs_the_file_system_takes(tiny_folder, tmp_path, capsys):
+    image = tmp_path / ("x" * 246 + ".png")
+    Image.new("RGB", (32, 32)).save(image)
+    assert (
+        main(["explain", str(tiny_folder("resnet")), str(image), "--out", str(tmp_path / "out"), "--steps", "1"]) == 0
+    )
+    (record,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert record["image"] == str(image) and Path(record["map"]).exists() and len(Path(record["map"]).name) < 200
+
+
 def test_zero_steps_is_legal_and_says_what_it_means(tiny_folder, tmp_path, capsys):
     image = tmp_path / "x.png"
     Image.new("RGB", (32, 32)).save(image)

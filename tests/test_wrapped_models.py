@@ -103,3 +103,26 @@ def test_mixed_sizes_with_a_processor_that_does_not_resize_is_an_image_input_err
     explainer = IIAExplainer(model, processor, steps=1, progress=False)
     with pytest.raises(ImageInputError, match="one size"):
         explainer([Image.new("RGB", (32, 32)), Image.new("RGB", (40, 32))])
+
+
+def test_vit_layer_names_resolve_exactly_or_are_refused():
+    """A block is named by index, by the adapter's name, by the model's own dotted name or by the module object;
+    anything else (e.g. a name that only ends like a block) is refused, never read as some block."""
+    from hf_iia import LayerNotFoundError
+
+    model, processor = build_tiny("vit")
+    for spec in (1, -1, "layers.1", "vit.layers.1", model.vit.layers[1]):
+        assert IIAExplainer(model, processor, layer=spec, progress=False).adapter.levels == ("layers.1",), spec
+    for spec in ("bogus.1", "vit.layers.7", "layers.1.attention", nn.Linear(2, 2)):
+        with pytest.raises(LayerNotFoundError):
+            IIAExplainer(model, processor, layer=spec, progress=False)
+
+
+def test_a_half_precision_failure_names_the_fix():
+    """In float16 a non-finite result names rule='riemann_right' (no a = 0 points) and float32."""
+    from hf_iia import NumericalError
+    from hf_iia.testing import NaNLogits
+
+    explainer = IIAExplainer(NaNLogits().half(), layer="features.0", progress=False)
+    with pytest.raises(NumericalError, match="riemann_right"):
+        explainer.attribute(torch.randn(1, 3, 32, 32).half(), 0)

@@ -132,12 +132,18 @@ def _target(value: str | None) -> int | str | None:
     return int(value) if value is not None and value.lstrip("-").isdigit() else value
 
 
+MAX_STEM_BYTES = 160
+"""Longest input stem kept whole in an output name (``<stem>_<method>.png`` and its temporary twin stay far
+below the usual 255-byte limit); a longer one is cut and given the hash of the input's path."""
+
+
 def _output_paths(sources: Sequence[str], out: Path, overwrite: bool, method: str) -> list[tuple[Path, Path]]:
     """The ``(png, npy)`` paths of each input, checked before any compute so a refusal costs nothing.
 
-    A name is the input's stem when that is already a safe file name and unique; otherwise (characters
-    replaced, or the same stem from another folder) a short hash of the full input path is appended, so two
-    inputs can never share an output and every output is traceable to its input.
+    A name is the input's stem when that is already a safe file name, unique and not too long; otherwise
+    (characters replaced, the same stem from another folder, or longer than :data:`MAX_STEM_BYTES`) a short hash
+    of the full input path is appended, so two inputs can never share an output and every output is traceable
+    to its input.
     """
     from ..outputs import output_path, safe_name
 
@@ -145,7 +151,9 @@ def _output_paths(sources: Sequence[str], out: Path, overwrite: bool, method: st
     for source in sources:
         name = Path(source).stem
         stem = safe_name(name)
-        if stem != name or stem in stems:
+        if stem != name or stem in stems or len(os.fsencode(stem)) > MAX_STEM_BYTES:
+            # A file system takes names of at most 255 bytes, and the atomic write adds a temporary suffix.
+            stem = stem.encode()[:MAX_STEM_BYTES].decode(errors="ignore")
             stem = f"{stem}-{hashlib.sha1(os.fsencode(os.path.abspath(source))).hexdigest()[:8]}"
         stems.append(stem)
     suffix = method.replace("+", "p")  # e.g. photo_iia, photo_gradcampp
