@@ -118,6 +118,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=60, help="synthetic images per split (default 60)")
     parser.add_argument("--protocol", choices=["rise", "paper"], default="rise")
     parser.add_argument("--perturbation-steps", type=int, default=20)
+    parser.add_argument("--no-information", action="store_true", help="leave out SIC / AIC (the slowest metrics)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
@@ -140,6 +141,7 @@ def main() -> None:
                 perturbation_steps=args.perturbation_steps,
                 metric_batch_size=64,
                 protocol=args.protocol,
+                information=not args.no_information,
             )
             rows[label] = {"method": method, "options": options, "seconds_per_map": seconds / len(inputs.ids), **values}
         results["models"][name] = {"n": len(inputs.ids), "ids": inputs.ids, "rows": rows}

@@ -134,6 +134,7 @@ def score_maps(
     perturbation_steps: int,
     metric_batch_size: int,
     protocol: str = "rise",
+    information: bool = True,
 ) -> dict[str, list[float | None]]:
     """Per-image metric values of ``maps`` ``[N, H, W]``: localisation (with masks), deletion / insertion AUC
     and, with ``protocol="paper"``, :func:`paper_scores`."""
@@ -151,12 +152,19 @@ def score_maps(
     values["deletion_auc"] = deletion_auc(forward, pixel_values, maps, targets, baseline=0.0, **options).cpu().tolist()
     values["insertion_auc"] = insertion_auc(forward, pixel_values, maps, targets, **options).cpu().tolist()
     if protocol == "paper":
-        values.update(paper_scores(explainer, inputs, maps, metric_batch_size=metric_batch_size))
+        values.update(
+            paper_scores(explainer, inputs, maps, metric_batch_size=metric_batch_size, information=information)
+        )
     return values
 
 
 def paper_scores(
-    explainer: IIAExplainer, inputs: BenchInputs, maps: torch.Tensor, *, metric_batch_size: int
+    explainer: IIAExplainer,
+    inputs: BenchInputs,
+    maps: torch.Tensor,
+    *,
+    metric_batch_size: int,
+    information: bool = True,
 ) -> dict[str, list[float | None]]:
     """Per-image values of the authors' protocol (:mod:`hf_iia.metrics.protocol`, ``.information``, ``.segmentation``).
 
@@ -184,7 +192,8 @@ def paper_scores(
         values[key] = auc.cpu().tolist()
     change = confidence_change(forward, pixel_values, maps, targets, batch_size=metric_batch_size, **norm)
     values["adp"], values["pic"] = change.drop.cpu().tolist(), change.increase.cpu().tolist()
-    for key, score in (("sic", "probability"), ("aic", "accuracy")):
+    # SIC / AIC cost 26 forward passes and 26 WebP encodings per input: ``information=False`` leaves them out.
+    for key, score in (("sic", "probability"), ("aic", "accuracy")) if information else ():
         curve = information_curve(
             forward, pixel_values, maps, targets, score=score, batch_size=metric_batch_size, **norm
         )
