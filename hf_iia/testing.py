@@ -64,6 +64,7 @@ __all__ = [
     "snapshot",
     "tiny_config",
     "tiny_processor",
+    "vit_logits_by_hand",
 ]
 
 IMAGE_CLASSIFICATION_TYPES: tuple[str, ...] = tuple(sorted(MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES))
@@ -614,6 +615,48 @@ class ConstantLogits(SmallCNN):
         super().__init__()
         with torch.no_grad():
             self.classifier.weight.zero_()
+
+
+# Reference computations -----------------------------------------------------------------------------
+def vit_logits_by_hand(
+    model: nn.Module,
+    pixel_values: torch.Tensor,
+    scales: dict[int, torch.Tensor | float],
+    kept: list[torch.Tensor],
+    detached: frozenset[int] = frozenset(),
+) -> torch.Tensor:
+    """A Hugging Face ViT / DeiT forward written out from its weights, for naive-loop tests of the engine.
+
+    Block ``i``'s attention probabilities ``[N, heads, T, T]`` are multiplied by ``scales[i]`` (default 1) and
+    appended to ``kept``; for ``i`` in ``detached`` they are built outside autograd first (a constant, as the
+    authors' code does with the interpolated last block). Returns logits ``[N, num_labels]`` (DeiT with a teacher
+    head: the mean of its two heads).
+    """
+    base = getattr(model, model.base_model_prefix)
+    hidden = base.embeddings(pixel_values)
+    batch, tokens, _ = hidden.shape
+    for index, layer in enumerate(base.layers):
+        attention = layer.attention
+        normed = layer.layernorm_before(hidden)
+        heads = attention.num_attention_heads
+
+        def split(projection: nn.Module) -> torch.Tensor:
+            return projection(normed).view(batch, tokens, heads, -1).transpose(1, 2)
+
+        query, key, value = split(attention.q_proj), split(attention.k_proj), split(attention.v_proj)
+        probs = torch.softmax(query @ key.transpose(2, 3) * attention.scaling, dim=-1)
+        if index in detached:
+            probs = (scales.get(index, 1.0) * probs.detach()).requires_grad_()
+        else:
+            probs = scales.get(index, 1.0) * probs
+        kept.append(probs)
+        context = (probs @ value).transpose(1, 2).reshape(batch, tokens, -1)
+        hidden = hidden + attention.o_proj(context)
+        hidden = hidden + layer.mlp(layer.layernorm_after(hidden))
+    sequence = base.layernorm(hidden)
+    if hasattr(model, "distillation_classifier"):
+        return (model.cls_classifier(sequence[:, 0]) + model.distillation_classifier(sequence[:, 1])) / 2
+    return model.classifier(sequence[:, 0])
 
 
 # Model-state checks -------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from hf_iia import IIAExplainer, MethodError
 from hf_iia.errors import IIAError
 from hf_iia.metrics import gaussian_blur
+from hf_iia.testing import vit_logits_by_hand
 
 STAGES = ["resnet.encoder.stages.1", "resnet.encoder.stages.2"]
 
@@ -164,30 +165,6 @@ def test_option_misuse_is_refused(resnet, tiny_folder):
         IIAExplainer(folder, method="gradcam", start="blur", progress=False)
 
 
-def _vit_logits(model, pixel_values: torch.Tensor, scales: dict[int, torch.Tensor], kept: list) -> torch.Tensor:
-    """The ViT forward written out from its weights, block ``i``'s attention probabilities scaled by ``scales[i]``
-    (kept live: the gradient flows through them into earlier blocks)."""
-    base = model.vit
-    hidden = base.embeddings(pixel_values)
-    batch, tokens, _ = hidden.shape
-    for index, layer in enumerate(base.layers):
-        attention = layer.attention
-        normed = layer.layernorm_before(hidden)
-        heads = attention.num_attention_heads
-
-        def split(projection):
-            return projection(normed).view(batch, tokens, heads, -1).transpose(1, 2)
-
-        query, key, value = split(attention.q_proj), split(attention.k_proj), split(attention.v_proj)
-        probs = torch.softmax(query @ key.transpose(2, 3) * attention.scaling, dim=-1)
-        probs = scales.get(index, 1.0) * probs
-        kept.append(probs)
-        context = (probs @ value).transpose(1, 2).reshape(batch, tokens, -1)
-        hidden = hidden + attention.o_proj(context)
-        hidden = hidden + layer.mlp(layer.layernorm_after(hidden))
-    return model.classifier(base.layernorm(hidden)[:, 0])
-
-
 def test_vit_iia3_matches_naive_loop(tiny_folder):
     """5 x 5 x 5 right-Riemann points, the last two blocks' attention scaled; relu(g * A) at every block; rollout."""
     explainer = IIAExplainer(tiny_folder("vit"), preset="iia3", progress=False)
@@ -200,7 +177,7 @@ def test_vit_iia3_matches_naive_loop(tiny_folder):
         for a1 in alphas:
             for a2 in alphas:
                 kept: list[torch.Tensor] = []
-                logits = _vit_logits(model, a0 * x, {1: a1, 2: a2}, kept)
+                logits = vit_logits_by_hand(model, a0 * x, {1: a1, 2: a2}, kept)
                 terms = [(g * a).clamp_min(0).detach() for g, a in zip(torch.autograd.grad(logits[0, 4], kept), kept)]
                 per_block = terms if per_block is None else [p + t for p, t in zip(per_block, terms)]
     tokens = per_block[0].shape[-1]

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from hf_iia import IIAExplainer
+from hf_iia.testing import vit_logits_by_hand
 
 
 def _minmax(maps: torch.Tensor) -> torch.Tensor:
@@ -48,40 +49,15 @@ def test_reference_resnet50_matches_the_authors_computation():
     torch.testing.assert_close(ours, expected, atol=1e-4, rtol=0)
 
 
-def _manual_vit_logits(model, pixel_values, last_scale: torch.Tensor, kept: list) -> torch.Tensor:
-    """ViT/DeiT forward written out by hand from the model's weights, the last block's attention scaled by ``a1``."""
-    base = getattr(model, model.base_model_prefix)
-    hidden = base.embeddings(pixel_values)
-    batch, tokens, _ = hidden.shape
-    for index, layer in enumerate(base.layers):
-        attention = layer.attention
-        normed = layer.layernorm_before(hidden)
-        heads = attention.num_attention_heads
-
-        def split(projection):
-            return projection(normed).view(batch, tokens, heads, -1).transpose(1, 2)
-
-        query, key, value = split(attention.q_proj), split(attention.k_proj), split(attention.v_proj)
-        probs = torch.softmax(query @ key.transpose(2, 3) * attention.scaling, dim=-1)
-        if index == len(base.layers) - 1:  # the authors build a1 * A_last outside autograd (through numpy)
-            probs = (last_scale * probs.detach()).requires_grad_()
-        kept.append(probs)
-        context = (probs @ value).transpose(1, 2).reshape(batch, tokens, -1)
-        hidden = hidden + attention.o_proj(context)
-        hidden = hidden + layer.mlp(layer.layernorm_after(hidden))
-    sequence = base.layernorm(hidden)
-    if hasattr(model, "distillation_classifier"):
-        return (model.cls_classifier(sequence[:, 0]) + model.distillation_classifier(sequence[:, 1])) / 2
-    return model.classifier(sequence[:, 0])
-
-
 def naive_reference_vit(model, x: torch.Tensor, target: int, rows: list[int], first_patch: int, patch: int):
     """6 image points x 6 points a1 * A_last; relu(dy/dA_b * A_b) averaged; head mean; rollout; rows; bilinear."""
     per_block = None
     for a0 in torch.linspace(0, 1, 6):
         for a1 in torch.linspace(0, 1, 6):
             kept: list[torch.Tensor] = []
-            logits = _manual_vit_logits(model, a0 * x, a1, kept)
+            last = len(getattr(model, model.base_model_prefix).layers) - 1
+            # the authors build a1 * A_last outside autograd (through numpy)
+            logits = vit_logits_by_hand(model, a0 * x, {last: a1}, kept, detached=frozenset({last}))
             grads = torch.autograd.grad(logits[0, target], kept)
             terms = [(g * a).clamp_min(0).detach() for g, a in zip(grads, kept)]
             per_block = terms if per_block is None else [p + t for p, t in zip(per_block, terms)]
