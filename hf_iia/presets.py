@@ -48,10 +48,10 @@ class Preset:
     rule: str = "endpoints"  # quadrature rule of every path (hf_iia.engine.RULES)
     fusion: str | None = None
     levels: int = 1
-    grid_factor: int = 0
+    grid_factor: float = 0
 
 
-def finest_default(shapes: Sequence[tuple[str, tuple[int, ...]]], default: str, grid_factor: int) -> str:
+def finest_default(shapes: Sequence[tuple[str, tuple[int, ...]]], default: str, grid_factor: float) -> str:
     """The deepest tap in the second half of the taps up to ``default`` whose feature map ``[1, K, h, w]`` has at
     least ``grid_factor`` times the rows and columns of ``default``'s; ``default`` when none has (or the factor is
     0).

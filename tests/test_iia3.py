@@ -215,10 +215,14 @@ def test_the_default_level_is_the_finest_semantic_stage():
         ("blocks.6", (1, 320, 7, 7)),
         ("global_pool", (1, 1280, 7, 7)),
     ]
-    assert finest_default(lite0, "global_pool", 2) == "blocks.4"
+    assert finest_default(lite0, "global_pool", 1.5) == "blocks.4"
+    lite1 = [(name, (1, k, round(h * 240 / 224 + 0.49), round(h * 240 / 224 + 0.49))) for name, (_, k, h, _) in lite0]
+    assert [shape[2] for _, shape in lite1] == [120, 60, 30, 15, 8, 8]
+    assert finest_default(lite1, "global_pool", 1.5) == "blocks.4"  # 15 x 15 before 8 x 8
+    assert finest_default(lite1, "global_pool", 2) == "global_pool"
     assert finest_default(lite0, "global_pool", 0) == "global_pool"
     assert finest_default(lite0, "global_pool", 8) == "global_pool"  # blocks.1 is fine enough but in the first half
     shallow = [("stages.0", (1, 8, 12, 12)), ("stages.1", (1, 16, 6, 6))]
-    assert finest_default(shallow, "stages.1", 2) == "stages.1"  # a first stage sees edges, not objects
+    assert finest_default(shallow, "stages.1", 1.5) == "stages.1"  # a first stage sees edges, not objects
     tokens = [("layers.0", (1, 17, 32)), ("layers.1", (1, 17, 32))]
-    assert finest_default(tokens, "layers.1", 2) == "layers.1"
+    assert finest_default(tokens, "layers.1", 1.5) == "layers.1"
