@@ -168,12 +168,8 @@ class IIAExplainer:
         self.model = model
         self.processor: Any = processor  # a transformers image processor or any callable images -> tensor
         self.method = method
-        self.adapter, self.spec, self._fuse, self._integrate = prepare(
-            method,
-            model,
-            MethodOptions(layer, preset, steps, integrand, baselines, rule, fusion, combine, start),
-            processor,
-        )
+        options = MethodOptions(layer, preset, steps, integrand, baselines, rule, fusion, combine, start)
+        self.adapter, self.spec, self._fuse, self._integrate = prepare(method, model, options, processor)
         if internal_batch_size is not None and internal_batch_size < 1:
             raise IIAError(f"internal_batch_size must be a positive int, got {internal_batch_size}")
         self.internal_batch_size = internal_batch_size or DEFAULT_INTERNAL_BATCH_SIZE
@@ -181,9 +177,7 @@ class IIAExplainer:
         self._lock = model_lock(model)  # shared with every explainer of a model sharing a module: hooks never mix
         self._geometries: dict[tuple[int, int], Geometry | None] = {}
         if method == "iia" and layer is None:
-            self._resolve_default_level(
-                MethodOptions(layer, preset, steps, integrand, baselines, rule, fusion, combine, start)
-            )
+            self._resolve_default_level(options)
 
     def _resolve_default_level(self, options: MethodOptions) -> None:
         """Apply the preset's ``grid_factor`` rule (:func:`~hf_iia.presets.finest_default`): one probe forward at the

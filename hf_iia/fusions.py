@@ -39,6 +39,13 @@ def normalised_mean(maps: Sequence[torch.Tensor], mode: str) -> torch.Tensor:
     return torch.stack(_normalised_on_finest_grid(maps, mode)).mean(dim=0)
 
 
+def min_max(maps: torch.Tensor) -> torch.Tensor:
+    """Each map over the last two axes of ``[..., h, w]`` rescaled to ``[0, 1]``; a constant map becomes zeros."""
+    low = maps.amin(dim=(-2, -1), keepdim=True)
+    span = maps.amax(dim=(-2, -1), keepdim=True) - low
+    return torch.where(span > 0, (maps - low) / span.clamp_min(torch.finfo(maps.dtype).tiny), 0.0)
+
+
 def _normalised_on_finest_grid(maps: Sequence[torch.Tensor], mode: str) -> list[torch.Tensor]:
     """Each ``[B, h_l, w_l]`` map resized to the grid with the most cells (``F.interpolate`` ``mode``,
     ``align_corners=False``, as the maps are brought to the input later), then min-max normalised per image
@@ -48,10 +55,7 @@ def _normalised_on_finest_grid(maps: Sequence[torch.Tensor], mode: str) -> list[
     for level in maps:
         if tuple(level.shape[1:]) != size:
             level = F.interpolate(level.unsqueeze(1), size=size, mode=mode, align_corners=False).squeeze(1)
-        flat = level.flatten(1)
-        low = flat.min(dim=1).values.view(-1, 1, 1)
-        span = flat.max(dim=1).values.view(-1, 1, 1) - low
-        normalised.append(torch.where(span > 0, (level - low) / span.clamp_min(torch.finfo(level.dtype).tiny), 0.0))
+        normalised.append(min_max(level))
     return normalised
 
 

@@ -71,7 +71,7 @@ from .adapters.base import LayerSpec
 from .adapters.plain import PlainAdapter
 from .engine import INPUT_TAP, IntegralSpec, IntegrationResult, Start, integrate, make_spec
 from .errors import MethodError
-from .fusions import LEVEL_FUSIONS, ROLLOUTS, LevelFusion, channel_sum, gae_rollout, integrated_gradients
+from .fusions import LEVEL_FUSIONS, ROLLOUTS, LevelFusion, channel_sum, gae_rollout, integrated_gradients, min_max
 from .integrands import Integrand, attention, grad_act, gradcam, gradcam_plus_plus, gradient, layercam, relu_grad_act
 from .presets import resolve_baselines, resolve_integrand, resolve_rule, resolve_start, resolve_steps
 
@@ -235,9 +235,7 @@ def _score_cam(
         masks = nn.functional.interpolate(
             rows[chunk], size=input_size(pixel_values), mode="bilinear", align_corners=True
         )
-        low = masks.amin(dim=(-2, -1), keepdim=True)
-        span = masks.amax(dim=(-2, -1), keepdim=True) - low
-        masks = torch.where(span > 0, (masks - low) / span.clamp_min(torch.finfo(masks.dtype).tiny), 0.0)
+        masks = min_max(masks)
         images = pixel_values[torch.arange(start, start + masks.shape[0]) // channels] * masks.to(pixel_values.dtype)
         logits = adapter.logits(images).float()
         scores[chunk] = logits.gather(1, row_targets[chunk].unsqueeze(1)).squeeze(1)

@@ -107,7 +107,6 @@ def _make_explainer(args: argparse.Namespace, model: str):
     _note_zero_steps(args.steps)
     from ..explainer import IIAExplainer
 
-    steps = args.steps[0] if args.steps and len(args.steps) == 1 else args.steps
     layers = [_layer(value) for value in args.layer or []]
     layer = layers[0] if len(layers) == 1 else (layers or None)
     return IIAExplainer(
@@ -115,12 +114,19 @@ def _make_explainer(args: argparse.Namespace, model: str):
         method=args.method,
         layer=layer,
         preset=args.preset,
-        steps=steps,
+        steps=_steps(args.steps),
         device=args.device,
         internal_batch_size=args.internal_batch_size,
         combine=args.combine,
         start=args.start,
     )
+
+
+def _steps(values: Sequence[int] | None) -> int | tuple[int, ...] | None:
+    """``--steps`` as ``steps=`` takes it: one count for every path, or one per path (image path first)."""
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else tuple(values)
 
 
 def _layer(value: str) -> int | str:
@@ -249,7 +255,6 @@ def cmd_audit(args: argparse.Namespace) -> int:
     _note_zero_steps(args.steps)
     from .audit import AuditConfig, run_audit
 
-    steps = args.steps[0] if args.steps and len(args.steps) == 1 else (tuple(args.steps) if args.steps else None)
     config = AuditConfig(
         model=args.model,
         dataset=args.dataset,
@@ -262,7 +267,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         compare=args.compare,
         layer=args.layer,
         preset=args.preset,
-        steps=steps,
+        steps=_steps(args.steps),
         perturbation_steps=args.perturbation_steps,
         internal_batch_size=args.internal_batch_size,
         image_size=args.image_size,
