@@ -301,6 +301,9 @@ def integrate(
     sums: dict[str, torch.Tensor] = {}
     input_logits: torch.Tensor | None = None
     chunks = _chunks(grid.shape[0], per_image_point, max(1, internal_batch_size))
+    # Sums in float64 (where the device has it): the chunks' order of addition then cannot change the float32 result,
+    # so a map does not depend on internal_batch_size or on the image's place in the batch.
+    accumulate = torch.float32 if device.type == "mps" else torch.float64
     for start, stop in tqdm(chunks, desc="IIA", unit="chunk", delay=1.0, disable=not progress or len(chunks) < 2):
         run = _ChunkRun(grid[start:stop], spec, baseline, depths, device)
         with torch.no_grad(), adapter.installed(run, active):
@@ -333,19 +336,19 @@ def integrate(
         taps = list(run.observed)
         grads = torch.autograd.grad(score, [run.observed[tap] for tap in taps], allow_unused=True)
         image_index = run.rows[:, 0].to(device)
-        row_weights = spec.row_weights(run.rows).to(device, torch.float32)
+        row_weights = spec.row_weights(run.rows).to(device, accumulate)
         for tap, grad in zip(taps, grads):
             rep = run.observed[tap].detach()
             grad = torch.zeros_like(rep) if grad is None else grad
-            contribution = spec.integrand(rep.float(), grad.float())
+            contribution = spec.integrand(rep.float(), grad.float()).to(accumulate)
             contribution = contribution * row_weights.view(-1, *([1] * (contribution.dim() - 1)))
             if tap not in sums:
-                sums[tap] = torch.zeros(batch, *contribution.shape[1:], dtype=torch.float32, device=device)
+                sums[tap] = torch.zeros(batch, *contribution.shape[1:], dtype=accumulate, device=device)
             sums[tap].index_add_(0, image_index, contribution)
         del run, logits, score, grads
     if input_logits is None:  # empty batch
         input_logits = torch.empty(0, 0)
-    integrals = {tap: total / spec.total_weight for tap, total in sums.items()}
+    integrals = {tap: (total / spec.total_weight).float() for tap, total in sums.items()}
     non_finite = [tap for tap, total in integrals.items() if not torch.isfinite(total).all()]
     if non_finite:
         raise NumericalError(

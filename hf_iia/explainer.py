@@ -363,10 +363,22 @@ class IIAExplainer:
                 internal_batch_size=self.internal_batch_size,
                 progress=self.progress,
             )
-        raw = self._fuse(self.adapter, result.integrals, pixel_values).float().cpu()
-        maps = normalise(upsample(raw, input_size(pixel_values), self.adapter.upsample_mode))
+        maps = self.postprocess(result.integrals, pixel_values)
         probabilities = result.logits.softmax(dim=1).gather(1, result.targets.unsqueeze(1)).squeeze(1)
         return maps, result.targets, probabilities
+
+    def postprocess(self, integrals: dict[str, torch.Tensor], pixel_values: torch.Tensor) -> torch.Tensor:
+        """The method's fusion of integrated quantities ``{tap: [B, ...]}`` (:attr:`IntegrationResult.integrals`) for
+        ``pixel_values`` ``[B, C, H, W]``, upsampled to the input size and min-max normalised: ``[B, H, W]`` float32
+        on CPU.
+
+        The fusion, upsampling and normalisation run in float64: an attention map is a rollout close to a constant
+        (1 / tokens) plus a small contrast, and float32 rounding of that constant, which differs with the batch's
+        shape and the CPU, would be amplified by the min-max normalisation to ~1e-4.
+        """
+        precise = {tap: _float64(integral) for tap, integral in integrals.items()}
+        raw = self._fuse(self.adapter, precise, _float64(pixel_values)).cpu()
+        return normalise(upsample(raw, input_size(pixel_values), self.adapter.upsample_mode)).float()
 
     def __call__(self, images: ImageLike | Sequence[ImageLike] | torch.Tensor, target: Targets = None):
         """Explain one image (-> :class:`Explanation`) or a list (-> list).
@@ -414,6 +426,11 @@ class _ShapeRun:
         return rep
 
 
+def _float64(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` as float64, on the CPU where its device has no float64 (MPS)."""
+    return (tensor.cpu() if tensor.device.type == "mps" else tensor).double()
+
+
 def _is_hf_processor(processor: object) -> bool:
     return hasattr(processor, "preprocess") or type(processor).__module__.startswith("transformers")
 
@@ -445,8 +462,12 @@ def normalise(maps: torch.Tensor) -> torch.Tensor:
     """Min-max normalise each ``[H, W]`` map of ``[B, H, W]`` to ``[0, 1]``; a constant map becomes zeros (with a warning)."""
     flat = maps.flatten(1)
     low = flat.min(dim=1).values.view(-1, 1, 1)
-    span = flat.max(dim=1).values.view(-1, 1, 1) - low
-    constant = ~(span > 0) | ~torch.isfinite(span)
+    high = flat.max(dim=1).values.view(-1, 1, 1)
+    span = high - low
+    # A span within the dtype's rounding of the map's magnitude is rounding noise (e.g. a constant map resampled
+    # bicubically), not contrast: stretching it to [0, 1] would draw noise as a map.
+    noise = 64 * torch.finfo(maps.dtype).eps * torch.maximum(low.abs(), high.abs())
+    constant = ~(span > noise) | ~torch.isfinite(span)
     if constant.any():
         warnings.warn(
             f"{int(constant.sum())} map(s) are constant (the integrand is the same everywhere, e.g. all zero); "

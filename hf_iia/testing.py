@@ -181,6 +181,8 @@ TINY_OVERRIDES: dict[str, dict[str, Any]] = {
         "mlp_ratio": [2, 2],
         "attention_ratio": [2, 2],
         "down_ops": [["Subsample", 8, 1, 4, 2, 2]],
+        # At the default 0.02 the random stages collapse (every token the same to 1e-8): a constant map.
+        "initializer_range": 0.2,
     },
     "metaclip_2": {"vision_config": _VISION_TOWER, "text_config": _SMALL_TEXT, "projection_dim": 16},
     "mobilenet_v1": {"image_size": 32, "depth_multiplier": 0.25, "min_depth": 8},
@@ -488,6 +490,11 @@ TIMM_MODEL_ARGS: dict[str, dict[str, Any]] = {
 }
 """timm model name -> ``timm.create_model`` keyword arguments that shrink it (timm's ``test_*`` models need none)."""
 
+FAN_IN_INIT: frozenset[str] = frozenset({"levit_128s"})
+"""timm models re-initialised fan-in preserving (Kaiming) after construction: with timm's std-0.02 init LeViT's
+activations shrink tenfold per stem layer, the subsampling attention (no residual) becomes uniform and every token
+of the last stage is the same, so a random map would be constant."""
+
 TIMM_MODELS: tuple[str, ...] = tuple(TIMM_MODEL_ARGS)
 """The timm architectures the zoo wraps in ``TimmWrapperForImageClassification``."""
 
@@ -525,6 +532,10 @@ def build_tiny_timm(name: str, labels: dict[int, str] = LABELS, seed: int = 0, *
     )
     torch.manual_seed(seed)
     model = TimmWrapperForImageClassification(config).eval()
+    if name in FAN_IN_INIT:
+        for module in model.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d)):
+                nn.init.kaiming_normal_(module.weight)
     processor = TimmWrapperImageProcessor(pretrained_cfg=pretrained_cfg, architecture=name)
     return model, processor
 
