@@ -12,6 +12,7 @@ its ``config.json`` or weights edited, and loaded back through ``IIAExplainer(fo
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -133,3 +134,91 @@ def test_a_probe_that_fails_names_processor_and_layer():
         IIAExplainer(model, steps=2, progress=False)
     assert IIAExplainer(model, processor, steps=2, progress=False).spec.levels
     assert IIAExplainer(model, layer=-1, steps=2, progress=False).spec.levels
+
+
+# ------------------------------------------------------------------------------------- broken checkpoints
+def _edit_config(folder: Path, **changes) -> Path:
+    config = json.loads((folder / "config.json").read_text())
+    config.update(changes)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+SIX_LABELS = {str(i): f"class {i}" for i in range(6)}
+BROKEN_CONFIGS = {
+    # name: (model type, config.json changes, what the CheckpointError must name)
+    "zero_patch_size": ("vit", {"patch_size": 0}, r"cannot be built \(ZeroDivisionError.*patch_size=0"),
+    "heads_do_not_divide_width": ("vit", {"num_attention_heads": 3}, r"hidden_size=16 is not a multiple of num_att"),
+    "negative_width": ("vit", {"hidden_size": -16}, r"cannot be built.*hidden_size=-16"),
+    "zero_stage_width": ("resnet", {"hidden_sizes": [0, 16]}, r"weights \[2, 8, 1, 1\] vs config \[0, 8, 1, 1\]"),
+    "more_labels_than_classifier_rows": (
+        "vit",
+        {"id2label": SIX_LABELS, "label2id": {v: int(k) for k, v in SIX_LABELS.items()}},
+        r"classifier.weight: weights \[4, 16\] vs config \[6, 16\].*id2label has 6 labels",
+    ),
+    "fewer_labels_than_classifier_rows": (
+        "resnet",
+        {"id2label": {"0": "cat", "1": "dog"}, "label2id": {"cat": 0, "dog": 1}},
+        r"classifier.1.weight: weights \[4, 16\] vs config \[2, 16\].*id2label has 2 labels",
+    ),
+    "channels_disagree_with_weights": ("vit", {"num_channels": 1}, r"projection.weight: weights \[16, 3, 8, 8\]"),
+    "label_keys_not_indices": ("vit", {"id2label": {"a": "cat", "b": "dog"}}, r"id2label keys must be class indices"),
+    "labels_not_a_mapping": ("resnet", {"id2label": ["cat", "dog"]}, r"id2label must map class indices"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN_CONFIGS))
+def test_broken_config_is_a_checkpoint_error_naming_the_field(case, tmp_path):
+    model_type, changes, names = BROKEN_CONFIGS[case]
+    folder = _edit_config(save_tiny(model_type, tmp_path / case), **changes)
+    with pytest.raises(CheckpointError, match=names) as caught:
+        IIAExplainer(folder, device="cpu", progress=False)
+    assert str(folder) in str(caught.value) and "fix" in str(caught.value)
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", "\udcff"])
+def test_config_that_is_not_a_json_object_is_named(text, tmp_path):
+    folder = save_tiny("vit", tmp_path / "ckpt")
+    (folder / "config.json").write_bytes(text.encode("utf-8", "surrogateescape"))
+    with pytest.raises(CheckpointError, match=r"config\.json (is not valid JSON|holds a JSON list)"):
+        IIAExplainer(folder, device="cpu", progress=False)
+
+
+def test_weights_missing_a_parameter_are_refused_not_left_random(tmp_path):
+    """A weights file without the classifier would load with a random head (transformers only logs it)."""
+    from safetensors.torch import load_file, save_file
+
+    folder = save_tiny("resnet", tmp_path / "headless")
+    weights = load_file(folder / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if not k.startswith("classifier")}, folder / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"lack 2 parameter\(s\).*classifier.1.bias.*leave them random"):
+        IIAExplainer(folder, device="cpu", progress=False)
+
+
+def test_unreadable_processor_config_is_named_not_taken_for_a_missing_one(tmp_path):
+    folder = save_tiny("vit", tmp_path / "ckpt")
+    (folder / "preprocessor_config.json").write_text("{oops")
+    with pytest.raises(CheckpointError, match=r"preprocessor_config\.json cannot be read.*processor="):
+        IIAExplainer(folder, device="cpu", progress=False)
+
+
+def test_missing_processor_config_loads_and_asks_for_a_processor_on_images(tmp_path):
+    folder = save_tiny("vit", tmp_path / "ckpt")
+    (folder / "preprocessor_config.json").unlink()
+    explainer = IIAExplainer(folder, steps=2, device="cpu", progress=False)
+    assert explainer.processor is None
+    with pytest.raises(ImageInputError, match="processor="):
+        explainer(_image())
+    assert explainer.attribute(torch.zeros(1, 3, 32, 32) + 0.1).shape == (1, 32, 32)
+
+
+@pytest.mark.parametrize(("kind", "model_channels", "mean"), [("vit", 3, [0.5] * 4), ("resnet", 1, [0.5] * 3)])
+def test_processor_channels_that_disagree_with_the_model_are_named(kind, model_channels, mean, tmp_path):
+    """A processor normalising another number of channels than config.num_channels: the error names both (on the
+    first call for a ViT, in the constructor's probe for a CNN), not the processor's broadcasting error."""
+    folder = save_tiny(kind, tmp_path / "ckpt", num_channels=model_channels)
+    processor = json.loads((folder / "preprocessor_config.json").read_text())
+    processor.update(image_mean=mean, image_std=mean)
+    (folder / "preprocessor_config.json").write_text(json.dumps(processor))
+    with pytest.raises(ImageInputError, match=rf"normalises {len(mean)} channels.*takes {model_channels}.*image_mean"):
+        IIAExplainer(folder, steps=2, device="cpu", progress=False)(_image())
