@@ -286,7 +286,7 @@ def load_processor(source: str | os.PathLike, *, trust_remote_code: bool = False
 
     Raises:
         CheckpointError: a local folder's ``preprocessor_config.json`` exists but cannot be read (it would otherwise
-            pass for a missing processor).
+            pass for a missing processor); one that needs remote code still gives ``None`` unless trusted.
     """
     from transformers import AutoImageProcessor
     from transformers.utils import logging
@@ -299,7 +299,8 @@ def load_processor(source: str | os.PathLike, *, trust_remote_code: bool = False
         return AutoImageProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError, TypeError) as error:
         written = Path(source) / "preprocessor_config.json"
-        if written.is_file():
+        # A processor that needs the checkpoint's own code stays unloaded (the model still explains pixel_values).
+        if written.is_file() and "custom code" not in str(error) and "trust_remote_code" not in str(error):
             raise CheckpointError(
                 f"{written} cannot be read as an image processor ({type(error).__name__}: "
                 f"{str(error).splitlines()[0] if str(error) else ''}); fix it, or pass processor="
