@@ -28,6 +28,7 @@ from .imaging import Geometry, ImageLike, probe_geometry, to_rgb
 from .loading import check_device, load_model, load_processor
 from .methods import MethodOptions, input_size, prepare
 from .presets import finest_default
+from .scores import apply_score_function, score_function, scores
 from .viz import overlay as draw_overlay
 
 Target = int | str | None
@@ -42,12 +43,17 @@ class Explanation:
 
     Attributes:
         heatmap: ``[H, W]`` float32 in ``[0, 1]`` at the model's input resolution.
-        target: the explained class index.
+        target: the explained class index (the top-1 by default: the largest logit; a one-logit model's only
+            class, 0).
         label: its ``id2label`` name (``None`` if the model has no labels).
-        score: the model's softmax probability of ``target`` on the image.
+        score: the model's score of ``target`` on the image, as transformers' image-classification pipeline
+            reports it: ``score_function`` applied to the logits.
         image: the original RGB image (``None`` when the input was a pixel_values tensor).
         geometry: how the processor mapped ``image`` onto the model input (``None`` if unknown).
         pixel_values: ``[C, H, W]`` the model input that was explained.
+        score_function: how ``score`` came from the logits (:func:`hf_iia.scores.score_function`): ``"softmax"``
+            (single-label heads), ``"sigmoid"`` (multi-label and one-logit heads) or ``"none"`` (regression: the
+            logit).
     """
 
     heatmap: np.ndarray
@@ -57,6 +63,7 @@ class Explanation:
     image: Image.Image | None = None
     geometry: Geometry | None = None
     pixel_values: torch.Tensor | None = None
+    score_function: str = "softmax"
 
     def heatmap_on_image(self) -> np.ndarray:
         """The map resampled onto the original image, ``[H0, W0]``; NaN where the model input did not see it."""
@@ -176,14 +183,27 @@ class IIAExplainer:
         self.progress = progress
         self._lock = model_lock(model)  # shared with every explainer of a model sharing a module: hooks never mix
         self._geometries: dict[tuple[int, int], Geometry | None] = {}
+        if hasattr(model, "config"):
+            score_function(model.config)  # a config.function_to_apply transformers would refuse fails here, not later
         if method == "iia" and layer is None:
             self._resolve_default_level(options)
 
     def _resolve_default_level(self, options: MethodOptions) -> None:
         """Apply the preset's ``grid_factor`` rule (:func:`~hf_iia.presets.finest_default`): one probe forward at the
-        processor's input size finds the deepest feature map with a fine enough grid."""
+        processor's input size (without a processor: the config's ``image_size``) finds the deepest feature map
+        with a fine enough grid. Without a processor or a usable ``image_size`` the input size is unknown, so the
+        probe is skipped and the family's default level stays, with a warning naming ``processor=`` and ``layer=``."""
         grid_factor = self.family.preset(options.preset).grid_factor
         if not grid_factor or not isinstance(self.adapter, FeatureMapAdapter) or len(self.adapter.levels) != 1:
+            return
+        if self.processor is None and _config_input_size(getattr(self.model, "config", None)) is None:
+            warnings.warn(
+                f"{type(self.model).__name__} has no image processor and its config gives no image_size, so the "
+                f"default level cannot be fitted to the input size; using {self.adapter.levels[0]!r}. Pass "
+                "processor= (the default level then follows its input size) or layer= to choose it",
+                UserWarning,
+                stacklevel=3,
+            )
             return
         level = finest_default(self.layers(), self.adapter.levels[0], grid_factor)
         if level != self.adapter.levels[0]:
@@ -196,24 +216,58 @@ class IIAExplainer:
         """What the model's family declares: its presets and default comparison method (``.comparison``)."""
         return self.adapter.family
 
+    @property
+    def score_function(self) -> str | None:
+        """How ``Explanation.score`` comes from the logits (:func:`hf_iia.scores.score_function`, the rule of
+        transformers' image-classification pipeline); ``None`` for a plain module without a config, whose
+        explanations then say what was applied for its logits' width."""
+        config = getattr(self.model, "config", None)
+        return score_function(config) if config is not None else None
+
     def layers(self) -> list[tuple[str, tuple[int, ...]]]:
         """Every layer this explainer can integrate over (a ``layer=`` value) with the shape of its representation
         for one image (``[1, ...]``; feature maps channels-first), in forward order, from one forward pass of a
-        blank image through the processor. The default is ``self.adapter.levels``."""
+        blank image through the processor (without one: a zero input of the config's ``image_size``). The default
+        is ``self.adapter.levels``.
+
+        Raises:
+            ImageInputError: there is no processor and the config gives no usable ``image_size``, or the probe
+                forward fails (the message names ``processor=`` and ``layer=``).
+        """
+        config = getattr(self.model, "config", None)
         if self.processor is not None:
             pixel_values, _ = self.preprocess(Image.new("RGB", (224, 224), (128, 128, 128)))
+            what = "a blank image through the processor"
         else:
-            size = getattr(getattr(self.model, "config", None), "image_size", 224)
-            side = size if isinstance(size, int) else 224
-            pixel_values = torch.zeros(
-                1, int(getattr(getattr(self.model, "config", None), "num_channels", 3) or 3), side, side
-            )
+            size = _config_input_size(config)
+            if size is None:
+                raise ImageInputError(
+                    f"{type(self.model).__name__} has no image processor and its config gives no image_size, so the "
+                    "input size of a probe is unknown; pass processor= (e.g. AutoImageProcessor.from_pretrained(...))"
+                )
+            channels = getattr(config, "num_channels", 3)
+            pixel_values = torch.zeros(1, channels if isinstance(channels, int) and channels > 0 else 3, *size)
+            what = f"a zero input of config.image_size {list(size)} (no processor)"
         parameter = next(self.model.parameters(), None)
         if parameter is not None:
             pixel_values = pixel_values.to(parameter.device, parameter.dtype)
         run = _ShapeRun()
-        with self._lock, evaluation_mode(self.model), torch.no_grad(), self.adapter.installed(run, self.adapter.taps):
-            self.adapter.logits(pixel_values)
+        try:
+            with (
+                self._lock,
+                evaluation_mode(self.model),
+                torch.no_grad(),
+                self.adapter.installed(run, self.adapter.taps),
+            ):
+                self.adapter.logits(pixel_values)
+        except IIAError:
+            raise
+        except (RuntimeError, ValueError, ArithmeticError, IndexError, TypeError) as error:
+            raise ImageInputError(
+                f"{type(self.model).__name__} fails on {what}, input {list(pixel_values.shape)} "
+                f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); pass processor= the "
+                "model's image processor, or layer= (which needs no probe) and inputs of the size the model takes"
+            ) from error
         return [(tap, run.shapes[tap]) for tap in self.adapter.taps if tap in run.shapes]
 
     # ----------------------------------------------------------------- labels
@@ -287,6 +341,14 @@ class IIAExplainer:
             if not isinstance(pixel_values, torch.Tensor):
                 pixel_values = torch.as_tensor(np.stack(pixel_values))
         except (ValueError, RuntimeError) as error:  # e.g. images of different sizes that a processor does not resize
+            channels = getattr(getattr(self.model, "config", None), "num_channels", None)
+            mean = getattr(self.processor, "image_mean", None)
+            if isinstance(channels, int) and isinstance(mean, (list, tuple)) and len(mean) not in (1, channels):
+                raise ImageInputError(
+                    f"the image processor normalises {len(mean)} channels (image_mean {list(mean)}) but "
+                    f"{type(self.model).__name__} takes {channels} (config.num_channels); fix image_mean and image_std "
+                    "in preprocessor_config.json, or pass processor= one made for this model"
+                ) from error
             sizes = sorted({image.size for image in images})
             raise ImageInputError(
                 f"the image processor could not turn these images (sizes {sizes[:4]}) into one batch ({error}); "
@@ -345,12 +407,22 @@ class IIAExplainer:
         with self._lock, evaluation_mode(self.model), torch.no_grad():
             return self.adapter.logits(pixel_values).float()
 
-    def _forward(self, pixel_values: torch.Tensor, target: Targets) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def class_scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """``[B, K]`` float32 scores of every class from the model's ``logits`` ``[B, K]``, as ``Explanation.score``
+        reports them (:attr:`score_function`; for a plain module, decided by the logits' width ``K``)."""
+        return apply_score_function(logits, score_function(getattr(self.model, "config", None), logits.shape[1]))
+
+    def _forward(
+        self, pixel_values: torch.Tensor, target: Targets
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]:
+        """``pixel_values`` ``[B, C, H, W]`` -> (maps ``[B, H, W]``, targets ``[B]``, scores ``[B]``, the score
+        function's name)."""
         pixel_values = _check_pixel_values(pixel_values)
         self.adapter.check_input(pixel_values)
         targets = self.resolve_targets(target, pixel_values.shape[0])
+        config = getattr(self.model, "config", None)
         if pixel_values.shape[0] == 0:
-            return torch.empty(0, *pixel_values.shape[2:]), targets, torch.empty(0)
+            return torch.empty(0, *pixel_values.shape[2:]), targets, torch.empty(0), score_function(config)
         parameter = next(self.model.parameters(), None)
         if parameter is not None:
             pixel_values = pixel_values.to(parameter.device, parameter.dtype)
@@ -364,8 +436,8 @@ class IIAExplainer:
                 progress=self.progress,
             )
         maps = self.postprocess(result.integrals, pixel_values)
-        probabilities = result.logits.softmax(dim=1).gather(1, result.targets.unsqueeze(1)).squeeze(1)
-        return maps, result.targets, probabilities
+        name = score_function(config, result.logits.shape[1])
+        return maps, result.targets, scores(result.logits, result.targets, name), name
 
     def postprocess(self, integrals: dict[str, torch.Tensor], pixel_values: torch.Tensor) -> torch.Tensor:
         """The method's fusion of integrated quantities ``{tap: [B, ...]}`` (:attr:`IntegrationResult.integrals`) for
@@ -395,17 +467,18 @@ class IIAExplainer:
                 self.resolve_targets(target, 0)  # a target list must still match the (empty) batch
                 return []
             pixel_values, originals = self.preprocess(images)
-        maps, targets, scores = self._forward(pixel_values, target)
+        maps, targets, values, name = self._forward(pixel_values, target)
         labels = self.id2label
         explanations = [
             Explanation(
                 heatmap=maps[i].numpy(),
                 target=int(targets[i]),
                 label=labels.get(int(targets[i])),
-                score=float(scores[i]),
+                score=float(values[i]),
                 image=originals[i] if originals else None,
                 geometry=self.geometry(originals[i].size) if originals else None,
                 pixel_values=pixel_values[i].detach().cpu(),
+                score_function=name,
             )
             for i in range(maps.shape[0])
         ]
@@ -429,6 +502,21 @@ class _ShapeRun:
 def _float64(tensor: torch.Tensor) -> torch.Tensor:
     """``tensor`` as float64, on the CPU where its device has no float64 (MPS)."""
     return (tensor.cpu() if tensor.device.type == "mps" else tensor).double()
+
+
+def _config_input_size(config: object | None) -> tuple[int, int] | None:
+    """``(H, W)`` of the model input from ``config.image_size`` (an int or a pair; a composite model's
+    ``vision_config``; a timm wrapper's ``pretrained_cfg["input_size"]``), or ``None`` when it gives none usable."""
+    vision = getattr(config, "vision_config", None) or config
+    size = getattr(vision, "image_size", None)
+    if size is None:
+        pretrained = getattr(config, "pretrained_cfg", None)
+        size = pretrained.get("input_size", [None])[1:] if isinstance(pretrained, dict) else None
+    if isinstance(size, int):
+        size = (size, size)
+    if isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size):
+        return int(size[0]), int(size[1])
+    return None
 
 
 def _is_hf_processor(processor: object) -> bool:

@@ -15,7 +15,7 @@ import re
 import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from .errors import CheckpointError, IIAError, UnsafeCheckpointError, UnsupportedModelError
@@ -84,13 +84,21 @@ def load_model(
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
 ) -> PreTrainedModel:
-    """``AutoModelForImageClassification.from_pretrained(source)`` with safe defaults (see :func:`check_source`)."""
+    """``AutoModelForImageClassification.from_pretrained(source)`` with safe defaults (see :func:`check_source`).
+
+    A checkpoint that does not load the model its config describes is refused with a :class:`CheckpointError` that
+    names the file or field: a ``config.json`` that is not JSON or has non-integer ``id2label`` keys, a config that
+    cannot build a model (a zero ``patch_size``, a head count that does not divide the width, ...), weights whose
+    shapes disagree with the config (e.g. a classifier with another number of rows than ``id2label`` has labels),
+    or weights that lack some of the model's parameters (they would be left random).
+    """
     from safetensors import SafetensorError
     from transformers import AutoModelForImageClassification
 
     check_source(source)
     folder = Path(source)
     if folder.is_dir():
+        _check_config_file(folder / "config.json")
         files = [p.name for p in folder.iterdir()]
         has_safetensors = any(name.endswith(".safetensors") for name in files)
         has_pickle = any(name.endswith(_PICKLE_SUFFIXES) for name in files)
@@ -103,11 +111,14 @@ def load_model(
         if not allow_pickle:
             _refuse_pickle_shards(folder)
     try:
-        return AutoModelForImageClassification.from_pretrained(
+        # Mismatched shapes are collected (not raised as a bare RuntimeError) and refused below with their names.
+        model, info = AutoModelForImageClassification.from_pretrained(
             source,
             dtype=dtype,
             trust_remote_code=trust_remote_code,
             use_safetensors=None if allow_pickle else True,
+            ignore_mismatched_sizes=True,
+            output_loading_info=True,
         )
     except ValueError as error:
         if "trust_remote_code" in str(error):
@@ -129,6 +140,105 @@ def load_model(
         if not allow_pickle and "safetensors" in str(error):
             hint = " (a checkpoint with only pickle weights needs allow_pickle=True, if you trust its source)"
         raise CheckpointError(f"cannot load a checkpoint from {source}: {error}{hint}") from error
+    except (ArithmeticError, RuntimeError, TypeError, IndexError, KeyError, AttributeError) as error:
+        # Building the model from its config failed (e.g. a division by a zero patch_size).
+        first = str(error).splitlines()[0] if str(error) else ""
+        raise CheckpointError(
+            f"the config.json of {source} describes a model that cannot be built ({type(error).__name__}: "
+            f"{first}){_suspect_fields(_config_dict(folder, source))}; fix config.json, or re-save the checkpoint "
+            "with model.save_pretrained(folder)"
+        ) from error
+    _check_loading_info(source, model, info)
+    return model
+
+
+def _check_config_file(path: Path) -> None:
+    """Refuse a local ``config.json`` that is not a JSON object or whose ``id2label`` keys are not class indices
+    (transformers would fail with a bare ``int()`` error)."""
+    if not path.is_file():
+        return  # transformers' own error names the missing file
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise CheckpointError(
+            f"{path} is not valid JSON ({error}); fix it, or write it again with model.config.save_pretrained(folder)"
+        ) from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path} holds a JSON {type(config).__name__}, not an object of config fields")
+    labels = config.get("id2label")
+    if labels is None:
+        return
+    if not isinstance(labels, dict):
+        raise CheckpointError(
+            f"{path}: id2label must map class indices to names, got a {type(labels).__name__}; fix it to "
+            '{"0": "first label", "1": ...} (and label2id to its inverse)'
+        )
+    bad = [key for key in labels if not re.fullmatch(r"\d+", str(key))]
+    if bad:
+        raise CheckpointError(
+            f"{path}: id2label keys must be class indices ('0', '1', ...), got {bad[:3]}; fix id2label (and "
+            "label2id) so that each index of the classifier's output names its label"
+        )
+
+
+def _config_dict(folder: Path, source: str | os.PathLike) -> dict[str, Any]:
+    """The fields of the checkpoint's config (``{}`` when they cannot be read)."""
+    try:
+        from transformers import PretrainedConfig
+
+        config, _ = PretrainedConfig.get_config_dict(folder if folder.is_dir() else os.fspath(source))
+        return config
+    except (OSError, ValueError):
+        return {}
+
+
+def _suspect_fields(config: dict[str, Any]) -> str:
+    """``"; suspect fields: patch_size=0, ..."``: size and count fields of ``config`` (and its ``*_config`` parts)
+    that are zero or negative, and a width that its head count does not divide; ``""`` when none is."""
+    found = []
+    parts = [("", config)] + [(f"{k}.", v) for k, v in config.items() if k.endswith("_config") and isinstance(v, dict)]
+    for prefix, part in parts:
+        for key, value in part.items():
+            sizes = value if isinstance(value, list) else [value]
+            shaped = key.endswith(("_size", "_sizes", "_dim", "_heads", "_channels")) or key.startswith("num_")
+            if (
+                shaped
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in sizes)
+                and any(v <= 0 for v in sizes)
+            ):
+                found.append(f"{prefix}{key}={value}")
+        width, heads = part.get("hidden_size"), part.get("num_attention_heads")
+        if isinstance(width, int) and isinstance(heads, int) and heads > 0 and width % heads:
+            found.append(f"{prefix}hidden_size={width} is not a multiple of {prefix}num_attention_heads={heads}")
+    return f"; suspect fields: {', '.join(found)}" if found else ""
+
+
+def _check_loading_info(source: str | os.PathLike, model: PreTrainedModel, info: dict[str, Any]) -> None:
+    """Refuse weights that do not fill the model: shapes that disagree with the config, or missing parameters
+    (``from_pretrained`` would leave them random, and the maps would explain noise)."""
+    mismatched = sorted(info.get("mismatched_keys") or ())
+    if mismatched:
+        shown = ", ".join(
+            f"{key}: weights {list(ours)} vs config {list(theirs)}" for key, ours, theirs in mismatched[:4]
+        )
+        labels = ""
+        num_labels = getattr(model.config, "num_labels", None)
+        if any(theirs and theirs[0] == num_labels and ours[:1] != theirs[:1] for _, ours, theirs in mismatched):
+            labels = (
+                f"; config.json's id2label has {num_labels} labels but the classifier weights have another number of "
+                "rows: make id2label (and label2id) list exactly the classes the classifier was trained on"
+            )
+        raise CheckpointError(
+            f"the weights of {source} do not fit the model its config.json describes ({len(mismatched)} tensor(s): "
+            f"{shown}){labels}{_suspect_fields(model.config.to_dict())}; fix config.json so it matches the weights"
+        )
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:
+        raise CheckpointError(
+            f"the weights of {source} lack {len(missing)} parameter(s) of {type(model).__name__} ({missing[:4]}); "
+            "loading would leave them random. Use a checkpoint trained for image classification (a backbone-only "
+            "checkpoint has no classifier), or re-save the complete model with save_pretrained"
+        )
 
 
 def _refuse_pickle_shards(folder: Path) -> None:
@@ -172,7 +282,12 @@ def checkpoint_fingerprint(source: str | os.PathLike) -> str | None:
 
 
 def load_processor(source: str | os.PathLike, *, trust_remote_code: bool = False):
-    """``AutoImageProcessor.from_pretrained(source)``, or ``None`` when the checkpoint has none."""
+    """``AutoImageProcessor.from_pretrained(source)``, or ``None`` when the checkpoint has none.
+
+    Raises:
+        CheckpointError: a local folder's ``preprocessor_config.json`` exists but cannot be read (it would otherwise
+            pass for a missing processor); one that needs remote code still gives ``None`` unless trusted.
+    """
     from transformers import AutoImageProcessor
     from transformers.utils import logging
 
@@ -182,7 +297,14 @@ def load_processor(source: str | os.PathLike, *, trust_remote_code: bool = False
     logging.set_verbosity_error()
     try:
         return AutoImageProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        written = Path(source) / "preprocessor_config.json"
+        # A processor that needs the checkpoint's own code stays unloaded (the model still explains pixel_values).
+        if written.is_file() and "custom code" not in str(error) and "trust_remote_code" not in str(error):
+            raise CheckpointError(
+                f"{written} cannot be read as an image processor ({type(error).__name__}: "
+                f"{str(error).splitlines()[0] if str(error) else ''}); fix it, or pass processor="
+            ) from error
         return None
     finally:
         logging.set_verbosity(verbosity)

@@ -62,8 +62,8 @@ class Auditor:
         images = [decode_image(cell, index) for cell, index in zip(rows[self.config.image_column], indices)]
         reference = self.explainers["iia"]
         pixel_values = reference.preprocess(images)[0].to(self.device)
-        probabilities = reference.logits(pixel_values).softmax(dim=1)
-        prediction_score, prediction = probabilities.max(dim=1)
+        # The prediction's score as Explanation.score reports it (the pipeline's rule: sigmoid for multi-label heads)
+        prediction_score, prediction = reference.class_scores(reference.logits(pixel_values)).max(dim=1)
         labels = [self._label_index(label) for label in rows[label_column]] if label_column else None
         targets = labels if labels is not None else prediction.tolist()
         image_columns: dict[str, Any] = {

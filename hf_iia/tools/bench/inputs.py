@@ -74,8 +74,11 @@ def _input_view(pixel_values: torch.Tensor, processor: object) -> Image.Image:
 
 
 def _predict(explainer: IIAExplainer, pixel_values: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """``[N, K]`` float32 softmax probabilities on CPU of ``pixel_values`` ``[N, C, H, W]``, ``batch_size`` at a time."""
-    return torch.cat([explainer.logits(chunk).softmax(dim=1).cpu() for chunk in pixel_values.split(batch_size)])
+    """``[N, K]`` float32 class scores on CPU of ``pixel_values`` ``[N, C, H, W]`` (:meth:`IIAExplainer.class_scores`:
+    softmax probabilities for the single-label models the benchmark runs), ``batch_size`` at a time."""
+    return torch.cat(
+        [explainer.class_scores(explainer.logits(chunk)).cpu() for chunk in pixel_values.split(batch_size)]
+    )
 
 
 def synthetic_heldout(folder: Path, n: int, input_size: int | None) -> dict[str, int]:
