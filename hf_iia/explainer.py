@@ -21,7 +21,7 @@ from PIL import Image
 from torch import nn
 
 from .adapters.base import FeatureMapAdapter, LayerSpec, evaluation_mode
-from .adapters.guard import Installation, protected
+from .adapters.guard import Installation, acquire, protected
 from .adapters.registry import Family
 from .errors import IIAError, ImageInputError, TargetError, UnsupportedModelError
 from .imaging import Geometry, ImageLike, probe_geometry, to_rgb
@@ -170,18 +170,22 @@ class IIAExplainer:
                 f"model must be a Hub id, a checkpoint folder or a torch.nn.Module, got {type(model).__name__}"
             )
         model = unwrap(model)
-        if device is not None or dtype is not None:
-            model.to(device=device, dtype=dtype)
+        # Shared with every explainer of a model sharing a module: hooks never mix. Moving the model and probing it
+        # (hooks, eval mode) happen under it too, or a probe during another thread's run would restore, after that
+        # run, the flags it found mid-run (eval) on the modules the two models share.
+        self._lock = model_lock(model)
+        options = MethodOptions(layer, preset, steps, integrand, baselines, rule, fusion, combine, start)
+        with self._lock:
+            if device is not None or dtype is not None:
+                model.to(device=device, dtype=dtype)
+            self.adapter, self.spec, self._fuse, self._integrate = prepare(method, model, options, processor)
         self.model = model
         self.processor: Any = processor  # a transformers image processor or any callable images -> tensor
         self.method = method
-        options = MethodOptions(layer, preset, steps, integrand, baselines, rule, fusion, combine, start)
-        self.adapter, self.spec, self._fuse, self._integrate = prepare(method, model, options, processor)
         if internal_batch_size is not None and internal_batch_size < 1:
             raise IIAError(f"internal_batch_size must be a positive int, got {internal_batch_size}")
         self.internal_batch_size = internal_batch_size or DEFAULT_INTERNAL_BATCH_SIZE
         self.progress = progress
-        self._lock = model_lock(model)  # shared with every explainer of a model sharing a module: hooks never mix
         self._geometries: dict[tuple[int, int], Geometry | None] = {}
         if hasattr(model, "config"):
             score_function(model.config)  # a config.function_to_apply transformers would refuse fails here, not later
@@ -207,9 +211,10 @@ class IIAExplainer:
             return
         level = finest_default(self.layers(), self.adapter.levels[0], grid_factor)
         if level != self.adapter.levels[0]:
-            self.adapter, self.spec, self._fuse, self._integrate = prepare(
-                self.method, self.model, replace(options, layer=level), self.processor
-            )
+            with self._lock:
+                self.adapter, self.spec, self._fuse, self._integrate = prepare(
+                    self.method, self.model, replace(options, layer=level), self.processor
+                )
 
     @property
     def family(self) -> Family:
@@ -588,16 +593,17 @@ class _ModelLock:
 
     def _take(self, installation: Installation) -> None:
         for lock in self._locks:
-            lock.acquire()
-            installation.undo(lock.release)
-        self._held.__dict__.setdefault("stack", []).append(installation)
+            acquire(installation, lock)
+        stack = self._held.__dict__.setdefault("stack", [])
+        stack.append(installation)
+        installation.undo(stack.pop)  # an interrupt delivered at the end of the set-up undoes it: no stale entry
 
     def __enter__(self) -> None:
         Installation(self._take).__enter__()
 
     @protected
     def __exit__(self, *exc: Any) -> None:
-        self._held.stack.pop().__exit__(*exc)
+        self._held.stack[-1].__exit__(*exc)  # its undo pops it
 
     def locked(self) -> bool:
         """Whether any run holds (some of) the locks now."""

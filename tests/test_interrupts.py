@@ -121,9 +121,10 @@ def test_interrupt_at_every_call_leaves_the_model_as_found(kind: str, sigusr1: N
     torch.testing.assert_close(explainer.attribute(x, 0), expected, rtol=0, atol=0)
 
 
-def test_an_interrupt_during_setup_undoes_it_before_it_is_delivered(sigusr1: None) -> None:
-    """A signal arriving inside the set-up is delivered only after everything it installed was undone."""
+def test_an_interrupt_during_setup_is_delivered_once_it_is_complete_and_undoes_it(sigusr1: None) -> None:
+    """A signal arriving inside the set-up is delivered once the set-up is complete; its exception undoes it all."""
     state: list[str] = []
+    seen: list[list[str]] = []
 
     def setup(installation: Installation) -> None:
         state.append("hook")
@@ -131,11 +132,60 @@ def test_an_interrupt_during_setup_undoes_it_before_it_is_delivered(sigusr1: Non
         signal.raise_signal(signal.SIGUSR1)
         state.append("still installing")  # the set-up is not cut short: it is undone as a whole
 
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        seen.append(list(state))
+        raise Interrupted
+
+    signal.signal(signal.SIGUSR1, interrupt)
     with pytest.raises(Interrupted):
         with Installation(setup):
             pytest.fail("the body ran on an interrupted set-up")
+    assert seen == [["hook", "still installing"]]
     assert state == []
-    assert signal.getsignal(signal.SIGUSR1) is _raise_interrupt
+    assert signal.getsignal(signal.SIGUSR1) is interrupt
+
+
+def test_a_handler_that_returns_during_setup_leaves_the_setup_in_place() -> None:
+    """A handler that returns (a timer that counts) is run once, and the body runs on the complete set-up, not
+    on an undone one (which would run an explanation without its hooks, or unlocked)."""
+    state: list[str] = []
+    calls: list[int] = []
+
+    def setup(installation: Installation) -> None:
+        state.append("hook")
+        installation.undo(state.clear)
+        signal.raise_signal(signal.SIGUSR1)
+        state.append("lock")
+
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: calls.append(signum))
+    try:
+        with Installation(setup):
+            assert calls == [signal.SIGUSR1]
+            assert state == ["hook", "lock"], "the body ran on an undone set-up"
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert state == [] and calls == [signal.SIGUSR1]
+
+
+def test_every_deferred_signal_runs_its_handler_when_one_raises(sigusr1: None) -> None:
+    """Two signals deferred by one undo: the first handler raises, the second still runs, once."""
+    calls: list[int] = []
+
+    def setup(installation: Installation) -> None:
+        def undo() -> None:
+            signal.raise_signal(signal.SIGUSR1)  # raises Interrupted once delivered
+            signal.raise_signal(signal.SIGUSR2)
+
+        installation.undo(undo)
+
+    previous = signal.signal(signal.SIGUSR2, lambda signum, frame: calls.append(signum))
+    try:
+        with pytest.raises(Interrupted):
+            with Installation(setup):
+                pass
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert calls == [signal.SIGUSR2]
 
 
 def test_handlers_are_wrapped_only_while_installing_and_undoing(sigusr1: None) -> None:

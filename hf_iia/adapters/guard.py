@@ -10,11 +10,17 @@ changes every later forward pass.
 undo, and while either runs, the Python-level handler of every signal (the default Ctrl-C handler included) is
 *deferred*: the signal is recorded and its handler runs once the set-up or the undo is complete. Which code is
 protected is decided from the interrupted frame and its callers (no flag to set, so there is no unprotected
-moment between entering the method and protecting it). An interrupt deferred during the set-up undoes the set-up
-before it is delivered, so the ``with`` body never starts on a half-installed model.
+moment between entering the method and protecting it). A signal deferred during the set-up is delivered once the
+set-up is complete, as if it had arrived at the first instant of the ``with`` body; if its handler raises, the
+set-up is undone before the exception leaves ``__enter__``, so the body never starts on a half-installed model,
+nor on an undone one.
 
-Signal handlers run only in the main thread, so a call in another thread needs no deferral; handlers are only
-wrapped from the main thread.
+Signals and threads: CPython runs Python-level handlers only in the main thread, and ``signal.signal`` works only
+there, so only the main thread wraps handlers, and only the main thread's frames decide whether a signal is
+deferred. The deferred signals are therefore the main thread's, and only the main thread delivers them: an
+installation in another thread (which no handler can interrupt, so it needs no deferral) never runs, moves or
+drops one. Each deferred signal reaches its handler exactly once; a handler that raises does not stop the others
+from running (its exception is raised after them).
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ _Handler = Callable[[int, FrameType | None], Any]
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 _PROTECTED: set[CodeType] = set()
-_pending: list[tuple[_Handler, int, FrameType | None]] = []
+_pending: list[tuple[_Handler, int, FrameType | None]] = []  # the main thread's deferred signals, oldest first
+_LOCK_POLL_S = 0.05  # how long a signal deferred while waiting for a lock waits for its delivery, at most
 
 
 def protected(function: _F) -> _F:
@@ -60,10 +67,15 @@ class _Deferring:
         return self.original(signum, frame)
 
 
+def _on_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
 def _wrap_handlers(wrapped: list[tuple[int, _Handler]]) -> None:
     """Wrap every Python-level signal handler in a :class:`_Deferring`, recording each in ``wrapped`` as it goes
-    (a not yet wrapped handler can still raise mid-way; what was wrapped by then is restored)."""
-    if threading.current_thread() is not threading.main_thread():
+    (a not yet wrapped handler can still raise mid-way; what was wrapped by then is restored). Off the main thread
+    nothing is wrapped: ``signal.signal`` works only there, and no handler can interrupt another thread."""
+    if not _on_main_thread():
         return
     for signum in signal.valid_signals():
         try:
@@ -75,13 +87,35 @@ def _wrap_handlers(wrapped: list[tuple[int, _Handler]]) -> None:
             signal.signal(signum, _Deferring(handler))
 
 
-def _deliver() -> None:
-    """Run the handlers deferred so far (the first one that raises ends the delivery; the rest are dropped, as a
-    second Ctrl-C during the first one's handling would be)."""
-    deferred = list(_pending)
-    _pending.clear()
-    for handler, signum, frame in deferred:
-        handler(signum, frame)
+def _deliver(failure: BaseException | None = None) -> None:
+    """Run every handler deferred so far, each once, then raise ``failure``, else the first error a handler raised
+    (later ones are dropped, as a second Ctrl-C during the first one's handling would be).
+
+    Only the main thread delivers: the deferred signals are its own (handlers run nowhere else), and a handler run
+    in another thread would raise there, or be counted there, instead of in the thread that owns it. Signals
+    deferred while a handler runs (delivery is still protected code) are delivered by the same loop; each entry is
+    taken off the list before its handler runs, so none runs twice or is cleared unrun.
+    """
+    while _pending and _on_main_thread():
+        handler, signum, frame = _pending.pop(0)
+        try:
+            handler(signum, frame)
+        except BaseException as error:
+            failure = failure or error
+    if failure is not None:
+        raise failure
+
+
+def acquire(installation: Installation, lock: threading.Lock) -> None:
+    """Take ``lock`` inside ``installation``'s set-up and register its release.
+
+    The wait is a safe point of the set-up (whatever was taken before is registered for undo): a signal deferred
+    while another thread holds the lock is delivered within ``_LOCK_POLL_S``, so Ctrl-C does not wait for the
+    other thread's run; if its handler raises, the set-up is undone and the exception leaves the ``with``.
+    """
+    while not lock.acquire(timeout=_LOCK_POLL_S):
+        _deliver()
+    installation.undo(lock.release)
 
 
 class Installation:
@@ -105,25 +139,23 @@ class Installation:
         try:
             _wrap_handlers(self._handlers)
             self._setup(self)
-        except BaseException:
-            self._restore()
-            raise
-        if _pending:  # interrupted during the set-up: undo it, then deliver the interrupt
-            self._restore()
-            _deliver()
+            _deliver()  # signals deferred during the set-up, now complete (a handler that raises undoes it)
+        except BaseException as error:
+            # Raises (its argument is set): an undo's failure first, as the model is then not as found (the
+            # original error is its context).
+            _deliver(self._restore() or error)
         return self
 
     @protected
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
-        self._restore()
-        _deliver()
+        _deliver(self._restore())
 
     @protected
-    def _restore(self) -> None:
-        """Undo every change, then put the original handlers back; an error (or, once a handler is back, its
-        signal) is raised after everything is restored."""
+    def _restore(self) -> BaseException | None:
+        """Undo every change, then put the original handlers back; returns the first error (or, once a handler is
+        back, its signal's exception) met on the way, for the caller to raise once the deferred signals ran."""
         failure: BaseException | None = None
         while self._undos:
             try:
@@ -138,8 +170,7 @@ class Installation:
                 except BaseException as error:
                     failure = failure or error
         self._handlers.clear()
-        if failure is not None:
-            raise failure
+        return failure
 
 
 def remove_on_undo(installation: Installation, handle: Any) -> None:
@@ -147,4 +178,4 @@ def remove_on_undo(installation: Installation, handle: Any) -> None:
     installation.undo(handle.remove)
 
 
-__all__ = ["Installation", "protected", "remove_on_undo"]
+__all__ = ["Installation", "acquire", "protected", "remove_on_undo"]
