@@ -191,7 +191,7 @@ def _as_model_targets(values: Sequence[Any], indices: Sequence[int], column: str
     return targets
 
 
-def _is_row(batch: Mapping[str, Any], image_column: str, indices: Any) -> bool:
+def _is_row(batch: Mapping[str, Any], indices: Sequence[int] | int | None) -> bool:
     """Whether ``map`` passed one row (no ``batched=True``) rather than a batch.
 
     ``Dataset.map`` says so by the type it passes (a lazy row or batch), ``with_indices=True`` by an int index. A
@@ -270,10 +270,13 @@ def explain_batch_fn(
 
     def explain_batch(batch: Batch, indices: Sequence[int] | int | None = None) -> Batch:
         check_columns(list(batch), image_column, target_column, added)
-        single = _is_row(batch, image_column, indices)
+        single = _is_row(batch, indices)
         cells = [batch[image_column]] if single else batch[image_column]
-        if indices is not None:
-            rows: Sequence[int | str] = [indices] if single else indices  # type: ignore[list-item,assignment]
+        rows: list[int | str]
+        if isinstance(indices, int):
+            rows = [indices]
+        elif indices is not None:
+            rows = list(indices)
         else:
             rows = ["(unbatched)"] if single else [f"{i} of the batch" for i in range(len(cells))]
         mode, mapping = read_features(features if features is not None else _features_of(batch))
