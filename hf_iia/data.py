@@ -35,21 +35,28 @@ given; a ``Dataset`` backed by Arrow files writes them to its cache folder.
 
 Images are decoded here rather than by ``datasets`` (the image column is read with
 ``datasets.Image(decode=False)``), so a missing or corrupt image raises a
-:class:`DatasetImageError` that names the row, instead of a bare PIL error.
+:class:`DatasetImageError` that names the row, instead of a bare PIL error. They are decoded
+with the column's own ``datasets.Image`` feature (its ``mode``, EXIF orientation), so the
+model sees the image the dataset shows: an ``Image(mode="L")`` column is explained in grey
+(replicated to RGB for an RGB model, as a grey PIL image or file is).
+
+A ``ClassLabel`` target column is read by name: each of its names is matched to the model's
+``id2label`` (as a label-name target is, see :meth:`IIAExplainer.__call__`), so a dataset
+whose classes are ordered differently from the model's is explained for the right classes;
+names that cannot be matched one-to-one raise :class:`DatasetLabelError`.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import DatasetColumnError, DatasetImageError, IIAError, ImageInputError
+from .errors import DatasetColumnError, DatasetImageError, DatasetLabelError, IIAError, ImageInputError, TargetError
 from .imaging import to_rgb
 
 if TYPE_CHECKING:
@@ -60,7 +67,8 @@ if TYPE_CHECKING:
 OUTPUT_COLUMNS: tuple[str, ...] = ("heatmap", "target", "label", "score")
 """The columns :func:`explain_batch_fn` adds, before ``prefix``."""
 
-Batch = dict[str, list]
+Batch = dict[str, Any]
+"""Column name -> a list of ``B`` values (a batch), or one value (a row of a map without ``batched=True``)."""
 BatchFn = Callable[..., Batch]
 
 
@@ -82,12 +90,13 @@ def check_columns(
         )
 
 
-def decode_image(value: Any, row: int | str) -> Image.Image:
+def decode_image(value: Any, row: int | str, mode: str | None = None) -> Image.Image:
     """One dataset cell -> RGB PIL image.
 
-    Accepts what a ``datasets.Image(decode=False)`` column holds (``{"bytes", "path"}``),
-    a decoded PIL image, a file path or a numpy array ``[H, W]`` / ``[H, W, C]``.
-    ``row`` (an index or a description) is named in the :class:`DatasetImageError`.
+    Accepts what a ``datasets.Image(decode=False)`` column holds (``{"bytes", "path"}``,
+    decoded as ``datasets.Image(mode=mode)`` decodes it: EXIF orientation applied, then
+    converted to ``mode``), a decoded PIL image, a file path or a numpy array ``[H, W]`` /
+    ``[H, W, C]``. ``row`` (an index or a description) is named in the :class:`DatasetImageError`.
     """
     if value is None:
         raise DatasetImageError(f"row {row}: the image is missing (None); drop or fix that row")
@@ -96,11 +105,7 @@ def decode_image(value: Any, row: int | str) -> Image.Image:
             data, path = value.get("bytes"), value.get("path")
             if data is None and not path:
                 raise DatasetImageError(f"row {row}: the image has neither bytes nor a path; drop or fix that row")
-            if data is None:
-                return to_rgb(path)
-            with Image.open(io.BytesIO(data)) as opened:
-                opened.load()
-                return to_rgb(opened)
+            return to_rgb(_decode_cell({"bytes": data, "path": path}, mode))
         if isinstance(value, list):  # an Array2D / Array3D cell arrives as nested lists
             value = np.asarray(value)
         return to_rgb(value)
@@ -113,39 +118,182 @@ def decode_image(value: Any, row: int | str) -> Image.Image:
         raise DatasetImageError(f"row {row}: {error}") from None
 
 
+def _decode_cell(cell: dict[str, Any], mode: str | None) -> Image.Image:
+    """A ``{"bytes", "path"}`` cell decoded by ``datasets.Image(mode=mode)`` itself, so the image is the one the
+    dataset shows when it decodes the column."""
+    import datasets
+
+    try:
+        return datasets.Image(mode=mode).decode_example(cell)
+    except FileNotFoundError:
+        raise ImageInputError(f"image file not found: {cell['path']!r}") from None
+
+
+def class_label_indices(explainer: IIAExplainer, names: Sequence[str], column: str) -> list[int]:
+    """The model's class index for each name of a ``ClassLabel`` column (``[len(names)]``: ``ClassLabel`` value
+    ``i`` is class ``result[i]`` of the model).
+
+    Names in the model's order are the identity; otherwise each name is matched as a label-name target is (exactly,
+    then ignoring case, then one of the comma-separated synonyms of an ImageNet label). A model with more classes
+    than the dataset is fine (a dataset of some of its classes).
+
+    Raises:
+        DatasetLabelError: the model has no ``id2label``, a name matches no class or several, or two names match one
+            class; the message names them and how to align the dataset with the model.
+    """
+    labels = explainer.id2label
+    fix = (
+        f"align the dataset with the model (dataset = dataset.align_labels_with_mapping("
+        f"explainer.model.config.label2id, {column!r})), or pass a target column of the model's class indices "
+        f"(dataset.cast_column({column!r}, datasets.Value('int64')) if its values are those already)"
+    )
+    if not labels:
+        raise DatasetLabelError(
+            f"target column {column!r} is a ClassLabel (names {list(names)[:5]}...), but the model has no id2label "
+            f"to match them to, so its values cannot be taken as the model's classes; {fix}"
+        )
+    if [labels.get(index) for index in range(len(names))] == list(names):
+        return list(range(len(names)))
+    indices: list[int] = []
+    unmatched: list[str] = []
+    for name in names:
+        try:
+            indices.append(explainer._label_index(name))
+        except TargetError as error:
+            unmatched.append(f"{name!r} ({error})")
+    shared = sorted({labels[i] for i in indices if indices.count(i) > 1})
+    if unmatched or shared:
+        problems = [f"names without one matching class: {'; '.join(unmatched)}"] if unmatched else []
+        if shared:
+            problems.append(f"several names match each of the model's classes {shared}")
+        raise DatasetLabelError(
+            f"the ClassLabel names of target column {column!r} do not match the model's id2label one-to-one "
+            f"({'; '.join(problems)}); {fix}"
+        )
+    return indices
+
+
+def _as_model_targets(values: Sequence[Any], indices: Sequence[int], column: str, rows: Sequence[int | str]) -> list:
+    """``ClassLabel`` values -> the model's class indices through ``indices`` (:func:`class_label_indices`); a null
+    value stays ``None`` (its top-1 class)."""
+    targets: list[int | None] = []
+    for value, row in zip(values, rows):
+        if value is None:
+            targets.append(None)
+        elif isinstance(value, (int, np.integer)) and 0 <= value < len(indices):
+            targets.append(indices[int(value)])
+        else:
+            unlabeled = " (-1 is datasets' 'no label')" if value == -1 else ""
+            raise DatasetLabelError(
+                f"row {row}: target column {column!r} holds {value!r}{unlabeled}, not one of its ClassLabel's "
+                f"{len(indices)} classes; filter those rows out or pass target_column=None to explain the top-1 class"
+            )
+    return targets
+
+
+def _is_row(batch: Mapping[str, Any], indices: Sequence[int] | int | None) -> bool:
+    """Whether ``map`` passed one row (no ``batched=True``) rather than a batch.
+
+    ``Dataset.map`` says so by the type it passes (a lazy row or batch), ``with_indices=True`` by an int index. A
+    plain dict (``IterableDataset.map``, numpy format) is a batch when every column holds a list (an array, in numpy
+    format) of rows: a column holding anything else (a PIL image, a ``{"bytes", "path"}`` dict, a number) is one
+    row's value. A plain-dict row whose every column holds an array cannot be told from a batch.
+    """
+    from datasets.formatting.formatting import LazyBatch, LazyRow
+
+    if isinstance(batch, (LazyRow, LazyBatch)):
+        return isinstance(batch, LazyRow)
+    if indices is not None:
+        return not isinstance(indices, Sequence)
+    rows = (list, tuple, np.ndarray)
+    return any(not isinstance(value, rows) for value in batch.values())
+
+
+def _features_of(batch: Mapping[str, Any]) -> datasets.Features | None:
+    """The features ``Dataset.map`` formats its batches with (its ``LazyBatch`` keeps its formatter), or ``None``:
+    lets a function built without ``features=`` still read a ``ClassLabel`` target column by name."""
+    return getattr(getattr(batch, "formatter", None), "features", None)
+
+
 def explain_batch_fn(
-    explainer: IIAExplainer, image_column: str = "image", target_column: str | None = None, *, prefix: str = ""
+    explainer: IIAExplainer,
+    image_column: str = "image",
+    target_column: str | None = None,
+    *,
+    prefix: str = "",
+    features: datasets.Features | None = None,
 ) -> BatchFn:
     """A function for ``dataset.map(fn, batched=True, batch_size=...)`` that explains each batch.
+
+    Without ``batched=True`` ``map`` passes one row at a time; the function then explains that
+    row (one explainer call per row: slower) and returns one value per column.
 
     Args:
         explainer: the :class:`~hf_iia.IIAExplainer` (or comparison method) to run.
         image_column: the column holding the images (decoded or ``Image(decode=False)`` dicts,
             paths or arrays).
         target_column: a column with the class to explain for each row (index or label
-            name); ``None`` explains each row's top-1 class.
+            name, or a ``ClassLabel``, read by name: see :func:`class_label_indices`);
+            ``None`` explains each row's top-1 class.
         prefix: put in front of the added column names.
+        features: the dataset's ``features``: an ``Image(mode=...)`` column's undecoded cells
+            are decoded in that mode, and a ``ClassLabel`` target column is read by name
+            (checked now). Without it, ``Dataset.map`` batches carry their features; pass it
+            for an ``IterableDataset`` whose target column is a ``ClassLabel``.
 
     Returns:
         ``fn(batch, indices=None) -> {prefix + "heatmap": [H, W] float16 arrays, ... "target",
         "label", "score": lists}`` for ``B`` rows; pass ``with_indices=True`` to ``map`` for
         row numbers in error messages.
-    """
-    added = [prefix + name for name in OUTPUT_COLUMNS]
 
-    def explain_batch(batch: Batch, indices: Sequence[int] | None = None) -> Batch:
+    Raises:
+        DatasetLabelError: the ``ClassLabel`` target column's names do not match the model's.
+    """
+    import datasets
+
+    added = [prefix + name for name in OUTPUT_COLUMNS]
+    targets_of: dict[tuple[str, ...], list[int]] = {}  # ClassLabel names -> the model's class indices
+
+    def read_features(known: datasets.Features | None) -> tuple[str | None, list[int] | None]:
+        """The image column's decoding mode and the target column's ClassLabel -> model mapping (if any)."""
+        image = known.get(image_column) if known is not None else None
+        target = known.get(target_column) if known is not None and target_column is not None else None
+        mapping = None
+        if isinstance(target, datasets.ClassLabel) and target_column is not None:
+            names = tuple(target.names)
+            if names not in targets_of:
+                targets_of[names] = class_label_indices(explainer, names, target_column)
+            mapping = targets_of[names]
+        return (image.mode if isinstance(image, datasets.Image) else None), mapping
+
+    read_features(features)  # a mismatching ClassLabel fails here, before any row is explained
+
+    def explain_batch(batch: Batch, indices: Sequence[int] | int | None = None) -> Batch:
         check_columns(list(batch), image_column, target_column, added)
-        cells = batch[image_column]
-        rows = indices if indices is not None else [f"{i} of the batch" for i in range(len(cells))]
-        images = [decode_image(cell, row) for cell, row in zip(cells, rows)]
-        targets = batch[target_column] if target_column is not None else None
+        single = _is_row(batch, indices)
+        cells = [batch[image_column]] if single else batch[image_column]
+        rows: list[int | str]
+        if isinstance(indices, int):
+            rows = [indices]
+        elif indices is not None:
+            rows = list(indices)
+        else:
+            rows = ["(unbatched)"] if single else [f"{i} of the batch" for i in range(len(cells))]
+        mode, mapping = read_features(features if features is not None else _features_of(batch))
+        images = [decode_image(cell, row, mode) for cell, row in zip(cells, rows)]
+        targets = None
+        if target_column is not None:
+            targets = [batch[target_column]] if single else list(batch[target_column])
+            if mapping is not None:
+                targets = _as_model_targets(targets, mapping, target_column, rows)
         explanations = explainer(images, target=targets)
-        return {
+        columns = {
             added[0]: [explanation.heatmap.astype(np.float16) for explanation in explanations],
             added[1]: [explanation.target for explanation in explanations],
             added[2]: [explanation.label for explanation in explanations],
             added[3]: [explanation.score for explanation in explanations],
         }
+        return {name: values[0] for name, values in columns.items()} if single else columns
 
     return explain_batch
 
@@ -183,6 +331,8 @@ def explain_dataset(
 
     Raises:
         DatasetColumnError: a named column is missing, or an added column exists already.
+        DatasetLabelError: the ``ClassLabel`` target column's names do not match the model's
+            ``id2label`` one-to-one (see :func:`class_label_indices`).
         DatasetImageError: a row's image is missing or undecodable (raised while mapping;
             for a streaming dataset, while iterating).
     """
@@ -194,9 +344,12 @@ def explain_dataset(
     if dataset.column_names is not None:
         check_columns(dataset.column_names, image_column, target_column, added)
     features = dataset.features
-    if features is not None and isinstance(features.get(image_column), datasets.Image):
-        dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
-    first = decode_image(_first_image(dataset, image_column), 0)
+    batch_fn = explain_batch_fn(explainer, image_column, target_column, prefix=prefix, features=features)
+    image_feature = features.get(image_column) if features is not None else None
+    mode = image_feature.mode if isinstance(image_feature, datasets.Image) else None
+    if isinstance(image_feature, datasets.Image):
+        dataset = dataset.cast_column(image_column, datasets.Image(mode=mode, decode=False))
+    first = decode_image(_first_image(dataset, image_column), 0, mode)
     height, width = explainer.preprocess([first])[0].shape[-2:]
     # A processor whose output size follows the aspect ratio gives maps of several shapes: store them as nested
     # lists, which any shape can be read back from, instead of a fixed Array2D.
@@ -227,7 +380,7 @@ def explain_dataset(
             "desc": "explaining",
         }
     return dataset.map(
-        explain_batch_fn(explainer, image_column, target_column, prefix=prefix),
+        batch_fn,
         batched=True,
         batch_size=batch_size,
         with_indices=True,

@@ -56,6 +56,10 @@ class DatasetColumnError(IIAError):
     """A dataset lacks a column the call needs, or already has a column the call would add."""
 
 
+class DatasetLabelError(DatasetColumnError):
+    """A dataset's ``ClassLabel`` target names cannot be matched one-to-one to the model's class names."""
+
+
 class DatasetImageError(ImageInputError):
     """A dataset row has no image, or its image cannot be read or decoded."""
 

@@ -182,6 +182,7 @@ class IIAExplainer:
         self.model = model
         self.processor: Any = processor  # a transformers image processor or any callable images -> tensor
         self.method = method
+        self._options = options  # what __setstate__ rebuilds the adapter, spec and fusion from
         if internal_batch_size is not None and internal_batch_size < 1:
             raise IIAError(f"internal_batch_size must be a positive int, got {internal_batch_size}")
         self.internal_batch_size = internal_batch_size or DEFAULT_INTERNAL_BATCH_SIZE
@@ -211,10 +212,32 @@ class IIAExplainer:
             return
         level = finest_default(self.layers(), self.adapter.levels[0], grid_factor)
         if level != self.adapter.levels[0]:
+            self._options = replace(options, layer=level)
             with self._lock:
                 self.adapter, self.spec, self._fuse, self._integrate = prepare(
-                    self.method, self.model, replace(options, layer=level), self.processor
+                    self.method, self.model, self._options, self.processor
                 )
+
+    # Built from the model, the processor and ``_options`` by ``prepare`` and ``model_lock``: the fusion and a named
+    # start can be closures, and the lock holds a ``threading.local`` and module locks, none of which pickle.
+    _REBUILT = ("adapter", "spec", "_fuse", "_integrate", "_lock", "_geometries")
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The picklable state (for ``dataset.map(..., num_proc=N)``, multiprocessing and ``datasets``'
+        fingerprints): the model, the processor and the settings; what is derived from them is rebuilt on
+        unpickling, and the geometry cache is left out so that equal explainers hash equally."""
+        return {name: value for name, value in self.__dict__.items() if name not in self._REBUILT}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Rebuild the adapter, integral, fusion and model lock for the unpickled model. Explainers unpickled
+        together over one model object share its lock, as they did before pickling."""
+        self.__dict__.update(state)
+        self._lock = model_lock(self.model)
+        with self._lock:  # preparing may probe the model: never during another run on it (see __init__)
+            self.adapter, self.spec, self._fuse, self._integrate = prepare(
+                self.method, self.model, self._options, self.processor
+            )
+        self._geometries = {}
 
     @property
     def family(self) -> Family:

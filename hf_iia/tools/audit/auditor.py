@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from ...data import decode_image
-from ...errors import AuditError, IIAError
+from ...data import class_label_indices, decode_image
+from ...errors import AuditError, DatasetLabelError, IIAError
 from ...explainer import IIAExplainer
 from ...methods import METHODS
 from ...metrics import deletion_auc, energy_pointing_game, insertion_auc, mask_average_precision, pointing_game
@@ -43,6 +43,17 @@ class Auditor:
         parameter = next(iia.model.parameters(), None)
         # Batches go to the model's device once, so the perturbation curves run there too.
         self.device = parameter.device if parameter is not None else torch.device("cpu")
+        self.class_label: list[int] | None = None  # ClassLabel value -> the model's class, when read by name
+
+    def read_class_label(self, names: list[str], column: str) -> bool:
+        """Read the label column's ``ClassLabel`` values as the model's classes by name (as
+        :func:`hf_iia.explain_dataset` does); returns whether the names matched one-to-one. Names that do not
+        match leave the values as class indices: the label-fit check then tells whether they are the model's."""
+        try:
+            self.class_label = class_label_indices(self.explainers["iia"], names, column)
+        except DatasetLabelError:
+            self.class_label = None
+        return self.class_label is not None
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -97,9 +108,14 @@ class Auditor:
             except IIAError as error:
                 raise AuditError(f"dataset label {label!r} is not one of the model's class names ({error})") from None
         try:
-            return int(label)  # type: ignore[call-overload]
+            index = int(label)  # type: ignore[call-overload]
         except (TypeError, ValueError):
             raise AuditError(f"dataset label {label!r} is neither a class index nor a class name") from None
+        if self.class_label is None:
+            return index
+        if not 0 <= index < len(self.class_label):
+            raise AuditError(f"dataset label {label!r} is not one of the label column's ClassLabel classes")
+        return self.class_label[index]
 
     def _method_table(
         self,

@@ -50,6 +50,9 @@ def run_audit(config: AuditConfig, out: str | os.PathLike, *, progress: bool = T
     dataset = load_audit_dataset(config)
     label_column, mask_column = resolve_columns(config, dataset.column_names or _first_columns(dataset))
     auditor = Auditor(config, config.device or state.device)
+    feature = (dataset.features or {}).get(label_column) if label_column else None
+    if isinstance(feature, datasets.ClassLabel) and label_column:
+        auditor.read_class_label(feature.names, label_column)
     if state.is_main_process:
         prepare_folder(out, config)
     state.wait_for_everyone()
@@ -98,8 +101,9 @@ def _first_columns(dataset: datasets.IterableDataset) -> list[str]:
 def _class_names(
     dataset: datasets.Dataset | datasets.IterableDataset, label_column: str | None, auditor: Auditor
 ) -> dict[int, str]:
-    """Class index -> name: the dataset's ``ClassLabel`` names, else the model's ``id2label``."""
+    """Class index -> name: the dataset's ``ClassLabel`` names when its values are taken as they are, else the
+    model's ``id2label``."""
     feature = (dataset.features or {}).get(label_column) if label_column else None
-    if isinstance(feature, datasets.ClassLabel):
+    if isinstance(feature, datasets.ClassLabel) and auditor.class_label is None:
         return dict(enumerate(feature.names))
     return auditor.explainers["iia"].id2label
