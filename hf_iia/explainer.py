@@ -25,8 +25,9 @@ from .adapters.guard import Installation, protected
 from .adapters.registry import Family
 from .errors import IIAError, ImageInputError, TargetError, UnsupportedModelError
 from .imaging import Geometry, ImageLike, probe_geometry, to_rgb
+from .labels import class_index, label_index
 from .loading import check_device, load_model, load_processor
-from .methods import MethodOptions, input_size, prepare
+from .methods import METHODS, MethodOptions, input_size, prepare
 from .presets import finest_default
 from .viz import overlay as draw_overlay
 
@@ -48,6 +49,9 @@ class Explanation:
         image: the original RGB image (``None`` when the input was a pixel_values tensor).
         geometry: how the processor mapped ``image`` onto the model input (``None`` if unknown).
         pixel_values: ``[C, H, W]`` the model input that was explained.
+        zero_level: for a signed method (IG, AttnLRP: :attr:`hf_iia.methods.Method.signed`), the value in
+            ``heatmap`` where the raw map is 0 (outside ``[0, 1]`` when the raw map has one sign); ``None`` for the
+            unsigned methods, whose maps are read min-max normalised.
     """
 
     heatmap: np.ndarray
@@ -57,6 +61,7 @@ class Explanation:
     image: Image.Image | None = None
     geometry: Geometry | None = None
     pixel_values: torch.Tensor | None = None
+    zero_level: float | None = None
 
     def heatmap_on_image(self) -> np.ndarray:
         """The map resampled onto the original image, ``[H0, W0]``; NaN where the model input did not see it."""
@@ -242,33 +247,10 @@ class IIAExplainer:
         if target is None:
             return -1
         if isinstance(target, str):
-            return self._label_index(target)
+            return label_index(self.id2label, target)
         if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
-            classes = self._num_classes()
-            if target < 0 or (classes is not None and target >= classes) or target > np.iinfo(np.int64).max:
-                valid = f"0..{classes - 1}" if classes else "non-negative indices"
-                raise TargetError(f"target {target} is out of range; valid class indices are {valid}")
-            return int(target)
+            return class_index(int(target), self._num_classes())
         raise TargetError(f"target must be None, a class index or a label name, got {type(target).__name__}")
-
-    def _label_index(self, name: str) -> int:
-        labels = self.id2label
-        if not labels:
-            raise TargetError(f"target {name!r} is a label name, but the model has no id2label; pass a class index")
-        for match in (
-            lambda label: label == name,
-            lambda label: label.casefold() == name.casefold(),
-            lambda label: name.casefold() in (part.strip().casefold() for part in label.split(",")),
-        ):
-            found = [index for index, label in labels.items() if match(label)]
-            if len(found) == 1:
-                return found[0]
-            if len(found) > 1:
-                raise TargetError(
-                    f"label {name!r} matches several classes {[labels[i] for i in found]}; pass the index"
-                )
-        close = [label for label in labels.values() if name.casefold()[:4] in label.casefold()][:5]
-        raise TargetError(f"unknown label {name!r}; close labels: {close or 'none'}; see explainer.id2label")
 
     # ------------------------------------------------------------ preprocess
     def _pixel_values(self, images: list[Image.Image]) -> torch.Tensor:
@@ -345,12 +327,16 @@ class IIAExplainer:
         with self._lock, evaluation_mode(self.model), torch.no_grad():
             return self.adapter.logits(pixel_values).float()
 
-    def _forward(self, pixel_values: torch.Tensor, target: Targets) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _forward(
+        self, pixel_values: torch.Tensor, target: Targets
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(maps [B, H, W], targets [B], probabilities [B], zero levels [B])``: see :meth:`attribute` and
+        :func:`zero_levels`."""
         pixel_values = _check_pixel_values(pixel_values)
         self.adapter.check_input(pixel_values)
         targets = self.resolve_targets(target, pixel_values.shape[0])
         if pixel_values.shape[0] == 0:
-            return torch.empty(0, *pixel_values.shape[2:]), targets, torch.empty(0)
+            return torch.empty(0, *pixel_values.shape[2:]), targets, torch.empty(0), torch.empty(0)
         parameter = next(self.model.parameters(), None)
         if parameter is not None:
             pixel_values = pixel_values.to(parameter.device, parameter.dtype)
@@ -364,9 +350,10 @@ class IIAExplainer:
                 progress=self.progress,
             )
         raw = self._fuse(self.adapter, result.integrals, pixel_values).float().cpu()
-        maps = normalise(upsample(raw, input_size(pixel_values), self.adapter.upsample_mode))
+        upsampled = upsample(raw, input_size(pixel_values), self.adapter.upsample_mode)
+        maps = normalise(upsampled)
         probabilities = result.logits.softmax(dim=1).gather(1, result.targets.unsqueeze(1)).squeeze(1)
-        return maps, result.targets, probabilities
+        return maps, result.targets, probabilities, zero_levels(upsampled)
 
     def __call__(self, images: ImageLike | Sequence[ImageLike] | torch.Tensor, target: Targets = None):
         """Explain one image (-> :class:`Explanation`) or a list (-> list).
@@ -383,8 +370,9 @@ class IIAExplainer:
                 self.resolve_targets(target, 0)  # a target list must still match the (empty) batch
                 return []
             pixel_values, originals = self.preprocess(images)
-        maps, targets, scores = self._forward(pixel_values, target)
+        maps, targets, scores, zeros = self._forward(pixel_values, target)
         labels = self.id2label
+        signed = METHODS[self.method].signed
         explanations = [
             Explanation(
                 heatmap=maps[i].numpy(),
@@ -394,6 +382,7 @@ class IIAExplainer:
                 image=originals[i] if originals else None,
                 geometry=self.geometry(originals[i].size) if originals else None,
                 pixel_values=pixel_values[i].detach().cpu(),
+                zero_level=float(zeros[i]) if signed else None,
             )
             for i in range(maps.shape[0])
         ]
@@ -456,6 +445,15 @@ def normalise(maps: torch.Tensor) -> torch.Tensor:
         )
     out = (maps - low) / torch.where(constant, torch.ones_like(span), span)
     return torch.where(constant, torch.zeros_like(out), out).clamp_(0, 1)
+
+
+def zero_levels(maps: torch.Tensor) -> torch.Tensor:
+    """``[B]``: where 0 of each raw map of ``[B, H, W]`` lands after :func:`normalise` (0 for a constant map)."""
+    flat = maps.flatten(1)
+    low = flat.min(dim=1).values
+    span = flat.max(dim=1).values - low
+    constant = ~(span > 0) | ~torch.isfinite(span)
+    return torch.where(constant, torch.zeros_like(low), -low / torch.where(constant, torch.ones_like(span), span))
 
 
 _MODULE_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.Lock] = weakref.WeakKeyDictionary()
