@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,16 @@ def _image(path: Path, seed: int = 0, size: tuple[int, int] = (40, 48)) -> str:
     return str(path)
 
 
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that declares ``width x height`` pixels and holds none (an empty IDAT): what PIL reads on open."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"")
+
+
 def test_mistakes_are_refused_before_transformers_is_imported(tiny_folder, tmp_path):
     """Each mistake that needs no model ends in 'hf-iia: error:' and exit 2 without importing transformers (a load
     takes 10-20 s), in a fresh interpreter."""
@@ -35,6 +47,7 @@ def test_mistakes_are_refused_before_transformers_is_imported(tiny_folder, tmp_p
     (tmp_path / "text.png").write_text("not an image")
     (tmp_path / "empty.jpg").write_bytes(b"")
     (tmp_path / "no_checkpoint").mkdir()
+    (tmp_path / "huge.png").write_bytes(_png_header(20_000, 20_000))  # past PIL's decompression-bomb limit
     timm = save_tiny("timm_wrapper", tmp_path / "timm")  # labels in config.json's label_names
     model = str(tiny_folder("resnet"))
     out = ["--out", str(tmp_path / "out")]
@@ -43,6 +56,7 @@ def test_mistakes_are_refused_before_transformers_is_imported(tiny_folder, tmp_p
         (["explain", model, str(tmp_path / "folder"), *out], "is a folder, not an image file"),
         (["explain", model, str(tmp_path / "text.png"), *out], "not an image file PIL can read"),
         (["explain", model, str(tmp_path / "empty.jpg"), *out], "not an image file PIL can read"),
+        (["explain", model, str(tmp_path / "huge.png"), *out], "too large to decode safely"),
         (["explain", model, image, "--target", "9", *out], "target 9 is out of range; valid class indices are 0..4"),
         (["explain", model, image, "--target", "-1", *out], "target -1 is out of range"),
         (["explain", model, image, "--target", "zebra", *out], "unknown label 'zebra'"),

@@ -153,6 +153,8 @@ def _check_images(images: Sequence[str]) -> None:
             raise ImageInputError(
                 f"cannot read {image} ({error.strerror or error}); check that it is readable"
             ) from None
+        except Image.DecompressionBombError as error:  # PIL refuses a huge image's header at once
+            raise ImageInputError(f"{image} is too large to decode safely ({error})") from None
 
 
 def _checkpoint_labels(model: str) -> dict[int, str] | None:
