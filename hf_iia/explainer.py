@@ -25,8 +25,9 @@ from .adapters.guard import Installation, acquire, protected
 from .adapters.registry import Family
 from .errors import IIAError, ImageInputError, TargetError, UnsupportedModelError
 from .imaging import Geometry, ImageLike, probe_geometry, to_rgb
+from .labels import class_index, label_index
 from .loading import check_device, load_model, load_processor
-from .methods import MethodOptions, input_size, prepare
+from .methods import METHODS, MethodOptions, input_size, prepare
 from .presets import finest_default
 from .scores import apply_score_function, score_function, scores
 from .viz import overlay as draw_overlay
@@ -54,6 +55,9 @@ class Explanation:
         score_function: how ``score`` came from the logits (:func:`hf_iia.scores.score_function`): ``"softmax"``
             (single-label heads), ``"sigmoid"`` (multi-label and one-logit heads) or ``"none"`` (regression: the
             logit).
+        zero_level: for a signed method (IG, AttnLRP: :attr:`hf_iia.methods.Method.signed`), the value in
+            ``heatmap`` where the raw map is 0 (outside ``[0, 1]`` when the raw map has one sign); ``None`` for the
+            unsigned methods, whose maps are read min-max normalised.
     """
 
     heatmap: np.ndarray
@@ -64,6 +68,7 @@ class Explanation:
     geometry: Geometry | None = None
     pixel_values: torch.Tensor | None = None
     score_function: str = "softmax"
+    zero_level: float | None = None
 
     def heatmap_on_image(self) -> np.ndarray:
         """The map resampled onto the original image, ``[H0, W0]``; NaN where the model input did not see it."""
@@ -324,33 +329,10 @@ class IIAExplainer:
         if target is None:
             return -1
         if isinstance(target, str):
-            return self._label_index(target)
+            return label_index(self.id2label, target)
         if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
-            classes = self._num_classes()
-            if target < 0 or (classes is not None and target >= classes) or target > np.iinfo(np.int64).max:
-                valid = f"0..{classes - 1}" if classes else "non-negative indices"
-                raise TargetError(f"target {target} is out of range; valid class indices are {valid}")
-            return int(target)
+            return class_index(int(target), self._num_classes())
         raise TargetError(f"target must be None, a class index or a label name, got {type(target).__name__}")
-
-    def _label_index(self, name: str) -> int:
-        labels = self.id2label
-        if not labels:
-            raise TargetError(f"target {name!r} is a label name, but the model has no id2label; pass a class index")
-        for match in (
-            lambda label: label == name,
-            lambda label: label.casefold() == name.casefold(),
-            lambda label: name.casefold() in (part.strip().casefold() for part in label.split(",")),
-        ):
-            found = [index for index, label in labels.items() if match(label)]
-            if len(found) == 1:
-                return found[0]
-            if len(found) > 1:
-                raise TargetError(
-                    f"label {name!r} matches several classes {[labels[i] for i in found]}; pass the index"
-                )
-        close = [label for label in labels.values() if name.casefold()[:4] in label.casefold()][:5]
-        raise TargetError(f"unknown label {name!r}; close labels: {close or 'none'}; see explainer.id2label")
 
     # ------------------------------------------------------------ preprocess
     def _pixel_values(self, images: list[Image.Image]) -> torch.Tensor:
@@ -442,15 +424,16 @@ class IIAExplainer:
 
     def _forward(
         self, pixel_values: torch.Tensor, target: Targets
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str, torch.Tensor]:
         """``pixel_values`` ``[B, C, H, W]`` -> (maps ``[B, H, W]``, targets ``[B]``, scores ``[B]``, the score
-        function's name)."""
+        function's name, zero levels ``[B]``: see :meth:`attribute` and :func:`zero_levels`)."""
         pixel_values = _check_pixel_values(pixel_values)
         self.adapter.check_input(pixel_values)
         targets = self.resolve_targets(target, pixel_values.shape[0])
         config = getattr(self.model, "config", None)
         if pixel_values.shape[0] == 0:
-            return torch.empty(0, *pixel_values.shape[2:]), targets, torch.empty(0), score_function(config)
+            empty = torch.empty(0)
+            return torch.empty(0, *pixel_values.shape[2:]), targets, empty, score_function(config), empty
         parameter = next(self.model.parameters(), None)
         if parameter is not None:
             pixel_values = pixel_values.to(parameter.device, parameter.dtype)
@@ -463,9 +446,9 @@ class IIAExplainer:
                 internal_batch_size=self.internal_batch_size,
                 progress=self.progress,
             )
-        maps = self.postprocess(result.integrals, pixel_values)
+        maps, zeros = self._maps(result.integrals, pixel_values)
         name = score_function(config, result.logits.shape[1])
-        return maps, result.targets, scores(result.logits, result.targets, name), name
+        return maps, result.targets, scores(result.logits, result.targets, name), name, zeros
 
     def postprocess(self, integrals: dict[str, torch.Tensor], pixel_values: torch.Tensor) -> torch.Tensor:
         """The method's fusion of integrated quantities ``{tap: [B, ...]}`` (:attr:`IntegrationResult.integrals`) for
@@ -476,9 +459,16 @@ class IIAExplainer:
         (1 / tokens) plus a small contrast, and float32 rounding of that constant, which differs with the batch's
         shape and the CPU, would be amplified by the min-max normalisation to ~1e-4.
         """
+        return self._maps(integrals, pixel_values)[0]
+
+    def _maps(
+        self, integrals: dict[str, torch.Tensor], pixel_values: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(:meth:`postprocess`'s maps ``[B, H, W]``, where each raw map's 0 lands on them ``[B]``)."""
         precise = {tap: _float64(integral) for tap, integral in integrals.items()}
         raw = self._fuse(self.adapter, precise, _float64(pixel_values)).cpu()
-        return normalise(upsample(raw, input_size(pixel_values), self.adapter.upsample_mode)).float()
+        upsampled = upsample(raw, input_size(pixel_values), self.adapter.upsample_mode)
+        return normalise(upsampled).float(), zero_levels(upsampled).float()
 
     def __call__(self, images: ImageLike | Sequence[ImageLike] | torch.Tensor, target: Targets = None):
         """Explain one image (-> :class:`Explanation`) or a list (-> list).
@@ -495,8 +485,9 @@ class IIAExplainer:
                 self.resolve_targets(target, 0)  # a target list must still match the (empty) batch
                 return []
             pixel_values, originals = self.preprocess(images)
-        maps, targets, values, name = self._forward(pixel_values, target)
+        maps, targets, values, name, zeros = self._forward(pixel_values, target)
         labels = self.id2label
+        signed = METHODS[self.method].signed
         explanations = [
             Explanation(
                 heatmap=maps[i].numpy(),
@@ -507,6 +498,7 @@ class IIAExplainer:
                 geometry=self.geometry(originals[i].size) if originals else None,
                 pixel_values=pixel_values[i].detach().cpu(),
                 score_function=name,
+                zero_level=float(zeros[i]) if signed else None,
             )
             for i in range(maps.shape[0])
         ]
@@ -574,16 +566,21 @@ def upsample(maps: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tens
     return torch.nn.functional.interpolate(maps.unsqueeze(1), size=size, mode=mode, align_corners=False).squeeze(1)
 
 
-def normalise(maps: torch.Tensor) -> torch.Tensor:
-    """Min-max normalise each ``[H, W]`` map of ``[B, H, W]`` to ``[0, 1]``; a constant map becomes zeros (with a warning)."""
+def _span(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(low, span, constant)`` of each ``[H, W]`` map of ``[B, H, W]``, each ``[B, 1, 1]``. A span within the
+    dtype's rounding of the map's magnitude is rounding noise (e.g. a constant map resampled bicubically), not
+    contrast: the map counts as constant, since stretching it to [0, 1] would draw noise as a map."""
     flat = maps.flatten(1)
     low = flat.min(dim=1).values.view(-1, 1, 1)
     high = flat.max(dim=1).values.view(-1, 1, 1)
     span = high - low
-    # A span within the dtype's rounding of the map's magnitude is rounding noise (e.g. a constant map resampled
-    # bicubically), not contrast: stretching it to [0, 1] would draw noise as a map.
     noise = 64 * torch.finfo(maps.dtype).eps * torch.maximum(low.abs(), high.abs())
-    constant = ~(span > noise) | ~torch.isfinite(span)
+    return low, span, ~(span > noise) | ~torch.isfinite(span)
+
+
+def normalise(maps: torch.Tensor) -> torch.Tensor:
+    """Min-max normalise each ``[H, W]`` map of ``[B, H, W]`` to ``[0, 1]``; a constant map becomes zeros (with a warning)."""
+    low, span, constant = _span(maps)
     if constant.any():
         warnings.warn(
             f"{int(constant.sum())} map(s) are constant (the integrand is the same everywhere, e.g. all zero); "
@@ -593,6 +590,14 @@ def normalise(maps: torch.Tensor) -> torch.Tensor:
         )
     out = (maps - low) / torch.where(constant, torch.ones_like(span), span)
     return torch.where(constant, torch.zeros_like(out), out).clamp_(0, 1)
+
+
+def zero_levels(maps: torch.Tensor) -> torch.Tensor:
+    """``[B]``: where 0 of each raw map of ``[B, H, W]`` lands after :func:`normalise` (0 for a constant map)."""
+    low, span, constant = _span(maps)
+    return torch.where(constant, torch.zeros_like(low), -low / torch.where(constant, torch.ones_like(span), span)).view(
+        -1
+    )
 
 
 _MODULE_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.Lock] = weakref.WeakKeyDictionary()

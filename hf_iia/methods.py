@@ -121,6 +121,9 @@ class Method:
             depends on them (IIA's rollout or level fusion, IG's start).
         run: computes the integrals (see :data:`Integrator`): the engine's integral, or a method's wrapper
             around it (Score-CAM's channel scores, AttnLRP's rules).
+        signed: whether the raw map's sign means something (evidence for and against the target, as IG's and
+            AttnLRP's), so a drawing must keep the raw zero apart from the minimum (see
+            :attr:`~hf_iia.explainer.Explanation.zero_level`); the unsigned maps are drawn min-max normalised.
     """
 
     requires: type  # an Adapter subclass, possibly abstract: a capability such as FeatureMapAdapter
@@ -130,6 +133,7 @@ class Method:
     adapter: Callable[[nn.Module, MethodOptions], Adapter] = _layer_adapter
     fusion_for: Callable[[Adapter, MethodOptions, IntegralSpec], Fusion] | None = None
     run: Integrator = integrate
+    signed: bool = False
 
     def applies_to(self, adapter: Adapter) -> bool:
         """Whether the method explains the model behind ``adapter``."""
@@ -366,6 +370,7 @@ METHODS: dict[str, Method] = {
         _ig_map,
         adapter=lambda model, options: PlainAdapter(model),
         fusion_for=_ig_fusion,
+        signed=True,
     ),
     "gradcam": Method(FeatureMapAdapter, frozenset({"layer"}), _at_input(gradcam), _relu_map),
     "gradcam++": Method(FeatureMapAdapter, frozenset({"layer"}), _at_input(gradcam_plus_plus), _relu_map),
@@ -374,7 +379,7 @@ METHODS: dict[str, Method] = {
     "attention_rollout": Method(AttentionAdapter, frozenset(), _at_input(attention), _adapter_map),
     "gradient_rollout": Method(AttentionAdapter, frozenset(), _at_input(relu_grad_act), _adapter_map),
     "gae": Method(AttentionAdapter, frozenset(), _at_input(relu_grad_act), _gae_map),
-    "attnlrp": Method(RelevanceAdapter, frozenset(), _input_relevance_spec, _relevance_map, run=_attnlrp),
+    "attnlrp": Method(RelevanceAdapter, frozenset(), _input_relevance_spec, _relevance_map, run=_attnlrp, signed=True),
 }
 
 

@@ -103,8 +103,11 @@ def test_explain_writes_overlays_and_maps(tiny_folder, tmp_path, capsys):
     assert [r["image"] for r in records] == images
     heatmap = np.load(records[0]["map"])
     assert heatmap.shape == (32, 32) and 0 <= heatmap.min() and heatmap.max() <= 1
-    assert Image.open(records[1]["overlay"]).size == (50, 40)
-    assert main(["explain", str(tiny_folder("resnet")), images[0], "--out", str(out)]) == 2  # no silent overwrite
+    assert records[1]["overlay"].endswith("_iia_dog.png")  # the target is in the name
+    figure = Image.open(records[1]["overlay"])  # the overlay as a figure with a title and a colour bar
+    assert figure.width > 50 and figure.height > 40
+    argv = ["explain", str(tiny_folder("resnet")), images[0], "--out", str(out), "--target", "dog"]
+    assert main(argv) == 2  # no silent overwrite
     assert "exists" in capsys.readouterr().err
 
 
@@ -167,7 +170,14 @@ def test_mistakes_fail_fast_with_a_message(tiny_folder, tmp_path, capsys):
         (["explain", model, str(image), "--internal-batch-size", "0", *out], "must be at least 1"),
         (["explain", model, str(image), "--device", "cuda:99", *out], "cuda"),
         (["explain", model, str(image), "--device", "gpu", *out], "is not a torch device"),
+        (["explain", model, str(tmp_path / "no.png"), *out], "image file"),
+        (["explain", model, str(tmp_path), *out], "is a folder, not an image file"),
+        (["explain", model, str(image), "--target", "5", *out], "target 5 is out of range"),
+        (["explain", model, str(image), "--target", "zebra", *out], "unknown label 'zebra'"),
+        (["explain", model, str(image), "--layer", "a b", *out], "neither an index"),
+        (["explain", str(demo), str(image), *out], "has no config.json"),
         (["layers", str(tmp_path / "nothing")], "does not exist"),
+        (["layers", model, "--target", "1"], "unrecognized arguments: --target"),
         (["demo", "--out", str(demo)], "exists"),
         (["audit", model, "--dataset", "nosuchdataset", *out], "HF_HUB_OFFLINE"),
         (["audit", model, "--dataset", str(tmp_path / "no_such_folder"), *out], "does not exist"),

@@ -7,11 +7,12 @@ import hashlib
 import io
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import IIAError
+from ..errors import AuditError, CheckpointError, IIAError, ImageInputError, LayerNotFoundError, MethodError
 
 METHOD_NAMES: tuple[str, ...] = (
     "iia",
@@ -39,8 +40,9 @@ def _help(command: object) -> str:
     return (command.__doc__ or "").replace("``", "")
 
 
-def _explainer_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--target", help="class index or label name (default: the top-1 class)")
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    """The options that choose the method and its default layer, and where the model runs (every subcommand that
+    builds an explainer reads them)."""
     parser.add_argument(
         "--method",
         default="iia",
@@ -48,6 +50,19 @@ def _explainer_options(parser: argparse.ArgumentParser) -> None:
         help=f"attribution method: {', '.join(METHOD_NAMES)} (default: iia); the others are comparison methods",
     )
     parser.add_argument("--preset", choices=["default", "reference", "iia3"], default=None)
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, mps ... (default: best available)")
+
+
+def _explainer_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the subcommands that compute maps."""
+    parser.add_argument(
+        "--target",
+        action="append",
+        metavar="TARGET",
+        help="class index or label name (default: the top-1 class); repeat it to explain every image for each "
+        "target (outputs <image>_<method>_<target>.png)",
+    )
+    _model_options(parser)
     parser.add_argument(
         "--combine",
         choices=["deepest", "earliest", "product", "sum"],
@@ -68,7 +83,6 @@ def _explainer_options(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         help="layer(s) to integrate over: an index (-2) or a dotted name; see `hf-iia layers MODEL`",
     )
-    parser.add_argument("--device", help="cpu, cuda, cuda:1, mps ... (default: best available)")
     parser.add_argument("--internal-batch-size", type=_count(1))
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
@@ -98,27 +112,130 @@ def _note_zero_steps(steps: Sequence[int] | None) -> None:
         )
 
 
-def _make_explainer(args: argparse.Namespace, model: str):
-    from ..loading import check_device, check_source
+LAYER_SYNTAX = re.compile(r"-\d+|[\w-]+(\.[\w-]+)*")
+"""What ``--layer`` takes: an index (``-2``) or a dotted module name (``resnet.encoder.stages.3``, ``0.conv``;
+``nn.Module`` names are identifiers or indices, and ``-`` is allowed for the odd hand-made name)."""
+
+
+def _check_arguments(args: argparse.Namespace, images: Sequence[str] = ()) -> None:
+    """What is checkable without torch, before the model loads (seconds, not the 10-20 of a load): the method's
+    name, the ``--layer`` syntax and the image files (see :func:`_check_images`). The model and the targets follow
+    in :func:`_check_model`; whether a layer exists needs the model."""
+    if args.method not in METHOD_NAMES:
+        raise MethodError(f"unknown method {args.method!r}; choose one of {sorted(METHOD_NAMES)}")
+    for value in getattr(args, "layer", None) or []:
+        if not LAYER_SYNTAX.fullmatch(value):
+            raise LayerNotFoundError(
+                f"--layer {value!r} is neither an index (-2) nor a dotted module name (resnet.encoder.stages.3); "
+                "see `hf-iia layers MODEL` for the names"
+            )
+    _check_images(images)
+
+
+def _check_images(images: Sequence[str]) -> None:
+    """Each image is a readable file whose header PIL identifies (no decode: a truncated file still fails later)."""
+    from PIL import Image, UnidentifiedImageError
+
+    for image in images:
+        path = Path(image).expanduser()
+        if not path.exists():
+            raise ImageInputError(f"image file {image} does not exist (looked in {Path.cwd()})")
+        if path.is_dir():
+            raise ImageInputError(f"{image} is a folder, not an image file; pass the files in it, e.g. {image}/*.jpg")
+        try:
+            with Image.open(path):
+                pass
+        except UnidentifiedImageError:
+            raise ImageInputError(
+                f"{image} is not an image file PIL can read (no known image header); pass a PNG, JPEG, WebP, ... file"
+            ) from None
+        except OSError as error:
+            raise ImageInputError(
+                f"cannot read {image} ({error.strerror or error}); check that it is readable"
+            ) from None
+        except Image.DecompressionBombError as error:  # PIL refuses a huge image's header at once
+            raise ImageInputError(f"{image} is too large to decode safely ({error})") from None
+
+
+def _checkpoint_labels(model: str) -> dict[int, str] | None:
+    """The class names in the checkpoint's config.json, read as JSON (no transformers): a local folder's, or a Hub
+    id's in the local cache. ``None`` when unknown (an uncached Hub id, a config without labels).
+
+    Raises:
+        CheckpointError: a local folder without config.json (often the folder above the checkpoint), or one whose
+            config.json is not JSON.
+    """
+    folder = Path(model).expanduser()
+    if folder.is_dir():
+        config = folder / "config.json"
+        if not config.is_file():
+            inside = sorted(p.name for p in folder.iterdir() if (p / "config.json").is_file())[:3]
+            hint = f"; these folders in it are: {inside}" if inside else ""
+            raise CheckpointError(
+                f"{model} is not a checkpoint folder: it has no config.json (save_pretrained writes config.json and "
+                f"the weights); pass the checkpoint folder itself{hint}"
+            )
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(model, "config.json")
+        if not isinstance(cached, str):
+            return None
+        config = Path(cached)
+    try:
+        settings = json.loads(config.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"cannot read {config} as JSON ({error}); save the checkpoint again") from None
+    labels = settings.get("id2label") if isinstance(settings, dict) else None
+    if isinstance(labels, dict) and all(isinstance(key, str) and key.isdigit() for key in labels):
+        return {int(key): str(name) for key, name in labels.items()}
+    names = settings.get("label_names") if isinstance(settings, dict) else None  # timm's TimmWrapperConfig
+    if isinstance(names, list):
+        return dict(enumerate(map(str, names)))
+    return None
+
+
+def _check_model(model: str, targets: Sequence[str]) -> None:
+    """The model is a local checkpoint folder or a reachable Hub id, and each target names one of its classes (when
+    its config.json is at hand)."""
+    from ..labels import class_index, label_index
+    from ..loading import check_source
+
+    check_source(model)
+    labels = _checkpoint_labels(model)
+    for value in targets:
+        target = _target(value)
+        if isinstance(target, int):
+            class_index(target, len(labels) if labels else None)
+        elif labels is not None:
+            label_index(labels, value)
+
+
+def _make_explainer(args: argparse.Namespace, model: str, targets: Sequence[str] = ()):
+    """The explainer the options ask for, after every check that needs no model (:func:`_check_model`, the device).
+
+    ``layers`` has only the options of :func:`_model_options`; the others default to the library's."""
+    from ..loading import check_device
 
     # Before the heavy imports: a missing folder, an unreachable Hub or a missing device fails in a second or two.
-    check_source(model)
+    _check_model(model, targets)
     check_device(args.device)
-    _note_zero_steps(args.steps)
+    steps = getattr(args, "steps", None)
+    _note_zero_steps(steps)
     from ..explainer import IIAExplainer
 
-    layers = [_layer(value) for value in args.layer or []]
+    layers = [_layer(value) for value in getattr(args, "layer", None) or []]
     layer = layers[0] if len(layers) == 1 else (layers or None)
     return IIAExplainer(
         model,
         method=args.method,
         layer=layer,
         preset=args.preset,
-        steps=_steps(args.steps),
+        steps=_steps(steps),
         device=args.device,
-        internal_batch_size=args.internal_batch_size,
-        combine=args.combine,
-        start=args.start,
+        internal_batch_size=getattr(args, "internal_batch_size", None),
+        combine=getattr(args, "combine", None),
+        start=getattr(args, "start", None),
     )
 
 
@@ -139,17 +256,51 @@ def _target(value: str | None) -> int | str | None:
 
 
 MAX_STEM_BYTES = 160
-"""Longest input stem kept whole in an output name (``<stem>_<method>.png`` and its temporary twin stay far
+"""Longest input stem kept whole in an output name (``<stem>_<method>_<target>.png`` and its temporary twin stay
 below the usual 255-byte limit); a longer one is cut and given the hash of the input's path."""
 
+MAX_TARGET_BYTES = 48
+"""Longest ``--target`` kept whole in an output name; a longer one is cut and given its hash."""
 
-def _output_paths(sources: Sequence[str], out: Path, overwrite: bool, method: str) -> list[tuple[Path, Path]]:
+
+def _target_file_names(targets: Sequence[str]) -> list[str]:
+    """How each ``--target`` is spelled in output names: as given when that is a safe file name of at most
+    :data:`MAX_TARGET_BYTES`, else cut and given a short hash of the target.
+
+    Raises:
+        OutputPathError: two targets that would share an output name (the same value twice, or two spellings that
+            differ only in case, which a case-insensitive file system would confuse).
+    """
+    from ..errors import OutputPathError
+    from ..outputs import safe_name
+
+    names: dict[str, str] = {}  # casefolded file name -> the target that has it
+    spelled = []
+    for target in targets:
+        name = safe_name(target)
+        if name != target or len(name.encode()) > MAX_TARGET_BYTES:
+            cut = name.encode()[:MAX_TARGET_BYTES].decode(errors="ignore")
+            name = f"{cut}-{hashlib.sha1(target.encode()).hexdigest()[:8]}"
+        if name.casefold() in names:
+            raise OutputPathError(
+                f"--target {target!r} and --target {names[name.casefold()]!r} would write the same files; give each "
+                "target once"
+            )
+        names[name.casefold()] = target
+        spelled.append(name)
+    return spelled
+
+
+def _output_paths(
+    sources: Sequence[str], out: Path, overwrite: bool, method: str, target: str | None = None
+) -> list[tuple[Path, Path]]:
     """The ``(png, npy)`` paths of each input, checked before any compute so a refusal costs nothing.
 
-    A name is the input's stem when that is already a safe file name, unique and not too long; otherwise
-    (characters replaced, the same stem from another folder, or longer than :data:`MAX_STEM_BYTES`) a short hash
-    of the full input path is appended, so two inputs can never share an output and every output is traceable
-    to its input.
+    A name is ``<stem>_<method>`` without a target and ``<stem>_<method>_<target>`` with one (``target``: as
+    :func:`_target_file_names` spells it), so two targets of one image never share a file. The stem is the
+    input's when that is already a safe file name, unique and not too long; otherwise (characters replaced, the
+    same stem from another folder, or longer than :data:`MAX_STEM_BYTES`) a short hash of the full input path is
+    appended, so two inputs can never share an output and every output is traceable to its input.
     """
     from ..outputs import output_path, safe_name
 
@@ -163,6 +314,8 @@ def _output_paths(sources: Sequence[str], out: Path, overwrite: bool, method: st
             stem = f"{stem}-{hashlib.sha1(os.fsencode(os.path.abspath(source))).hexdigest()[:8]}"
         stems.append(stem)
     suffix = method.replace("+", "p")  # e.g. photo_iia, photo_gradcampp
+    if target is not None:
+        suffix = f"{suffix}_{target}"  # e.g. photo_iia_3, photo_iia_tabby
     return [
         (
             output_path(out, f"{stem}_{suffix}.png", overwrite=overwrite),
@@ -172,18 +325,53 @@ def _output_paths(sources: Sequence[str], out: Path, overwrite: bool, method: st
     ]
 
 
+def _planned_outputs(
+    args: argparse.Namespace, sources: Sequence[str], out: Path
+) -> list[tuple[str | None, list[tuple[Path, Path]]]]:
+    """``(target, its (png, npy) paths per input)`` for each ``--target`` (one ``None`` entry without one)."""
+    targets = args.target or []
+    if not targets:
+        return [(None, _output_paths(sources, out, args.overwrite, args.method))]
+    names = _target_file_names(targets)
+    return [
+        (target, _output_paths(sources, out, args.overwrite, args.method, name)) for target, name in zip(targets, names)
+    ]
+
+
+def _title(explanation, model: str, method: str, given: bool) -> str:
+    """What an overlay shows, as its figure's title: the model, the method, the target and its probability."""
+    name = Path(model).name or model
+    target = f"{explanation.label} (class {explanation.target})" if explanation.label else f"class {explanation.target}"
+    how = "" if given else ", the top-1 class"
+    return f"{name} · {method}\ntarget {target}{how} · p = {explanation.score:.3f}"
+
+
 def _write_explanations(
-    explanations, sources: Sequence[str], paths: Sequence[tuple[Path, Path]], method: str
+    explanations,
+    sources: Sequence[str],
+    paths: Sequence[tuple[Path, Path]],
+    *,
+    model: str,
+    method: str,
+    given: bool,
 ) -> list[dict]:
-    """Write each overlay and map; return one record per input naming its files."""
+    """Write each overlay (a figure with a title and a colour bar) and map; return one record per input naming
+    its files. ``given``: whether the target was given (else the top-1 class)."""
     import numpy as np
 
     from ..outputs import write_atomic
+    from ..viz import annotated_overlay
 
     records = []
     for explanation, source, (png, npy) in zip(explanations, sources, paths):
+        figure = annotated_overlay(
+            explanation.image,
+            explanation.heatmap_on_image(),
+            _title(explanation, model, method, given),
+            zero_level=explanation.zero_level,
+        )
         buffer = io.BytesIO()
-        explanation.overlay().save(buffer, format="PNG")
+        figure.save(buffer, format="PNG")
         write_atomic(png, buffer.getvalue())
         buffer = io.BytesIO()
         np.save(buffer, explanation.heatmap)
@@ -195,6 +383,7 @@ def _write_explanations(
                 "target": explanation.target,
                 "label": explanation.label,
                 "score": explanation.score,
+                "zero_level": explanation.zero_level,
                 "overlay": str(png),
                 "map": str(npy),
             }
@@ -203,12 +392,18 @@ def _write_explanations(
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    """Explain image files; write <stem>_<method>.png overlays and <stem>_<method>.npy maps into --out."""
-    paths = _output_paths(args.images, Path(args.out), args.overwrite, args.method)
-    explainer = _make_explainer(args, args.model)
-    explanations = explainer(list(args.images), target=_target(args.target))
-    for record in _write_explanations(explanations, args.images, paths, explainer.method):
-        print(json.dumps(record))
+    """Explain image files; write <stem>_<method>.png overlays and <stem>_<method>.npy maps into --out
+    (<stem>_<method>_<target>.* with --target)."""
+    _check_arguments(args, args.images)
+    plans = _planned_outputs(args, args.images, Path(args.out))
+    explainer = _make_explainer(args, args.model, args.target or [])
+    for target, paths in plans:
+        explanations = explainer(list(args.images), target=_target(target))
+        records = _write_explanations(
+            explanations, args.images, paths, model=args.model, method=explainer.method, given=target is not None
+        )
+        for record in records:
+            print(json.dumps(record))
     return 0
 
 
@@ -217,15 +412,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from ..outputs import output_path, write_atomic
     from .demo import SAMPLE_NAMES, build_lite0_checkpoint, demo_figure, sample_images
 
+    _check_arguments(args)
+    if args.target and len(args.target) > 1:
+        raise IIAError("the demo draws one grid, for one target; give --target once (or use hf-iia explain)")
     out = Path(args.out)
-    paths = _output_paths(SAMPLE_NAMES, out, args.overwrite, args.method)
+    ((target, paths),) = _planned_outputs(args, SAMPLE_NAMES, out)
     grid_path = output_path(out, "demo_grid.png", overwrite=args.overwrite)
     photos = sample_images()
     names = [name for name, _ in photos]
     checkpoint = build_lite0_checkpoint(out / "efficientnet_lite0")
-    explainer = _make_explainer(args, str(checkpoint))
-    explanations = explainer([image for _, image in photos], target=_target(args.target))
-    records = _write_explanations(explanations, names, paths, explainer.method)
+    explainer = _make_explainer(args, str(checkpoint), args.target or [])
+    explanations = explainer([image for _, image in photos], target=_target(target))
+    records = _write_explanations(
+        explanations, names, paths, model=str(checkpoint), method=explainer.method, given=target is not None
+    )
     write_atomic(grid_path, demo_figure(photos, explanations))
     for record in records:
         print(json.dumps(record))
@@ -235,9 +435,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_layers(args: argparse.Namespace) -> int:
     """List the layers a model can be explained at (the values --layer / layer= take), with their shapes."""
+    _check_arguments(args)
     explainer = _make_explainer(args, args.model)
     default = set(explainer.adapter.levels)
-    for index, (name, shape) in enumerate(explainer.layers()):
+    layers = explainer.layers()
+    if not layers:
+        raise MethodError(
+            f"method {args.method!r} explains at the input and takes no --layer, so there are no layers to list; "
+            "leave --method out to list the layers iia integrates over"
+        )
+    for index, (name, shape) in enumerate(layers):
         print(f"{index:3d}  {name}  {list(shape)}{'  (default)' if name in default else ''}")
     return 0
 
@@ -248,11 +455,18 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from ..outputs import safe_name
 
     # Before any heavy import: the model, the dataset (a folder, or a Hub id while offline) and the device.
-    check_source(args.model)
+    _check_model(args.model, [])
     if args.dataset not in SYNTHETIC_DATASET_NAMES:
         check_source(args.dataset, kind="dataset")
     check_device(args.device)
     _note_zero_steps(args.steps)
+    synthetic = {"image_size": args.image_size, "seed": args.seed}  # what only the built-in datasets read
+    given = [f"--{name.replace('_', '-')}" for name, value in synthetic.items() if value is not None]
+    if given and args.dataset not in SYNTHETIC_DATASET_NAMES:
+        raise AuditError(
+            f"{' and '.join(given)} set the built-in datasets ({', '.join(SYNTHETIC_DATASET_NAMES)}); "
+            f"{args.dataset} is read as it is, so leave them out"
+        )
     from .audit import AuditConfig, run_audit
 
     config = AuditConfig(
@@ -270,9 +484,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         steps=_steps(args.steps),
         perturbation_steps=args.perturbation_steps,
         internal_batch_size=args.internal_batch_size,
-        image_size=args.image_size,
-        seed=args.seed,
         device=args.device,
+        **{name: value for name, value in synthetic.items() if value is not None},
     )
     out = Path(args.out or Path("model_cards") / safe_name(Path(args.model).name or args.model))
     summary = run_audit(config, out)
@@ -306,6 +519,8 @@ def _bench_command(args: argparse.Namespace) -> str:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Benchmark IIA against the comparison methods (synthetic checkpoints or the real Lite0); write tables, JSON, maps."""
+    if args.archs and args.suite == "real":
+        raise IIAError("--archs picks the synthetic suite's checkpoints; the real suite has one model, so leave it out")
     from .bench.run import BenchConfig, run_bench
 
     config = BenchConfig(
@@ -350,7 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     layers = commands.add_parser("layers", help=_help(cmd_layers))
     layers.add_argument("model", help="Hub id or local checkpoint folder")
-    _explainer_options(layers)
+    _model_options(layers)  # what marks the default layer (the method and preset) and where the probe runs
     layers.set_defaults(run=cmd_layers)
 
     audit = commands.add_parser("audit", help=_help(cmd_audit))
@@ -379,8 +594,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     audit.add_argument("--perturbation-steps", type=int, default=20, help="deletion/insertion curve steps")
     audit.add_argument("--internal-batch-size", type=int)
-    audit.add_argument("--image-size", type=int, default=64, help="side of the synthetic images (default: 64)")
-    audit.add_argument("--seed", type=int, default=0, help="seed of the synthetic images")
+    audit.add_argument("--image-size", type=int, help="side of the synthetic images (default: 64)")
+    audit.add_argument("--seed", type=int, help="seed of the synthetic images (default: 0)")
     audit.add_argument("--device", help="cpu, cuda, ... (default: the process's Accelerate device)")
     audit.add_argument("--out", help="output folder (default: model_cards/<model-name>); rerun to resume")
     audit.set_defaults(run=cmd_audit)
