@@ -204,6 +204,9 @@ def _write_explanations(
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """Explain image files; write <stem>_<method>.png overlays and <stem>_<method>.npy maps into --out."""
+    from ..outputs import check_output_folder
+
+    check_output_folder(args.out)  # an unwritable --out fails now, not after every map was computed
     paths = _output_paths(args.images, Path(args.out), args.overwrite, args.method)
     explainer = _make_explainer(args, args.model)
     explanations = explainer(list(args.images), target=_target(args.target))
@@ -275,7 +278,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         device=args.device,
     )
     out = Path(args.out or Path("model_cards") / safe_name(Path(args.model).name or args.model))
-    summary = run_audit(config, out)
+    summary = run_audit(config, out, overwrite=args.overwrite)
     if summary is not None:
         for method, verdict in summary["verdict"].items():
             print(f"{method}: {verdict['text']}")
@@ -383,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--seed", type=int, default=0, help="seed of the synthetic images")
     audit.add_argument("--device", help="cpu, cuda, ... (default: the process's Accelerate device)")
     audit.add_argument("--out", help="output folder (default: model_cards/<model-name>); rerun to resume")
+    audit.add_argument("--overwrite", action="store_true", help="discard the audit (or card) in --out and audit afresh")
     audit.set_defaults(run=cmd_audit)
 
     bench = commands.add_parser("bench", help=_help(cmd_bench))
