@@ -240,7 +240,9 @@ def write_results(out: Path, rows: int, batch_size: int, summary: dict[str, Any]
     target = output_path(out, "results.parquet", overwrite=True)
     temporary = output_path(out, f".{target.name}.partial.tmp", overwrite=True)
     paths = [batch_path(out, k) for k in range(math.ceil(rows / batch_size))]
-    with pq.ParquetWriter(temporary, pq.read_schema(paths[0])) as writer:
+    schema = pq.read_schema(paths[0])  # without batch 0's row digest, which does not describe the whole file
+    schema = schema.with_metadata({key: value for key, value in (schema.metadata or {}).items() if key != DIGEST_KEY})
+    with pq.ParquetWriter(temporary, schema) as writer:
         for path in paths:
             writer.write_table(pq.read_table(path))
     os.replace(temporary, target)
