@@ -263,7 +263,7 @@ def test_card_tables_and_yaml_survive_any_label_text(tmp_path):
     # A flagged class's name in the verdict list stays on its line, escaped.
     flagged = {**summary["verdict"]["iia"], "flagged": [{"class": 1, "name": "two\nlines|x", "reasons": ["r|s"]}]}
     lines = str(audit_card({**summary, "verdict": {**summary["verdict"], "iia": flagged}}, "g.png")).splitlines()
-    assert "- two lines\\|x: r\\|s" in lines
+    assert "- `two lines|x`: r\\|s" in lines  # a code span outside a table shows | as it is
 
 
 # --- the README's audit command on a fresh clone ---------------------------------------------------------------

@@ -165,7 +165,7 @@ def _settings(settings: dict[str, Any]) -> str:
 def _verdict_block(method: str, verdict: dict[str, Any]) -> str:
     lines = [f"**{_code(method)}**: {markdown_text(verdict['text'])}"]
     for entry in verdict["flagged"]:
-        lines.append(f"- {markdown_text(entry['name'])}: " + markdown_text("; ".join(entry["reasons"])))
+        lines.append(f"- {_code(entry['name'])}: " + markdown_text("; ".join(entry["reasons"])))
     return "\n".join(lines)
 
 
