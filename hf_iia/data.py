@@ -58,6 +58,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .errors import DatasetColumnError, DatasetImageError, DatasetLabelError, IIAError, ImageInputError, TargetError
 from .imaging import to_rgb
+from .labels import label_index
 
 if TYPE_CHECKING:
     import datasets
@@ -158,7 +159,7 @@ def class_label_indices(explainer: IIAExplainer, names: Sequence[str], column: s
     unmatched: list[str] = []
     for name in names:
         try:
-            indices.append(explainer._label_index(name))
+            indices.append(label_index(labels, name))
         except TargetError as error:
             unmatched.append(f"{name!r} ({error})")
     shared = sorted({labels[i] for i in indices if indices.count(i) > 1})

@@ -260,3 +260,26 @@ def test_the_audit_reads_a_permuted_class_label_by_name(tmp_path):
     )
     summary = run_audit(config, tmp_path / "card", progress=False)
     assert summary["label_fit"]["fits"] and summary["overall"]["iia"]["accuracy"] >= 0.9
+
+
+def test_the_audit_decodes_an_l_mode_column_in_grey(tmp_path):
+    """The audit explains an ``Image(mode="L")`` column in grey, as explain_dataset does (its maps equal the
+    explainer's maps of the grey images; they differ from the colour images' maps)."""
+    from hf_iia.tools.audit import AuditConfig, read_maps, run_audit
+    from hf_iia.tools.bench.run import DEFAULT_MODELS_DIR
+    from hf_iia.tools.synthetic import HELDOUT_START, make_dataset
+
+    dataset = make_dataset(4, seed=0, size=64, shortcut=False, start=HELDOUT_START)
+    colour = [dataset[i]["image"].convert("RGB") for i in range(4)]
+    dataset.cast_column("image", datasets.Image(mode="L")).save_to_disk(tmp_path / "data")
+    model = str(DEFAULT_MODELS_DIR / "resnet")
+    config = AuditConfig(model=model, dataset=str(tmp_path / "data"), n=4, batch_size=4, steps=1, perturbation_steps=4)
+    run_audit(config, tmp_path / "card", progress=False)
+    maps = read_maps(tmp_path / "card", 4, [(i, "iia") for i in range(4)])
+    explainer = IIAExplainer(model, steps=1, progress=False)
+    labels = [dataset[i]["label"] for i in range(4)]
+    grey = np.stack([e.heatmap for e in explainer([image.convert("L") for image in colour], target=labels)])
+    in_colour = np.stack([e.heatmap for e in explainer(colour, target=labels)])
+    audited = np.stack([np.asarray(maps[(i, "iia")], dtype=np.float32) for i in range(4)])
+    assert not np.allclose(grey, in_colour, atol=0.05)
+    np.testing.assert_allclose(audited, grey, atol=1e-3)  # float16 storage of maps in [0, 1]

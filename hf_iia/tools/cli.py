@@ -394,7 +394,10 @@ def _write_explanations(
 def cmd_explain(args: argparse.Namespace) -> int:
     """Explain image files; write <stem>_<method>.png overlays and <stem>_<method>.npy maps into --out
     (<stem>_<method>_<target>.* with --target)."""
+    from ..outputs import check_output_folder
+
     _check_arguments(args, args.images)
+    check_output_folder(args.out)  # an unwritable --out fails now, not after every map was computed
     plans = _planned_outputs(args, args.images, Path(args.out))
     explainer = _make_explainer(args, args.model, args.target or [])
     for target, paths in plans:
@@ -409,10 +412,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Explain the bundled sample photos with a real ImageNet EfficientNet-Lite0; write overlays and a grid."""
-    from ..outputs import output_path, write_atomic
+    from ..outputs import check_output_folder, output_path, write_atomic
     from .demo import SAMPLE_NAMES, build_lite0_checkpoint, demo_figure, sample_images
 
     _check_arguments(args)
+    check_output_folder(args.out)
     if args.target and len(args.target) > 1:
         raise IIAError("the demo draws one grid, for one target; give --target once (or use hf-iia explain)")
     out = Path(args.out)
@@ -488,7 +492,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         **{name: value for name, value in synthetic.items() if value is not None},
     )
     out = Path(args.out or Path("model_cards") / safe_name(Path(args.model).name or args.model))
-    summary = run_audit(config, out)
+    summary = run_audit(config, out, overwrite=args.overwrite)
     if summary is not None:
         for method, verdict in summary["verdict"].items():
             print(f"{method}: {verdict['text']}")
@@ -521,7 +525,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Benchmark IIA against the comparison methods (synthetic checkpoints or the real Lite0); write tables, JSON, maps."""
     if args.archs and args.suite == "real":
         raise IIAError("--archs picks the synthetic suite's checkpoints; the real suite has one model, so leave it out")
+    from ..outputs import check_output_folder
     from .bench.run import BenchConfig, run_bench
+
+    check_output_folder(args.out)
 
     config = BenchConfig(
         suite=args.suite,
@@ -598,6 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--seed", type=int, help="seed of the synthetic images (default: 0)")
     audit.add_argument("--device", help="cpu, cuda, ... (default: the process's Accelerate device)")
     audit.add_argument("--out", help="output folder (default: model_cards/<model-name>); rerun to resume")
+    audit.add_argument("--overwrite", action="store_true", help="discard the audit (or card) in --out and audit afresh")
     audit.set_defaults(run=cmd_audit)
 
     bench = commands.add_parser("bench", help=_help(cmd_bench))

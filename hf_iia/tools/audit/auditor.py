@@ -44,6 +44,7 @@ class Auditor:
         # Batches go to the model's device once, so the perturbation curves run there too.
         self.device = parameter.device if parameter is not None else torch.device("cpu")
         self.class_label: list[int] | None = None  # ClassLabel value -> the model's class, when read by name
+        self.image_mode: str | None = None  # the image feature's mode (Image(mode="L")): cells decode with it
 
     def read_class_label(self, names: list[str], column: str) -> bool:
         """Read the label column's ``ClassLabel`` values as the model's classes by name (as
@@ -70,7 +71,9 @@ class Auditor:
             (the mask ones only with masks) and ``heatmap``, a float16 ``[H, W]`` tensor column.
         """
         indices = list(range(first, first + len(rows[self.config.image_column])))
-        images = [decode_image(cell, index) for cell, index in zip(rows[self.config.image_column], indices)]
+        images = [
+            decode_image(cell, index, self.image_mode) for cell, index in zip(rows[self.config.image_column], indices)
+        ]
         reference = self.explainers["iia"]
         pixel_values = reference.preprocess(images)[0].to(self.device)
         # The prediction's score as Explanation.score reports it (the pipeline's rule: sigmoid for multi-label heads)

@@ -9,6 +9,7 @@ overlay grid, thresholds) meant to be pasted into the model's own card.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,25 @@ _COLUMNS: tuple[tuple[str, str, str], ...] = (
 
 
 _HEADERS = {key: header for key, header, _ in _COLUMNS}
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~#&$!{}])")
+_LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+")
+
+
+def markdown_text(text: object) -> str:
+    """``text`` (a label, a path, a sentence holding them) as literal Markdown on one line: line breaks become
+    spaces (a break would cut a table or a list item) and Markdown's special characters are backslash-escaped,
+    ``|`` included (an unescaped one would split a table cell and shift every later column)."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", _LINE_BREAKS.sub(" ", str(text)))
+
+
+def _code(text: object) -> str:
+    """``text`` as an inline code span on one line, fenced by more backticks than it holds in a row."""
+    text = _LINE_BREAKS.sub(" ", str(text))
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    padding = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{padding}{text}{padding}{fence}"
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -91,11 +111,11 @@ def audit_card(summary: dict[str, Any], grid_file: str) -> ModelCard:
     methods = summary["methods"]
     columns = _columns(summary)
     areas, thresholds = summary["areas"], summary["settings"]["thresholds"]
-    split = f" (split `{summary['split']}`)" if summary["split"] else ""
+    split = f" (split {_code(summary['split'])})" if summary["split"] else ""
     parts = [
         "## Attribution audit (hf-iia)",
-        f"Audited with hf-iia on {summary['rows']} images of `{summary['dataset']}`{split}: "
-        f"Iterated Integrated Attributions (`iia`) and `{methods[1]}` for comparison; each image is explained "
+        f"Audited with hf-iia on {summary['rows']} images of {_code(summary['dataset'])}{split}: "
+        f"Iterated Integrated Attributions (`iia`) and {_code(methods[1])} for comparison; each image is explained "
         f"for its {'ground-truth class' if summary['has_labels'] else 'top-1 class'}, and classes are grouped "
         f"by {summary['grouped_by']}. Settings: {_settings(summary['settings'])}; maps at the model input size "
         f"{summary['input_size'][0]}x{summary['input_size'][1]}.",
@@ -105,7 +125,7 @@ def audit_card(summary: dict[str, Any], grid_file: str) -> ModelCard:
         markdown_table(
             ["method", *(header for _, header, _ in columns)],
             [
-                [f"`{method}`", *(_cell(summary["overall"][method].get(key), spec) for key, _, spec in columns)]
+                [_code(method), *(_cell(summary["overall"][method].get(key), spec) for key, _, spec in columns)]
                 for method in methods
             ],
         ),
@@ -114,13 +134,13 @@ def audit_card(summary: dict[str, Any], grid_file: str) -> ModelCard:
         markdown_table(
             ["method", *(_HEADERS[key] for key in summary["spread"][methods[0]])],
             [
-                [f"`{method}`", *(f"{spread['std']:.1%} / {spread['range']:.1%}" for spread in spreads.values())]
+                [_code(method), *(f"{spread['std']:.1%} / {spread['range']:.1%}" for spread in spreads.values())]
                 for method, spreads in summary["spread"].items()
             ],
         ),
         *[_class_table(summary, method, columns) for method in methods],
         "### Examples",
-        f"Each line: an image, then the `{'`, `'.join(methods)}` maps over it (flagged classes first).",
+        f"Each line: an image, then the {', '.join(map(_code, methods))} maps over it (flagged classes first).",
         f"![attribution overlays]({grid_file})",
         "### How to read this",
         "Deletion AUC: the target probability while the most attributed pixels are removed (lower = more "
@@ -139,25 +159,25 @@ def audit_card(summary: dict[str, Any], grid_file: str) -> ModelCard:
 def _settings(settings: dict[str, Any]) -> str:
     """The settings that change the numbers, as ``name=value`` pairs (defaults left out)."""
     shown = ("n", "layer", "preset", "steps", "perturbation_steps")
-    return ", ".join(f"`{name}={settings[name]}`" for name in shown if settings.get(name) is not None)
+    return ", ".join(_code(f"{name}={settings[name]}") for name in shown if settings.get(name) is not None)
 
 
 def _verdict_block(method: str, verdict: dict[str, Any]) -> str:
-    lines = [f"**`{method}`**: {verdict['text']}"]
+    lines = [f"**{_code(method)}**: {markdown_text(verdict['text'])}"]
     for entry in verdict["flagged"]:
-        lines.append(f"- `{entry['name']}`: " + "; ".join(entry["reasons"]))
+        lines.append(f"- {_code(entry['name'])}: " + markdown_text("; ".join(entry["reasons"])))
     return "\n".join(lines)
 
 
 def _class_table(summary: dict[str, Any], method: str, columns: list[tuple[str, str, str]]) -> str:
     rows = [
         [
-            f"{entry['name']} ({entry['class']})",
+            markdown_text(f"{entry['name']} ({entry['class']})"),
             *(_cell(entry.get(key), spec) for key, _, spec in columns),
-            entry["corner"],
+            markdown_text(entry["corner"]),
             "⚠ " + "; ".join(flag.split(":")[0] for flag in entry["flags"]) if entry["flags"] else "ok",
         ]
         for entry in summary["classes"][method]
     ]
     table = markdown_table(["class", *(header for _, header, _ in columns), "that corner", "verdict"], rows)
-    return f"### Per class: `{method}`\n\n{table}"
+    return f"### Per class: {_code(method)}\n\n{table}"

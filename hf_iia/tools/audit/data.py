@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
+from PIL import Image
 
 from ...data import DatasetColumnError, check_columns
 from ...errors import AuditError
@@ -38,7 +42,7 @@ def load_audit_dataset(config: AuditConfig) -> datasets.Dataset | datasets.Itera
     else:
         source = Path(config.dataset)
         if source.is_dir() and any((source / name).exists() for name in ("state.json", "dataset_dict.json")):
-            loaded = datasets.load_from_disk(os.fspath(source))
+            loaded = _load_saved(source)
         elif source.is_dir():
             loaded = datasets.load_dataset("imagefolder", data_dir=os.fspath(source), streaming=True)
         else:
@@ -52,9 +56,27 @@ def load_audit_dataset(config: AuditConfig) -> datasets.Dataset | datasets.Itera
             if isinstance(dataset, datasets.IterableDataset)
             else (dataset.select(range(min(config.n, len(dataset)))))
         )
-    if dataset.features is not None and isinstance(dataset.features.get(config.image_column), datasets.Image):
-        dataset = dataset.cast_column(config.image_column, datasets.Image(decode=False))
+    if isinstance(dataset, datasets.Dataset) and len(dataset) == 0:
+        raise AuditError(
+            f"the dataset {config.dataset}{f' (split {config.split})' if config.split else ''} has no rows; "
+            "audit a dataset (or --split) that holds images"
+        )
+    feature = dataset.features.get(config.image_column) if dataset.features is not None else None
+    if isinstance(feature, datasets.Image):  # undecoded, keeping the feature's mode: the auditor decodes with it
+        dataset = dataset.cast_column(config.image_column, datasets.Image(mode=feature.mode, decode=False))
     return dataset
+
+
+def _load_saved(source: Path) -> datasets.Dataset | datasets.DatasetDict:
+    """``datasets.load_from_disk(source)``; a saved dataset (or split) with no rows, which ``datasets`` fails to
+    load with a bare ``IndexError``, is an :class:`AuditError`."""
+    try:
+        return datasets.load_from_disk(os.fspath(source))
+    except IndexError:
+        states = [source / "state.json", *source.glob("*/state.json")]
+        if any(state.is_file() and json.loads(state.read_text()).get("_data_files") == [] for state in states):
+            raise AuditError(f"the saved dataset {source} has no rows; audit a dataset that holds images") from None
+        raise
 
 
 def _pick_split(loaded: Any, split: str | None) -> Any:
@@ -112,3 +134,73 @@ def fetch_rows(dataset: datasets.Dataset | datasets.IterableDataset, indices: Se
         return {}
     wanted = set(indices)
     return {index: row for index, row in enumerate(dataset.take(max(indices) + 1)) if index in wanted}
+
+
+def rows_digest(rows: dict[str, list], columns: Sequence[str]) -> str:
+    """SHA-256 of what an audit reads of a batch: the cells of ``columns`` (image, labels, masks) of every row.
+
+    An image cell given only as a path (a streamed image folder) is hashed by the file's bytes, so new images
+    under old file names change the digest. A resumed audit compares the digests of its batch files with the
+    data's, so it never mixes rows of two versions of a dataset.
+    """
+    hasher = hashlib.sha256()
+    for column in columns:
+        _feed(hasher, column)
+        _feed(hasher, rows[column])
+    return hasher.hexdigest()
+
+
+def _feed(hasher: Any, value: Any) -> None:
+    """Hash ``value`` unambiguously: a type tag, a length where needed, then the content."""
+
+    def tagged(tag: bytes, data: bytes) -> None:
+        hasher.update(tag + len(data).to_bytes(8, "little") + data)
+
+    if value is None:
+        tagged(b"N", b"")
+    elif isinstance(value, (bool, np.bool_)):
+        tagged(b"B", b"1" if value else b"0")
+    elif isinstance(value, (int, np.integer)):
+        tagged(b"I", str(int(value)).encode())
+    elif isinstance(value, (float, np.floating)):
+        tagged(b"F", repr(float(value)).encode())
+    elif isinstance(value, str):
+        tagged(b"S", value.encode())
+    elif isinstance(value, bytes):
+        tagged(b"Y", value)
+    elif isinstance(value, dict) and value.keys() == {"bytes", "path"} and value["bytes"] is None and value["path"]:
+        path = Path(value["path"])
+        tagged(b"P", path.read_bytes() if path.is_file() else os.fsencode(path))
+    elif isinstance(value, dict):
+        tagged(b"D", str(len(value)).encode())
+        for key in sorted(value, key=str):
+            _feed(hasher, str(key))
+            _feed(hasher, value[key])
+    elif isinstance(value, list) and _numeric(value) is not None:  # a mask or label column: hashed as one array
+        array = _numeric(value)
+        tagged(b"l", f"{array.dtype.str}{array.shape}".encode())
+        tagged(b"a", np.ascontiguousarray(array).tobytes())
+    elif isinstance(value, (list, tuple)):
+        tagged(b"L", str(len(value)).encode())
+        for item in value:
+            _feed(hasher, item)
+    elif isinstance(value, np.ndarray):
+        tagged(b"A", f"{value.dtype.str}{value.shape}".encode())
+        tagged(b"a", np.ascontiguousarray(value).tobytes())
+    elif isinstance(value, Image.Image):
+        tagged(b"M", f"{value.mode}{value.size}".encode())
+        tagged(b"m", value.tobytes())
+    else:
+        raise AuditError(
+            f"cannot fingerprint a dataset cell of type {type(value).__name__} (needed to resume safely); "
+            "give the column as images, numbers, strings or arrays"
+        )
+
+
+def _numeric(cells: list) -> np.ndarray | None:
+    """``cells`` (nested lists of numbers, e.g. an ``Array2D`` column) as one numeric array, else ``None``."""
+    try:
+        array = np.asarray(cells)
+    except ValueError:  # ragged
+        return None
+    return array if array.dtype.kind in "biuf" else None

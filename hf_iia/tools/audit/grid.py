@@ -50,7 +50,7 @@ def overlay_grid(
     scores = {(int(row.index), row.method): (int(row.target), float(row.score)) for row in frame.itertuples()}
     tiles, captions = [], []
     for index, name in chosen:
-        image = decode_image(rows[index][config.image_column], index)
+        image = decode_image(rows[index][config.image_column], index, auditor.image_mode)
         tiles.append(_enlarged(image, GRID_TILE))
         captions.append(f"#{index} {name}")
         for method in auditor.methods:

@@ -14,11 +14,20 @@ import pyarrow.parquet as pq
 import torch
 
 from ...errors import AuditError
-from ...outputs import output_path, write_atomic
+from ...outputs import check_output_folder, output_path, write_atomic
 from .auditor import Auditor
 from .config import AuditConfig
-from .data import iter_batches, load_audit_dataset, resolve_columns
-from .files import batch_path, gather, parquet_bytes, prepare_folder, record_stream_end, row_count, write_results
+from .data import iter_batches, load_audit_dataset, resolve_columns, rows_digest
+from .files import (
+    batch_path,
+    check_batches,
+    gather,
+    prepare_folder,
+    record_stream_end,
+    row_count,
+    write_batch,
+    write_results,
+)
 from .grid import GRID_FILE, overlay_grid
 from .summary import summarise
 
@@ -33,9 +42,13 @@ def _process_state(device: str | None) -> PartialState:
     return PartialState(cpu=device == "cpu" or not torch.accelerator.is_available())
 
 
-def run_audit(config: AuditConfig, out: str | os.PathLike, *, progress: bool = True) -> dict[str, Any] | None:
+def run_audit(
+    config: AuditConfig, out: str | os.PathLike, *, overwrite: bool = False, progress: bool = True
+) -> dict[str, Any] | None:
     """Run (or resume) an audit into ``out``; see the module doc.
 
+    A resume checks that the checkpoint and the rows already audited are unchanged (else :class:`AuditError`).
+    ``overwrite``: discard the audit (or the committed card of another audit) in ``out`` and start afresh.
     Under ``accelerate launch`` every process calls this with the same arguments.
 
     Returns:
@@ -47,16 +60,22 @@ def run_audit(config: AuditConfig, out: str | os.PathLike, *, progress: bool = T
 
     state = _process_state(config.device)
     out = Path(out).resolve()
+    if state.is_main_process:
+        check_output_folder(out)  # an unwritable folder fails before the model loads
     dataset = load_audit_dataset(config)
     label_column, mask_column = resolve_columns(config, dataset.column_names or _first_columns(dataset))
+    columns = [name for name in (config.image_column, label_column, mask_column) if name is not None]
     auditor = Auditor(config, config.device or state.device)
     feature = (dataset.features or {}).get(label_column) if label_column else None
     if isinstance(feature, datasets.ClassLabel) and label_column:
         auditor.read_class_label(feature.names, label_column)
+    image_feature = (dataset.features or {}).get(config.image_column)
+    auditor.image_mode = image_feature.mode if isinstance(image_feature, datasets.Image) else None
     if state.is_main_process:
-        prepare_folder(out, config)
+        prepare_folder(out, config, overwrite=overwrite)
     state.wait_for_everyone()
     rows = row_count(out, dataset, config.n)
+    check_batches(out, dataset, config.batch_size, columns, rows)  # every process: none waits on a refused one
     pending = [k for k in range(math.ceil(rows / config.batch_size)) if not batch_path(out, k).exists()]
     state.wait_for_everyone()  # every process has listed the same pending batches before anyone writes
     with state.split_between_processes(pending) as mine:
@@ -69,7 +88,7 @@ def run_audit(config: AuditConfig, out: str | os.PathLike, *, progress: bool = T
         last = -1
         for k, batch in iter_batches(dataset, config.batch_size, mine):
             table = auditor.audit_batch(k * config.batch_size, batch, label_column, mask_column)
-            write_atomic(batch_path(out, k), parquet_bytes(table))
+            write_batch(out, k, table, rows_digest(batch, columns))
             last = k
             bar.update()
         bar.close()
