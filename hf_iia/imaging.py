@@ -175,32 +175,68 @@ def probe_geometry(preprocess: Preprocess, size: tuple[int, int]) -> Geometry | 
     the same ramp position, each ramp varies along its own axis only, and the fit is linear. Then
     ``IIAExplainer`` draws overlays on the model input (``Explanation.overlay_note`` says why).
 
-    Images with a side over :data:`PROBE_MAX_SIDE` are probed at a proportionally reduced
-    size and the fit is scaled back (the 8-bit ramps cannot resolve finer positions anyway),
-    so an 8k x 8k photo costs no more to probe than a 1k one.
+    Images of more than ``PROBE_MAX_SIDE ** 2`` pixels are probed at a proportionally reduced
+    size of that area and the fit is scaled back (the 8-bit ramps cannot resolve finer positions anyway), then confirmed by a
+    full-size x and y ramp (refused if the processor maps those otherwise), so an 8k x 8k photo costs two
+    full-size processor calls to probe instead of six.
     """
     width, height = size
-    factor = max(width, height) / PROBE_MAX_SIDE
+    factor = (width * height) ** 0.5 / PROBE_MAX_SIDE  # by area: a long thin image is cheap at full size
     if factor > 1:
         small = (max(1, round(width / factor)), max(1, round(height / factor)))
-        fit = _probe(preprocess, small)
-        if fit is None:
+        probed = _probe(preprocess, small)
+        if probed is None:
             return None
+        fit, black, span, seen = probed
         sx, sy = width / small[0], height / small[1]  # pixel centres: u = (u' + 0.5) * s - 0.5
-        return Geometry(
+        geometry = Geometry(
             fit.scale_x * sx,
             (fit.shift_x + 0.5) * sx - 0.5,
             fit.scale_y * sy,
             (fit.shift_y + 0.5) * sy - 0.5,
             (width, height),
         )
-    return _probe(preprocess, size)
+        return geometry if _holds_at_full_size(preprocess, geometry, black, span, seen) else None
+    probed = _probe(preprocess, size)
+    return probed[0] if probed is not None else None
+
+
+def _holds_at_full_size(
+    preprocess: Preprocess, geometry: Geometry, black: torch.Tensor, span: torch.Tensor, seen: torch.Tensor
+) -> bool:
+    """Whether a full-size x ramp and y ramp come out as ``geometry`` (fitted at a reduced size) predicts on the
+    ``seen`` ``[h, w]`` pixels, within the fit's own tolerance: a processor whose map depends on the size (a
+    thumbnail that only shrinks, a crop of fixed pixels) fails this. ``black``, ``span`` ``[C, h, w]``: from the
+    reduced probes (a processor's colour handling does not depend on the size)."""
+    width, height = geometry.original_size
+    h, w = seen.shape
+    for length, scale, shift, along in (
+        (width, geometry.scale_x, geometry.shift_x, 1),
+        (height, geometry.scale_y, geometry.shift_y, 0),
+    ):
+        if length < 2:
+            continue  # a side of one pixel carries no ramp
+        ramp = np.round(np.linspace(0, 255, length)).astype(np.uint8)
+        plane = np.broadcast_to(ramp[None, :] if along else ramp[:, None], (height, width))
+        out = _run(preprocess, [plane])
+        if out is None or out.shape[1:] != black.shape:
+            return False
+        source = ((out[0] - black) / torch.where(seen, span, 1.0)).mean(dim=0) * (length - 1)  # [h, w]
+        predicted = (scale * torch.arange(w if along else h, dtype=torch.float64) + shift).clamp(0, length - 1)
+        error = (source - (predicted[None, :] if along else predicted[:, None]))[seen].abs()
+        if error.max() > max(2.0, 2 * scale, 1.5 * (length - 1) / 255):
+            return False
+    return True
 
 
 Window = tuple[float, float]  # the original coordinates a probe ramp spans, from its 0 to its 255
 
 
-def _probe(preprocess: Preprocess, size: tuple[int, int]) -> Geometry | None:
+def _probe(
+    preprocess: Preprocess, size: tuple[int, int]
+) -> tuple[Geometry, torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """The geometry at ``size``, with the black output and the white - black span ``[C, h, w]`` and the ``seen``
+    mask ``[h, w]`` it was read with; ``None`` when the evidence does not establish one."""
     width, height = size
     whole = ((0.0, width - 1.0), (0.0, height - 1.0))
     planes = [np.zeros((height, width)), np.full((height, width), 255.0), *_ramps(size, whole)]
@@ -230,7 +266,7 @@ def _probe(preprocess: Preprocess, size: tuple[int, int]) -> Geometry | None:
     if fine is None:
         return None
     (scale_x, shift_x), (scale_y, shift_y) = fine
-    return Geometry(scale_x, shift_x, scale_y, shift_y, (width, height))
+    return Geometry(scale_x, shift_x, scale_y, shift_y, (width, height)), black, span, seen
 
 
 def _ramps(size: tuple[int, int], windows: tuple[Window, Window]) -> list[np.ndarray]:

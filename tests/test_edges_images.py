@@ -132,6 +132,18 @@ def test_probed_geometry_matches_a_marker_for_every_zoo_processor(kind):
         assert max(errors) <= 1.0, f"{kind} at {size}: marker mapped back {max(errors):.2f} px off ({geometry})"
 
 
+def test_a_large_image_is_not_given_the_geometry_of_its_reduced_probe_when_the_processor_differs():
+    """Over PROBE_MAX_SIDE ** 2 pixels the probe runs at a reduced size; a processor that crops fixed pixels (no
+    resize) maps the reduced image differently, and the full-size confirmation refuses the scaled-back fit."""
+    from transformers import CLIPImageProcessor
+
+    crop = CLIPImageProcessor(do_resize=False, do_center_crop=True, crop_size={"height": 64, "width": 64})
+    assert probe_geometry(_pixel_values(crop), (1500, 1500)) is None  # scaled back: 94 px seen, but 64 are
+    resize = zoo.tiny_processor("vit", 32)  # a plain resize is the same map at every size: confirmed
+    geometry = probe_geometry(_pixel_values(resize), (1500, 1100))
+    assert geometry is not None and max(_marker_errors(_pixel_values(resize), geometry, (1500, 1100))) <= 1.0
+
+
 def test_a_processor_that_turns_the_image_gets_no_geometry_and_no_stretched_overlay():
     """Donut's processor turns a portrait image a quarter turn to fit a landscape input (do_align_long_axis): no
     axis-aligned map exists, so there is no geometry, and the overlay is the model input, with a note."""
