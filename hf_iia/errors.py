@@ -52,6 +52,10 @@ class OutputPathError(IIAError):
     """An output name would escape the output folder, or would overwrite a file without ``overwrite=True``."""
 
 
+class GeometryError(IIAError):
+    """How the image processor resized, cropped or padded an image is unknown, so a map cannot be placed on it."""
+
+
 class DatasetColumnError(IIAError):
     """A dataset lacks a column the call needs, or already has a column the call would add."""
 

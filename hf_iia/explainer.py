@@ -23,8 +23,8 @@ from torch import nn
 from .adapters.base import FeatureMapAdapter, LayerSpec, evaluation_mode
 from .adapters.guard import Installation, acquire, protected
 from .adapters.registry import Family
-from .errors import IIAError, ImageInputError, TargetError, UnsupportedModelError
-from .imaging import Geometry, ImageLike, probe_geometry, to_rgb
+from .errors import GeometryError, IIAError, ImageInputError, TargetError, UnsupportedModelError
+from .imaging import Geometry, ImageLike, probe_geometry, process, to_rgb
 from .labels import class_index, label_index
 from .loading import check_device, load_model, load_processor
 from .methods import METHODS, MethodOptions, input_size, prepare
@@ -50,7 +50,8 @@ class Explanation:
         score: the model's score of ``target`` on the image, as transformers' image-classification pipeline
             reports it: ``score_function`` applied to the logits.
         image: the original RGB image (``None`` when the input was a pixel_values tensor).
-        geometry: how the processor mapped ``image`` onto the model input (``None`` if unknown).
+        geometry: how the processor mapped ``image`` onto the model input (``None`` if it could not be established:
+            then :meth:`overlay` draws on the model input and says why in :attr:`overlay_note`).
         pixel_values: ``[C, H, W]`` the model input that was explained.
         score_function: how ``score`` came from the logits (:func:`hf_iia.scores.score_function`): ``"softmax"``
             (single-label heads), ``"sigmoid"`` (multi-label and one-logit heads) or ``"none"`` (regression: the
@@ -70,24 +71,55 @@ class Explanation:
     score_function: str = "softmax"
     zero_level: float | None = None
 
+    @property
+    def overlay_note(self) -> str | None:
+        """Why :meth:`overlay` draws on the model input instead of the original image; ``None`` when it does not."""
+        if self.image is None or self.geometry is not None:
+            return None
+        return (
+            f"the image processor's resize/crop/pad of this {self.image.width}x{self.image.height} image could not be "
+            "established from its outputs (hf_iia.imaging.probe_geometry), so the map is drawn on the model input "
+            "(the processed image) rather than stretched over the photo"
+        )
+
     def heatmap_on_image(self) -> np.ndarray:
-        """The map resampled onto the original image, ``[H0, W0]``; NaN where the model input did not see it."""
+        """The map resampled onto the original image, ``[H0, W0]``; NaN where the model input did not see it.
+
+        Without an image (a ``pixel_values`` input) this is :attr:`heatmap`. Raises :class:`GeometryError` when the
+        processor's geometry is unknown (see :attr:`overlay_note`): a stretched map would point at the wrong pixels.
+        """
         if self.image is None:
             return self.heatmap
         if self.geometry is None:
-            resized = Image.fromarray(self.heatmap).resize(self.image.size, Image.Resampling.BILINEAR)
-            return np.asarray(resized, dtype=np.float32)
+            raise GeometryError(
+                f"{self.overlay_note}; use explanation.heatmap with explanation.pixel_values (both at the model "
+                "input's resolution), or explanation.overlay(), which draws on the model input"
+            )
         return self.geometry.to_original(self.heatmap)
 
+    def canvas(self) -> tuple[Image.Image, np.ndarray]:
+        """What the map is drawn on: ``(image, map on it [H, W])``. The original image with
+        :meth:`heatmap_on_image` when the processor's geometry is known; else the model input (min-max scaled
+        ``pixel_values``, its first three channels in the processor's order) with :attr:`heatmap` as it is, and
+        :attr:`overlay_note` says why."""
+        if self.image is not None and self.geometry is not None:
+            return self.image, self.heatmap_on_image()
+        assert self.pixel_values is not None
+        view = self.pixel_values.float()
+        view = (view - view.min()) / (view.max() - view.min()).clamp_min(1e-12)
+        base = Image.fromarray((view.permute(1, 2, 0).numpy() * 255).astype(np.uint8)[..., :3].squeeze())
+        return base.convert("RGB"), self.heatmap
+
     def overlay(self, *, alpha: float = 0.5, colormap: str = "jet") -> Image.Image:
-        """The map over the original image (resize/crop undone), as a PIL image."""
-        if self.image is None:
-            assert self.pixel_values is not None
-            view = self.pixel_values.float()
-            view = (view - view.min()) / (view.max() - view.min()).clamp_min(1e-12)
-            base = Image.fromarray((view.permute(1, 2, 0).numpy() * 255).astype(np.uint8)[..., :3].squeeze())
-            return draw_overlay(base.convert("RGB"), self.heatmap, alpha=alpha, colormap=colormap)
-        return draw_overlay(self.image, self.heatmap_on_image(), alpha=alpha, colormap=colormap)
+        """The map over the original image (resize/crop undone), as a PIL image.
+
+        Over the model input instead (see :meth:`canvas`) when there is no original image, or when the
+        processor's geometry is unknown: then with a ``UserWarning`` giving :attr:`overlay_note`.
+        """
+        if self.overlay_note is not None:
+            warnings.warn(self.overlay_note, UserWarning, stacklevel=2)
+        image, heatmap = self.canvas()
+        return draw_overlay(image, heatmap, alpha=alpha, colormap=colormap)
 
 
 class IIAExplainer:
@@ -129,8 +161,8 @@ class IIAExplainer:
             ``"earliest"`` (the integrand read at the earliest level: a finer grid), ``"product"`` or ``"sum"``
             (every level's channel sum on the finest grid, min-max normalised, multiplied or averaged).
         start: a named start of the image path for ``iia`` and ``ig`` (:data:`hf_iia.presets.STARTS`) instead of
-            ``baselines=``: ``"mean"`` (0 in normalised space, the default), ``"black"`` (``-image_mean / image_std``
-            from the processor) or ``"blur"`` (each image Gaussian-blurred).
+            ``baselines=``: ``"mean"`` (0 in normalised space, the default), ``"black"`` (the processor's output for a
+            black image) or ``"blur"`` (each image Gaussian-blurred).
         trust_remote_code: passed to ``from_pretrained``; off unless you trust the repo.
         allow_pickle: allow loading pickle (``.bin``) weights; off by default.
         progress: show a progress bar on runs longer than a second.
@@ -342,14 +374,7 @@ class IIAExplainer:
                 "(...)), or preprocess yourself and call explainer.attribute(pixel_values)"
             )
         try:
-            out = (
-                self.processor(images=images, return_tensors="pt")
-                if _is_hf_processor(self.processor)
-                else self.processor(images)
-            )
-            pixel_values = out["pixel_values"] if isinstance(out, dict) or hasattr(out, "keys") else out
-            if not isinstance(pixel_values, torch.Tensor):
-                pixel_values = torch.as_tensor(np.stack(pixel_values))
+            pixel_values = process(self.processor, images)
         except (ValueError, RuntimeError) as error:  # e.g. images of different sizes that a processor does not resize
             channels = getattr(getattr(self.model, "config", None), "num_channels", None)
             mean = getattr(self.processor, "image_mean", None)
@@ -371,7 +396,8 @@ class IIAExplainer:
         if size not in self._geometries:
             if len(self._geometries) > 64:
                 self._geometries.clear()
-            self._geometries[size] = probe_geometry(self._pixel_values, size)
+            # Through preprocess, as the images go (a grayscale model's processor gets luminance).
+            self._geometries[size] = probe_geometry(lambda probes: self.preprocess(probes)[0], size)
         return self._geometries[size]
 
     def preprocess(self, images: ImageLike | Sequence[ImageLike]) -> tuple[torch.Tensor, list[Image.Image]]:
@@ -537,10 +563,6 @@ def _config_input_size(config: object | None) -> tuple[int, int] | None:
     if isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size):
         return int(size[0]), int(size[1])
     return None
-
-
-def _is_hf_processor(processor: object) -> bool:
-    return hasattr(processor, "preprocess") or type(processor).__module__.startswith("transformers")
 
 
 def _check_pixel_values(pixel_values: object) -> torch.Tensor:

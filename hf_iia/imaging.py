@@ -2,7 +2,11 @@
 
 :func:`to_rgb` accepts a path, a PIL image (any mode) or a numpy array (``[H, W]``,
 ``[H, W, 1|3|4]``; uint8, uint16, bool or float in ``[0, 1]``) and returns an RGB PIL
-image, or raises :class:`~hf_iia.errors.ImageInputError` saying what is wrong.
+image, or raises :class:`~hf_iia.errors.ImageInputError` saying what is wrong. Paths and PIL images are
+decoded as image viewers show them: an EXIF ``Orientation`` tag (phone photos) is applied
+(``PIL.ImageOps.exif_transpose``, as 🤗 ``datasets`` decodes images), so the model sees, and the overlay
+is drawn on, the upright photo. A PIL image is turned whenever it still carries such a tag (PIL's own
+``transpose`` keeps it): turn it with ``ImageOps.exif_transpose``, which removes the tag, or drop the tag.
 
 :func:`probe_geometry` finds how an image processor maps an image of a given size onto
 its ``pixel_values`` (resize, crop, pad: any axis-aligned affine map) by feeding it
@@ -14,10 +18,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageInputError
 
@@ -25,9 +30,11 @@ ImageLike = str | os.PathLike | Image.Image | np.ndarray
 
 _CHANNEL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 
+ORIENTATION = 0x0112  # the EXIF Orientation tag: 1 = stored upright, 2-8 = mirrored and/or turned
+
 
 def to_rgb(image: ImageLike) -> Image.Image:
-    """Return ``image`` as an RGB PIL image (alpha dropped, 16-bit scaled to 8-bit)."""
+    """Return ``image`` as an RGB PIL image: upright per its EXIF orientation, alpha dropped, 16-bit scaled to 8-bit."""
     if isinstance(image, (str, os.PathLike)):
         try:
             with Image.open(image) as opened:
@@ -42,6 +49,8 @@ def to_rgb(image: ImageLike) -> Image.Image:
     if isinstance(image, Image.Image):
         if image.width == 0 or image.height == 0:
             raise ImageInputError(f"image has size {image.size}; it needs at least one pixel")
+        if image.getexif().get(ORIENTATION, 1) != 1:  # stored sideways or mirrored: turn it as viewers do
+            image = ImageOps.exif_transpose(image)
         if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
             return to_rgb(np.asarray(image))
         if image.mode == "La":  # premultiplied alpha: PIL converts it to LA only
@@ -97,6 +106,22 @@ def _array_to_uint8(array: np.ndarray) -> np.ndarray:
     raise ImageInputError(f"unsupported image array dtype {array.dtype}; use uint8, uint16, bool or float in [0, 1]")
 
 
+def process(processor: object, images: list[Image.Image]) -> torch.Tensor:
+    """``processor``'s ``pixel_values`` ``[B, C, H, W]`` for ``images``: a transformers image processor (called with
+    ``return_tensors="pt"``) or any callable ``images -> tensor | {"pixel_values": ...} | sequence of arrays``."""
+    call: Callable[..., object] = processor  # type: ignore[assignment]
+    out: Any = call(images=images, return_tensors="pt") if is_hf_processor(processor) else call(images)
+    pixel_values = out["pixel_values"] if isinstance(out, dict) or hasattr(out, "keys") else out
+    if not isinstance(pixel_values, torch.Tensor):
+        pixel_values = torch.as_tensor(np.stack(pixel_values))
+    return pixel_values
+
+
+def is_hf_processor(processor: object) -> bool:
+    """Whether ``processor`` is a transformers image processor (called ``processor(images=..., return_tensors=)``)."""
+    return hasattr(processor, "preprocess") or type(processor).__module__.startswith("transformers")
+
+
 @dataclass(frozen=True)
 class Geometry:
     """Affine map from model-input pixel centres ``(x, y)`` to original-image pixel centres.
@@ -124,8 +149,10 @@ class Geometry:
         source = torch.from_numpy(np.ascontiguousarray(heatmap, dtype=np.float32)).view(1, 1, h, w)
         out = torch.nn.functional.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=True)
         out = out[0, 0].numpy()
-        inside_x = (x >= -0.5) & (x <= w - 0.5)
-        inside_y = (y >= -0.5) & (y <= h - 0.5)
+        # A pixel is seen when its area [u - 0.5, u + 0.5] overlaps the input's: a crop narrower than one original
+        # pixel (a 4 x 1 photo under a shortest-edge crop) still sees the pixels it cuts through.
+        inside_x = (x + 0.5 / self.scale_x > -0.5) & (x - 0.5 / self.scale_x < w - 0.5)
+        inside_y = (y + 0.5 / self.scale_y > -0.5) & (y - 0.5 / self.scale_y < h - 0.5)
         out[~(inside_y[:, None] & inside_x[None, :])] = np.nan
         return out
 
@@ -139,55 +166,167 @@ PROBE_MAX_SIDE = 1024
 def probe_geometry(preprocess: Preprocess, size: tuple[int, int]) -> Geometry | None:
     """Find the affine map ``preprocess`` applies to an RGB image of ``size = (W, H)``.
 
-    Feeds three probes (black, white, and x/y coordinate ramps in the red/green
-    channels) and fits ``source coordinate = scale * output coordinate + shift`` per axis.
-    Returns ``None`` when the processor is not an axis-aligned affine map of the pixels.
+    Feeds grey probes (black, white, and an x and a y coordinate ramp, each the same in R, G and B) and fits
+    ``source coordinate = scale * output coordinate + shift`` per axis over the output pixels that depend on the
+    image; a second pair of ramps spanning only the part of the image the output sees refines the fit. So it holds
+    whatever the processor does to the channel order (RGB -> BGR) or their number, and whatever it pads (output
+    pixels equal for the black and the white probe are padding, left out). Returns ``None`` unless the evidence
+    shows an axis-aligned affine map of the pixels: the image-dependent pixels form a rectangle, every channel reads
+    the same ramp position, each ramp varies along its own axis only, and the fit is linear. Then
+    ``IIAExplainer`` draws overlays on the model input (``Explanation.overlay_note`` says why).
 
-    Images with a side over :data:`PROBE_MAX_SIDE` are probed at a proportionally reduced
-    size and the fit is scaled back (the 8-bit ramps cannot resolve finer positions anyway),
-    so an 8k x 8k photo costs no more to probe than a 1k one.
+    Images of more than ``PROBE_MAX_SIDE ** 2`` pixels are probed at a proportionally reduced
+    size of that area and the fit is scaled back (the 8-bit ramps cannot resolve finer positions anyway), then confirmed by a
+    full-size x and y ramp (refused if the processor maps those otherwise), so an 8k x 8k photo costs two
+    full-size processor calls to probe instead of six.
     """
     width, height = size
-    factor = max(width, height) / PROBE_MAX_SIDE
+    factor = (width * height) ** 0.5 / PROBE_MAX_SIDE  # by area: a long thin image is cheap at full size
     if factor > 1:
         small = (max(1, round(width / factor)), max(1, round(height / factor)))
-        fit = _probe(preprocess, small)
-        if fit is None:
+        probed = _probe(preprocess, small)
+        if probed is None:
             return None
+        fit, black, span, seen = probed
         sx, sy = width / small[0], height / small[1]  # pixel centres: u = (u' + 0.5) * s - 0.5
-        return Geometry(
+        geometry = Geometry(
             fit.scale_x * sx,
             (fit.shift_x + 0.5) * sx - 0.5,
             fit.scale_y * sy,
             (fit.shift_y + 0.5) * sy - 0.5,
             (width, height),
         )
-    return _probe(preprocess, size)
+        return geometry if _holds_at_full_size(preprocess, geometry, black, span, seen) else None
+    probed = _probe(preprocess, size)
+    return probed[0] if probed is not None else None
 
 
-def _probe(preprocess: Preprocess, size: tuple[int, int]) -> Geometry | None:
+def _holds_at_full_size(
+    preprocess: Preprocess, geometry: Geometry, black: torch.Tensor, span: torch.Tensor, seen: torch.Tensor
+) -> bool:
+    """Whether a full-size x ramp and y ramp come out as ``geometry`` (fitted at a reduced size) predicts on the
+    ``seen`` ``[h, w]`` pixels, within the fit's own tolerance: a processor whose map depends on the size (a
+    thumbnail that only shrinks, a crop of fixed pixels) fails this. ``black``, ``span`` ``[C, h, w]``: from the
+    reduced probes (a processor's colour handling does not depend on the size)."""
+    width, height = geometry.original_size
+    h, w = seen.shape
+    for length, scale, shift, along in (
+        (width, geometry.scale_x, geometry.shift_x, 1),
+        (height, geometry.scale_y, geometry.shift_y, 0),
+    ):
+        if length < 2:
+            continue  # a side of one pixel carries no ramp
+        ramp = np.round(np.linspace(0, 255, length)).astype(np.uint8)
+        plane = np.broadcast_to(ramp[None, :] if along else ramp[:, None], (height, width))
+        out = _run(preprocess, [plane])
+        if out is None or out.shape[1:] != black.shape:
+            return False
+        source = ((out[0] - black) / torch.where(seen, span, 1.0)).mean(dim=0) * (length - 1)  # [h, w]
+        predicted = (scale * torch.arange(w if along else h, dtype=torch.float64) + shift).clamp(0, length - 1)
+        error = (source - (predicted[None, :] if along else predicted[:, None]))[seen].abs()
+        if error.max() > max(2.0, 2 * scale, 1.5 * (length - 1) / 255):
+            return False
+    return True
+
+
+Window = tuple[float, float]  # the original coordinates a probe ramp spans, from its 0 to its 255
+
+
+def _probe(
+    preprocess: Preprocess, size: tuple[int, int]
+) -> tuple[Geometry, torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """The geometry at ``size``, with the black output and the white - black span ``[C, h, w]`` and the ``seen``
+    mask ``[h, w]`` it was read with; ``None`` when the evidence does not establish one."""
     width, height = size
-    ramp = np.zeros((height, width, 3), dtype=np.uint8)
-    ramp[..., 0] = np.round(np.linspace(0, 255, width))[None, :]
-    ramp[..., 1] = np.round(np.linspace(0, 255, height))[:, None]
-    probes = [np.zeros_like(ramp), np.full_like(ramp, 255), ramp]
-    black, white, coords = preprocess([Image.fromarray(p) for p in probes]).double()
-    span = white - black
-    if (span[:2].abs() < 1e-6).any():
+    whole = ((0.0, width - 1.0), (0.0, height - 1.0))
+    planes = [np.zeros((height, width)), np.full((height, width), 255.0), *_ramps(size, whole)]
+    out = _run(preprocess, planes)
+    if out is None:
         return None
-    levels = (coords[:2] - black[:2]) / span[:2] * 255  # [2, h, w] ramp values seen at each output pixel
+    black, white = out[0], out[1]  # each [C, h, w]
+    span = white - black
+    # Output pixels that depend on the image; padding (Donut) gives the same value for black and white.
+    seen = (span.abs() > 1e-3 * float(span.abs().max())).all(dim=0)  # [h, w]
+    if not seen.any() or not torch.equal(seen, seen.any(dim=1)[:, None] & seen.any(dim=0)[None, :]):
+        return None  # nothing of the image, or not an axis-aligned rectangle of it
+    coarse = _fit(out[2:], black, span, seen, whole)
+    if coarse is None:
+        return None
+    # 8 bits over a whole side cannot place a crop of a long side to a pixel (300 px: 1.2 px a level); ramps over
+    # just the part the output sees (plus a margin for the resampling kernel) can.
+    windows = []
+    for (slope, intercept), mask, length in zip(coarse, (seen.any(dim=0), seen.any(dim=1)), size):
+        positions = torch.nonzero(mask).squeeze(1)
+        margin = 2 * slope + 2  # source pixels a downscaling kernel reaches beyond the outermost output centre
+        low = max(0.0, slope * float(positions[0]) + intercept - margin)
+        high = min(length - 1.0, slope * float(positions[-1]) + intercept + margin)
+        windows.append((low, high) if high - low >= 1 else (0.0, length - 1.0))
+    fine_out = _run(preprocess, _ramps(size, (windows[0], windows[1])))
+    fine = _fit(fine_out, black, span, seen, (windows[0], windows[1])) if fine_out is not None else None
+    if fine is None:
+        return None
+    (scale_x, shift_x), (scale_y, shift_y) = fine
+    return Geometry(scale_x, shift_x, scale_y, shift_y, (width, height)), black, span, seen
+
+
+def _ramps(size: tuple[int, int], windows: tuple[Window, Window]) -> list[np.ndarray]:
+    """An x and a y ramp ``[H, W]``: 0 at ``window[0]`` of its axis, 255 at ``window[1]``, clamped outside."""
+    width, height = size
+    ramps = []
+    for (low, high), length in zip(windows, size):
+        values = np.round(np.clip((np.arange(length) - low) / max(high - low, 1.0), 0, 1) * 255)
+        ramps.append(values)
+    return [np.broadcast_to(ramps[0][None, :], (height, width)), np.broadcast_to(ramps[1][:, None], (height, width))]
+
+
+def _run(preprocess: Preprocess, planes: list[np.ndarray]) -> torch.Tensor | None:
+    """``preprocess`` of grey images (each plane ``[H, W]`` in R, G and B) as float64 ``[N, C, h, w]``, or ``None``.
+
+    Grey probes carry their ramp in every output channel whatever the processor does to the channel order
+    (MobileViT's and PP-LCNet's RGB -> BGR) or their number (a grayscale model's luminance).
+    """
+    out = preprocess([Image.fromarray(np.repeat(p.astype(np.uint8)[..., None], 3, axis=2)) for p in planes])
+    if not isinstance(out, torch.Tensor) or out.dim() != 4 or out.shape[0] != len(planes):
+        return None  # not one image-shaped tensor per image (e.g. patch sequences): no pixel grid to map
+    return out.double()
+
+
+def _fit(
+    ramps: torch.Tensor, black: torch.Tensor, span: torch.Tensor, seen: torch.Tensor, windows: tuple[Window, Window]
+) -> list[tuple[float, float]] | None:
+    """``[(scale_x, shift_x), (scale_y, shift_y)]`` from the processed x and y ramps ``[2, C, h, w]``, or ``None``.
+
+    ``black`` and ``span`` (white - black) ``[C, h, w]`` turn outputs back into ramp levels on the ``seen`` ``[h, w]``
+    rectangle; ``windows`` are the ramps' spans in original coordinates.
+    """
+    rows, columns = seen.any(dim=1), seen.any(dim=0)
     fits = []
-    for axis, length in ((0, width), (1, height)):
-        source = levels[axis] / 255 * max(length - 1, 1)
-        profile = source.mean(dim=axis)  # x: average over rows -> [w]; y: average over columns -> [h]
-        positions = torch.arange(profile.shape[0], dtype=torch.float64)
-        inside = (profile > 0.5) & (profile < length - 1.5)  # ignore padding and clamped borders
+    for axis, (low, high) in enumerate(windows):
+        positions = torch.nonzero(columns if axis == 0 else rows).squeeze(1).double()  # output pixel indices
+        if high - low < 1:  # a side of one pixel: every output line that depends on the image shows it, spread evenly
+            fits.append((1 / len(positions), (0.5 - float(positions[0])) / len(positions) - 0.5))
+            continue
+        level = ((ramps[axis] - black) / torch.where(seen, span, 1.0))[:, rows][:, :, columns]  # [C, h', w'] in [0, 1]
+        if (level.amax(dim=0) - level.amin(dim=0)).max() > 0.02:
+            return None  # the channels disagree: the processor mixes or transforms colours, not just positions
+        source = low + level.mean(dim=0) * max(high - low, 1.0)  # the original coordinate seen at each output pixel
+        profile = source.mean(dim=axis)  # x: average over rows -> [w']; y: average over columns -> [h']
+        # Each ramp is constant along the other axis, and stays so through a resize or crop: not through a rotation.
+        if (source - profile.unsqueeze(axis)).abs().max() > max(1.0, (high - low) / 255):
+            return None
+        level_width = (high - low) / 255
+        inside = (profile > low + level_width / 2) & (profile < high - level_width / 2)  # not the clamped ends
         if inside.sum() < 2:
             return None
         slope, intercept = np.polyfit(positions[inside].numpy(), profile[inside].numpy(), 1)
+        # An output pixel within its own footprint of an end reads a kernel cut off by the image border (or the
+        # ramp's clamp): biased inwards. Refit without those when enough pixels remain.
+        away = (profile > low + 0.5 + slope) & (profile < high - 0.5 - slope)
+        if away.sum() >= 2:
+            inside = away
+            slope, intercept = np.polyfit(positions[inside].numpy(), profile[inside].numpy(), 1)
         residual = np.abs(slope * positions[inside].numpy() + intercept - profile[inside].numpy()).max()
-        if residual > max(2.0, 2 * abs(slope)) or slope <= 0:
+        if residual > max(2.0, 2 * abs(slope), 1.5 * level_width) or slope <= 0:  # the coarse ramp's steps pass
             return None
         fits.append((float(slope), float(intercept)))
-    (scale_x, shift_x), (scale_y, shift_y) = fits
-    return Geometry(scale_x, shift_x, scale_y, shift_y, (width, height))
+    return fits

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from PIL import Image
 
 from .engine import RULES, Start
 from .errors import IIAError, ImageInputError
+from .imaging import process
 from .integrands import INTEGRANDS
 from .metrics.perturbation import gaussian_blur
 
@@ -110,8 +112,10 @@ def resolve_start(name: str | None, processor: object | None) -> Start | None:
     """The image path's start called ``name`` (:data:`STARTS`) as a function of the images, ``None`` for ``"mean"``
     (or not given: the constant baseline of ``baselines=``).
 
-    ``"black"`` is the image of zeros before normalisation, ``(0 - image_mean) / image_std`` per channel, read from
-    the processor (``image_mean`` / ``image_std``, or a timm processor's ``data_config``; refused without them); ``"blur"`` is each image blurred by a
+    ``"black"`` is what the image processor makes of an all-black image of the model input's size (one call per
+    input size, kept), so it follows the processor's own rescale, normalisation and channel order (EfficientNet's
+    rescale offset, BGR); refused without a processor, and when the processor does not turn a black image of that
+    size into one image of the input's shape. ``"blur"`` is each image blurred by a
     Gaussian of ``BLUR_KERNEL`` pixels and ``BLUR_SIGMA`` (in normalised space, which equals blurring the pixels:
     the kernel sums to 1 and the normalisation is affine per channel).
     """
@@ -124,32 +128,35 @@ def resolve_start(name: str | None, processor: object | None) -> Start | None:
     raise IIAError(f"unknown start {name!r}; choose one of {list(STARTS)}")
 
 
+BLACK_CACHE_SIZES = 16  # model-input sizes whose processed black image a black start keeps
+
+
 def _black_start(processor: object | None) -> Start:
-    timm_config = getattr(processor, "data_config", None) or {}  # timm's processor keeps them there
-    mean = getattr(processor, "image_mean", None) or timm_config.get("mean")
-    std = getattr(processor, "image_std", None) or timm_config.get("std")
-    if mean is None or std is None:
+    if processor is None:
         raise IIAError(
-            "start='black' needs the image processor's image_mean and image_std (the black image is "
-            f"(0 - mean) / std), but {type(processor).__name__} has none; pass baselines= the normalised value instead"
+            "start='black' needs the image processor: the start is what it makes of a black image (its rescale, "
+            "normalisation and channel order), and this explainer has none; pass processor=, or baselines= the "
+            "normalised value of black"
         )
-    normalises = getattr(processor, "do_normalize", True)
-    black = [(0.0 - m) / s if normalises else 0.0 for m, s in zip(_per_channel(mean), _per_channel(std), strict=True)]
+    processed: dict[tuple[int, ...], torch.Tensor] = {}  # (C, H, W) -> the processed black image [1, C, H, W]
 
     def start(pixel_values: torch.Tensor) -> torch.Tensor:
-        if len(black) != pixel_values.shape[1]:
-            raise ImageInputError(
-                f"start='black' has {len(black)} channel value(s) from the processor, but pixel_values has "
-                f"{pixel_values.shape[1]} channel(s)"
-            )
-        value = torch.tensor(black, dtype=pixel_values.dtype, device=pixel_values.device).view(1, -1, 1, 1)
-        return value.expand_as(pixel_values)
+        shape = tuple(pixel_values.shape[1:])
+        if shape not in processed:
+            channels, height, width = shape
+            black = process(processor, [Image.new("L" if channels == 1 else "RGB", (width, height))])
+            if tuple(black.shape) != (1, *shape):
+                raise ImageInputError(
+                    f"start='black' is the processor's output for a black {width}x{height} image, but "
+                    f"{type(processor).__name__} made {list(black.shape)} of it, not [1, {channels}, {height}, "
+                    f"{width}] like pixel_values; pass baselines= the normalised value of black instead"
+                )
+            if len(processed) >= BLACK_CACHE_SIZES:
+                processed.clear()
+            processed[shape] = black
+        return processed[shape].to(pixel_values.device, pixel_values.dtype).expand_as(pixel_values)
 
     return start
-
-
-def _per_channel(value: object) -> list[float]:
-    return [float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)]  # type: ignore[arg-type]
 
 
 def _blurred(pixel_values: torch.Tensor) -> torch.Tensor:

@@ -159,7 +159,7 @@ def test_option_misuse_is_refused(resnet, tiny_folder):
         IIAExplainer(folder, start="black", baselines=0.5, progress=False)
     with pytest.raises(IIAError, match="unknown start 'white'"):
         IIAExplainer(folder, start="white", progress=False)
-    with pytest.raises(IIAError, match="needs the image processor's image_mean and image_std"):
+    with pytest.raises(IIAError, match="start='black' needs the image processor"):
         IIAExplainer(model, layer=STAGES, start="black", progress=False)
     with pytest.raises(MethodError, match="does not use start="):
         IIAExplainer(folder, method="gradcam", start="blur", progress=False)

@@ -298,3 +298,12 @@ def test_overwrite_never_replaces_a_folder_that_holds_no_audit(tmp_path):
     with pytest.raises(OutputPathError, match="holds no audit"):
         run_audit(_small(RESNET, "synthetic"), tmp_path / "mine", overwrite=True, progress=False)
     assert (tmp_path / "mine" / "README.md").read_text() == "my project"
+
+
+def test_masks_are_not_stretched_onto_an_input_whose_geometry_is_unknown():
+    """Without the processor's geometry an object mask has no known place on the model input: refused, not resized."""
+    from hf_iia.errors import GeometryError
+    from hf_iia.tools.audit.indicators import mask_to_input
+
+    with pytest.raises(GeometryError, match="without --masks"):
+        mask_to_input(np.ones((30, 40), dtype=bool), None, (32, 32))

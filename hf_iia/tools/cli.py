@@ -364,12 +364,11 @@ def _write_explanations(
 
     records = []
     for explanation, source, (png, npy) in zip(explanations, sources, paths):
-        figure = annotated_overlay(
-            explanation.image,
-            explanation.heatmap_on_image(),
-            _title(explanation, model, method, given),
-            zero_level=explanation.zero_level,
-        )
+        image, heatmap = explanation.canvas()
+        title = _title(explanation, model, method, given)
+        if explanation.overlay_note is not None:  # never a map stretched over the photo: say what is drawn instead
+            title += "\ndrawn on the model input: the processor's resize/crop of this image is not established"
+        figure = annotated_overlay(image, heatmap, title, zero_level=explanation.zero_level)
         buffer = io.BytesIO()
         figure.save(buffer, format="PNG")
         write_atomic(png, buffer.getvalue())
@@ -384,6 +383,7 @@ def _write_explanations(
                 "label": explanation.label,
                 "score": explanation.score,
                 "zero_level": explanation.zero_level,
+                "overlay_note": explanation.overlay_note,
                 "overlay": str(png),
                 "map": str(npy),
             }

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from ...data import DatasetColumnError
+from ...errors import GeometryError
 from ...imaging import Geometry
 from .config import Thresholds
 
@@ -60,12 +61,14 @@ def mask_to_input(mask: np.ndarray, geometry: Geometry | None, size: tuple[int, 
 
     Each model-input pixel takes the mask value at its source position (nearest pixel);
     pixels that show no part of the image (padding) are off the object. Without a known
-    geometry the mask is resized like the image (nearest neighbour).
+    geometry there is no evidence where the object lies on the input: :class:`GeometryError`.
     """
     height, width = size
     if geometry is None:
-        resized = Image.fromarray(mask.astype(np.uint8) * 255).resize((width, height), Image.Resampling.NEAREST)
-        return np.asarray(resized) > 0
+        raise GeometryError(
+            "the image processor's resize / crop / pad could not be established for these images, so the object "
+            "masks cannot be placed on the model input; audit without --masks (mask_column=None)"
+        )
     u = np.rint(geometry.scale_x * np.arange(width) + geometry.shift_x).astype(np.int64)
     v = np.rint(geometry.scale_y * np.arange(height) + geometry.shift_y).astype(np.int64)
     inside = ((v >= 0) & (v < mask.shape[0]))[:, None] & ((u >= 0) & (u < mask.shape[1]))[None, :]
