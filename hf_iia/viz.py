@@ -7,10 +7,6 @@ from collections.abc import Sequence
 
 import numpy as np
 from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
-from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
 SIGNED_COLORMAP = "RdBu_r"
@@ -88,6 +84,13 @@ def annotated_overlay(
     Returns:
         An RGB image somewhat larger than ``image`` (small images are enlarged so that the text stays readable).
     """
+    # Imported here: matplotlib's figure modules build its font cache (in MPLCONFIGDIR) on import, which only
+    # the annotated figure needs; plain overlays (the audit grid, Explanation.overlay) write nothing.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
     if zero_level is None:
         picture = overlay(image, heatmap, alpha=alpha, colormap=colormap)
         scale = ScalarMappable(Normalize(0, 1), colormaps[colormap])

@@ -307,7 +307,7 @@ def test_streamed_image_folder_shorter_than_n(scenario, tmp_path):
     assert json.loads((tmp_path / "out" / "raw" / "end.json").read_text()) == {"rows": 5}
     assert {entry["name"] for entry in summary["classes"]["iia"]} == set(NAMES)
     (folder / "red" / "0.png").write_bytes(b"not a png")
-    with pytest.raises(DatasetImageError, match=r"row \d+: cannot read '.*red/0\.png' as an image"):
+    with pytest.raises(DatasetImageError, match=r"row \d+ \(.*red/0\.png\): the image cannot be decoded"):
         run_audit(settings, tmp_path / "broken", progress=False)
 
 

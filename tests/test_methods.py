@@ -225,9 +225,11 @@ def _naive_attention_map(model: nn.Module, x: torch.Tensor, targets: torch.Tenso
     attentions = output.attentions  # per block [B, heads, T, T], part of the autograd graph
     grads = torch.autograd.grad(output.logits.gather(1, targets[:, None]).sum(), attentions)
     tokens = attentions[0].shape[-1]
-    eye = torch.eye(tokens).expand(x.shape[0], tokens, tokens)
+    eye = torch.eye(tokens, dtype=torch.float64).expand(x.shape[0], tokens, tokens)
     relevance = eye
-    for attention, grad in zip(attentions, grads):
+    # In float64, as the package fuses: a rollout is nearly flat, and float32 rounding of it would be stretched by
+    # the normalisation past the tolerance.
+    for attention, grad in zip((a.double() for a in attentions), (g.double() for g in grads)):
         if method == "attention_rollout":  # Abnar & Zuidema: 0.5 A + 0.5 I, rows renormalised
             fused = 0.5 * attention.mean(1) + 0.5 * eye
             relevance = (fused / fused.sum(-1, keepdim=True)) @ relevance

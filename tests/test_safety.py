@@ -104,6 +104,7 @@ def test_remote_code_never_runs_unless_trusted(tmp_path, monkeypatch, capsys):
 
     with pytest.raises(UnsafeCheckpointError, match="trust_remote_code"):
         IIAExplainer(str(folder), device="cpu")
+    Image.new("RGB", (16, 12)).save(tmp_path / "x.png")  # a real image: the CLI checks images before the model
     assert _explain_cli(str(folder), str(tmp_path / "x.png"), "--out", str(tmp_path / "out")) == 2
     assert "trust_remote_code" in capsys.readouterr().err
     assert not marker.exists(), "the checkpoint's code ran without trust_remote_code=True"
@@ -149,6 +150,7 @@ def test_pickle_only_checkpoint_is_refused_unless_allowed(tmp_path, capsys):
     folder = _pickle_only(tmp_path / "pickle", seed=1)
     with pytest.raises(UnsafeCheckpointError, match="allow_pickle=True"):
         IIAExplainer(str(folder), device="cpu")
+    Image.new("RGB", (16, 12)).save(tmp_path / "x.png")  # a real image: the CLI checks images before the model
     assert _explain_cli(str(folder), str(tmp_path / "x.png"), "--out", str(tmp_path / "out")) == 2
     assert "pickle" in capsys.readouterr().err and not (tmp_path / "out").exists()
     explainer = IIAExplainer(str(folder), device="cpu", allow_pickle=True, progress=False)
@@ -232,7 +234,7 @@ def test_cli_never_overwrites_without_flag_and_writes_nothing_when_refusing(tmp_
     assert existing.read_bytes() == b"precious"
     assert _files(out) == {existing}, "a refused run left partial outputs"
     assert _explain_cli(*args, "--overwrite") == 0
-    assert existing.read_bytes() != b"precious" and Image.open(existing).size == (16, 12)
+    assert existing.read_bytes() != b"precious" and Image.open(existing).format == "PNG"  # the annotated figure
 
 
 def test_cli_does_not_write_through_symlinks(tmp_path, images, zoo_folder):
