@@ -8,6 +8,11 @@ points including both ends with equal weights, as the reference code does
 (``steps = 0`` means the single point ``a = 1``). The integral is the weighted mean of the
 integrand over the grid, each point weighted by the product of its paths' weights.
 
+Points whose contribution is zero by construction are not computed (they still count in the
+mean's total weight): where every observed tap is a level at ``a = 0`` with baseline 0, so its
+representation is exactly zero, and the integrand vanishes there
+(:data:`~hf_iia.integrands.VANISHING_AT_ZERO`). See :meth:`IntegralSpec.vanishing_points`.
+
 All points of a batch form one grid of rows ``(image b, i0, i1, ..., iL)``. The grid is
 evaluated in chunks of at most ``internal_batch_size`` full points; inside a chunk each
 part of the network runs once per distinct *prefix* of the row: the prefix up to the
@@ -31,6 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .errors import LayerNotFoundError, NumericalError, TargetError
+from .integrands import VANISHING_AT_ZERO
 
 if TYPE_CHECKING:
     from .adapters.base import Adapter
@@ -128,6 +134,35 @@ class IntegralSpec:
             count *= path.points
         return count
 
+    def vanishing_points(self) -> torch.Tensor:
+        """``[points_per_image]`` bool over one image's grid rows ``(i0, ..., iL)`` (lexicographic, as the engine's
+        grid): the points whose contribution is zero by construction, which the engine does not compute.
+
+        A point vanishes when the integrand is one of :data:`~hf_iia.integrands.VANISHING_AT_ZERO` and every observed
+        representation is exactly zero there: the tap is an internal level whose path has baseline 0 and ``a = 0`` at
+        the point (``r = 0 + 0 * (h - 0)``), or the input on a path from the constant 0. Decided from the spec alone,
+        never from computed values: this is what lets half precision skip the zero level, where the gradient can
+        overflow (e.g. a LayerNorm head at an all-zero feature map), without hiding a non-finite gradient anywhere
+        else. Any other observed tap makes the point count: a level with a nonzero baseline, or a level earlier than
+        the one at ``a = 0`` (its value there depends on the outer paths, e.g. the image point).
+        """
+        grid = torch.cartesian_prod(*[torch.arange(path.points) for path in self.paths]).reshape(-1, len(self.paths))
+        vanishing = torch.full((grid.shape[0],), bool(self.observe) and self.integrand in VANISHING_AT_ZERO)
+        zero_columns = {tap: column for column, (tap, path) in enumerate(self.levels, start=1) if path.baseline == 0}
+        if self.start is None and self.input_path.baseline == 0:
+            zero_columns[INPUT_TAP] = 0
+        for tap in self.observe:
+            column = zero_columns.get(tap)
+            if column is None:
+                return torch.zeros_like(vanishing)
+            vanishing &= self.paths[column].alphas()[grid[:, column]] == 0
+        return vanishing
+
+    @property
+    def evaluated_points_per_image(self) -> int:
+        """How many of :attr:`points_per_image` the engine computes (the others vanish: :meth:`vanishing_points`)."""
+        return int((~self.vanishing_points()).sum())
+
     @property
     def total_weight(self) -> float:
         """Sum of the point weights over one image's grid (the product of the paths' weight sums)."""
@@ -160,9 +195,11 @@ class IntegrationResult:
 
 
 def _grid(batch: int, spec: IntegralSpec) -> torch.Tensor:
-    """All integration points as rows ``(b, i0, ..., iL)``, ``[B * P, L + 2]`` int64, lexicographic."""
+    """The integration points to compute as rows ``(b, i0, ..., iL)``, ``[B * E, L + 2]`` int64, lexicographic
+    (``E = spec.evaluated_points_per_image``: the vanishing points are left out)."""
     ranges = [torch.arange(batch)] + [torch.arange(path.points) for path in spec.paths]
-    return torch.cartesian_prod(*ranges).reshape(-1, len(ranges))
+    grid = torch.cartesian_prod(*ranges).reshape(-1, len(ranges))
+    return grid[~spec.vanishing_points().repeat(batch)]
 
 
 def _chunks(total: int, points_per_image_point: int, internal_batch_size: int) -> list[tuple[int, int]]:
@@ -296,7 +333,9 @@ def integrate(
     baseline = spec.image_baseline(pixel_values)
     if isinstance(baseline, torch.Tensor):
         baseline = baseline.to(device, pixel_values.dtype)
-    per_image_point = spec.points_per_image // spec.input_path.points
+    # rows per image point, for aligning the chunks: those of the first (b = 0, a0 = 1); which points vanish depends
+    # on the level columns only, so every image point keeps as many
+    per_image_point = int((grid[:, 0] == 0).logical_and(grid[:, 1] == 0).sum()) if batch else 1
     targets = targets.clone().cpu()
     sums: dict[str, torch.Tensor] = {}
     input_logits: torch.Tensor | None = None

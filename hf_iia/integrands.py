@@ -3,7 +3,8 @@
 An *integrand* ``q(r, g)`` takes a representation ``r`` evaluated at one integration
 point and the gradient ``g = dy/dr`` of the target logit at that point (same shape),
 and returns that point's contribution (same shape). The engine sums contributions
-over all points of the iterated integral and divides by their number.
+over all points of the iterated integral and divides by their number (points where an
+integrand of :data:`VANISHING_AT_ZERO` is zero by construction count, but are not computed).
 
 The fusions that turn integrated quantities into 2-D maps live in :mod:`hf_iia.fusions`.
 
@@ -81,6 +82,14 @@ def layercam(rep: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     """
     return grad.clamp_min(0) * rep
 
+
+VANISHING_AT_ZERO: frozenset[Integrand] = frozenset({grad_relu_act, relu_grad_act, grad_act, attention, layercam})
+"""The integrands with ``q(0, g) == 0`` exactly for every finite ``g``: each is ``r`` itself or an elementwise
+product with ``r`` (or ``relu(r)``), so a zero representation gives a zero contribution whatever its gradient. The
+engine leaves out the points where every observed representation is zero by construction (a level's ``a = 0`` with
+baseline 0), without computing them. Not here: :func:`gradient` (``g`` itself), and :func:`gradcam` and
+:func:`gradcam_plus_plus`, whose spatial mean / sum of ``g`` can overflow to ``inf`` for finite ``g`` (``inf * 0``
+is NaN, not 0)."""
 
 INTEGRANDS: dict[str, Integrand] = {
     "grad_relu_act": grad_relu_act,

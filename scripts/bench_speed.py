@@ -22,6 +22,13 @@ the explainer is built (and a stage model probed) before the timing.
     python scripts/bench_speed.py                      # CPU, every model, both presets
     python scripts/bench_speed.py --models swin-t mobilenet-v2 --presets default
     python scripts/bench_speed.py --device cuda --models vit-b16
+
+``--lite0 FOLDER`` times instead the default preset on the real EfficientNet-Lite0 (written into ``FOLDER`` once by
+:func:`hf_iia.tools.demo.build_lite0_checkpoint`), explaining the 7 demo photos
+(:func:`hf_iia.tools.demo.sample_images`) in one ``attribute`` call, in this process; points per map are the rows
+that reach the classifier, counted by a hook (so the figure is the same for any version of the package):
+
+    python scripts/bench_speed.py --lite0 /tmp/lite0 --threads 2 --repeats 3
 """
 
 from __future__ import annotations
@@ -149,6 +156,38 @@ def run_case(model_name: str, case: str, device: str, dtype: str, repeats: int, 
     return {"seconds": statistics.median(times), "peak_mib": max(peak, 0) / 2**20, "points": points, "family": family}
 
 
+def run_lite0(folder: str, repeats: int, internal_batch_size: int) -> dict:
+    """Time the default preset on the real Lite0 for the 7 demo photos in one call; seconds per map = median call
+    time / 7 after one warm-up call, in wall-clock time and in this process's CPU time (all threads: less inflated
+    than the wall clock when other jobs share the cores)."""
+    from hf_iia import IIAExplainer
+    from hf_iia.tools.demo import build_lite0_checkpoint, sample_images
+
+    explainer = IIAExplainer(
+        str(build_lite0_checkpoint(folder)), internal_batch_size=internal_batch_size, progress=False
+    )
+    pixel_values, _ = explainer.preprocess([image for _, image in sample_images()])
+    rows = []
+    explainer.model.timm_model.get_classifier().register_forward_pre_hook(
+        lambda module, args: rows.append(args[0].shape[0])
+    )
+    explainer.attribute(pixel_values)
+    points = sum(rows) / pixel_values.shape[0]
+    times, cpu_times = [], []
+    for _ in range(repeats):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        explainer.attribute(pixel_values)
+        times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
+    images = pixel_values.shape[0]
+    return {
+        "seconds": statistics.median(times) / images,
+        "cpu_seconds": statistics.median(cpu_times) / images,
+        "points": points,
+        "times": times,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
@@ -157,9 +196,22 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--internal-batch-size", type=int, nargs="+", default=[64])
+    parser.add_argument("--lite0", metavar="FOLDER", help="time the real Lite0 on the demo photos (see above)")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads for --lite0 (default: torch's)")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.lite0:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        result = run_lite0(args.lite0, args.repeats, args.internal_batch_size[0])
+        calls = ", ".join(f"{seconds:.2f}" for seconds in result["times"])
+        print(
+            f"Lite0, 7 photos in one call, CPU x{torch.get_num_threads()} threads: {result['seconds']:.3f} s/map "
+            f"(median; calls {calls} s), CPU time {result['cpu_seconds']:.3f} s/map, {result['points']:g} points/map, "
+            f"load avg 1 min {os.getloadavg()[0]:.2f}"
+        )
+        return
     if args.case:
         print(
             json.dumps(

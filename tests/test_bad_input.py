@@ -388,7 +388,15 @@ def test_nan_logits_raise_numerical_error():
 
 
 class _NaNGradient(SmallCNN):
-    """Finite logits, but d sqrt(f^2)/df = f/|f| is 0/0 where the interpolated feature map is zero."""
+    """Finite logits, but d sqrt(f^2)/df = f/|f| is 0/0 where the feature map is zero: without biases, at the
+    baseline image (a0 = 0), which the engine computes (a level's own zero, a = 0, is left out)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        with torch.no_grad():
+            for layer in self.features:
+                if isinstance(layer, torch.nn.Conv2d):
+                    layer.bias.zero_()
 
     def forward(self, pixel_values):
         features = self.features(pixel_values)
