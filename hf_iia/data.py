@@ -130,6 +130,20 @@ def _decode_cell(cell: dict[str, Any], mode: str | None) -> Image.Image:
         raise ImageInputError(f"image file not found: {cell['path']!r}") from None
 
 
+def undecoded_images(
+    dataset: datasets.Dataset | datasets.IterableDataset, column: str
+) -> tuple[datasets.Dataset | datasets.IterableDataset, str | None]:
+    """``dataset`` with its ``datasets.Image`` column ``column`` left undecoded (``{"bytes", "path"}`` cells, so
+    :func:`decode_image` names a bad row), and the mode the feature decodes in (``Image(mode="L")``; ``None``: as
+    stored). A column of another feature is left as it is."""
+    import datasets
+
+    feature = dataset.features.get(column) if dataset.features is not None else None
+    if not isinstance(feature, datasets.Image):
+        return dataset, None
+    return dataset.cast_column(column, datasets.Image(mode=feature.mode, decode=False)), feature.mode
+
+
 def class_label_indices(explainer: IIAExplainer, names: Sequence[str], column: str) -> list[int]:
     """The model's class index for each name of a ``ClassLabel`` column (``[len(names)]``: ``ClassLabel`` value
     ``i`` is class ``result[i]`` of the model).
@@ -346,10 +360,7 @@ def explain_dataset(
         check_columns(dataset.column_names, image_column, target_column, added)
     features = dataset.features
     batch_fn = explain_batch_fn(explainer, image_column, target_column, prefix=prefix, features=features)
-    image_feature = features.get(image_column) if features is not None else None
-    mode = image_feature.mode if isinstance(image_feature, datasets.Image) else None
-    if isinstance(image_feature, datasets.Image):
-        dataset = dataset.cast_column(image_column, datasets.Image(mode=mode, decode=False))
+    dataset, mode = undecoded_images(dataset, image_column)
     first = decode_image(_first_image(dataset, image_column), 0, mode)
     height, width = explainer.preprocess([first])[0].shape[-2:]
     # A processor whose output size follows the aspect ratio gives maps of several shapes: store them as nested

@@ -617,9 +617,8 @@ def normalise(maps: torch.Tensor) -> torch.Tensor:
 def zero_levels(maps: torch.Tensor) -> torch.Tensor:
     """``[B]``: where 0 of each raw map of ``[B, H, W]`` lands after :func:`normalise` (0 for a constant map)."""
     low, span, constant = _span(maps)
-    return torch.where(constant, torch.zeros_like(low), -low / torch.where(constant, torch.ones_like(span), span)).view(
-        -1
-    )
+    zero = -low / torch.where(constant, torch.ones_like(span), span)
+    return torch.where(constant, torch.zeros_like(zero), zero).flatten()
 
 
 _MODULE_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.Lock] = weakref.WeakKeyDictionary()

@@ -98,7 +98,8 @@ def load_model(
     check_source(source)
     folder = Path(source)
     if folder.is_dir():
-        _check_config_file(folder / "config.json")
+        if (folder / "config.json").is_file():  # a missing one is named by transformers' own error
+            read_config_file(folder / "config.json")
         files = [p.name for p in folder.iterdir()]
         has_safetensors = any(name.endswith(".safetensors") for name in files)
         has_pickle = any(name.endswith(_PICKLE_SUFFIXES) for name in files)
@@ -152,11 +153,13 @@ def load_model(
     return model
 
 
-def _check_config_file(path: Path) -> None:
-    """Refuse a local ``config.json`` that is not a JSON object or whose ``id2label`` keys are not class indices
-    (transformers would fail with a bare ``int()`` error)."""
-    if not path.is_file():
-        return  # transformers' own error names the missing file
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The fields of a checkpoint's ``config.json``, read as JSON (no transformers).
+
+    Raises:
+        CheckpointError: it is not a JSON object, or its ``id2label`` does not map class indices to names
+            (transformers would fail with a bare ``int()`` error).
+    """
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as error:
@@ -167,7 +170,7 @@ def _check_config_file(path: Path) -> None:
         raise CheckpointError(f"{path} holds a JSON {type(config).__name__}, not an object of config fields")
     labels = config.get("id2label")
     if labels is None:
-        return
+        return config
     if not isinstance(labels, dict):
         raise CheckpointError(
             f"{path}: id2label must map class indices to names, got a {type(labels).__name__}; fix it to "
@@ -179,6 +182,7 @@ def _check_config_file(path: Path) -> None:
             f"{path}: id2label keys must be class indices ('0', '1', ...), got {bad[:3]}; fix id2label (and "
             "label2id) so that each index of the classifier's output names its label"
         )
+    return config
 
 
 def _config_dict(folder: Path, source: str | os.PathLike) -> dict[str, Any]:

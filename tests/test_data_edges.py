@@ -237,31 +237,6 @@ def test_a_pickled_explainer_pair_keeps_its_lock_and_checks_in_a_fresh_process(c
     assert "refused: target 99 is out of range" in child.stdout
 
 
-def test_the_audit_reads_a_permuted_class_label_by_name(tmp_path):
-    """The audit maps a ClassLabel to the model's classes as explain_dataset does (the bench's tiny ResNet knows the
-    synthetic shapes, so it fits labels given in any order)."""
-    from hf_iia.tools.audit import AuditConfig, run_audit
-    from hf_iia.tools.bench.run import DEFAULT_MODELS_DIR
-    from hf_iia.tools.synthetic import CLASS_NAMES, HELDOUT_START, make_dataset
-
-    dataset = make_dataset(12, seed=0, size=64, shortcut=False, start=HELDOUT_START)
-    permuted = {name: index for index, name in enumerate(reversed(CLASS_NAMES))}
-    dataset = dataset.align_labels_with_mapping(permuted, "label")  # same meaning, values in the reversed order
-    assert dataset.features["label"].names == list(reversed(CLASS_NAMES))
-    dataset.save_to_disk(tmp_path / "data")
-    config = AuditConfig(
-        model=str(DEFAULT_MODELS_DIR / "resnet"),
-        dataset=str(tmp_path / "data"),
-        n=12,
-        batch_size=6,
-        steps=1,
-        perturbation_steps=4,
-        mask_column="mask",
-    )
-    summary = run_audit(config, tmp_path / "card", progress=False)
-    assert summary["label_fit"]["fits"] and summary["overall"]["iia"]["accuracy"] >= 0.9
-
-
 def test_the_audit_decodes_an_l_mode_column_in_grey(tmp_path):
     """The audit explains an ``Image(mode="L")`` column in grey, as explain_dataset does (its maps equal the
     explainer's maps of the grey images; they differ from the colour images' maps)."""

@@ -162,8 +162,8 @@ def _checkpoint_labels(model: str) -> dict[int, str] | None:
     id's in the local cache. ``None`` when unknown (an uncached Hub id, a config without labels).
 
     Raises:
-        CheckpointError: a local folder without config.json (often the folder above the checkpoint), or one whose
-            config.json is not JSON.
+        CheckpointError: a local folder without config.json (often the folder above the checkpoint), or a
+            config.json that :func:`hf_iia.loading.read_config_file` refuses.
     """
     folder = Path(model).expanduser()
     if folder.is_dir():
@@ -182,14 +182,13 @@ def _checkpoint_labels(model: str) -> dict[int, str] | None:
         if not isinstance(cached, str):
             return None
         config = Path(cached)
-    try:
-        settings = json.loads(config.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"cannot read {config} as JSON ({error}); save the checkpoint again") from None
-    labels = settings.get("id2label") if isinstance(settings, dict) else None
-    if isinstance(labels, dict) and all(isinstance(key, str) and key.isdigit() for key in labels):
+    from ..loading import read_config_file
+
+    settings = read_config_file(config)
+    labels = settings.get("id2label")
+    if isinstance(labels, dict):
         return {int(key): str(name) for key, name in labels.items()}
-    names = settings.get("label_names") if isinstance(settings, dict) else None  # timm's TimmWrapperConfig
+    names = settings.get("label_names")  # timm's TimmWrapperConfig
     if isinstance(names, list):
         return dict(enumerate(map(str, names)))
     return None

@@ -13,7 +13,7 @@ import datasets
 import numpy as np
 from PIL import Image
 
-from ...data import DatasetColumnError, check_columns
+from ...data import DatasetColumnError, check_columns, undecoded_images
 from ...errors import AuditError
 from .config import AuditConfig
 
@@ -61,10 +61,7 @@ def load_audit_dataset(config: AuditConfig) -> datasets.Dataset | datasets.Itera
             f"the dataset {config.dataset}{f' (split {config.split})' if config.split else ''} has no rows; "
             "audit a dataset (or --split) that holds images"
         )
-    feature = dataset.features.get(config.image_column) if dataset.features is not None else None
-    if isinstance(feature, datasets.Image):  # undecoded, keeping the feature's mode: the auditor decodes with it
-        dataset = dataset.cast_column(config.image_column, datasets.Image(mode=feature.mode, decode=False))
-    return dataset
+    return undecoded_images(dataset, config.image_column)[0]  # the feature keeps its mode: the auditor decodes with it
 
 
 def _load_saved(source: Path) -> datasets.Dataset | datasets.DatasetDict:
