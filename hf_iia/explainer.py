@@ -12,7 +12,7 @@ import threading
 import warnings
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .adapters.base import FeatureMapAdapter, LayerSpec, evaluation_mode
+from .adapters.base import LayerSpec, evaluation_mode
 from .adapters.guard import Installation, acquire, protected
 from .adapters.registry import Family
 from .errors import GeometryError, IIAError, ImageInputError, TargetError, UnsupportedModelError
@@ -28,7 +28,7 @@ from .imaging import Geometry, ImageLike, probe_geometry, process, to_rgb
 from .labels import class_index, label_index
 from .loading import check_device, load_model, load_processor
 from .methods import METHODS, MethodOptions, input_size, prepare
-from .presets import finest_default
+from .methods.probe import Preprocess, layer_shapes
 from .scores import apply_score_function, score_function, scores
 from .viz import overlay as draw_overlay
 
@@ -211,15 +211,17 @@ class IIAExplainer:
         # (hooks, eval mode) happen under it too, or a probe during another thread's run would restore, after that
         # run, the flags it found mid-run (eval) on the modules the two models share.
         self._lock = model_lock(model)
+        self.model = model
+        self.processor: Any = processor  # a transformers image processor or any callable images -> tensor
+        self.method = method
         options = MethodOptions(layer, preset, steps, integrand, baselines, rule, fusion, combine, start)
         with self._lock:
             if device is not None or dtype is not None:
                 model.to(device=device, dtype=dtype)
-            self.adapter, self.spec, self._fuse, self._integrate = prepare(method, model, options, processor)
-        self.model = model
-        self.processor: Any = processor  # a transformers image processor or any callable images -> tensor
-        self.method = method
-        self._options = options  # what __setstate__ rebuilds the adapter, spec and fusion from
+            # _options: what __setstate__ rebuilds the adapter, spec and fusion from (IIA's default level filled in).
+            self.adapter, self.spec, self._fuse, self._integrate, self._options = prepare(
+                method, model, options, processor, self._probe_preprocess()
+            )
         if internal_batch_size is not None and internal_batch_size < 1:
             raise IIAError(f"internal_batch_size must be a positive int, got {internal_batch_size}")
         self.internal_batch_size = internal_batch_size or DEFAULT_INTERNAL_BATCH_SIZE
@@ -227,33 +229,6 @@ class IIAExplainer:
         self._geometries: dict[tuple[int, int], Geometry | None] = {}
         if hasattr(model, "config"):
             score_function(model.config)  # a config.function_to_apply transformers would refuse fails here, not later
-        if method == "iia" and layer is None:
-            self._resolve_default_level(options)
-
-    def _resolve_default_level(self, options: MethodOptions) -> None:
-        """Apply the preset's ``grid_factor`` rule (:func:`~hf_iia.presets.finest_default`): one probe forward at the
-        processor's input size (without a processor: the config's ``image_size``) finds the deepest feature map
-        with a fine enough grid. Without a processor or a usable ``image_size`` the input size is unknown, so the
-        probe is skipped and the family's default level stays, with a warning naming ``processor=`` and ``layer=``."""
-        grid_factor = self.family.preset(options.preset).grid_factor
-        if not grid_factor or not isinstance(self.adapter, FeatureMapAdapter) or len(self.adapter.levels) != 1:
-            return
-        if self.processor is None and _config_input_size(getattr(self.model, "config", None)) is None:
-            warnings.warn(
-                f"{type(self.model).__name__} has no image processor and its config gives no image_size, so the "
-                f"default level cannot be fitted to the input size; using {self.adapter.levels[0]!r}. Pass "
-                "processor= (the default level then follows its input size) or layer= to choose it",
-                UserWarning,
-                stacklevel=3,
-            )
-            return
-        level = finest_default(self.layers(), self.adapter.levels[0], grid_factor)
-        if level != self.adapter.levels[0]:
-            self._options = replace(options, layer=level)
-            with self._lock:
-                self.adapter, self.spec, self._fuse, self._integrate = prepare(
-                    self.method, self.model, self._options, self.processor
-                )
 
     # Built from the model, the processor and ``_options`` by ``prepare`` and ``model_lock``: the fusion and a named
     # start can be closures, and the lock holds a ``threading.local`` and module locks, none of which pickle.
@@ -271,8 +246,8 @@ class IIAExplainer:
         self.__dict__.update(state)
         self._lock = model_lock(self.model)
         with self._lock:  # preparing may probe the model: never during another run on it (see __init__)
-            self.adapter, self.spec, self._fuse, self._integrate = prepare(
-                self.method, self.model, self._options, self.processor
+            self.adapter, self.spec, self._fuse, self._integrate, self._options = prepare(
+                self.method, self.model, self._options, self.processor, self._probe_preprocess()
             )
         self._geometries = {}
 
@@ -299,41 +274,13 @@ class IIAExplainer:
             ImageInputError: there is no processor and the config gives no usable ``image_size``, or the probe
                 forward fails (the message names ``processor=`` and ``layer=``).
         """
-        config = getattr(self.model, "config", None)
-        if self.processor is not None:
-            pixel_values, _ = self.preprocess(Image.new("RGB", (224, 224), (128, 128, 128)))
-            what = "a blank image through the processor"
-        else:
-            size = _config_input_size(config)
-            if size is None:
-                raise ImageInputError(
-                    f"{type(self.model).__name__} has no image processor and its config gives no image_size, so the "
-                    "input size of a probe is unknown; pass processor= (e.g. AutoImageProcessor.from_pretrained(...))"
-                )
-            channels = getattr(config, "num_channels", 3)
-            pixel_values = torch.zeros(1, channels if isinstance(channels, int) and channels > 0 else 3, *size)
-            what = f"a zero input of config.image_size {list(size)} (no processor)"
-        parameter = next(self.model.parameters(), None)
-        if parameter is not None:
-            pixel_values = pixel_values.to(parameter.device, parameter.dtype)
-        run = _ShapeRun()
-        try:
-            with (
-                self._lock,
-                evaluation_mode(self.model),
-                torch.no_grad(),
-                self.adapter.installed(run, self.adapter.taps),
-            ):
-                self.adapter.logits(pixel_values)
-        except IIAError:
-            raise
-        except (RuntimeError, ValueError, ArithmeticError, IndexError, TypeError) as error:
-            raise ImageInputError(
-                f"{type(self.model).__name__} fails on {what}, input {list(pixel_values.shape)} "
-                f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); pass processor= the "
-                "model's image processor, or layer= (which needs no probe) and inputs of the size the model takes"
-            ) from error
-        return [(tap, run.shapes[tap]) for tap in self.adapter.taps if tap in run.shapes]
+        with self._lock:
+            return layer_shapes(self.adapter, self._probe_preprocess())
+
+    def _probe_preprocess(self) -> Preprocess | None:
+        """One image -> ``pixel_values`` ``[1, C, H, W]`` through :meth:`preprocess`, for the shape probe
+        (:func:`~hf_iia.methods.probe.layer_shapes`); ``None`` without a processor."""
+        return None if self.processor is None else (lambda image: self.preprocess(image)[0])
 
     # ----------------------------------------------------------------- labels
     @property
@@ -531,38 +478,9 @@ class IIAExplainer:
         return explanations[0] if single else explanations
 
 
-class _ShapeRun:
-    """A :class:`~hf_iia.adapters.TapRun` that changes nothing and records each representation's shape."""
-
-    def __init__(self) -> None:
-        self.shapes: dict[str, tuple[int, ...]] = {}
-
-    def expand(self, tap: str, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tensors
-
-    def represent(self, tap: str, rep: torch.Tensor) -> torch.Tensor:
-        self.shapes[tap] = tuple(rep.shape)
-        return rep
-
-
 def _float64(tensor: torch.Tensor) -> torch.Tensor:
     """``tensor`` as float64, on the CPU where its device has no float64 (MPS)."""
     return (tensor.cpu() if tensor.device.type == "mps" else tensor).double()
-
-
-def _config_input_size(config: object | None) -> tuple[int, int] | None:
-    """``(H, W)`` of the model input from ``config.image_size`` (an int or a pair; a composite model's
-    ``vision_config``; a timm wrapper's ``pretrained_cfg["input_size"]``), or ``None`` when it gives none usable."""
-    vision = getattr(config, "vision_config", None) or config
-    size = getattr(vision, "image_size", None)
-    if size is None:
-        pretrained = getattr(config, "pretrained_cfg", None)
-        size = pretrained.get("input_size", [None])[1:] if isinstance(pretrained, dict) else None
-    if isinstance(size, int):
-        size = (size, size)
-    if isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size):
-        return int(size[0]), int(size[1])
-    return None
 
 
 def _check_pixel_values(pixel_values: object) -> torch.Tensor:

@@ -39,7 +39,7 @@ class Preset:
     interpolated when ``layer=`` is not given: the adapter's default tap and the ``levels - 1`` taps before it.
     ``grid_factor`` (feature maps, ``layer=`` not given): the level is instead the deepest tap in the second half
     of the network, up to the default one, whose map has at least ``grid_factor`` times the default's rows and
-    columns at the processor's input size (:func:`finest_default`); ``0`` keeps the default tap.
+    columns at the processor's input size (:func:`hf_iia.methods.iia.finest_default`); ``0`` keeps the default tap.
     """
 
     input_steps: int
@@ -51,28 +51,6 @@ class Preset:
     fusion: str | None = None
     levels: int = 1
     grid_factor: float = 0
-
-
-def finest_default(shapes: Sequence[tuple[str, tuple[int, ...]]], default: str, grid_factor: float) -> str:
-    """The deepest tap in the second half of the taps up to ``default`` whose feature map ``[1, K, h, w]`` has at
-    least ``grid_factor`` times the rows and columns of ``default``'s; ``default`` when none has (or the factor is
-    0).
-
-    ``shapes``: ``(tap, shape)`` in forward order, channels first. The second half keeps the map on semantic
-    features: a shallow model's first stage has a fine grid but sees edges, not objects.
-    """
-    shape_of = dict(shapes)
-    if grid_factor <= 0 or len(shape_of.get(default, ())) != 4:
-        return default
-    names = list(shape_of)
-    upto = names[: names.index(default) + 1]
-    need = [grid_factor * side for side in shape_of[default][2:]]
-    candidates = [
-        name
-        for name in upto[len(upto) // 2 :]
-        if len(shape_of[name]) == 4 and all(side >= least for side, least in zip(shape_of[name][2:], need))
-    ]
-    return candidates[-1] if candidates else default
 
 
 def _per_path(option: str, value: Any, default: tuple, levels: int, cast: type, scalar: tuple[type, ...]) -> tuple:

@@ -42,9 +42,29 @@ def _subcommands() -> dict:
 
 
 def test_help_lists_exactly_the_library_methods():
+    from hf_iia.methods import available_methods
+    from hf_iia.tools.cli import METHOD_NAMES
+
     text = " ".join(_subcommands()["explain"].format_help().split())  # argparse wraps lines
     names = re.search(r"attribution method: (.*?) \(default: iia\)", text).group(1).split(", ")
-    assert names == list(METHODS)
+    assert names == list(METHODS) == list(available_methods()) == list(METHOD_NAMES)
+
+
+def test_module_help_imports_no_torch():
+    """``python -m hf_iia.tools.cli --help`` (and each subcommand's) prints help without importing torch."""
+    code = (
+        "import runpy, sys\n"
+        "for argv in (['--help'], ['explain', '--help'], ['audit', '--help'], ['bench', '--help']):\n"
+        "    sys.argv = ['hf-iia', *argv]\n"
+        "    try:\n"
+        "        runpy.run_module('hf_iia.tools.cli', run_name='__main__', alter_sys=True)\n"
+        "    except SystemExit as exit:\n"
+        "        assert exit.code == 0, exit.code\n"
+        f"print('\\nheavy:', sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    )
+    output = _fresh(code)
+    assert "attribution method" in output and "bench methods" in output
+    assert output.splitlines()[-1] == "heavy: []"
 
 
 def test_cli_choices_are_the_library_tables():
@@ -56,6 +76,26 @@ def test_cli_choices_are_the_library_tables():
     choices = {action.dest: action.choices for action in _subcommands()["explain"]._actions if action.choices}
     assert set(choices["combine"]) == set(LEVEL_FUSIONS) and set(choices["start"]) == set(STARTS)
     assert set(choices["preset"]) == {*CNN.presets, *VIT.presets}
+    library = {"preset": {*CNN.presets, *VIT.presets}, "combine": set(LEVEL_FUSIONS), "start": set(STARTS)}
+    checked = set()
+    for name, command in _subcommands().items():  # every subcommand's copy, not only explain's
+        for action in command._actions:
+            if action.dest in library and action.choices:
+                assert set(action.choices) == library[action.dest], (name, action.dest)
+                checked.add((name, action.dest))
+    assert {("audit", "preset"), ("explain", "combine"), ("layers", "preset")} <= checked
+
+
+def test_bench_help_lists_exactly_the_bench_columns():
+    """``bench --methods``'s help is a torch-free copy of the bench's columns, which read the method registry."""
+    from hf_iia.methods import available_methods
+    from hf_iia.tools.bench.run import METHOD_SPECS
+    from hf_iia.tools.cli import BENCH_METHOD_KEYS
+
+    assert list(BENCH_METHOD_KEYS) == list(METHOD_SPECS)
+    assert {spec.method for spec in METHOD_SPECS.values()} == set(available_methods())
+    text = " ".join(_subcommands()["bench"].format_help().split())
+    assert f"each model): {' '.join(BENCH_METHOD_KEYS)}" in text
 
 
 def test_iia3_with_a_fused_map_and_a_black_start_from_the_command_line(tiny_folder, tmp_path, capsys):

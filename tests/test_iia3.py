@@ -204,8 +204,8 @@ def test_two_levels_are_never_one_tensor():
 
 
 def test_the_default_level_is_the_finest_semantic_stage():
-    """presets.finest_default: the deepest tap of the network's second half with at least twice the default's grid."""
-    from hf_iia.presets import finest_default
+    """methods.iia.finest_default: the deepest tap of the network's second half with at least twice the default's grid."""
+    from hf_iia.methods.iia import finest_default
 
     lite0 = [
         ("blocks.0", (1, 16, 112, 112)),

@@ -29,7 +29,7 @@ from torch import nn
 from ..errors import IIAError, ImageInputError, LayerNotFoundError, UnsupportedModelError
 from ..fusions import LevelFusion, Rollout
 from .guard import Installation
-from .registry import Family
+from .registry import Family, adapter_for
 
 LayerSpec = str | int | nn.Module | Sequence[str | int | nn.Module] | None
 
@@ -83,6 +83,11 @@ class Adapter(ABC):
     @abstractmethod
     def to_map(self, integrals: dict[str, torch.Tensor], input_size: tuple[int, int]) -> torch.Tensor:
         """Fuse integrated quantities (``{tap: [B, ...]}``) into maps ``[B, h, w]``."""
+
+    def at_levels(self, levels: Sequence[str]) -> Adapter:
+        """This model's adapter interpolating ``levels`` (taps of :attr:`taps`, in forward order): built anew through
+        the registry; a family whose adapter probes the model overrides it to reuse what the probe established."""
+        return adapter_for(self.model, list(levels))
 
     def check_input(self, pixel_values: torch.Tensor) -> None:
         """Raise :class:`ImageInputError` when the model cannot take ``pixel_values`` ``[B, C, H, W]``."""

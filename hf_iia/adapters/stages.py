@@ -152,6 +152,10 @@ class StageAdapter(CNNAdapter):
         super().__init__(model, points, levels)
         self._input_size: tuple[int, int] = (0, 0)
 
+    def at_levels(self, levels: Sequence[str]) -> StageAdapter:
+        """The same probed stages interpolated at ``levels`` (no second probe)."""
+        return StageAdapter(self.model, self._points, levels)
+
     @property
     def layouts(self) -> dict[str, str]:
         """Each tap's layout in the model (``"NCHW"``, ``"NHWC"`` or ``"tokens"``); the engine sees ``[B, C, h, w]``."""

@@ -26,8 +26,29 @@ METHOD_NAMES: tuple[str, ...] = (
     "gae",
     "attnlrp",
 )
-"""The keys of :data:`hf_iia.methods.METHODS`, spelled out so that ``--help`` need not import torch
+""":func:`hf_iia.methods.available_methods`, spelled out so that ``--help`` need not import torch
 (a test keeps the two equal); the library validates ``--method`` itself (``MethodError``)."""
+
+PRESET_NAMES: tuple[str, ...] = ("default", "reference", "iia3")
+"""The presets every family declares (``Family.presets``), for ``--preset`` (a test keeps them equal)."""
+
+COMBINE_NAMES: tuple[str, ...] = ("deepest", "earliest", "product", "sum")
+"""The keys of :data:`hf_iia.fusions.LEVEL_FUSIONS`, for ``--combine`` (a test keeps them equal)."""
+
+START_NAMES: tuple[str, ...] = ("mean", "black", "blur")
+""":data:`hf_iia.presets.STARTS`, for ``--start`` (a test keeps them equal)."""
+
+BENCH_METHOD_KEYS: tuple[str, ...] = (
+    "iia",
+    "iia-reference",
+    "iia-multilayer",
+    "iia3",
+    "iia3-earliest",
+    "iia3-product",
+    *METHOD_NAMES[1:],
+)
+"""The keys of :data:`hf_iia.tools.bench.evaluate.METHOD_SPECS` (IIA's bench variants, then every other method), for
+``bench --help`` (a test keeps them equal)."""
 
 
 SYNTHETIC_DATASET_NAMES: tuple[str, ...] = ("synthetic", "synthetic-shortcut")
@@ -49,7 +70,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         metavar="METHOD",
         help=f"attribution method: {', '.join(METHOD_NAMES)} (default: iia); the others are comparison methods",
     )
-    parser.add_argument("--preset", choices=["default", "reference", "iia3"], default=None)
+    parser.add_argument("--preset", choices=PRESET_NAMES, default=None)
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps ... (default: best available)")
 
 
@@ -65,12 +86,10 @@ def _explainer_options(parser: argparse.ArgumentParser) -> None:
     _model_options(parser)
     parser.add_argument(
         "--combine",
-        choices=["deepest", "earliest", "product", "sum"],
+        choices=COMBINE_NAMES,
         help="where a CNN's map is formed when several layers are integrated (default: deepest)",
     )
-    parser.add_argument(
-        "--start", choices=["mean", "black", "blur"], help="the image path's start for iia and ig (default: mean)"
-    )
+    parser.add_argument("--start", choices=START_NAMES, help="the image path's start for iia and ig (default: mean)")
     parser.add_argument(
         "--steps",
         type=_count(0),
@@ -591,7 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--layer", help="layer IIA (and Grad-CAM) explain, a dotted module name (default: the last stage)"
     )
     audit.add_argument("--batch-size", type=int, default=16, help="images per batch and per resumable unit")
-    audit.add_argument("--preset", choices=["default", "reference", "iia3"], default=None)
+    audit.add_argument("--preset", choices=PRESET_NAMES, default=None)
     audit.add_argument(
         "--steps",
         type=_count(0),
@@ -627,9 +646,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--methods",
         nargs="+",
-        help="bench methods (default: all that apply to each model): "
-        "iia iia-reference iia-multilayer iia3 iia3-earliest iia3-product ig gradcam gradcam++ layercam scorecam "
-        "attention_rollout gradient_rollout gae attnlrp",
+        help=f"bench methods (default: all that apply to each model): {' '.join(BENCH_METHOD_KEYS)}",
     )
     bench.add_argument("--device", help="cpu, cuda, ... (default: cpu)")
     bench.add_argument("--batch-size", type=int, default=8, help="images per attribute call (default: 8)")

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from ...adapters import Adapter, FeatureMapAdapter, adapter_for
 from ...errors import IIAError
 from ...explainer import IIAExplainer
-from ...methods import METHODS
+from ...methods import METHODS, available_methods
 from ...metrics import (
     confidence_change,
     deletion_auc,
@@ -71,15 +71,7 @@ METHOD_SPECS: dict[str, MethodSpec] = {
         MethodSpec("iia3", "iia", (("preset", "iia3"),)),
         MethodSpec("iia3-earliest", "iia", (("preset", "iia3"), ("combine", "earliest")), FeatureMapAdapter),
         MethodSpec("iia3-product", "iia", (("preset", "iia3"), ("combine", "product")), FeatureMapAdapter),
-        MethodSpec("ig", "ig"),
-        MethodSpec("gradcam", "gradcam"),
-        MethodSpec("gradcam++", "gradcam++"),
-        MethodSpec("layercam", "layercam"),
-        MethodSpec("scorecam", "scorecam"),
-        MethodSpec("attention_rollout", "attention_rollout"),
-        MethodSpec("gradient_rollout", "gradient_rollout"),
-        MethodSpec("gae", "gae"),
-        MethodSpec("attnlrp", "attnlrp"),
+        *(MethodSpec(name, name) for name in available_methods() if name != "iia"),  # every other method as it is
     )
 }
 

@@ -1,0 +1,46 @@
+"""AttnLRP (Achtibat et al. 2024): ``x * dy/dx`` at the input under the adapter's LRP rules."""
+
+from __future__ import annotations
+
+import torch
+
+from ..adapters import Adapter, RelevanceAdapter
+from ..engine import INPUT_TAP, IntegralSpec, IntegrationResult, Start, make_spec
+from ..fusions import channel_sum
+from ..integrands import grad_act
+from .base import Method, MethodOptions, register_method
+
+
+@register_method("attnlrp")
+class AttnLRP(Method):
+    """The input relevance under the LRP rules of a :class:`~hf_iia.adapters.RelevanceAdapter`; channel sum,
+    signed (lxt's heatmap)."""
+
+    requires = RelevanceAdapter
+    signed = True
+
+    def spec(self, adapter: Adapter, options: MethodOptions, start: Start | None) -> IntegralSpec:
+        """``x * dy/dx`` at the input itself (under the gradients that :meth:`run` modifies)."""
+        return make_spec((), (INPUT_TAP,), (0,), grad_act)
+
+    def fuse(self, adapter: Adapter, integrals: dict[str, torch.Tensor], pixel_values: torch.Tensor) -> torch.Tensor:
+        """The input relevance summed over channels, signed; already at the input's size."""
+        return channel_sum(integrals[INPUT_TAP])
+
+    def run(
+        self,
+        adapter: Adapter,
+        pixel_values: torch.Tensor,
+        targets: torch.Tensor,
+        spec: IntegralSpec,
+        *,
+        internal_batch_size: int = 64,
+        progress: bool = True,
+    ) -> IntegrationResult:
+        """The engine's integral with the adapter's LRP rules installed: the gradient at the input becomes
+        relevance per unit of input."""
+        assert isinstance(adapter, RelevanceAdapter)  # prepare() admits only relevance adapters
+        with adapter.relevance_rules():
+            return super().run(
+                adapter, pixel_values, targets, spec, internal_batch_size=internal_batch_size, progress=progress
+            )

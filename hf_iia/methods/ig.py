@@ -1,0 +1,58 @@
+"""Integrated Gradients (Sundararajan et al. 2017) on the image path, through IIA's engine."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..adapters import Adapter
+from ..adapters.plain import PlainAdapter
+from ..engine import INPUT_TAP, IntegralSpec, Start, make_spec
+from ..errors import MethodError
+from ..fusions import integrated_gradients
+from ..integrands import gradient
+from .base import Fusion, Method, MethodOptions, input_size, register_method
+
+IG_STEPS = 50  # Captum's default n_steps
+IG_BASELINE = 0.0  # the all-zero input in normalised pixel space, as IIA's image path
+
+
+@register_method("ig")
+class IntegratedGradients(Method):
+    """``dy/dx`` on the image path (right Riemann sum, zero baseline or ``start=``); ``(x - x') *`` it, channel sum,
+    signed (so the map sums to about ``f(x) - f(x')``). Any model: it reads the input only."""
+
+    options = frozenset({"steps", "start"})
+    signed = True
+
+    def adapter(self, model: nn.Module, options: MethodOptions) -> Adapter:
+        return PlainAdapter(model)
+
+    def spec(self, adapter: Adapter, options: MethodOptions, start: Start | None) -> IntegralSpec:
+        """The gradient with respect to the input on the image path, right Riemann sum (as Captum's
+        ``riemann_right``)."""
+        steps = IG_STEPS if options.steps is None else options.steps
+        if not isinstance(steps, int):
+            if len(steps) != 1:
+                raise MethodError(f"ig integrates one path (the image), so steps= takes one int, got {list(steps)}")
+            (steps,) = steps
+        return make_spec(
+            (), (INPUT_TAP,), (int(steps),), gradient, baselines=(IG_BASELINE,), rules=("riemann_right",), start=start
+        )
+
+    def fuse(self, adapter: Adapter, integrals: dict[str, torch.Tensor], pixel_values: torch.Tensor) -> torch.Tensor:
+        """``(x - x') * dy/dx`` summed over channels, from the constant baseline ``x'``."""
+        attributions = integrated_gradients(integrals[INPUT_TAP], pixel_values, IG_BASELINE)
+        return adapter.to_map({INPUT_TAP: attributions}, input_size(pixel_values))
+
+    def fusion(self, adapter: Adapter, options: MethodOptions, spec: IntegralSpec) -> Fusion:
+        """IG's map from the path's own start: ``(x - x')`` with ``x'`` the spec's start of each image."""
+        if spec.start is None:
+            return self.fuse
+
+        def fuse(adapter: Adapter, integrals: dict[str, torch.Tensor], pixel_values: torch.Tensor) -> torch.Tensor:
+            baseline = spec.image_baseline(pixel_values)
+            attributions = integrated_gradients(integrals[INPUT_TAP], pixel_values, baseline)
+            return adapter.to_map({INPUT_TAP: attributions}, input_size(pixel_values))
+
+        return fuse
