@@ -61,11 +61,6 @@ Adding a method: write ``methods/<name>.py`` with a :class:`Method` subclass dec
 :mod:`hf_iia.adapters` lists its families). :func:`available_methods` lists what ``method=`` takes.
 """
 
-# isort: off
-# Each module registers its methods when imported; this order is the order of METHODS (iia first).
-from . import iia, ig, cams, rollouts, attnlrp  # noqa: F401
-
-# isort: on
 from .base import (
     METHODS,
     Fusion,
@@ -80,6 +75,13 @@ from .base import (
     register_method,
     unregister_method,
 )
+
+# isort: off
+# The registry's list of methods: each module registers its methods when imported, in this order (the order of
+# METHODS, iia first). After the base's names, so that a method module may import them from hf_iia.methods.
+from . import iia, ig, cams, rollouts, attnlrp  # noqa: F401
+
+# isort: on
 from .ig import IG_BASELINE, IG_STEPS
 
 __all__ = [

@@ -1,5 +1,5 @@
-"""Add a method: one file under hf_iia/methods/, registered by its decorator (here gradient x input at a = 1)."""
-
+# One new file: hf_iia/methods/gradient_x_input.py (plus its name on the import line of hf_iia/methods/__init__.py;
+# a file outside the package registers the same way when imported).
 from hf_iia.adapters.plain import PlainAdapter
 from hf_iia.engine import INPUT_TAP, make_spec
 from hf_iia.integrands import grad_act
