@@ -42,8 +42,7 @@ class IntegratedGradients(Method):
 
     def fuse(self, adapter: Adapter, integrals: dict[str, torch.Tensor], pixel_values: torch.Tensor) -> torch.Tensor:
         """``(x - x') * dy/dx`` summed over channels, from the constant baseline ``x'``."""
-        attributions = integrated_gradients(integrals[INPUT_TAP], pixel_values, IG_BASELINE)
-        return adapter.to_map({INPUT_TAP: attributions}, input_size(pixel_values))
+        return _ig_map(adapter, integrals, pixel_values, IG_BASELINE)
 
     def fusion(self, adapter: Adapter, options: MethodOptions, spec: IntegralSpec) -> Fusion:
         """IG's map from the path's own start: ``(x - x')`` with ``x'`` the spec's start of each image."""
@@ -51,8 +50,14 @@ class IntegratedGradients(Method):
             return self.fuse
 
         def fuse(adapter: Adapter, integrals: dict[str, torch.Tensor], pixel_values: torch.Tensor) -> torch.Tensor:
-            baseline = spec.image_baseline(pixel_values)
-            attributions = integrated_gradients(integrals[INPUT_TAP], pixel_values, baseline)
-            return adapter.to_map({INPUT_TAP: attributions}, input_size(pixel_values))
+            return _ig_map(adapter, integrals, pixel_values, spec.image_baseline(pixel_values))
 
         return fuse
+
+
+def _ig_map(
+    adapter: Adapter, integrals: dict[str, torch.Tensor], pixel_values: torch.Tensor, baseline: float | torch.Tensor
+) -> torch.Tensor:
+    """``(x - x') * dy/dx`` (:func:`~hf_iia.fusions.integrated_gradients`) summed over channels: ``[B, H, W]``."""
+    attributions = integrated_gradients(integrals[INPUT_TAP], pixel_values, baseline)
+    return adapter.to_map({INPUT_TAP: attributions}, input_size(pixel_values))
