@@ -22,8 +22,8 @@ from torch import nn
 
 from .adapters.base import FeatureMapAdapter, LayerSpec, evaluation_mode
 from .adapters.guard import Installation, acquire, protected
-from .adapters.registry import Family
 from .errors import GeometryError, IIAError, ImageInputError, TargetError, UnsupportedModelError
+from .family import Family
 from .imaging import Geometry, ImageLike, probe_geometry, process, to_rgb
 from .labels import class_index, label_index
 from .loading import check_device, load_model, load_processor

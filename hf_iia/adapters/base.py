@@ -27,9 +27,9 @@ import torch
 from torch import nn
 
 from ..errors import IIAError, ImageInputError, LayerNotFoundError, UnsupportedModelError
+from ..family import Family
 from ..fusions import LevelFusion, Rollout
 from .guard import Installation
-from .registry import Family
 
 LayerSpec = str | int | nn.Module | Sequence[str | int | nn.Module] | None
 

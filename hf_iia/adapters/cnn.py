@@ -19,11 +19,11 @@ import torch
 from torch import nn
 
 from ..errors import ImageInputError, LayerNotFoundError, UnsupportedModelError
+from ..family import Family, Preset
 from ..fusions import LEVEL_FUSIONS, LevelFusion, channel_sum
-from ..presets import Preset
 from .base import FeatureMapAdapter, LayerSpec, TapRun, resolve_module
 from .guard import Installation, remove_on_undo
-from .registry import Family, register_adapter, register_fallback
+from .registry import register_adapter, register_fallback
 
 CNN = Family(
     name="cnn",

@@ -12,43 +12,17 @@ and ``@register_adapter(...)`` factories, and add its import to ``adapters/__ini
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..errors import IIAError, UnsupportedModelError
+from ..errors import UnsupportedModelError
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from ..presets import Preset
     from .base import Adapter, LayerSpec
 
 AdapterFactory = Callable[["nn.Module", "LayerSpec"], "Adapter"]
-
-
-@dataclass(frozen=True)
-class Family:
-    """What one model family declares beside its adapter.
-
-    Attributes:
-        name: a short name shown in reports (``"cnn"``, ``"vit"``, ...).
-        presets: the named IIA settings of the family (``"default"``, ``"reference"``, ...).
-        comparison: the comparison method an audit runs next to IIA (``None``: none).
-        description: one line saying what is integrated and how the map is formed.
-    """
-
-    name: str
-    presets: Mapping[str, Preset] = field(default_factory=dict)
-    comparison: str | None = None
-    description: str = ""
-
-    def preset(self, name: str | None) -> Preset:
-        """The preset ``name`` (``None`` = ``"default"``)."""
-        name = name or "default"
-        if name not in self.presets:
-            raise IIAError(f"unknown preset {name!r} for {self.name} models; choose one of {sorted(self.presets)}")
-        return self.presets[name]
 
 
 _ADAPTERS: dict[str, AdapterFactory] = {}

@@ -40,12 +40,12 @@ from transformers import AttentionInterface
 from transformers.activations import ACT2CLS
 
 from ..errors import AttentionNotReachableError, IIAError, ImageInputError, LayerNotFoundError
+from ..family import Family, Preset
 from ..fusions import Rollout, gradient_rollout
-from ..presets import Preset
 from .base import AttentionAdapter, LayerSpec, RelevanceAdapter, TapRun
 from .guard import Installation, remove_on_undo
 from .lrp import identity_rule, layer_norm_rule, uniform_rule
-from .registry import Family, register_adapter
+from .registry import register_adapter
 
 ATTENTION_NAME = "hf_iia"
 
