@@ -216,3 +216,17 @@ def test_attention_not_reachable(tmp_path):
         layer.attention = OwnAttention(16)
     with pytest.raises(AttentionNotReachableError, match="AttentionInterface"):
         IIAExplainer(model, progress=False).attribute(torch.randn(1, 3, 32, 32))
+
+
+def test_moved_names_stay_importable_from_the_explainer():
+    """Explanation, the model lock, unwrap and the map post-processing have their own modules; the explainer
+    module re-exports the very same objects."""
+    from hf_iia import explainer, explanation, loading, locks, maps
+
+    assert explainer.Explanation is explanation.Explanation
+    assert explainer.model_lock is locks.model_lock and explainer.unwrap is loading.unwrap
+    assert (explainer.normalise, explainer.upsample, explainer.zero_levels) == (
+        maps.normalise,
+        maps.upsample,
+        maps.zero_levels,
+    )
