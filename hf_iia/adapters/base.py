@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import ClassVar, Protocol
 
 import torch
@@ -172,6 +172,85 @@ def resolve_module(model: nn.Module, name: str) -> nn.Module:
             f"layer {name!r} not found in {type(model).__name__}; module names look like {hint}. "
             "Pass layer= one of the model's dotted module names (see model.named_modules())"
         ) from None
+
+
+def resolve_layer(
+    model: nn.Module,
+    layer: LayerSpec,
+    taps: Mapping[str, nn.Module],
+    *,
+    what: str,
+    aliases: Mapping[str, str] | None = None,
+    refused: Mapping[str, str] | None = None,
+    any_module: bool = False,
+) -> list[str]:
+    """The tap names ``layer=`` picks, in the order given (repeats dropped): the one parser of every adapter.
+
+    Args:
+        model: the classifier whose modules the names are dotted paths of.
+        layer: a tap index (``-1``: the last), a tap name, a module, or a list of them (not ``None``).
+        taps: the adapter's taps in forward order, each with the module it reads.
+        what: what the taps are, for the error (``"blocks"``, ``"stages"``).
+        aliases: other names of taps (a block's dotted module name -> its tap name).
+        refused: names that are no tap, with the reason (given as the error when named).
+        any_module: a module of the model that is no tap (or its dotted name) is taken as its own tap (feature-map
+            adapters explain any layer's activations); otherwise it is refused.
+
+    Raises:
+        LayerNotFoundError: naming the choices (a name that is no module of the model: the names it has).
+    """
+    specs = list(layer) if isinstance(layer, (list, tuple)) else [layer]
+    if not specs:
+        raise LayerNotFoundError("layer= is an empty list; give at least one layer")
+    aliases, refused = aliases or {}, refused or {}
+    names = {id(module): name for name, module in model.named_modules()}
+    tap_of = {id(module): tap for tap, module in taps.items()}
+    order = list(taps)
+
+    def not_a_tap(spec: object) -> LayerNotFoundError:
+        shown = repr(spec) if isinstance(spec, (int, str)) else f"{type(spec).__name__} {names.get(id(spec), '')!r}"
+        options = [f"an index 0..{len(order) - 1}", f"a name in {order}", "the module itself"] if order else []
+        if aliases:
+            options.append(f"a module name such as {list(aliases)[-1]!r}")
+        if any_module or not options:
+            options.append("any module of the model, by its dotted name or as the module")
+        choose = ", ".join(options[:-1]) + (" or " if len(options) > 1 else "") + options[-1]
+        return LayerNotFoundError(
+            f"layer {shown} is not one of the {len(order)} {what} of {type(model).__name__}; choose {choose}"
+        )
+
+    def one(spec: object) -> str:
+        if isinstance(spec, bool) or not isinstance(spec, (int, str, nn.Module)):
+            raise LayerNotFoundError(
+                f"layer= must be a module, a dotted name or an index (or a list of them), got {type(spec).__name__}"
+            )
+        if isinstance(spec, int):
+            if not -len(order) <= spec < len(order):
+                raise not_a_tap(spec)
+            return order[spec]
+        if isinstance(spec, nn.Module):
+            name = names.get(id(spec))
+            if name is None:
+                raise LayerNotFoundError(f"the module given as layer= ({type(spec).__name__}) is not part of the model")
+            if name in taps:
+                return name
+            if id(spec) in tap_of:
+                return tap_of[id(spec)]
+            if any_module:
+                return name
+            raise not_a_tap(spec)
+        if spec in taps:
+            return spec
+        if spec in aliases:
+            return aliases[spec]
+        if spec in refused:
+            raise LayerNotFoundError(f"layer {spec!r}: {refused[spec]}")
+        resolve_module(model, spec)  # a name the model does not have gets the listing error
+        if any_module:
+            return spec
+        raise not_a_tap(spec)
+
+    return list(dict.fromkeys(one(spec) for spec in specs))
 
 
 def evaluation_mode(model: nn.Module) -> Installation:

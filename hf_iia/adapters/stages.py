@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from ..errors import LayerNotFoundError, UnsupportedModelError
-from .base import LayerSpec, TapRun, evaluation_mode, extract_logits, resolve_module
+from .base import LayerSpec, TapRun, evaluation_mode, extract_logits, resolve_layer
 from .cnn import CNNAdapter, TapPoint
 from .guard import Installation, remove_on_undo
 from .registry import register_adapter
@@ -384,29 +384,9 @@ def select_stages(
         )
     if layer is None:
         return StageAdapter(model, stages, [default])
-    specs = list(layer) if isinstance(layer, (list, tuple)) else [layer]
-    if not specs:
-        raise LayerNotFoundError("layer= is an empty list; give at least one layer")
-    chosen: list[str] = []
-    names = {id(module): name for name, module in model.named_modules()}
-    candidates = list(stages)
-    for spec in specs:
-        if isinstance(spec, int) and not isinstance(spec, bool) and -len(candidates) <= spec < len(candidates):
-            chosen.append(candidates[spec])
-        elif isinstance(spec, nn.Module) and names.get(id(spec)) in stages:
-            chosen.append(names[id(spec)])
-        elif isinstance(spec, str) and spec in stages:
-            chosen.append(spec)
-        elif isinstance(spec, str) and spec in refused:
-            raise LayerNotFoundError(f"layer {spec!r}: {refused[spec]}")
-        else:
-            if isinstance(spec, str):
-                resolve_module(model, spec)  # a name that does not exist gets the listing error
-            raise LayerNotFoundError(
-                f"layer {spec!r} is not a stage of {type(model).__name__} with an established layout; choose an index "
-                f"0..{len(candidates) - 1} or one of {candidates}"
-            )
-    return StageAdapter(model, stages, chosen)
+    modules = {name: point.module for name, point in stages.items()}
+    what = "stages with an established layout"
+    return StageAdapter(model, stages, resolve_layer(model, layer, modules, what=what, refused=refused))
 
 
 STAGE_MODEL_TYPES = (

@@ -39,10 +39,10 @@ from torch import nn
 from transformers import AttentionInterface
 from transformers.activations import ACT2CLS
 
-from ..errors import AttentionNotReachableError, IIAError, ImageInputError, LayerNotFoundError
+from ..errors import AttentionNotReachableError, IIAError, ImageInputError
 from ..family import Family, Preset
 from ..fusions import Rollout, gradient_rollout
-from .base import AttentionAdapter, LayerSpec, RelevanceAdapter, TapRun
+from .base import AttentionAdapter, LayerSpec, RelevanceAdapter, TapRun, resolve_layer
 from .guard import Installation, remove_on_undo
 from .lrp import identity_rule, layer_norm_rule, uniform_rule
 from .registry import register_adapter
@@ -274,24 +274,13 @@ class ViTAdapter(AttentionAdapter):
         return self.readout.prefix
 
     def _choose_levels(self, layer: LayerSpec) -> tuple[str, ...]:
+        """The blocks ``layer=`` picks (:func:`~hf_iia.adapters.base.resolve_layer`: an index, ``"layers.i"``, the
+        block's own dotted name or the block), in forward order: every block's attention is observed anyway."""
         if layer is None:
             return (self._taps[-1],)
-        chosen = []
-        for spec in layer if isinstance(layer, (list, tuple)) else [layer]:
-            if isinstance(spec, int) and not isinstance(spec, bool) and -len(self._taps) <= spec < len(self._taps):
-                chosen.append(self._taps[spec])
-            elif isinstance(spec, str) and spec in self._taps:
-                chosen.append(spec)
-            elif isinstance(spec, str) and spec in self._block_names:
-                chosen.append(self._block_names[spec])
-            elif isinstance(spec, nn.Module) and any(spec is block for block in self.blocks):
-                chosen.append(self._taps[next(i for i, block in enumerate(self.blocks) if block is spec)])
-            else:
-                raise LayerNotFoundError(
-                    f"layer {spec!r} is not a block of this transformer; give a block index 0..{len(self._taps) - 1}, "
-                    f"a block module, or a name: 'layers.{len(self._taps) - 1}' or '{list(self._block_names)[-1]}'"
-                )
-        return tuple(sorted(set(chosen), key=self._taps.index))
+        blocks = dict(zip(self._taps, self.blocks, strict=True))
+        chosen = resolve_layer(self.model, layer, blocks, what="blocks", aliases=self._block_names)
+        return tuple(sorted(chosen, key=self._taps.index))
 
     @property
     def taps(self) -> tuple[str, ...]:
