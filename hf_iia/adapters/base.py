@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, cast
 
 import torch
 from torch import nn
@@ -149,7 +149,7 @@ def extract_logits(output: object) -> torch.Tensor:
     elif logits is output and not isinstance(output, torch.Tensor) and hasattr(output, "keys"):
         # A ModelOutput without .logits whose only tensor is [N, classes] (PPLCNet returns its logits as
         # last_hidden_state): that tensor is the logits.
-        tensors = [value for value in output.values() if isinstance(value, torch.Tensor)]
+        tensors = [value for value in cast(Mapping[str, object], output).values() if isinstance(value, torch.Tensor)]
         if len(tensors) == 1:
             logits = tensors[0]
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
@@ -159,6 +159,12 @@ def extract_logits(output: object) -> torch.Tensor:
             "whose forward returns the logits"
         )
     return logits
+
+
+def config_of(model: nn.Module) -> Any:
+    """``model.config``, read duck-typed: a transformers config's fields differ per model type, and torch types
+    every attribute of a module (``nn.Module.__getattr__``) as ``Tensor | Module``."""
+    return cast(Any, model).config
 
 
 def resolve_module(model: nn.Module, name: str) -> nn.Module:

@@ -21,7 +21,7 @@ from torch import nn
 from ..errors import ImageInputError, LayerNotFoundError, UnsupportedModelError
 from ..family import Family, Preset
 from ..fusions import LEVEL_FUSIONS, LevelFusion, channel_sum
-from .base import FeatureMapAdapter, LayerSpec, TapRun, resolve_layer
+from .base import FeatureMapAdapter, LayerSpec, TapRun, config_of, resolve_layer
 from .guard import Installation, remove_on_undo
 from .registry import register_adapter, register_fallback
 
@@ -163,8 +163,8 @@ class ConvNextAdapter(CNNAdapter):
 
     def check_input(self, pixel_values: torch.Tensor) -> None:
         super().check_input(pixel_values)
-        config = self.model.config
-        smallest = int(config.patch_size) * 2 ** (int(config.num_stages) - 1)  # type: ignore[arg-type]
+        config = config_of(self.model)
+        smallest = int(config.patch_size) * 2 ** (int(config.num_stages) - 1)
         if min(pixel_values.shape[2:]) < smallest:
             raise ImageInputError(
                 f"pixel_values is {pixel_values.shape[2]}x{pixel_values.shape[3]}; {type(self.model).__name__} needs "

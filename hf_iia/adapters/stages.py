@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -174,7 +174,7 @@ class StageAdapter(CNNAdapter):
 
         def hook(module: nn.Module, args: tuple, output: object) -> object:
             tupled = point.index is not None or point.side == "input"
-            items: list[Any] = list(output) if tupled else [output]
+            items: list[Any] = list(cast(tuple, output)) if tupled else [output]
             position = point.index or 0
             tensor = items[position]
             if not isinstance(tensor, torch.Tensor):
@@ -192,7 +192,7 @@ class StageAdapter(CNNAdapter):
                 if isinstance(item, torch.Tensor) and item.dim() and item.shape[0] == rows
             ]
             expanded = run.expand(tap, *(items[i] for i in batched))
-            for i, item in zip(batched, expanded):
+            for i, item in zip(batched, expanded, strict=True):
                 items[i] = item
             if point.order is not None and tensor.shape[1] != len(point.order):
                 raise LayerNotFoundError(
@@ -357,7 +357,7 @@ def find_stages(model: nn.Module) -> tuple[dict[str, StagePoint], str | None, di
             default = name
     tensors = [tensor for _, tensor in found.values()]
     grads = torch.autograd.grad(probe.logits.sum(), tensors, allow_unused=True) if tensors else ()
-    for name, grad in zip(list(found), grads):
+    for name, grad in zip(list(found), grads, strict=True):
         if grad is None or not grad.abs().sum() > 0:
             refused[name] = f"the logits do not depend on the output of {name!r} (zero gradient), so its map is empty"
             del found[name]
