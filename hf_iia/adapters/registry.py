@@ -2,7 +2,7 @@
 
 A *family* is one kind of representation (convolutional feature maps, global
 self-attention, ...). Each family lives in one file of :mod:`hf_iia.adapters`, where it
-declares a :class:`Family` (its presets and its default comparison method) beside its
+declares a :class:`~hf_iia.family.Family` (its presets and its default comparison method) beside its
 adapter code, and registers an adapter factory for the ``config.model_type`` values it
 explains. No other module of the package holds family names.
 
