@@ -36,11 +36,12 @@ from .errors import (
 if TYPE_CHECKING:
     from .data import explain_batch_fn, explain_dataset
     from .engine import IntegralSpec, Path, integrate
-    from .explainer import Explanation, IIAExplainer
+    from .explainer import IIAExplainer
+    from .explanation import Explanation
 
 _LAZY = {
     "IIAExplainer": "explainer",
-    "Explanation": "explainer",
+    "Explanation": "explanation",
     "IntegralSpec": "engine",
     "Path": "engine",
     "integrate": "engine",

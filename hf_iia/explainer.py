@@ -1,16 +1,18 @@
-"""``IIAExplainer``: images in, IIA maps out — one ``preprocess -> forward -> postprocess`` flow.
+"""``IIAExplainer``: images in, IIA maps out, in transformers' pipeline stages ``preprocess -> _forward -> postprocess``.
 
-Nothing here is model-specific: the adapter (chosen by ``config.model_type``) reaches the
-representations, the engine integrates, and this module turns images into
-``pixel_values`` and integrals into normalised maps and :class:`Explanation` objects.
+- :meth:`IIAExplainer.preprocess`: images -> ``pixel_values`` through the processor (:mod:`hf_iia.imaging`);
+- :meth:`IIAExplainer._forward`: ``pixel_values`` and ``target`` -> the method's integrals, under the model's lock
+  (:mod:`hf_iia.locks`) on the model's device;
+- :meth:`IIAExplainer.postprocess`: integrals -> the method's maps, upsampled and normalised (:mod:`hf_iia.maps`),
+  then one :class:`~hf_iia.explanation.Explanation` per image.
+
+Nothing here is model-specific: the adapter (chosen by ``config.model_type``) reaches the representations and the
+engine integrates.
 """
 
 from __future__ import annotations
 
 import os
-import threading
-import warnings
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -20,106 +22,27 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .adapters.base import LayerSpec, evaluation_mode
-from .adapters.guard import Installation, acquire, protected
-from .adapters.registry import Family
-from .errors import GeometryError, IIAError, ImageInputError, TargetError, UnsupportedModelError
-from .imaging import Geometry, ImageLike, probe_geometry, process, to_rgb
+from .adapters.base import LayerSpec, evaluation_mode, on_model
+from .engine import IntegrationResult
+from .errors import IIAError, ImageInputError, TargetError, UnsupportedModelError
+from .explanation import Explanation
+from .family import Family
+from .imaging import Geometry, ImageLike, check_pixel_values, probe_geometry, process, to_rgb
 from .labels import class_index, label_index
-from .loading import check_device, load_model, load_processor
+from .loading import check_device, load_model, load_processor, unwrap
+from .locks import model_lock
+from .maps import normalise, to_float64, upsample, zero_levels
 from .methods import METHODS, MethodOptions, input_size, prepare
 from .methods.probe import Preprocess, layer_shapes
 from .scores import apply_score_function, score_function, scores
-from .viz import overlay as draw_overlay
+
+__all__ = ["Explanation", "IIAExplainer", "model_lock", "normalise", "unwrap", "upsample", "zero_levels"]
+"""Besides the explainer: the names that lived here before their own modules, imported from here as before."""
 
 Target = int | str | None
 Targets = Target | Sequence[int | str] | torch.Tensor | np.ndarray
 
 DEFAULT_INTERNAL_BATCH_SIZE = 64
-
-
-@dataclass
-class Explanation:
-    """One image's explanation.
-
-    Attributes:
-        heatmap: ``[H, W]`` float32 in ``[0, 1]`` at the model's input resolution.
-        target: the explained class index (the top-1 by default: the largest logit; a one-logit model's only
-            class, 0).
-        label: its ``id2label`` name (``None`` if the model has no labels).
-        score: the model's score of ``target`` on the image, as transformers' image-classification pipeline
-            reports it: ``score_function`` applied to the logits.
-        image: the original RGB image (``None`` when the input was a pixel_values tensor).
-        geometry: how the processor mapped ``image`` onto the model input (``None`` if it could not be established:
-            then :meth:`overlay` draws on the model input and says why in :attr:`overlay_note`).
-        pixel_values: ``[C, H, W]`` the model input that was explained.
-        score_function: how ``score`` came from the logits (:func:`hf_iia.scores.score_function`): ``"softmax"``
-            (single-label heads), ``"sigmoid"`` (multi-label and one-logit heads) or ``"none"`` (regression: the
-            logit).
-        zero_level: for a signed method (IG, AttnLRP: :attr:`hf_iia.methods.Method.signed`), the value in
-            ``heatmap`` where the raw map is 0 (outside ``[0, 1]`` when the raw map has one sign); ``None`` for the
-            unsigned methods, whose maps are read min-max normalised.
-    """
-
-    heatmap: np.ndarray
-    target: int
-    label: str | None
-    score: float
-    image: Image.Image | None = None
-    geometry: Geometry | None = None
-    pixel_values: torch.Tensor | None = None
-    score_function: str = "softmax"
-    zero_level: float | None = None
-
-    @property
-    def overlay_note(self) -> str | None:
-        """Why :meth:`overlay` draws on the model input instead of the original image; ``None`` when it does not."""
-        if self.image is None or self.geometry is not None:
-            return None
-        return (
-            f"the image processor's resize/crop/pad of this {self.image.width}x{self.image.height} image could not be "
-            "established from its outputs (hf_iia.imaging.probe_geometry), so the map is drawn on the model input "
-            "(the processed image) rather than stretched over the photo"
-        )
-
-    def heatmap_on_image(self) -> np.ndarray:
-        """The map resampled onto the original image, ``[H0, W0]``; NaN where the model input did not see it.
-
-        Without an image (a ``pixel_values`` input) this is :attr:`heatmap`. Raises :class:`GeometryError` when the
-        processor's geometry is unknown (see :attr:`overlay_note`): a stretched map would point at the wrong pixels.
-        """
-        if self.image is None:
-            return self.heatmap
-        if self.geometry is None:
-            raise GeometryError(
-                f"{self.overlay_note}; use explanation.heatmap with explanation.pixel_values (both at the model "
-                "input's resolution), or explanation.overlay(), which draws on the model input"
-            )
-        return self.geometry.to_original(self.heatmap)
-
-    def canvas(self) -> tuple[Image.Image, np.ndarray]:
-        """What the map is drawn on: ``(image, map on it [H, W])``. The original image with
-        :meth:`heatmap_on_image` when the processor's geometry is known; else the model input (min-max scaled
-        ``pixel_values``, its first three channels in the processor's order) with :attr:`heatmap` as it is, and
-        :attr:`overlay_note` says why."""
-        if self.image is not None and self.geometry is not None:
-            return self.image, self.heatmap_on_image()
-        assert self.pixel_values is not None
-        view = self.pixel_values.float()
-        view = (view - view.min()) / (view.max() - view.min()).clamp_min(1e-12)
-        base = Image.fromarray((view.permute(1, 2, 0).numpy() * 255).astype(np.uint8)[..., :3].squeeze())
-        return base.convert("RGB"), self.heatmap
-
-    def overlay(self, *, alpha: float = 0.5, colormap: str = "jet") -> Image.Image:
-        """The map over the original image (resize/crop undone), as a PIL image.
-
-        Over the model input instead (see :meth:`canvas`) when there is no original image, or when the
-        processor's geometry is unknown: then with a ``UserWarning`` giving :attr:`overlay_note`.
-        """
-        if self.overlay_note is not None:
-            warnings.warn(self.overlay_note, UserWarning, stacklevel=2)
-        image, heatmap = self.canvas()
-        return draw_overlay(image, heatmap, alpha=alpha, colormap=colormap)
 
 
 class IIAExplainer:
@@ -367,7 +290,8 @@ class IIAExplainer:
         Returns:
             ``[B, H, W]`` float32 on CPU, each map min-max normalised to ``[0, 1]``.
         """
-        return self._forward(pixel_values, target)[0]
+        outputs = self._forward(check_pixel_values(pixel_values), target)
+        return self._maps(outputs.result.integrals, outputs.model_inputs)[0]
 
     def logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The model's logits for preprocessed inputs, without gradients (e.g. the ``forward`` of
@@ -383,10 +307,7 @@ class IIAExplainer:
         Returns:
             ``[B, num_classes]`` float32 logits on the model's device.
         """
-        pixel_values = _check_pixel_values(pixel_values)
-        parameter = next(self.model.parameters(), None)
-        if parameter is not None:
-            pixel_values = pixel_values.to(parameter.device, parameter.dtype)
+        pixel_values = on_model(self.model, check_pixel_values(pixel_values))
         with self._lock, evaluation_mode(self.model), torch.no_grad():
             return self.adapter.logits(pixel_values).float()
 
@@ -395,212 +316,105 @@ class IIAExplainer:
         reports them (:attr:`score_function`; for a plain module, decided by the logits' width ``K``)."""
         return apply_score_function(logits, score_function(getattr(self.model, "config", None), logits.shape[1]))
 
-    def _forward(
-        self, pixel_values: torch.Tensor, target: Targets
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str, torch.Tensor]:
-        """``pixel_values`` ``[B, C, H, W]`` -> (maps ``[B, H, W]``, targets ``[B]``, scores ``[B]``, the score
-        function's name, zero levels ``[B]``: see :meth:`attribute` and :func:`zero_levels`)."""
-        pixel_values = _check_pixel_values(pixel_values)
+    def _forward(self, pixel_values: torch.Tensor, target: Targets) -> _Outputs:
+        """The forward stage: ``pixel_values`` ``[B, C, H, W]`` (checked) and ``target`` -> the method's integrated
+        quantities, the logits and the explained classes (:class:`_Outputs`), under the model's lock in eval mode."""
         self.adapter.check_input(pixel_values)
         targets = self.resolve_targets(target, pixel_values.shape[0])
-        config = getattr(self.model, "config", None)
         if pixel_values.shape[0] == 0:
-            empty = torch.empty(0)
-            return torch.empty(0, *pixel_values.shape[2:]), targets, empty, score_function(config), empty
-        parameter = next(self.model.parameters(), None)
-        if parameter is not None:
-            pixel_values = pixel_values.to(parameter.device, parameter.dtype)
+            return _Outputs(pixel_values, pixel_values, IntegrationResult({}, torch.empty(0, 0), targets))
+        model_inputs = on_model(self.model, pixel_values)
         with self._lock, evaluation_mode(self.model):
             result = self._integrate(
                 self.adapter,
-                pixel_values,
+                model_inputs,
                 targets,
                 self.spec,
                 internal_batch_size=self.internal_batch_size,
                 progress=self.progress,
             )
-        maps, zeros = self._maps(result.integrals, pixel_values)
-        name = score_function(config, result.logits.shape[1])
-        return maps, result.targets, scores(result.logits, result.targets, name), name, zeros
+        return _Outputs(pixel_values, model_inputs, result)
 
     def postprocess(self, integrals: dict[str, torch.Tensor], pixel_values: torch.Tensor) -> torch.Tensor:
         """The method's fusion of integrated quantities ``{tap: [B, ...]}`` (:attr:`IntegrationResult.integrals`) for
         ``pixel_values`` ``[B, C, H, W]``, upsampled to the input size and min-max normalised: ``[B, H, W]`` float32
         on CPU.
 
-        The fusion, upsampling and normalisation run in float64: an attention map is a rollout close to a constant
-        (1 / tokens) plus a small contrast, and float32 rounding of that constant, which differs with the batch's
-        shape and the CPU, would be amplified by the min-max normalisation to ~1e-4.
+        The fusion, upsampling and normalisation run in float64 (:mod:`hf_iia.maps`): an attention map is a rollout
+        close to a constant (1 / tokens) plus a small contrast, and float32 rounding of that constant, which differs
+        with the batch's shape and the CPU, would be amplified by the min-max normalisation to ~1e-4.
         """
         return self._maps(integrals, pixel_values)[0]
 
     def _maps(
         self, integrals: dict[str, torch.Tensor], pixel_values: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(:meth:`postprocess`'s maps ``[B, H, W]``, where each raw map's 0 lands on them ``[B]``)."""
-        precise = {tap: _float64(integral) for tap, integral in integrals.items()}
-        raw = self._fuse(self.adapter, precise, _float64(pixel_values)).cpu()
+        """(:meth:`postprocess`'s maps ``[B, H, W]``, where each raw map's 0 lands on them ``[B]``: see
+        :func:`~hf_iia.maps.zero_levels`); empty for an empty batch."""
+        if pixel_values.shape[0] == 0:
+            return torch.empty(0, *pixel_values.shape[2:]), torch.empty(0)
+        precise = {tap: to_float64(integral) for tap, integral in integrals.items()}
+        raw = self._fuse(self.adapter, precise, to_float64(pixel_values)).cpu()
         upsampled = upsample(raw, input_size(pixel_values), self.adapter.upsample_mode)
         return normalise(upsampled).float(), zero_levels(upsampled).float()
+
+    def _explanations(self, outputs: _Outputs, originals: list[Image.Image]) -> list[Explanation]:
+        """The postprocess stage: :meth:`postprocess`'s maps of ``outputs`` with their classes and scores, one
+        :class:`Explanation` per image (``originals``: the RGB images, or ``[]`` for a ``pixel_values`` input)."""
+        maps, zeros = self._maps(outputs.result.integrals, outputs.model_inputs)
+        if not len(maps):
+            return []
+        result = outputs.result
+        name = score_function(getattr(self.model, "config", None), result.logits.shape[1])
+        values = scores(result.logits, result.targets, name)
+        labels = self.id2label
+        signed = METHODS[self.method].signed
+        return [
+            Explanation(
+                heatmap=maps[i].numpy(),
+                target=int(result.targets[i]),
+                label=labels.get(int(result.targets[i])),
+                score=float(values[i]),
+                image=originals[i] if originals else None,
+                geometry=self.geometry(originals[i].size) if originals else None,
+                pixel_values=outputs.pixel_values[i].detach().cpu(),
+                score_function=name,
+                zero_level=float(zeros[i]) if signed else None,
+            )
+            for i in range(maps.shape[0])
+        ]
 
     def __call__(self, images: ImageLike | Sequence[ImageLike] | torch.Tensor, target: Targets = None):
         """Explain one image (-> :class:`Explanation`) or a list (-> list).
 
         ``images``: a path, PIL image or numpy array (``[H, W]`` / ``[H, W, C]``), a list
-        of them, or a preprocessed ``pixel_values`` tensor ``[C, H, W]`` / ``[B, C, H, W]``.
+        of them, or a preprocessed ``pixel_values`` tensor ``[C, H, W]`` / ``[B, C, H, W]``. ``target`` goes to
+        the forward stage: ``None`` (top-1), a class index, a label name, or one per image.
         """
         if isinstance(images, torch.Tensor):
             single = images.dim() == 3
-            pixel_values, originals = _check_pixel_values(images), cast(list[Image.Image], [])
+            pixel_values, originals = check_pixel_values(images), cast(list[Image.Image], [])
         else:
             single = not isinstance(images, (list, tuple))
             if not single and not images:
                 self.resolve_targets(target, 0)  # a target list must still match the (empty) batch
                 return []
             pixel_values, originals = self.preprocess(images)
-        maps, targets, values, name, zeros = self._forward(pixel_values, target)
-        labels = self.id2label
-        signed = METHODS[self.method].signed
-        explanations = [
-            Explanation(
-                heatmap=maps[i].numpy(),
-                target=int(targets[i]),
-                label=labels.get(int(targets[i])),
-                score=float(values[i]),
-                image=originals[i] if originals else None,
-                geometry=self.geometry(originals[i].size) if originals else None,
-                pixel_values=pixel_values[i].detach().cpu(),
-                score_function=name,
-                zero_level=float(zeros[i]) if signed else None,
-            )
-            for i in range(maps.shape[0])
-        ]
+        outputs = self._forward(pixel_values, target)
+        explanations = self._explanations(outputs, originals)
         return explanations[0] if single else explanations
 
 
-def _float64(tensor: torch.Tensor) -> torch.Tensor:
-    """``tensor`` as float64, on the CPU where its device has no float64 (MPS)."""
-    return (tensor.cpu() if tensor.device.type == "mps" else tensor).double()
+@dataclass(frozen=True)
+class _Outputs:
+    """What the forward stage hands the postprocess stage for a batch of ``B`` images (``B`` may be 0).
 
-
-def _check_pixel_values(pixel_values: object) -> torch.Tensor:
-    if not isinstance(pixel_values, torch.Tensor):
-        raise ImageInputError(f"pixel_values must be a torch.Tensor [B, C, H, W], got {type(pixel_values).__name__}")
-    if pixel_values.dim() == 3:
-        pixel_values = pixel_values.unsqueeze(0)
-    if pixel_values.dim() != 4 or (pixel_values.numel() and pixel_values.shape[1] not in (1, 3, 4)):
-        raise ImageInputError(
-            f"pixel_values has shape {list(pixel_values.shape)}; expected [B, C, H, W] (or [C, H, W]) with C = 1, 3 or 4"
-        )
-    if not pixel_values.is_floating_point():
-        raise ImageInputError(f"pixel_values must be floating point (preprocessed), got {pixel_values.dtype}")
-    if not torch.isfinite(pixel_values).all():
-        raise ImageInputError("pixel_values contains NaN or inf; pass finite, preprocessed values")
-    return pixel_values
-
-
-def upsample(maps: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
-    """``[B, h, w] -> [B, H, W]`` with ``mode`` (bicubic/bilinear, ``align_corners=False``)."""
-    if tuple(maps.shape[1:]) == tuple(size):
-        return maps
-    return torch.nn.functional.interpolate(maps.unsqueeze(1), size=size, mode=mode, align_corners=False).squeeze(1)
-
-
-def _span(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(low, span, constant)`` of each ``[H, W]`` map of ``[B, H, W]``, each ``[B, 1, 1]``. A span within the
-    dtype's rounding of the map's magnitude is rounding noise (e.g. a constant map resampled bicubically), not
-    contrast: the map counts as constant, since stretching it to [0, 1] would draw noise as a map."""
-    flat = maps.flatten(1)
-    low = flat.min(dim=1).values.view(-1, 1, 1)
-    high = flat.max(dim=1).values.view(-1, 1, 1)
-    span = high - low
-    noise = 64 * torch.finfo(maps.dtype).eps * torch.maximum(low.abs(), high.abs())
-    return low, span, ~(span > noise) | ~torch.isfinite(span)
-
-
-def normalise(maps: torch.Tensor) -> torch.Tensor:
-    """Min-max normalise each ``[H, W]`` map of ``[B, H, W]`` to ``[0, 1]``; a constant map becomes zeros (with a warning)."""
-    low, span, constant = _span(maps)
-    if constant.any():
-        warnings.warn(
-            f"{int(constant.sum())} map(s) are constant (the integrand is the same everywhere, e.g. all zero); "
-            "returning all-zero maps for them",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-    out = (maps - low) / torch.where(constant, torch.ones_like(span), span)
-    return torch.where(constant, torch.zeros_like(out), out).clamp_(0, 1)
-
-
-def zero_levels(maps: torch.Tensor) -> torch.Tensor:
-    """``[B]``: where 0 of each raw map of ``[B, H, W]`` lands after :func:`normalise` (0 for a constant map)."""
-    low, span, constant = _span(maps)
-    zero = -low / torch.where(constant, torch.ones_like(span), span)
-    return torch.where(constant, torch.zeros_like(zero), zero).flatten()
-
-
-_MODULE_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.Lock] = weakref.WeakKeyDictionary()
-_MODULE_LOCKS_GUARD = threading.Lock()
-
-
-class _ModelLock:
-    """Holds the lock of every module of a model for the duration of a run.
-
-    Hooks, the attention implementation and train/eval flags are installed on the modules themselves, so two
-    explainers whose models share any module (one model, or two classifiers over one backbone) must not run at
-    once. The locks are taken in one global order (by ``id``), so two runs can never wait on each other. Taking
-    and releasing them is an :class:`~hf_iia.adapters.guard.Installation`: an interrupt cannot leave one held.
+    Attributes:
+        pixel_values: ``[B, C, H, W]`` as given (what :attr:`Explanation.pixel_values` keeps).
+        model_inputs: the same on the model's device and in its dtype (what the method and its fusion read).
+        result: the method's integrals ``{tap: [B, ...]}``, logits ``[B, K]`` and explained classes ``[B]``.
     """
 
-    def __init__(self, model: nn.Module) -> None:
-        with _MODULE_LOCKS_GUARD:
-            modules = sorted({id(module): module for module in model.modules()}.items())
-            self._locks = [_MODULE_LOCKS.setdefault(module, threading.Lock()) for _, module in modules]
-        self._held = threading.local()  # this thread's open installations (one per nested run)
-
-    def _take(self, installation: Installation) -> None:
-        for lock in self._locks:
-            acquire(installation, lock)
-        stack = self._held.__dict__.setdefault("stack", [])
-        stack.append(installation)
-        installation.undo(stack.pop)  # an interrupt delivered at the end of the set-up undoes it: no stale entry
-
-    def __enter__(self) -> None:
-        Installation(self._take).__enter__()
-
-    @protected
-    def __exit__(self, *exc: Any) -> None:
-        self._held.stack[-1].__exit__(*exc)  # its undo pops it
-
-    def locked(self) -> bool:
-        """Whether any run holds (some of) the locks now."""
-        return any(lock.locked() for lock in self._locks)
-
-
-def model_lock(model: nn.Module) -> _ModelLock:
-    """The lock an explainer of ``model`` holds while it runs (see :class:`_ModelLock`)."""
-    return _ModelLock(model)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The eager module behind ``torch.compile`` (``OptimizedModule``), ``nn.DataParallel`` and
-    ``DistributedDataParallel`` wrappers: hooks and the attention function are installed on it, and a compiled
-    graph would not run them (the maps would differ from the eager model's). A model with a compiled
-    *submodule* is refused: its eager code is not the code that runs."""
-    while True:
-        inner = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule keeps the eager module here
-        if isinstance(inner, nn.Module):
-            model = inner
-        elif isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-            model = model.module
-        else:
-            break
-    compiled = [
-        name for name, module in model.named_modules() if isinstance(getattr(module, "_orig_mod", None), nn.Module)
-    ]
-    if compiled:
-        raise UnsupportedModelError(
-            f"submodule(s) {compiled} of {type(model).__name__} are compiled with torch.compile; the compiled graph "
-            "does not run the hooks IIA installs, so its maps would be wrong. Pass the uncompiled model"
-        )
-    return model
+    pixel_values: torch.Tensor
+    model_inputs: torch.Tensor
+    result: IntegrationResult

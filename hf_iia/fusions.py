@@ -40,10 +40,14 @@ def normalised_mean(maps: Sequence[torch.Tensor], mode: str) -> torch.Tensor:
 
 
 def min_max(maps: torch.Tensor) -> torch.Tensor:
-    """Each map over the last two axes of ``[..., h, w]`` rescaled to ``[0, 1]``; a constant map becomes zeros."""
+    """Each map over the last two axes of ``[..., h, w]`` rescaled to ``[0, 1]``; a constant map becomes zeros.
+
+    The one min-max of the package (the explainer's :func:`hf_iia.maps.normalise`, the metrics and the benchmark
+    build on it). A span below the dtype's smallest normal number is still divided by itself, so the maximum lands
+    on 1 for any non-constant map."""
     low = maps.amin(dim=(-2, -1), keepdim=True)
     span = maps.amax(dim=(-2, -1), keepdim=True) - low
-    return torch.where(span > 0, (maps - low) / span.clamp_min(torch.finfo(maps.dtype).tiny), 0.0)
+    return torch.where(span > 0, (maps - low) / torch.where(span > 0, span, 1.0), 0.0)
 
 
 def _normalised_on_finest_grid(maps: Sequence[torch.Tensor], mode: str) -> list[torch.Tensor]:

@@ -330,3 +330,36 @@ def _fit(
             return None
         fits.append((float(slope), float(intercept)))
     return fits
+
+
+def config_input_size(config: object | None) -> tuple[int, int] | None:
+    """``(H, W)`` of the model input from ``config.image_size`` (an int or a pair; a composite model's
+    ``vision_config``; a timm wrapper's ``pretrained_cfg["input_size"]``), or ``None`` when it gives none usable."""
+    vision = getattr(config, "vision_config", None) or config
+    size = getattr(vision, "image_size", None)
+    if size is None:
+        pretrained = getattr(config, "pretrained_cfg", None)
+        size = pretrained.get("input_size", [None])[1:] if isinstance(pretrained, dict) else None
+    if isinstance(size, int):
+        size = (size, size)
+    if isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size):
+        return int(size[0]), int(size[1])
+    return None
+
+
+def check_pixel_values(pixel_values: object) -> torch.Tensor:
+    """``pixel_values`` as ``[B, C, H, W]`` (a ``[C, H, W]`` one gets a batch axis), refused with
+    :class:`ImageInputError` unless it is a finite floating-point tensor with 1, 3 or 4 channels (or empty)."""
+    if not isinstance(pixel_values, torch.Tensor):
+        raise ImageInputError(f"pixel_values must be a torch.Tensor [B, C, H, W], got {type(pixel_values).__name__}")
+    if pixel_values.dim() == 3:
+        pixel_values = pixel_values.unsqueeze(0)
+    if pixel_values.dim() != 4 or (pixel_values.numel() and pixel_values.shape[1] not in (1, 3, 4)):
+        raise ImageInputError(
+            f"pixel_values has shape {list(pixel_values.shape)}; expected [B, C, H, W] (or [C, H, W]) with C = 1, 3 or 4"
+        )
+    if not pixel_values.is_floating_point():
+        raise ImageInputError(f"pixel_values must be floating point (preprocessed), got {pixel_values.dtype}")
+    if not torch.isfinite(pixel_values).all():
+        raise ImageInputError("pixel_values contains NaN or inf; pass finite, preprocessed values")
+    return pixel_values

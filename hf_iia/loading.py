@@ -22,6 +22,7 @@ from .errors import CheckpointError, IIAError, UnsafeCheckpointError, Unsupporte
 
 if TYPE_CHECKING:  # transformers and torch load on first use: the CLI's source check runs without them
     import torch
+    from torch import nn
     from transformers import PreTrainedModel
 
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -338,3 +339,29 @@ def check_device(device: str | torch.device | None) -> torch.device | None:
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise IIAError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The eager module behind ``torch.compile`` (``OptimizedModule``), ``nn.DataParallel`` and
+    ``DistributedDataParallel`` wrappers: hooks and the attention function are installed on it, and a compiled
+    graph would not run them (the maps would differ from the eager model's). A model with a compiled
+    *submodule* is refused: its eager code is not the code that runs."""
+    from torch import nn
+
+    while True:
+        inner = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule keeps the eager module here
+        if isinstance(inner, nn.Module):
+            model = inner
+        elif isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        else:
+            break
+    compiled = [
+        name for name, module in model.named_modules() if isinstance(getattr(module, "_orig_mod", None), nn.Module)
+    ]
+    if compiled:
+        raise UnsupportedModelError(
+            f"submodule(s) {compiled} of {type(model).__name__} are compiled with torch.compile; the compiled graph "
+            "does not run the hooks IIA installs, so its maps would be wrong. Pass the uncompiled model"
+        )
+    return model

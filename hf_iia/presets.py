@@ -1,4 +1,4 @@
-"""IIA settings: the :class:`Preset` record and the resolvers of the per-path options.
+"""IIA settings: the resolvers of the per-path options.
 
 Each model family declares its own presets beside its adapter (``Family.presets`` in
 :mod:`hf_iia.adapters`): ``default`` is the true nested integral (docs/ALGORITHM.md), with
@@ -10,7 +10,6 @@ and the last two taps.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,6 +17,7 @@ from PIL import Image
 
 from .engine import RULES, Start
 from .errors import IIAError, ImageInputError
+from .family import Preset  # the record lives with the Family that holds it; imported from here too
 from .imaging import process
 from .integrands import INTEGRANDS
 from .metrics.perturbation import gaussian_blur
@@ -26,31 +26,6 @@ BLUR_KERNEL, BLUR_SIGMA = 11, 5.0  # the blur of the deletion/insertion metrics 
 
 STARTS = ("mean", "black", "blur")
 """The named starts of the image path (``start=``); ``"mean"`` is the constant 0 of ``baselines=``."""
-
-
-@dataclass(frozen=True)
-class Preset:
-    """IIA settings: ``steps`` of the image path and of each level, the integrand's name, interpolation on/off.
-
-    ``detach_levels`` makes the interpolated level a constant (no gradient through it to earlier layers),
-    as the authors' ViT code computes it. ``fusion`` names the rollout of an attention family's map
-    (:data:`hf_iia.fusions.ROLLOUTS`); feature-map families form their map with ``combine=``
-    (:data:`hf_iia.fusions.LEVEL_FUSIONS`) and leave it ``None``. ``levels`` is how many taps are
-    interpolated when ``layer=`` is not given: the adapter's default tap and the ``levels - 1`` taps before it.
-    ``grid_factor`` (feature maps, ``layer=`` not given): the level is instead the deepest tap in the second half
-    of the network, up to the default one, whose map has at least ``grid_factor`` times the default's rows and
-    columns at the processor's input size (:func:`hf_iia.methods.iia.finest_default`); ``0`` keeps the default tap.
-    """
-
-    input_steps: int
-    level_steps: int
-    integrand: str
-    interpolate_levels: bool = True
-    detach_levels: bool = False
-    rule: str = "endpoints"  # quadrature rule of every path (hf_iia.engine.RULES)
-    fusion: str | None = None
-    levels: int = 1
-    grid_factor: float = 0
 
 
 def _per_path(option: str, value: Any, default: tuple, levels: int, cast: type, scalar: tuple[type, ...]) -> tuple:

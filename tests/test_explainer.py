@@ -18,6 +18,7 @@ from hf_iia import (
     TargetError,
     UnsupportedModelError,
 )
+from hf_iia.testing import build_tiny
 
 
 @pytest.fixture(scope="module")
@@ -216,3 +217,32 @@ def test_attention_not_reachable(tmp_path):
         layer.attention = OwnAttention(16)
     with pytest.raises(AttentionNotReachableError, match="AttentionInterface"):
         IIAExplainer(model, progress=False).attribute(torch.randn(1, 3, 32, 32))
+
+
+def test_moved_names_stay_importable_from_the_explainer():
+    """Explanation, the model lock, unwrap and the map post-processing have their own modules; the explainer
+    module re-exports the very same objects."""
+    from hf_iia import explainer, explanation, loading, locks, maps
+
+    assert explainer.Explanation is explanation.Explanation
+    assert explainer.model_lock is locks.model_lock and explainer.unwrap is loading.unwrap
+    assert (explainer.normalise, explainer.upsample, explainer.zero_levels) == (
+        maps.normalise,
+        maps.upsample,
+        maps.zero_levels,
+    )
+
+
+@pytest.mark.parametrize("model_type", ["resnet", "vit", "swin"])
+def test_layer_specs_are_parsed_alike_by_every_family(model_type):
+    """One parser (adapters.base.resolve_layer) for every family: a bool is no index (it read as stage 1 of a
+    CNN), an empty list is refused (a ViT explained no level), a repeated layer is one level (a stage model
+    interpolated it twice), and a wrong index names the choices."""
+    model, processor = build_tiny(model_type)
+    for spec in (True, [], [0, True]):
+        with pytest.raises(LayerNotFoundError):
+            IIAExplainer(model, processor, layer=spec, progress=False)
+    explainer = IIAExplainer(model, processor, layer=[0, 0, -1, 0], progress=False)
+    assert explainer.adapter.levels == tuple(dict.fromkeys(explainer.adapter.taps[i] for i in (0, -1)))
+    with pytest.raises(LayerNotFoundError, match=r"choose an index 0\.\.\d+, a name in \["):
+        IIAExplainer(model, processor, layer=99, progress=False)

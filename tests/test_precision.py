@@ -19,7 +19,7 @@ from PIL import Image
 from hf_iia import IIAExplainer
 from hf_iia import testing as zoo
 from hf_iia.explainer import normalise
-from hf_iia.fusions import gradient_rollout
+from hf_iia.fusions import gradient_rollout, min_max
 
 # Patch-mean readouts (beit, ijepa, dinov2 with registers) have the flattest rollouts; vit/deit read CLS rows.
 ATTENTION = ["beit", "ijepa", "dinov2_with_registers", "vit", "deit"]
@@ -71,3 +71,13 @@ def test_rounding_noise_of_a_constant_map_is_not_stretched_into_a_map():
     contrast = flat.clone()
     contrast[0, 3, 4] = 0.0626  # a real difference of 1e-4 is contrast
     assert normalise(contrast).max() == 1
+
+
+def test_normalise_is_the_one_min_max_of_the_package():
+    """Away from the rounding-noise rule, the explainer's normalise is fusions.min_max, to the bit; and min_max
+    stretches any non-constant map to a maximum of 1, also one whose span is below the dtype's smallest normal."""
+    maps = torch.rand(3, 7, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) - 0.3
+    assert torch.equal(normalise(maps), min_max(maps))
+    tiny = torch.finfo(torch.float32).tiny
+    subnormal = torch.tensor([[[0.0, tiny / 4], [tiny / 8, 0.0]]], dtype=torch.float32)
+    assert min_max(subnormal).tolist() == [[[0.0, 1.0], [0.5, 0.0]]]

@@ -4,9 +4,10 @@ The import line below is the registry's list of families: a new family is one ne
 here plus its name on that line.
 """
 
+from ..family import Family
 from . import cnn, stages, timm, vit  # noqa: F401  (each module registers its family's adapters)
 from .base import Adapter, AttentionAdapter, FeatureMapAdapter, RelevanceAdapter, TapRun
-from .registry import Family, adapter_for, register_adapter, supported_model_types
+from .registry import adapter_for, register_adapter, supported_model_types
 
 __all__ = [
     "Adapter",

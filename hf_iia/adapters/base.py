@@ -20,16 +20,16 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import ClassVar, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, Protocol, cast
 
 import torch
 from torch import nn
 
 from ..errors import IIAError, ImageInputError, LayerNotFoundError, UnsupportedModelError
+from ..family import Family
 from ..fusions import LevelFusion, Rollout
 from .guard import Installation
-from .registry import Family, adapter_for
 
 LayerSpec = str | int | nn.Module | Sequence[str | int | nn.Module] | None
 
@@ -84,10 +84,20 @@ class Adapter(ABC):
     def to_map(self, integrals: dict[str, torch.Tensor], input_size: tuple[int, int]) -> torch.Tensor:
         """Fuse integrated quantities (``{tap: [B, ...]}``) into maps ``[B, h, w]``."""
 
+    rebuild: Callable[[list[str]], Adapter] | None = None
+    """Set by :func:`~hf_iia.adapters.adapter_for`: the factory that built this adapter, bound to its model (the
+    registry is not imported here: it imports this module)."""
+
     def at_levels(self, levels: Sequence[str]) -> Adapter:
-        """This model's adapter interpolating ``levels`` (taps of :attr:`taps`, in forward order): built anew through
-        the registry; a family whose adapter probes the model overrides it to reuse what the probe established."""
-        return adapter_for(self.model, list(levels))
+        """This model's adapter interpolating ``levels`` (taps of :attr:`taps`, in forward order): built anew by the
+        factory that built this one; a family whose adapter probes the model overrides it to reuse what the probe
+        established."""
+        if self.rebuild is None:
+            raise IIAError(
+                f"this {type(self).__name__} was not built by hf_iia.adapters.adapter_for, so its factory is unknown; "
+                f"build the adapter for levels {list(levels)} directly"
+            )
+        return self.rebuild(list(levels))
 
     def check_input(self, pixel_values: torch.Tensor) -> None:
         """Raise :class:`ImageInputError` when the model cannot take ``pixel_values`` ``[B, C, H, W]``."""
@@ -154,7 +164,7 @@ def extract_logits(output: object) -> torch.Tensor:
     elif logits is output and not isinstance(output, torch.Tensor) and hasattr(output, "keys"):
         # A ModelOutput without .logits whose only tensor is [N, classes] (PPLCNet returns its logits as
         # last_hidden_state): that tensor is the logits.
-        tensors = [value for value in output.values() if isinstance(value, torch.Tensor)]
+        tensors = [value for value in cast(Mapping[str, object], output).values() if isinstance(value, torch.Tensor)]
         if len(tensors) == 1:
             logits = tensors[0]
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
@@ -164,6 +174,12 @@ def extract_logits(output: object) -> torch.Tensor:
             "whose forward returns the logits"
         )
     return logits
+
+
+def config_of(model: nn.Module) -> Any:
+    """``model.config``, read duck-typed: a transformers config's fields differ per model type, and torch types
+    every attribute of a module (``nn.Module.__getattr__``) as ``Tensor | Module``."""
+    return cast(Any, model).config
 
 
 def resolve_module(model: nn.Module, name: str) -> nn.Module:
@@ -177,6 +193,91 @@ def resolve_module(model: nn.Module, name: str) -> nn.Module:
             f"layer {name!r} not found in {type(model).__name__}; module names look like {hint}. "
             "Pass layer= one of the model's dotted module names (see model.named_modules())"
         ) from None
+
+
+def resolve_layer(
+    model: nn.Module,
+    layer: LayerSpec,
+    taps: Mapping[str, nn.Module],
+    *,
+    what: str,
+    aliases: Mapping[str, str] | None = None,
+    refused: Mapping[str, str] | None = None,
+    any_module: bool = False,
+) -> list[str]:
+    """The tap names ``layer=`` picks, in the order given (repeats dropped): the one parser of every adapter.
+
+    Args:
+        model: the classifier whose modules the names are dotted paths of.
+        layer: a tap index (``-1``: the last), a tap name, a module, or a list of them (not ``None``).
+        taps: the adapter's taps in forward order, each with the module it reads.
+        what: what the taps are, for the error (``"blocks"``, ``"stages"``).
+        aliases: other names of taps (a block's dotted module name -> its tap name).
+        refused: names that are no tap, with the reason (given as the error when named).
+        any_module: a module of the model that is no tap (or its dotted name) is taken as its own tap (feature-map
+            adapters explain any layer's activations); otherwise it is refused.
+
+    Raises:
+        LayerNotFoundError: naming the choices (a name that is no module of the model: the names it has).
+    """
+    specs = list(layer) if isinstance(layer, (list, tuple)) else [layer]
+    if not specs:
+        raise LayerNotFoundError("layer= is an empty list; give at least one layer")
+    aliases, refused = aliases or {}, refused or {}
+    names = {id(module): name for name, module in model.named_modules()}
+    tap_of = {id(module): tap for tap, module in taps.items()}
+    order = list(taps)
+
+    def not_a_tap(spec: object) -> LayerNotFoundError:
+        shown = repr(spec) if isinstance(spec, (int, str)) else f"{type(spec).__name__} {names.get(id(spec), '')!r}"
+        options = [f"an index 0..{len(order) - 1}", f"a name in {order}", "the module itself"] if order else []
+        if aliases:
+            options.append(f"a module name such as {list(aliases)[-1]!r}")
+        if any_module or not options:
+            options.append("any module of the model, by its dotted name or as the module")
+        choose = ", ".join(options[:-1]) + (" or " if len(options) > 1 else "") + options[-1]
+        return LayerNotFoundError(
+            f"layer {shown} is not one of the {len(order)} {what} of {type(model).__name__}; choose {choose}"
+        )
+
+    def one(spec: object) -> str:
+        if isinstance(spec, bool) or not isinstance(spec, (int, str, nn.Module)):
+            raise LayerNotFoundError(
+                f"layer= must be a module, a dotted name or an index (or a list of them), got {type(spec).__name__}"
+            )
+        if isinstance(spec, int):
+            if not -len(order) <= spec < len(order):
+                raise not_a_tap(spec)
+            return order[spec]
+        if isinstance(spec, nn.Module):
+            name = names.get(id(spec))
+            if name is None:
+                raise LayerNotFoundError(f"the module given as layer= ({type(spec).__name__}) is not part of the model")
+            if name in taps:
+                return name
+            if id(spec) in tap_of:
+                return tap_of[id(spec)]
+            if any_module:
+                return name
+            raise not_a_tap(spec)
+        if spec in taps:
+            return spec
+        if spec in aliases:
+            return aliases[spec]
+        if spec in refused:
+            raise LayerNotFoundError(f"layer {spec!r}: {refused[spec]}")
+        resolve_module(model, spec)  # a name the model does not have gets the listing error
+        if any_module:
+            return spec
+        raise not_a_tap(spec)
+
+    return list(dict.fromkeys(one(spec) for spec in specs))
+
+
+def on_model(model: nn.Module, tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` on ``model``'s device and in its dtype (as it is for a model without parameters)."""
+    parameter = next(model.parameters(), None)
+    return tensor if parameter is None else tensor.to(parameter.device, parameter.dtype)
 
 
 def evaluation_mode(model: nn.Module) -> Installation:

@@ -19,11 +19,11 @@ import torch
 from torch import nn
 
 from ..errors import ImageInputError, LayerNotFoundError, UnsupportedModelError
+from ..family import Family, Preset
 from ..fusions import LEVEL_FUSIONS, LevelFusion, channel_sum
-from ..presets import Preset
-from .base import FeatureMapAdapter, LayerSpec, TapRun, resolve_module
+from .base import FeatureMapAdapter, LayerSpec, TapRun, config_of, resolve_layer
 from .guard import Installation, remove_on_undo
-from .registry import Family, register_adapter, register_fallback
+from .registry import register_adapter, register_fallback
 
 CNN = Family(
     name="cnn",
@@ -130,30 +130,11 @@ def _input_hook(run: TapRun, tap: str):
 
 
 def _named_points(model: nn.Module, layer: LayerSpec, candidates: dict[str, TapPoint]) -> dict[str, TapPoint]:
-    """Resolve ``layer=`` (name, index into ``candidates``, module, or a list of them) to tap points in the given order."""
-    specs = list(layer) if isinstance(layer, (list, tuple)) else [layer]
-    if not specs:
-        raise LayerNotFoundError("layer= is an empty list; give at least one layer")
-    names = {id(module): name for name, module in model.named_modules()}
-    candidate_names = list(candidates)
-    points: dict[str, TapPoint] = {}
-    for spec in specs:
-        if isinstance(spec, int):
-            if not -len(candidate_names) <= spec < len(candidate_names):
-                raise LayerNotFoundError(f"layer index {spec} out of range; this model has stages {candidate_names}")
-            name = candidate_names[spec]
-            points[name] = candidates[name]
-        elif isinstance(spec, nn.Module):
-            if id(spec) not in names:
-                raise LayerNotFoundError(f"the module given as layer= ({type(spec).__name__}) is not part of the model")
-            points[names[id(spec)]] = TapPoint(spec)
-        elif isinstance(spec, str):
-            points[spec] = candidates.get(spec) or TapPoint(resolve_module(model, spec))
-        else:
-            raise LayerNotFoundError(
-                f"layer= must be a module, a dotted name or a stage index, got {type(spec).__name__}"
-            )
-    return points
+    """The tap points ``layer=`` picks (:func:`~hf_iia.adapters.base.resolve_layer`) in the given order: a stage
+    candidate by index, name or module, or any other module of the model, read at its output."""
+    modules = {name: point.module for name, point in candidates.items()}
+    names = resolve_layer(model, layer, modules, what="stages", any_module=True)
+    return {name: candidates.get(name) or TapPoint(model.get_submodule(name)) for name in names}
 
 
 def _stage_adapter(
@@ -182,8 +163,8 @@ class ConvNextAdapter(CNNAdapter):
 
     def check_input(self, pixel_values: torch.Tensor) -> None:
         super().check_input(pixel_values)
-        config = self.model.config
-        smallest = int(config.patch_size) * 2 ** (int(config.num_stages) - 1)  # type: ignore[arg-type]
+        config = config_of(self.model)
+        smallest = int(config.patch_size) * 2 ** (int(config.num_stages) - 1)
         if min(pixel_values.shape[2:]) < smallest:
             raise ImageInputError(
                 f"pixel_values is {pixel_values.shape[2]}x{pixel_values.shape[3]}; {type(self.model).__name__} needs "

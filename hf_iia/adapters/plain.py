@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 import torch
 
+from ..family import Family
 from ..fusions import channel_sum
 from .base import Adapter, TapRun
-from .registry import Family
 
 PLAIN = Family(name="plain", description="the input itself; channel sum")
 

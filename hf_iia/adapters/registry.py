@@ -2,7 +2,7 @@
 
 A *family* is one kind of representation (convolutional feature maps, global
 self-attention, ...). Each family lives in one file of :mod:`hf_iia.adapters`, where it
-declares a :class:`Family` (its presets and its default comparison method) beside its
+declares a :class:`~hf_iia.family.Family` (its presets and its default comparison method) beside its
 adapter code, and registers an adapter factory for the ``config.model_type`` values it
 explains. No other module of the package holds family names.
 
@@ -12,43 +12,18 @@ and ``@register_adapter(...)`` factories, and add its import to ``adapters/__ini
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+import functools
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..errors import IIAError, UnsupportedModelError
+from ..errors import UnsupportedModelError
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from ..presets import Preset
     from .base import Adapter, LayerSpec
 
 AdapterFactory = Callable[["nn.Module", "LayerSpec"], "Adapter"]
-
-
-@dataclass(frozen=True)
-class Family:
-    """What one model family declares beside its adapter.
-
-    Attributes:
-        name: a short name shown in reports (``"cnn"``, ``"vit"``, ...).
-        presets: the named IIA settings of the family (``"default"``, ``"reference"``, ...).
-        comparison: the comparison method an audit runs next to IIA (``None``: none).
-        description: one line saying what is integrated and how the map is formed.
-    """
-
-    name: str
-    presets: Mapping[str, Preset] = field(default_factory=dict)
-    comparison: str | None = None
-    description: str = ""
-
-    def preset(self, name: str | None) -> Preset:
-        """The preset ``name`` (``None`` = ``"default"``)."""
-        name = name or "default"
-        if name not in self.presets:
-            raise IIAError(f"unknown preset {name!r} for {self.name} models; choose one of {sorted(self.presets)}")
-        return self.presets[name]
 
 
 _ADAPTERS: dict[str, AdapterFactory] = {}
@@ -100,10 +75,11 @@ def supported_model_types() -> tuple[str, ...]:
 def adapter_for(model: nn.Module, layer: LayerSpec = None) -> Adapter:
     """The adapter for ``model``: by ``config.model_type``, else the fallback when ``layer=`` is given."""
     model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type in _ADAPTERS:
-        return _ADAPTERS[model_type](model, layer)
-    if layer is not None and _FALLBACK:
-        return _FALLBACK[0](model, layer)
+    factory = _ADAPTERS.get(model_type or "") or (_FALLBACK[0] if layer is not None and _FALLBACK else None)
+    if factory is not None:
+        adapter = factory(model, layer)
+        adapter.rebuild = functools.partial(factory, model)  # Adapter.at_levels: the same family at other levels
+        return adapter
     if model_type in REFUSED:
         raise UnsupportedModelError(
             f"{type(model).__name__} ({model_type!r}) is not explained by default: {REFUSED[model_type]}. Pass layer= "

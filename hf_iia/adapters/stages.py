@@ -30,13 +30,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from ..errors import LayerNotFoundError, UnsupportedModelError
-from .base import LayerSpec, TapRun, evaluation_mode, extract_logits, resolve_module
+from .base import LayerSpec, TapRun, evaluation_mode, extract_logits, resolve_layer
 from .cnn import CNNAdapter, TapPoint
 from .guard import Installation, remove_on_undo
 from .registry import register_adapter
@@ -178,7 +178,7 @@ class StageAdapter(CNNAdapter):
 
         def hook(module: nn.Module, args: tuple, output: object) -> object:
             tupled = point.index is not None or point.side == "input"
-            items: list[Any] = list(output) if tupled else [output]
+            items: list[Any] = list(cast(tuple, output)) if tupled else [output]
             position = point.index or 0
             tensor = items[position]
             if not isinstance(tensor, torch.Tensor):
@@ -196,7 +196,7 @@ class StageAdapter(CNNAdapter):
                 if isinstance(item, torch.Tensor) and item.dim() and item.shape[0] == rows
             ]
             expanded = run.expand(tap, *(items[i] for i in batched))
-            for i, item in zip(batched, expanded):
+            for i, item in zip(batched, expanded, strict=True):
                 items[i] = item
             if point.order is not None and tensor.shape[1] != len(point.order):
                 raise LayerNotFoundError(
@@ -361,7 +361,7 @@ def find_stages(model: nn.Module) -> tuple[dict[str, StagePoint], str | None, di
             default = name
     tensors = [tensor for _, tensor in found.values()]
     grads = torch.autograd.grad(probe.logits.sum(), tensors, allow_unused=True) if tensors else ()
-    for name, grad in zip(list(found), grads):
+    for name, grad in zip(list(found), grads, strict=True):
         if grad is None or not grad.abs().sum() > 0:
             refused[name] = f"the logits do not depend on the output of {name!r} (zero gradient), so its map is empty"
             del found[name]
@@ -388,29 +388,9 @@ def select_stages(
         )
     if layer is None:
         return StageAdapter(model, stages, [default])
-    specs = list(layer) if isinstance(layer, (list, tuple)) else [layer]
-    if not specs:
-        raise LayerNotFoundError("layer= is an empty list; give at least one layer")
-    chosen: list[str] = []
-    names = {id(module): name for name, module in model.named_modules()}
-    candidates = list(stages)
-    for spec in specs:
-        if isinstance(spec, int) and not isinstance(spec, bool) and -len(candidates) <= spec < len(candidates):
-            chosen.append(candidates[spec])
-        elif isinstance(spec, nn.Module) and names.get(id(spec)) in stages:
-            chosen.append(names[id(spec)])
-        elif isinstance(spec, str) and spec in stages:
-            chosen.append(spec)
-        elif isinstance(spec, str) and spec in refused:
-            raise LayerNotFoundError(f"layer {spec!r}: {refused[spec]}")
-        else:
-            if isinstance(spec, str):
-                resolve_module(model, spec)  # a name that does not exist gets the listing error
-            raise LayerNotFoundError(
-                f"layer {spec!r} is not a stage of {type(model).__name__} with an established layout; choose an index "
-                f"0..{len(candidates) - 1} or one of {candidates}"
-            )
-    return StageAdapter(model, stages, chosen)
+    modules = {name: point.module for name, point in stages.items()}
+    what = "stages with an established layout"
+    return StageAdapter(model, stages, resolve_layer(model, layer, modules, what=what, refused=refused))
 
 
 STAGE_MODEL_TYPES = (

@@ -18,8 +18,9 @@ the classifier pools), each with its layout established on a probe forward as in
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Sequence
-from typing import cast
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,6 +33,11 @@ from .stages import StageAdapter, StagePoint, infer_layout, raster_token_evidenc
 from .vit import HookedViTAdapter, Readout, ViTAdapter
 
 PREFIX = "timm_model."
+
+
+def _timm_model(model: nn.Module) -> nn.Module:
+    """The timm network inside a ``TimmWrapperForImageClassification``."""
+    return model.get_submodule("timm_model")
 
 
 def _attention_blocks(timm_model: nn.Module) -> list[nn.Module] | None:
@@ -68,20 +74,20 @@ class TimmViTAdapter(HookedViTAdapter):
     def explicit_attention(self, installation: Installation) -> None:
         """Fused attention off for the call: the unfused path computes the probabilities that attn_drop sees."""
         for block in self.blocks:
-            attention, flag = block.attn, block.attn.fused_attn
-            installation.undo(lambda attention=attention, flag=flag: setattr(attention, "fused_attn", flag))
+            attention: Any = block.get_submodule("attn")  # timm's Attention: its fused_attn is a plain bool
+            installation.undo(functools.partial(setattr, attention, "fused_attn", attention.fused_attn))
             attention.fused_attn = False
 
     def not_reached(self, taps: Sequence[str]) -> IIAError:
         return AttentionNotReachableError(
             f"the attention probabilities of {list(taps)} never reached attn.attn_drop in "
-            f"{type(self.model.timm_model).__name__}; pass layer= the dotted name of a block to explain its output"
+            f"{type(_timm_model(self.model)).__name__}; pass layer= the dotted name of a block to explain its output"
         )
 
 
 def _candidates(model: nn.Module) -> dict[str, StagePoint]:
     """``feature_info`` modules (outputs), then the input of the head's global pooling."""
-    timm_model = model.timm_model
+    timm_model = _timm_model(model)
     points = {
         f"{PREFIX}{info['module']}": StagePoint(timm_model.get_submodule(info["module"]))
         for info in getattr(timm_model, "feature_info", [])
@@ -139,7 +145,7 @@ def _establish_layouts(model: nn.Module, points: dict[str, StagePoint]) -> tuple
 
         with evaluation_mode(model), Installation(setup):
             try:
-                model.timm_model(torch.zeros(1, channels, *size, device=parameter.device, dtype=parameter.dtype))
+                _timm_model(model)(torch.zeros(1, channels, *size, device=parameter.device, dtype=parameter.dtype))
                 break
             except Exception as error:  # a model that takes only its own input size: try the square probe
                 failure = error
@@ -172,21 +178,21 @@ def _establish_layouts(model: nn.Module, points: dict[str, StagePoint]) -> tuple
 @register_adapter("timm_wrapper")
 def timm_adapter(model: nn.Module, layer: LayerSpec) -> ViTAdapter | StageAdapter:
     """timm models in ``TimmWrapperForImageClassification`` (see the module docstring)."""
-    timm_model = cast(nn.Module, model.timm_model)
+    timm_model = _timm_model(model)
     blocks = _attention_blocks(timm_model)
     block_names = {f"{PREFIX}blocks.{i}" for i in range(len(blocks or ()))} | {
         f"layers.{i}" for i in range(len(blocks or ()))
     }
     if blocks is not None and (not isinstance(layer, str) or layer in block_names):
-        embed = timm_model.patch_embed
+        embed: Any = timm_model.get_submodule("patch_embed")  # timm's PatchEmbed: sizes as plain tuples
         return TimmViTAdapter(
             model,
             layer,
             blocks=blocks,
-            dropouts=[block.attn.attn_drop for block in blocks],
+            dropouts=[block.get_submodule("attn.attn_drop") for block in blocks],
             readout=_readout(timm_model),
             patch_size=embed.patch_size[0],
-            image_size=tuple(embed.img_size),  # type: ignore[arg-type]
+            image_size=tuple(embed.img_size),
         )
     candidates = _candidates(model)
     if isinstance(layer, str) and not layer.startswith(PREFIX):

@@ -27,25 +27,26 @@ the values are multiplied by. The timm adapter reaches timm ViTs the same way.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import threading
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import nn
-from transformers import AttentionInterface
+from transformers import AttentionInterface, PreTrainedModel
 from transformers.activations import ACT2CLS
 
-from ..errors import AttentionNotReachableError, IIAError, ImageInputError, LayerNotFoundError
+from ..errors import AttentionNotReachableError, IIAError, ImageInputError
+from ..family import Family, Preset
 from ..fusions import Rollout, gradient_rollout
-from ..presets import Preset
-from .base import AttentionAdapter, LayerSpec, RelevanceAdapter, TapRun
+from .base import AttentionAdapter, LayerSpec, RelevanceAdapter, TapRun, config_of, resolve_layer
 from .guard import Installation, remove_on_undo
 from .lrp import identity_rule, layer_norm_rule, uniform_rule
-from .registry import Family, register_adapter
+from .registry import register_adapter
 
 ATTENTION_NAME = "hf_iia"
 
@@ -125,22 +126,23 @@ def _switch_attention(installation: Installation, model: nn.Module, name: str) -
     A composite config (CLIP, SigLIP: a vision and a text sub-config) is switched for the root and the vision
     sub-config only: the classifier has no text model, and naming its sub-config would warn on every call.
     """
-    vision = getattr(model.config, "vision_config", None)
+    pretrained = cast(PreTrainedModel, model)
+    vision = getattr(pretrained.config, "vision_config", None)
     request: str | dict[str, str] = {"": name, "vision_config": name} if vision is not None else name
-    root = cast(str, model.config._attn_implementation)
+    root = cast(str, pretrained.config._attn_implementation)
     original: str | dict[str, str] = root
     if vision is not None:
         original = {"": root, "vision_config": cast(str, vision._attn_implementation)}
     # Registered before the switch: a switch that fails half-way (root set, sub-config refused) is undone too.
-    installation.undo(lambda: model.set_attn_implementation(original))
+    installation.undo(lambda: pretrained.set_attn_implementation(original))
     try:
-        model.set_attn_implementation(request)
+        pretrained.set_attn_implementation(request)
     except (ValueError, KeyError, ImportError) as error:
         raise AttentionNotReachableError(
             f"{type(model).__name__} refused attention implementation {name!r} ({error}); IIA needs a ViT whose "
             "attention goes through transformers' AttentionInterface"
         ) from error
-    if model.config._attn_implementation != name:
+    if pretrained.config._attn_implementation != name:
         raise AttentionNotReachableError(
             f"{type(model).__name__} cannot switch its attention implementation, so its attention "
             "probabilities are unreachable; use a model whose attention goes through AttentionInterface "
@@ -177,14 +179,14 @@ class Readout:
         return torch.stack(parts).mean(dim=0)
 
 
-def _vision_config(model: nn.Module) -> object:
-    config = model.config
+def _vision_config(model: nn.Module) -> Any:
+    config = config_of(model)
     return getattr(config, "vision_config", None) or config
 
 
 def _mean_pooling_or_cls(model: nn.Module) -> Readout:
     """BEiT's pooler: the mean of the patch tokens when ``config.use_mean_pooling``, else the CLS token."""
-    return Readout(rows=(), pooled="patches") if model.config.use_mean_pooling else Readout()
+    return Readout(rows=(), pooled="patches") if config_of(model).use_mean_pooling else Readout()
 
 
 READOUTS: dict[str, Callable[[nn.Module], Readout]] = {
@@ -194,7 +196,9 @@ READOUTS: dict[str, Callable[[nn.Module], Readout]] = {
     "beit": _mean_pooling_or_cls,
     "data2vec-vision": _mean_pooling_or_cls,
     "dinov2": lambda model: Readout(pooled="patches"),
-    "dinov2_with_registers": lambda model: Readout(prefix=1 + int(model.config.num_register_tokens), pooled="patches"),  # type: ignore[arg-type]
+    "dinov2_with_registers": lambda model: Readout(
+        prefix=1 + int(config_of(model).num_register_tokens), pooled="patches"
+    ),
     "clip": lambda model: Readout(rows=(), pooled="patches"),
     "metaclip_2": lambda model: Readout(rows=(), pooled="patches"),
     "siglip": lambda model: Readout(prefix=0, rows=(), pooled="all"),
@@ -263,7 +267,7 @@ class ViTAdapter(AttentionAdapter):
         self.blocks: list[nn.Module] = list(blocks)
         self._taps = tuple(f"layers.{i}" for i in range(len(self.blocks)))
         names = {id(module): name for name, module in model.named_modules()}
-        self._block_names = {names[id(block)]: tap for block, tap in zip(self.blocks, self._taps)}
+        self._block_names = {names[id(block)]: tap for block, tap in zip(self.blocks, self._taps, strict=True)}
         self._levels = self._choose_levels(layer)
         self.patch_size = int(patch_size)
         self.image_size = image_size
@@ -274,24 +278,13 @@ class ViTAdapter(AttentionAdapter):
         return self.readout.prefix
 
     def _choose_levels(self, layer: LayerSpec) -> tuple[str, ...]:
+        """The blocks ``layer=`` picks (:func:`~hf_iia.adapters.base.resolve_layer`: an index, ``"layers.i"``, the
+        block's own dotted name or the block), in forward order: every block's attention is observed anyway."""
         if layer is None:
             return (self._taps[-1],)
-        chosen = []
-        for spec in layer if isinstance(layer, (list, tuple)) else [layer]:
-            if isinstance(spec, int) and not isinstance(spec, bool) and -len(self._taps) <= spec < len(self._taps):
-                chosen.append(self._taps[spec])
-            elif isinstance(spec, str) and spec in self._taps:
-                chosen.append(spec)
-            elif isinstance(spec, str) and spec in self._block_names:
-                chosen.append(self._block_names[spec])
-            elif isinstance(spec, nn.Module) and any(spec is block for block in self.blocks):
-                chosen.append(self._taps[next(i for i, block in enumerate(self.blocks) if block is spec)])
-            else:
-                raise LayerNotFoundError(
-                    f"layer {spec!r} is not a block of this transformer; give a block index 0..{len(self._taps) - 1}, "
-                    f"a block module, or a name: 'layers.{len(self._taps) - 1}' or '{list(self._block_names)[-1]}'"
-                )
-        return tuple(sorted(set(chosen), key=self._taps.index))
+        blocks = dict(zip(self._taps, self.blocks, strict=True))
+        chosen = resolve_layer(self.model, layer, blocks, what="blocks", aliases=self._block_names)
+        return tuple(sorted(chosen, key=self._taps.index))
 
     @property
     def taps(self) -> tuple[str, ...]:
@@ -307,7 +300,7 @@ class ViTAdapter(AttentionAdapter):
     def installed(self, run: TapRun, active: Sequence[str]) -> Installation:
         def setup(installation: Installation) -> None:
             owners = {}
-            for tap, block in zip(self._taps, self.blocks):
+            for tap, block in zip(self._taps, self.blocks, strict=True):
                 if tap in active:
                     owners.update({id(module): tap for module in block.modules()})
                     remove_on_undo(
@@ -364,7 +357,7 @@ class ViTAdapter(AttentionAdapter):
 
 
 ACTIVATIONS: tuple[type[nn.Module], ...] = tuple(
-    {entry[0] if isinstance(entry, tuple) else entry for entry in ACT2CLS.values()}
+    {cast(type[nn.Module], entry[0] if isinstance(entry, tuple) else entry) for entry in ACT2CLS.values()}
 )
 """The element-wise activation modules of ``transformers`` (``ACT2FN``), which AttnLRP's identity rule covers."""
 
@@ -420,7 +413,7 @@ class HookedViTAdapter(ViTAdapter):
     def installed(self, run: TapRun, active: Sequence[str]) -> Installation:
         def setup(installation: Installation) -> None:
             self.explicit_attention(installation)
-            for tap, block, dropout in zip(self._taps, self.blocks, self.dropouts):
+            for tap, block, dropout in zip(self._taps, self.blocks, self.dropouts, strict=True):
                 if tap in active:
                     remove_on_undo(
                         installation, block.register_forward_pre_hook(_expand_hook(run, tap), with_kwargs=True)
@@ -442,7 +435,7 @@ class HookedViTAdapter(ViTAdapter):
                     )
                 # The SDPA subclass adds no state, only a forward that fuses the softmax.
                 module.__class__ = self._eager
-                installation.undo(lambda module=module, cls=cls: setattr(module, "__class__", cls))
+                installation.undo(functools.partial(setattr, module, "__class__", cls))
 
     def not_reached(self, taps: Sequence[str]) -> IIAError:
         return AttentionNotReachableError(
@@ -473,7 +466,7 @@ def probabilities_hook(run: TapRun, tap: str) -> Callable[[nn.Module, tuple, tor
 def vit_adapter(model: nn.Module, layer: LayerSpec) -> ViTAdapter:
     """The adapter of a transformers model whose head reads the tokens in :data:`READOUTS` (through
     :data:`HOOKED_ATTENTION` where its attention bypasses AttentionInterface)."""
-    base = getattr(model, model.base_model_prefix, model)
+    base = getattr(model, getattr(model, "base_model_prefix", ""), model)
     blocks = None
     for path in BLOCK_PATHS:
         with contextlib.suppress(AttributeError):
@@ -484,7 +477,7 @@ def vit_adapter(model: nn.Module, layer: LayerSpec) -> ViTAdapter:
             f"cannot find the transformer blocks of {type(model).__name__} (looked for {list(BLOCK_PATHS)})"
         )
     vision = _vision_config(model)
-    model_type = str(model.config.model_type)
+    model_type = str(config_of(model).model_type)
     common = dict(readout=READOUTS[model_type](model), patch_size=vision.patch_size, image_size=vision.image_size)
     hooked = HOOKED_ATTENTION.get(model_type)
     if hooked is None:
@@ -515,9 +508,9 @@ def _expand_hook(run: TapRun, tap: str):
         keys = [k for k, v in kwargs.items() if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == rows]
         expanded = run.expand(tap, *(args[i] for i in names), *(kwargs[k] for k in keys))
         positional = list(args)
-        for i, tensor in zip(names, expanded):
+        for i, tensor in zip(names, expanded[: len(names)], strict=True):
             positional[i] = tensor
-        kwargs = {**kwargs, **dict(zip(keys, expanded[len(names) :]))}
+        kwargs = {**kwargs, **dict(zip(keys, expanded[len(names) :], strict=True))}
         return tuple(positional), kwargs
 
     return hook

@@ -12,8 +12,9 @@ import torch
 from PIL import Image
 
 from ..adapters import Adapter
-from ..adapters.base import evaluation_mode
+from ..adapters.base import evaluation_mode, on_model
 from ..errors import IIAError, ImageInputError
+from ..imaging import config_input_size
 
 Preprocess = Callable[[Image.Image], torch.Tensor]
 """How one image becomes the model input ``[1, C, H, W]`` (the explainer's preprocessing through its processor)."""
@@ -37,21 +38,6 @@ class _ShapeRun:
     def represent(self, tap: str, rep: torch.Tensor) -> torch.Tensor:
         self.shapes[tap] = tuple(rep.shape)
         return rep
-
-
-def config_input_size(config: object | None) -> tuple[int, int] | None:
-    """``(H, W)`` of the model input from ``config.image_size`` (an int or a pair; a composite model's
-    ``vision_config``; a timm wrapper's ``pretrained_cfg["input_size"]``), or ``None`` when it gives none usable."""
-    vision = getattr(config, "vision_config", None) or config
-    size = getattr(vision, "image_size", None)
-    if size is None:
-        pretrained = getattr(config, "pretrained_cfg", None)
-        size = pretrained.get("input_size", [None])[1:] if isinstance(pretrained, dict) else None
-    if isinstance(size, int):
-        size = (size, size)
-    if isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size):
-        return int(size[0]), int(size[1])
-    return None
 
 
 def can_probe(adapter: Adapter, preprocess: Preprocess | None) -> bool:
@@ -83,9 +69,7 @@ def layer_shapes(adapter: Adapter, preprocess: Preprocess | None) -> Shapes:
         channels = getattr(config, "num_channels", 3)
         pixel_values = torch.zeros(1, channels if isinstance(channels, int) and channels > 0 else 3, *size)
         what = f"a zero input of config.image_size {list(size)} (no processor)"
-    parameter = next(model.parameters(), None)
-    if parameter is not None:
-        pixel_values = pixel_values.to(parameter.device, parameter.dtype)
+    pixel_values = on_model(model, pixel_values)
     run = _ShapeRun()
     try:
         with evaluation_mode(model), torch.no_grad(), adapter.installed(run, adapter.taps):
