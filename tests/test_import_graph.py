@@ -84,3 +84,42 @@ def test_the_walk_sees_type_only_imports():
 
 def test_the_package_has_no_import_circle():
     assert cycles(import_graph()) == []
+
+
+TOOL_LIKE = ("hf_iia.metrics", "hf_iia.tools", "hf_iia.testing")
+"""What the core must not import: the metrics, the tools built on the explainer, the test zoo."""
+
+
+def _within(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == prefix or module.startswith(prefix + ".") for prefix in prefixes)
+
+
+def test_the_core_imports_no_metric_and_no_tool():
+    graph = import_graph()
+    reaching = {
+        module: sorted(target for target in targets if _within(target, TOOL_LIKE))
+        for module, targets in graph.items()
+        if not _within(module, TOOL_LIKE)
+    }
+    assert {module: targets for module, targets in reaching.items() if targets} == {}
+
+
+def _third_party(path: Path) -> set[str]:
+    """The top-level packages outside hf_iia that ``path`` imports (anywhere in it)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names.add(node.module.split(".")[0])
+    return names - {"hf_iia"}
+
+
+def test_metrics_import_neither_transformers_nor_the_explainer():
+    graph = import_graph()
+    metrics = [module for module in graph if _within(module, ("hf_iia.metrics",))]
+    assert metrics
+    forbidden = ("hf_iia.explainer", "hf_iia.explanation", "hf_iia.loading", "hf_iia.data", "hf_iia.tools")
+    assert {m: sorted(t for t in graph[m] if _within(t, forbidden)) for m in metrics} == {m: [] for m in metrics}
+    paths = [path for path in ROOT.rglob("*.py") if _within(_module_name(path), ("hf_iia.metrics",))]
+    assert {str(path.relative_to(ROOT)) for path in paths if "transformers" in _third_party(path)} == set()
