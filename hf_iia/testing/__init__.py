@@ -11,7 +11,8 @@ Every test and script builds its tiny models here, by what they are:
   :class:`ConstantLogits`) and a hand-written ViT / DeiT forward (:func:`vit_logits_by_hand`).
 - :mod:`hf_iia.testing.state`: the "leave the model as found" checks (:func:`snapshot`,
   :func:`assert_unchanged`, :func:`hook_count`).
-- :mod:`hf_iia.testing.common`: the default labels and input size, seeded inputs (:func:`pixels`).
+- :mod:`hf_iia.testing.common`: the default labels and input size, a config's label fields (:func:`label_kwargs`),
+  saving a model with its processor (:func:`save_pair`) and seeded inputs (:func:`pixels`).
 
 >>> from hf_iia.testing import build_tiny, save_tiny, IMAGE_CLASSIFICATION_TYPES, SKIP_REASONS
 >>> model, processor = build_tiny("swin")                      # doctest: +SKIP
@@ -22,7 +23,7 @@ back through the Auto classes. This package is not imported by ``hf_iia`` itself
 imports no test framework.
 """
 
-from hf_iia.testing.common import DEFAULT_IMAGE_SIZE, LABELS, pixels
+from hf_iia.testing.common import DEFAULT_IMAGE_SIZE, LABELS, label_kwargs, pixels, save_pair
 from hf_iia.testing.plain import ConstantLogits, NaNLogits, SmallCNN, vit_logits_by_hand
 from hf_iia.testing.state import assert_unchanged, hook_count, snapshot
 from hf_iia.testing.timm import FAN_IN_INIT, TIMM_MODEL_ARGS, TIMM_MODELS, build_tiny_timm, save_tiny_timm
@@ -61,8 +62,10 @@ __all__ = [
     "build_tiny_timm",
     "depth_width",
     "hook_count",
+    "label_kwargs",
     "logits_of",
     "pixels",
+    "save_pair",
     "save_tiny",
     "save_tiny_timm",
     "snapshot",
