@@ -23,11 +23,11 @@ back through the Auto classes. This package is not imported by ``hf_iia`` itself
 imports no test framework.
 """
 
-from hf_iia.testing.common import DEFAULT_IMAGE_SIZE, LABELS, label_kwargs, pixels, save_pair
-from hf_iia.testing.plain import ConstantLogits, NaNLogits, SmallCNN, vit_logits_by_hand
-from hf_iia.testing.state import assert_unchanged, hook_count, snapshot
-from hf_iia.testing.timm import FAN_IN_INIT, TIMM_MODEL_ARGS, TIMM_MODELS, build_tiny_timm, save_tiny_timm
-from hf_iia.testing.zoo import (
+from .common import DEFAULT_IMAGE_SIZE, LABELS, label_kwargs, pixels, save_pair
+from .plain import ConstantLogits, NaNLogits, SmallCNN, vit_logits_by_hand
+from .state import assert_unchanged, hook_count, snapshot
+from .timm import FAN_IN_INIT, TIMM_MODEL_ARGS, TIMM_MODELS, build_tiny_timm, save_tiny_timm
+from .zoo import (
     IMAGE_CLASSIFICATION_TYPES,
     LOGITS_FIELD,
     MODEL_CLASS,

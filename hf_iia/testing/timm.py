@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from transformers import TimmWrapperConfig, TimmWrapperForImageClassification, TimmWrapperImageProcessor
 
-from hf_iia.testing.common import DEFAULT_IMAGE_SIZE, LABELS, label_kwargs, save_pair
+from .common import DEFAULT_IMAGE_SIZE, LABELS, label_kwargs, save_pair
 
 TIMM_MODEL_ARGS: dict[str, dict[str, Any]] = {
     "test_vit": dict(img_size=32),  # timm builds it for 160 px; the zoo's processors make 32

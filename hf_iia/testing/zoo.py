@@ -26,8 +26,8 @@ from transformers.models.auto.modeling_auto import (
     MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
 )
 
-from hf_iia.testing.common import DEFAULT_IMAGE_SIZE, LABELS, label_kwargs, save_pair
-from hf_iia.testing.timm import build_tiny_timm
+from .common import DEFAULT_IMAGE_SIZE, LABELS, label_kwargs, save_pair
+from .timm import build_tiny_timm
 
 IMAGE_CLASSIFICATION_TYPES: tuple[str, ...] = tuple(sorted(MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES))
 """Every ``model_type`` in ``transformers``' image-classification auto mapping, sorted."""
@@ -388,7 +388,10 @@ def build_tiny(model_type: str, labels: dict[int, str] = LABELS, seed: int = 0, 
     """A random-weight ``model_type`` classifier (eval mode, weights fixed by ``seed``) and its processor.
 
     The model comes from ``AutoModelForImageClassification.from_config(tiny_config(...))`` (or the
-    class in :data:`MODEL_CLASS`); ``overrides`` go to :func:`tiny_config`.
+    class in :data:`MODEL_CLASS`); ``overrides`` go to :func:`tiny_config`. The processor makes
+    ``pixel_values [N, 3, S, S]`` (``S``: the size :func:`tiny_config` gives) and the model maps them to logits
+    ``[N, len(labels)]`` (see :func:`logits_of` for the field). ``timm_wrapper`` goes to :func:`build_tiny_timm`
+    (``architecture=`` picks the timm model, default ``test_resnet``).
     """
     if model_type == "timm_wrapper":
         architecture = overrides.pop("architecture", TINY_OVERRIDES["timm_wrapper"]["architecture"])
