@@ -112,3 +112,10 @@ def test_package_reexports_its_modules_and_stays_out_of_hf_iia():
     finished = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert finished.returncode == 0, finished.stderr
     assert finished.stdout.split() == ["[]"]
+
+
+def test_vit_by_hand_refuses_a_block_it_cannot_write_out():
+    model, _ = zoo.build_tiny("vit")
+    model.vit.layers[1] = torch.nn.Identity()
+    with pytest.raises(TypeError, match="block 1 is a Identity, not a ViT or DeiT layer"):
+        zoo.vit_logits_by_hand(model, zoo.pixels(1), {}, [])
