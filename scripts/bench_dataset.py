@@ -58,21 +58,13 @@ NUM_LABELS = 10
 
 def build_checkpoint(arch: str, config_name: str, folder: Path) -> Path:
     """Save a randomly initialised ``arch`` classifier of ``config_name`` size (plus its processor) into ``folder``."""
-    import torch
-    from transformers import (
-        ResNetConfig,
-        ResNetForImageClassification,
-        ViTConfig,
-        ViTForImageClassification,
-        ViTImageProcessor,
-    )
+    from transformers import ViTImageProcessor
 
-    torch.manual_seed(0)
+    from hf_iia.testing import build_tiny
+
     spec = CONFIGS[config_name]
-    if arch == "resnet":
-        model = ResNetForImageClassification(ResNetConfig(num_labels=NUM_LABELS, **spec["resnet"]))
-    else:
-        model = ViTForImageClassification(ViTConfig(image_size=spec["size"], num_labels=NUM_LABELS, **spec["vit"]))
+    size = {"image_size": spec["size"]} if arch == "vit" else {}
+    model, _ = build_tiny(arch, {i: f"LABEL_{i}" for i in range(NUM_LABELS)}, seed=0, **size, **spec[arch])
     model.save_pretrained(folder)
     ViTImageProcessor(size={"height": spec["size"], "width": spec["size"]}).save_pretrained(folder)
     return folder

@@ -24,18 +24,17 @@ import torch
 
 from hf_iia import IIAExplainer
 from hf_iia.engine import integrate
+from hf_iia.testing import build_tiny, depth_width
 
 
 def build(kind: str, size: int = 64, seed: int = 0) -> torch.nn.Module:
-    """A small random-weight ``resnet`` or ``vit`` classifier for ``size`` x ``size`` inputs."""
-    from transformers import ResNetConfig, ResNetForImageClassification, ViTConfig, ViTForImageClassification
-
-    torch.manual_seed(seed)
+    """A small random-weight 10-class ``resnet`` or ``vit`` classifier of the zoo for ``size`` x ``size`` inputs."""
+    labels = {i: f"LABEL_{i}" for i in range(10)}
     if kind == "resnet":
-        config = ResNetConfig(
-            embedding_size=16, hidden_sizes=[16, 32, 64], depths=[1, 1, 1], layer_type="basic", num_labels=10
+        # Three basic-block stages of width 16, 32 and 64.
+        model, _ = build_tiny(
+            "resnet", labels, seed, embedding_size=16, hidden_sizes=[16, 32, 64], depths=[1, 1, 1], layer_type="basic"
         )
-        model = ResNetForImageClassification(config).eval()
         # Fresh BatchNorm layers are the identity and the convolutions have no bias, which makes a random ResNet
         # positively homogeneous: then every Riemann sum is exact and nothing converges. Give the BatchNorm
         # layers trained-looking statistics so the integrand is a genuinely non-linear function of the path.
@@ -49,16 +48,9 @@ def build(kind: str, size: int = 64, seed: int = 0) -> torch.nn.Module:
                 module.bias.data.copy_(0.5 * torch.randn(shape, generator=generator))
         return model
     if kind == "vit":
-        config = ViTConfig(
-            image_size=size,
-            patch_size=8,
-            hidden_size=32,
-            num_hidden_layers=3,
-            num_attention_heads=4,
-            intermediate_size=64,
-            num_labels=10,
-        )
-        return ViTForImageClassification(config).eval()
+        # Three blocks of width 32 (4 heads) on 8 px patches.
+        model, _ = build_tiny("vit", labels, seed, image_size=size, **depth_width("vit", depth=3, width=32))
+        return model
     raise ValueError(f"unknown kind {kind!r}; use 'resnet' or 'vit'")
 
 

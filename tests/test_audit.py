@@ -28,16 +28,11 @@ import pytest
 import torch
 from huggingface_hub import ModelCard
 from PIL import Image
-from transformers import (
-    ResNetConfig,
-    ResNetForImageClassification,
-    ViTConfig,
-    ViTForImageClassification,
-    ViTImageProcessor,
-)
+from transformers import ViTImageProcessor
 
 from hf_iia.data import DatasetColumnError, DatasetImageError
 from hf_iia.outputs import OutputPathError
+from hf_iia.testing import build_tiny
 from hf_iia.tools.audit import AuditConfig, AuditError, region_shares, run_audit
 from hf_iia.tools.cli import main
 
@@ -73,16 +68,7 @@ def cue_images(n: int, seed: int, informative: str) -> tuple[np.ndarray, np.ndar
 
 def train_cue_model(informative: str, folder: Path, steps: int = 60) -> Path:
     """Train a tiny ResNet for ``steps`` Adam steps on ``informative``-cue images; save it with its processor."""
-    torch.manual_seed(0)
-    config = ResNetConfig(
-        embedding_size=8,
-        hidden_sizes=[8, 16],
-        depths=[1, 1],
-        num_labels=3,
-        id2label=dict(enumerate(NAMES)),
-        label2id={name: i for i, name in enumerate(NAMES)},
-    )
-    model = ResNetForImageClassification(config)
+    model, _ = build_tiny("resnet", dict(enumerate(NAMES)), seed=0)
     images, _, labels = cue_images(steps * 32, 1, informative)
     pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1  # the processor's mean = std = 0.5
     targets = torch.from_numpy(labels)
@@ -327,29 +313,12 @@ def test_bad_settings_are_clear_errors(scenario, reference, tmp_path):
         run_audit(config(scenario["object"], scenario["data"]), tmp_path / "c", progress=False)
 
 
-_SHAPES = {"id2label": dict(enumerate(["circle", "square", "triangle", "cross", "ring", "star"]))}
-SYNTHETIC_MODELS = {  # random-weight 6-class models for 32 px inputs
-    "resnet": lambda: ResNetForImageClassification(
-        ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], **_SHAPES)
-    ),
-    "vit": lambda: ViTForImageClassification(
-        ViTConfig(
-            image_size=32,
-            patch_size=8,
-            hidden_size=16,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=32,
-            **_SHAPES,
-        )
-    ),
-}
+_SHAPES = dict(enumerate(["circle", "square", "triangle", "cross", "ring", "star"]))
 
 
 @pytest.mark.parametrize("arch, comparison", [("resnet", "gradcam"), ("vit", "gae")])
 def test_cli_audit_on_builtin_synthetic_dataset(arch, comparison, tmp_path, capsys):
-    torch.manual_seed(0)
-    SYNTHETIC_MODELS[arch]().save_pretrained(tmp_path / "model")
+    build_tiny(arch, _SHAPES, seed=0)[0].save_pretrained(tmp_path / "model")  # random-weight 6 classes, 32 px
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "model")
     code = main(
         [

@@ -8,16 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
-from transformers import (
-    ResNetConfig,
-    ResNetForImageClassification,
-    ViTConfig,
-    ViTForImageClassification,
-    ViTImageProcessor,
-)
+from transformers import ViTImageProcessor
 
+from hf_iia.testing import build_tiny, depth_width
 from hf_iia.tools.bench.run import CROPS, METHOD_SPECS, crop_photos, synthetic_heldout
 from hf_iia.tools.bench.stats import summarise, t_quantile
 from hf_iia.tools.cli import main
@@ -30,10 +24,6 @@ CNN_METHODS = [*IIA_METHODS, "iia3-earliest", "iia3-product", "ig", "gradcam", "
 VIT_METHODS = [*IIA_METHODS, "ig", "attention_rollout", "gradient_rollout", "gae", "attnlrp"]
 LOCALISATION = ["pointing_game", "energy_pointing_game", "mask_ap"]
 PERTURBATION = ["deletion_auc", "insertion_auc"]
-
-
-def _labels() -> dict:
-    return dict(id2label=dict(enumerate(CLASS_NAMES)), label2id={name: i for i, name in enumerate(CLASS_NAMES)})
 
 
 def _save(model, folder: Path, heldout_start: int) -> None:
@@ -54,22 +44,10 @@ def _save(model, folder: Path, heldout_start: int) -> None:
 def models_dir(tmp_path_factory) -> Path:
     """``<dir>/resnet`` and ``<dir>/vit``: tiny random 6-class checkpoints with a train_log.json, like the trained ones."""
     root = tmp_path_factory.mktemp("bench_models")
-    torch.manual_seed(0)
-    resnet = ResNetForImageClassification(
-        ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 24], depths=[1, 1, 1], **_labels())
-    )
+    labels = dict(enumerate(CLASS_NAMES))
+    resnet, _ = build_tiny("resnet", labels, **depth_width("resnet", depth=3))
     _save(resnet, root / "resnet", 10_000_000)
-    vit = ViTForImageClassification(
-        ViTConfig(
-            image_size=SIZE,
-            patch_size=8,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            **_labels(),
-        )
-    )
+    vit, _ = build_tiny("vit", labels, hidden_size=32, intermediate_size=64)  # 2 blocks, 2 heads, 32 px
     _save(vit, root / "vit", 10_000_000)
     return root
 

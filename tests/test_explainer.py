@@ -7,7 +7,6 @@ import pytest
 import torch
 from PIL import Image
 from torch import nn
-from transformers import ViTConfig, ViTForImageClassification
 
 from hf_iia import (
     AttentionNotReachableError,
@@ -209,10 +208,7 @@ class OwnAttention(nn.Module):
 
 
 def test_attention_not_reachable(tmp_path):
-    config = ViTConfig(
-        image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32
-    )
-    model = ViTForImageClassification(config)
+    model, _ = build_tiny("vit")  # 2 blocks of width 16 on a 4 x 4 patch grid
     for layer in model.vit.layers:
         layer.attention = OwnAttention(16)
     with pytest.raises(AttentionNotReachableError, match="AttentionInterface"):

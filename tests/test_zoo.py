@@ -89,3 +89,33 @@ def test_depth_width_defaults_are_the_table_and_deeper_models_build(kind):
         assert config.num_hidden_layers == 3 and config.hidden_size == 32 and config.num_attention_heads == 4
     else:
         assert config.hidden_sizes == [8, 16, 24] and config.depths == [1, 1, 1]
+
+
+def test_package_reexports_its_modules_and_stays_out_of_hf_iia():
+    """Each module of the package (zoo, timm, plain, state, common) has its public names re-exported by
+    ``hf_iia.testing``; importing it loads no test framework, and importing ``hf_iia`` does not load it."""
+    import importlib
+    import subprocess
+    import sys
+
+    for module in ("common", "plain", "state", "timm", "zoo"):
+        part = importlib.import_module(f"hf_iia.testing.{module}")
+        assert part.__doc__, module
+        public = {name for name, value in vars(part).items() if getattr(value, "__module__", None) == part.__name__}
+        public = {name for name in public if not name.startswith("_")}
+        assert public <= set(zoo.__all__), (module, public - set(zoo.__all__))
+    assert all(hasattr(zoo, name) for name in zoo.__all__)
+    code = (
+        "import sys, hf_iia; assert 'hf_iia.testing' not in sys.modules; import hf_iia.testing; "
+        "print(sorted({'pytest', 'hypothesis'} & set(sys.modules)))"
+    )
+    finished = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout.split() == ["[]"]
+
+
+def test_vit_by_hand_refuses_a_block_it_cannot_write_out():
+    model, _ = zoo.build_tiny("vit")
+    model.vit.layers[1] = torch.nn.Identity()
+    with pytest.raises(TypeError, match="block 1 is a Identity, not a ViT or DeiT layer"):
+        zoo.vit_logits_by_hand(model, zoo.pixels(1), {}, [])

@@ -1,80 +1,36 @@
-"""A zoo of tiny random-weight image classifiers: every ``transformers`` image-classification type plus timm models.
+"""The zoo: a tiny random-weight classifier for every ``transformers`` image-classification type, with its processor.
 
 Every model is built from a real ``transformers`` config (``AutoConfig.for_model``) with a few
 per-type overrides that shrink it (few layers, tiny widths, 32-64 px inputs), instantiated with
 ``AutoModelForImageClassification.from_config`` and paired with the image processor a
 ``transformers`` user would get for that type. Nothing is mocked: :func:`save_tiny` writes a real
 checkpoint folder that loads back through ``AutoModelForImageClassification.from_pretrained`` and
-``AutoImageProcessor.from_pretrained``.
-
->>> from hf_iia.testing import build_tiny, save_tiny, IMAGE_CLASSIFICATION_TYPES, SKIP_REASONS
->>> model, processor = build_tiny("swin")                      # doctest: +SKIP
->>> folder = save_tiny("deit", "/tmp/tiny-deit")                # doctest: +SKIP
+``AutoImageProcessor.from_pretrained``. ``timm_wrapper`` is handed to :mod:`hf_iia.testing.timm`.
 
 The hf-iia tests' five families go by short names (:data:`TINY_KINDS`: ``vit``, ``deit``, ``resnet``,
-``convnext`` and ``timm``); :func:`depth_width` gives the overrides for more blocks or a wider ViT. The
-module also has the tests' plain-PyTorch models (:class:`SmallCNN`, :class:`NaNLogits`,
-:class:`ConstantLogits`), seeded inputs (:func:`pixels`) and the model-state checks of the "leave the
-model as found" guarantees (:func:`snapshot`, :func:`assert_unchanged`, :func:`hook_count`).
-
-This module is not imported by ``hf_iia`` itself (it is a testing helper), and it imports no test
-framework.
+``convnext`` and ``timm``); :func:`depth_width` gives the overrides for more blocks or a wider ViT.
 """
 
 from __future__ import annotations
 
 import copy
-import signal
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import transformers
-from torch import nn
-from torch.nn.modules import module as module_hooks
 from transformers import AutoConfig, AutoModelForImageClassification, PretrainedConfig
 from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING_NAMES
 from transformers.models.auto.modeling_auto import (
     MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
 )
 
-__all__ = [
-    "DEFAULT_IMAGE_SIZE",
-    "IMAGE_CLASSIFICATION_TYPES",
-    "LABELS",
-    "LOGITS_FIELD",
-    "MODEL_CLASS",
-    "SKIP_REASONS",
-    "TIMM_MODELS",
-    "TIMM_MODEL_ARGS",
-    "TINY_KINDS",
-    "TINY_OVERRIDES",
-    "ConstantLogits",
-    "NaNLogits",
-    "SmallCNN",
-    "assert_unchanged",
-    "build_tiny",
-    "build_tiny_timm",
-    "depth_width",
-    "hook_count",
-    "logits_of",
-    "pixels",
-    "save_tiny",
-    "save_tiny_timm",
-    "snapshot",
-    "tiny_config",
-    "tiny_processor",
-    "vit_logits_by_hand",
-]
+from .common import DEFAULT_IMAGE_SIZE, LABELS, label_kwargs, save_pair
+from .timm import build_tiny_timm
 
 IMAGE_CLASSIFICATION_TYPES: tuple[str, ...] = tuple(sorted(MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES))
 """Every ``model_type`` in ``transformers``' image-classification auto mapping, sorted."""
-
-LABELS: dict[int, str] = {0: "cat", 1: "Dog", 2: "bird", 3: "tabby, tabby cat"}
-"""The default labels (the same four the hf-iia tests use)."""
-
-DEFAULT_IMAGE_SIZE = 32
-"""Input size for types whose override table entry does not say otherwise."""
 
 # Shared shapes ------------------------------------------------------------------------------------
 _VIT = {
@@ -299,8 +255,10 @@ head, as the hf-iia tests use). ``config.architectures`` records it, so ``from_p
 
 
 def _model_class_name(model_type: str) -> str:
-    names = MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES[model_type]
-    return MODEL_CLASS.get(model_type, names[0] if isinstance(names, (tuple, list)) else names)
+    if model_type in MODEL_CLASS:
+        return MODEL_CLASS[model_type]
+    names: str | Sequence[str] = MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES[model_type]
+    return names if isinstance(names, str) else names[0]
 
 
 SKIP_REASONS: dict[str, str] = {
@@ -326,14 +284,6 @@ returns ``BaseModelOutputWithNoAttention(last_hidden_state=logits)``, no ``.logi
 def logits_of(model_type: str, output: Any) -> torch.Tensor:
     """The ``[batch, num_labels]`` logits of a ``model_type`` classifier's ``output``."""
     return getattr(output, LOGITS_FIELD.get(model_type, "logits"))
-
-
-def _label_kwargs(labels: dict[int, str]) -> dict[str, Any]:
-    return {
-        "id2label": {int(k): v for k, v in labels.items()},
-        "label2id": {v: int(k) for k, v in labels.items()},
-        "num_labels": len(labels),
-    }
 
 
 def _image_size(config: PretrainedConfig) -> int:
@@ -368,7 +318,7 @@ def tiny_config(model_type: str, labels: dict[int, str] = LABELS, **overrides: A
             f"{model_type!r} is not an image-classification model type; known: {', '.join(IMAGE_CLASSIFICATION_TYPES)}"
         )
     kwargs = _merge(TINY_OVERRIDES.get(model_type, {}), overrides)
-    kwargs.update(_label_kwargs(labels))
+    kwargs.update(label_kwargs(labels))
     config = AutoConfig.for_model(model_type, **kwargs)
     config.architectures = [_model_class_name(model_type)]
     return config, _image_size(config)
@@ -378,10 +328,8 @@ def _processor_class(model_type: str) -> type | None:
     names = IMAGE_PROCESSOR_MAPPING_NAMES.get(model_type)
     if not names:
         return None
-    if isinstance(names, dict):  # transformers 5: {"torchvision": fast, "pil": slow}
-        ordered = [names.get("torchvision"), names.get("pil")]
-    else:  # transformers 4: (slow, fast)
-        ordered = list(reversed(tuple(names)))
+    # transformers 5 maps to {"torchvision": fast, "pil": slow}, transformers 4 to (slow, fast)
+    ordered = [names.get("torchvision"), names.get("pil")] if isinstance(names, dict) else list(reversed(tuple(names)))
     for name in ordered:
         cls = getattr(transformers, name, None) if name else None
         if cls is not None:
@@ -440,7 +388,10 @@ def build_tiny(model_type: str, labels: dict[int, str] = LABELS, seed: int = 0, 
     """A random-weight ``model_type`` classifier (eval mode, weights fixed by ``seed``) and its processor.
 
     The model comes from ``AutoModelForImageClassification.from_config(tiny_config(...))`` (or the
-    class in :data:`MODEL_CLASS`); ``overrides`` go to :func:`tiny_config`.
+    class in :data:`MODEL_CLASS`); ``overrides`` go to :func:`tiny_config`. The processor makes
+    ``pixel_values [N, 3, S, S]`` (``S``: the size :func:`tiny_config` gives) and the model maps them to logits
+    ``[N, len(labels)]`` (see :func:`logits_of` for the field). ``timm_wrapper`` goes to :func:`build_tiny_timm`
+    (``architecture=`` picks the timm model, default ``test_resnet``).
     """
     if model_type == "timm_wrapper":
         architecture = overrides.pop("architecture", TINY_OVERRIDES["timm_wrapper"]["architecture"])
@@ -454,104 +405,10 @@ def build_tiny(model_type: str, labels: dict[int, str] = LABELS, seed: int = 0, 
 def save_tiny(
     model_type: str, folder: str | Path, labels: dict[int, str] = LABELS, seed: int = 0, **overrides: Any
 ) -> Path:
-    """``save_pretrained`` :func:`build_tiny` ``(model_type, ...)``'s model (safetensors) and processor into ``folder``."""
-    folder = Path(folder)
-    model, processor = build_tiny(model_type, labels, seed, **overrides)
-    model.save_pretrained(folder, safe_serialization=True)
-    processor.save_pretrained(folder)
-    return folder
+    """``save_pretrained`` :func:`build_tiny` ``(model_type, ...)``'s model (safetensors) and processor."""
+    return save_pair(*build_tiny(model_type, labels, seed, **overrides), folder)
 
 
-# timm ---------------------------------------------------------------------------------------------
-TIMM_MODEL_ARGS: dict[str, dict[str, Any]] = {
-    "test_vit": dict(img_size=32),  # timm builds it for 160 px; the zoo's processors make 32
-    "test_resnet": {},
-    "test_convnext": {},
-    "test_efficientnet": {},
-    "deit_tiny_distilled_patch16_224": {"img_size": 32, "patch_size": 8, "embed_dim": 16, "depth": 2, "num_heads": 2},
-    "eva02_tiny_patch14_224": {"img_size": 28, "patch_size": 7, "embed_dim": 16, "depth": 2, "num_heads": 2},
-    "swin_tiny_patch4_window7_224": {
-        "img_size": 32,
-        "patch_size": 4,
-        "embed_dim": 8,
-        "depths": (1, 1),
-        "num_heads": (1, 2),
-        "window_size": 4,
-    },
-    "levit_128s": {"img_size": 64, "embed_dim": (16, 32), "key_dim": 8, "num_heads": (1, 2), "depth": (1, 1)},
-    "mobilevit_xxs": {},
-    "efficientvit_b0": {
-        "widths": (8, 8, 16, 16, 32),
-        "depths": (1, 1, 1, 1, 1),
-        "head_dim": 8,
-        "head_widths": (64, 64),
-    },
-    "regnetx_002": {},  # smallest timm RegNet (2.3M parameters); its widths come from a fixed RegNetCfg
-}
-"""timm model name -> ``timm.create_model`` keyword arguments that shrink it (timm's ``test_*`` models need none)."""
-
-FAN_IN_INIT: frozenset[str] = frozenset({"levit_128s"})
-"""timm models re-initialised fan-in preserving (Kaiming) after construction: with timm's std-0.02 init LeViT's
-activations shrink tenfold per stem layer, the subsampling attention (no residual) becomes uniform and every token
-of the last stage is the same, so a random map would be constant."""
-
-TIMM_MODELS: tuple[str, ...] = tuple(TIMM_MODEL_ARGS)
-"""The timm architectures the zoo wraps in ``TimmWrapperForImageClassification``."""
-
-
-def _timm_image_size(name: str, args: dict[str, Any]) -> int:
-    return int(args.get("img_size", DEFAULT_IMAGE_SIZE))
-
-
-def build_tiny_timm(name: str, labels: dict[int, str] = LABELS, seed: int = 0, **model_args: Any) -> tuple[Any, Any]:
-    """timm's ``name`` (shrunk by :data:`TIMM_MODEL_ARGS` and ``model_args``) in a ``TimmWrapperForImageClassification``.
-
-    Returns ``(model, TimmWrapperImageProcessor)``; the processor settings live in the config's
-    ``pretrained_cfg`` (input size, mean/std 0.5, no crop).
-    """
-    from transformers import (
-        TimmWrapperConfig,
-        TimmWrapperForImageClassification,
-        TimmWrapperImageProcessor,
-    )
-
-    args = dict(TIMM_MODEL_ARGS.get(name, {}), **model_args)
-    args = {k: v for k, v in args.items() if v is not None}
-    size = _timm_image_size(name, args)
-    pretrained_cfg = {
-        "input_size": [3, size, size],
-        "mean": [0.5] * 3,
-        "std": [0.5] * 3,
-        "interpolation": "bilinear",
-        "crop_pct": 1.0,
-        "crop_mode": "center",
-        "num_classes": len(labels),
-    }
-    config = TimmWrapperConfig(
-        architecture=name, pretrained_cfg=pretrained_cfg, model_args=args or None, **_label_kwargs(labels)
-    )
-    torch.manual_seed(seed)
-    model = TimmWrapperForImageClassification(config).eval()
-    if name in FAN_IN_INIT:
-        for module in model.modules():
-            if isinstance(module, (nn.Linear, nn.Conv2d)):
-                nn.init.kaiming_normal_(module.weight)
-    processor = TimmWrapperImageProcessor(pretrained_cfg=pretrained_cfg, architecture=name)
-    return model, processor
-
-
-def save_tiny_timm(
-    name: str, folder: str | Path, labels: dict[int, str] = LABELS, seed: int = 0, **model_args: Any
-) -> Path:
-    """``save_pretrained`` :func:`build_tiny_timm` ``(name, ...)``'s model and processor into ``folder``."""
-    folder = Path(folder)
-    model, processor = build_tiny_timm(name, labels, seed, **model_args)
-    model.save_pretrained(folder, safe_serialization=True)
-    processor.save_pretrained(folder)
-    return folder
-
-
-# The hf-iia tests' families ----------------------------------------------------------------------
 TINY_KINDS: dict[str, str] = {
     "vit": "vit",
     "deit": "deit",
@@ -589,142 +446,3 @@ def depth_width(model_type: str, depth: int = 2, width: int = 16) -> dict[str, A
     if model_type == "timm_wrapper":
         return {}
     raise ValueError(f"depth_width knows vit, deit, resnet, convnext and timm_wrapper, not {model_type!r}")
-
-
-def pixels(batch: int = 2, seed: int = 0, size: int = DEFAULT_IMAGE_SIZE) -> torch.Tensor:
-    """``[batch, 3, size, size]`` seeded standard-normal inputs (already normalised pixel values)."""
-    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
-
-
-# Plain-PyTorch models -----------------------------------------------------------------------------
-class SmallCNN(nn.Module):
-    """A real plain-PyTorch classifier (conv features -> ReLU -> pool -> linear), weights fixed by ``seed``."""
-
-    def __init__(self, classes: int = 3, seed: int = 0) -> None:
-        super().__init__()
-        torch.manual_seed(seed)
-        self.features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1))
-        self.dropout = nn.Dropout(0.5)
-        self.classifier = nn.Linear(8, classes)
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        pooled = self.features(pixel_values).relu().mean(dim=(2, 3))
-        return self.classifier(self.dropout(pooled))
-
-
-class NaNLogits(SmallCNN):
-    """A real classifier whose logits are NaN (a broken checkpoint, e.g. overflowed weights)."""
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return super().forward(pixel_values) * float("nan")
-
-
-class ConstantLogits(SmallCNN):
-    """A classifier whose logits do not depend on its features (zero head weights): every gradient is zero."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        with torch.no_grad():
-            self.classifier.weight.zero_()
-
-
-# Reference computations -----------------------------------------------------------------------------
-def vit_logits_by_hand(
-    model: nn.Module,
-    pixel_values: torch.Tensor,
-    scales: dict[int, torch.Tensor | float],
-    kept: list[torch.Tensor],
-    detached: frozenset[int] = frozenset(),
-) -> torch.Tensor:
-    """A Hugging Face ViT / DeiT forward written out from its weights, for naive-loop tests of the engine.
-
-    Block ``i``'s attention probabilities ``[N, heads, T, T]`` are multiplied by ``scales[i]`` (default 1) and
-    appended to ``kept``; for ``i`` in ``detached`` they are built outside autograd first (a constant, as the
-    authors' code does with the interpolated last block). Returns logits ``[N, num_labels]`` (DeiT with a teacher
-    head: the mean of its two heads).
-    """
-    base = getattr(model, model.base_model_prefix)
-    hidden = base.embeddings(pixel_values)
-    batch, tokens, _ = hidden.shape
-    for index, layer in enumerate(base.layers):
-        attention = layer.attention
-        normed = layer.layernorm_before(hidden)
-        heads = attention.num_attention_heads
-
-        def split(projection: nn.Module) -> torch.Tensor:
-            return projection(normed).view(batch, tokens, heads, -1).transpose(1, 2)
-
-        query, key, value = split(attention.q_proj), split(attention.k_proj), split(attention.v_proj)
-        probs = torch.softmax(query @ key.transpose(2, 3) * attention.scaling, dim=-1)
-        if index in detached:
-            probs = (scales.get(index, 1.0) * probs.detach()).requires_grad_()
-        else:
-            probs = scales.get(index, 1.0) * probs
-        kept.append(probs)
-        context = (probs @ value).transpose(1, 2).reshape(batch, tokens, -1)
-        hidden = hidden + attention.o_proj(context)
-        hidden = hidden + layer.mlp(layer.layernorm_after(hidden))
-    sequence = base.layernorm(hidden)
-    if hasattr(model, "distillation_classifier"):
-        return (model.cls_classifier(sequence[:, 0]) + model.distillation_classifier(sequence[:, 1])) / 2
-    return model.classifier(sequence[:, 0])
-
-
-# Model-state checks -------------------------------------------------------------------------------
-def hook_count(model: nn.Module) -> int:
-    """Forward, forward-pre and backward hooks registered on any submodule of ``model``."""
-    return sum(
-        len(module._forward_hooks) + len(module._forward_pre_hooks) + len(module._backward_hooks)
-        for module in model.modules()
-    )
-
-
-def snapshot(model: nn.Module) -> dict[str, Any]:
-    """Everything about ``model`` (and torch's global state) an explainer promises to leave as it found it."""
-    config = getattr(model, "config", None)
-    return {
-        "hooks": {
-            name: (tuple(m._forward_hooks), tuple(m._forward_pre_hooks), tuple(m._backward_hooks))
-            for name, m in model.named_modules()
-        },
-        "training": {name: m.training for name, m in model.named_modules()},
-        "classes": {name: type(m) for name, m in model.named_modules()},
-        "fused_attn": {name: m.fused_attn for name, m in model.named_modules() if hasattr(m, "fused_attn")},
-        "requires_grad": {name: p.requires_grad for name, p in model.named_parameters()},
-        "grads": {name: p.grad for name, p in model.named_parameters()},
-        "params": {name: p.detach().clone() for name, p in model.named_parameters()},
-        "buffers": {name: b.detach().clone() for name, b in model.named_buffers()},
-        "attn": getattr(config, "_attn_implementation", None),
-        "config": copy.deepcopy(vars(config)) if config is not None else None,  # private fields included
-        "global_hooks": (
-            tuple(module_hooks._global_forward_hooks),
-            tuple(module_hooks._global_forward_pre_hooks),
-            tuple(module_hooks._global_backward_hooks),
-        ),
-        "attention_registry": tuple(transformers.AttentionInterface._global_mapping),
-        "grad_enabled": torch.is_grad_enabled(),
-        "signal_handlers": {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)},
-    }
-
-
-def assert_unchanged(before: dict[str, Any], after: dict[str, Any]) -> None:
-    """Compare two :func:`snapshot` results exactly (parameters and buffers with ``torch.equal``)."""
-    for key in (
-        "hooks",
-        "global_hooks",
-        "training",
-        "classes",
-        "fused_attn",
-        "requires_grad",
-        "attn",
-        "config",
-        "attention_registry",
-        "grad_enabled",
-        "signal_handlers",
-    ):
-        assert before[key] == after[key], f"{key} changed"
-    assert all(grad is None for grad in after["grads"].values()), "parameter .grad was written"
-    for key in ("params", "buffers"):
-        assert before[key].keys() == after[key].keys()
-        for name, value in before[key].items():
-            assert torch.equal(value, after[key][name]), f"{key} {name} changed"
