@@ -166,7 +166,7 @@ def _mask_ap(inputs: MetricInputs) -> torch.Tensor:
     return mask_average_precision(inputs.maps, inputs.need_masks())
 
 
-register_metric(Metric("pointing_game", "pointing game", True, _pointing, needs_masks=True, percent=True))
+register_metric(Metric("pointing_game", "pointing game", True, _pointing, needs_masks=True, percent=True, boolean=True))
 # The audit stores it as ``object_mass``, beside its other shares of the map's mass (border, corner).
 register_metric(
     Metric(

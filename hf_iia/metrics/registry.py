@@ -51,6 +51,7 @@ class Metric:
         expensive: left out when a caller asks for the cheap metrics only (SIC / AIC: 26 forward passes and
             WebP encodings per image).
         percent: shown as a percentage in model cards (a share or a hit rate).
+        boolean: each value is a hit or a miss (1.0 / 0.0 in results; a bool column where columns are typed).
         model_card: reported as a Hub ``eval_results`` entry of audit model cards.
         aliases: other keys it is stored under (older results and cards still read).
     """
@@ -66,6 +67,7 @@ class Metric:
     protocol: Protocol = "rise"
     expensive: bool = False
     percent: bool = False
+    boolean: bool = False
     model_card: bool = False
     aliases: tuple[str, ...] = ()
 

@@ -197,7 +197,7 @@ def gather(out: str | os.PathLike, rows: int, batch_size: int) -> pandas.DataFra
     """The results of every batch file of an audit, in batch order, without the maps.
 
     Returns:
-        One row per image and method (the columns of :data:`COLUMN_TYPES` present).
+        One row per image and method (the columns of :func:`~.auditor.column_types` present).
 
     Raises:
         AuditError: a batch file is missing, or the row indices are not exactly
