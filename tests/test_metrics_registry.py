@@ -196,6 +196,16 @@ def test_the_core_imports_no_metric_and_no_tool():
     assert out.stdout.strip() == "[]"
 
 
+def test_the_metrics_import_neither_transformers_nor_the_explainer():
+    code = (
+        "import sys, hf_iia.metrics; "
+        "print([m for m in sys.modules if m.split('.')[0] in ('transformers', 'timm', 'datasets') "
+        "or m.startswith(('hf_iia.explainer', 'hf_iia.methods', 'hf_iia.adapters', 'hf_iia.tools'))])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "[]"
+
+
 def test_no_metric_module_imports_a_private_name_of_another():
     """The metric modules share hf_iia.metrics.inputs (public names), not each other's private helpers."""
     for path in sorted((REPO / "hf_iia" / "metrics").glob("*.py")):
@@ -203,3 +213,25 @@ def test_no_metric_module_imports_a_private_name_of_another():
             if isinstance(node, ast.ImportFrom) and (node.level > 0 or (node.module or "").startswith("hf_iia")):
                 private = [alias.name for alias in node.names if alias.name.startswith("_")]
                 assert not private, f"{path.name} imports {private} from {node.module}"
+
+
+def test_an_audit_resumed_over_batch_files_with_another_column_order_reads_them_by_name(tmp_path):
+    """The audit's columns follow the declarations' order, which changed once (the mask metrics): batch files
+    written before the change hold their columns in another order and must still combine by name."""
+    import pyarrow.parquet as pq
+
+    config = AuditConfig(
+        model=str(DEFAULT_MODELS_DIR / "resnet"), dataset="synthetic", n=4, batch_size=2, steps=1, perturbation_steps=2
+    )
+    first = run_audit(config, tmp_path / "audit", progress=False)
+    batch = sorted((tmp_path / "audit" / "raw" / "batches").glob("batch-*.parquet"))[1]
+    table = pq.read_table(batch)
+    reordered = list(reversed(table.schema.names))
+    pq.write_table(table.select(reordered), batch)
+    for name in ("results.parquet", "results.json", "summary.json"):
+        (tmp_path / "audit" / name).unlink()
+    again = run_audit(config, tmp_path / "audit", progress=False)
+    assert again["overall"] == first["overall"]
+    assert pq.read_schema(batch).names == reordered  # the batch was read, not computed again
+    rows = pq.read_table(tmp_path / "audit" / "results.parquet")
+    assert rows.schema.names == table.schema.names and rows.num_rows == 8

@@ -155,14 +155,17 @@ def _ranked_tie_groups(maps: torch.Tensor, labels: torch.Tensor) -> tuple[torch.
 
 
 def _pointing(inputs: MetricInputs) -> torch.Tensor:
+    """:func:`pointing_game` of the inputs, ``[B]`` bool."""
     return pointing_game(inputs.maps, inputs.need_masks(), tolerance=inputs.pointing_tolerance)
 
 
 def _energy(inputs: MetricInputs) -> torch.Tensor:
+    """:func:`energy_pointing_game` of the inputs, ``[B]``."""
     return energy_pointing_game(inputs.maps, inputs.need_masks())
 
 
 def _mask_ap(inputs: MetricInputs) -> torch.Tensor:
+    """:func:`mask_average_precision` of the inputs, ``[B]``."""
     return mask_average_precision(inputs.maps, inputs.need_masks())
 
 

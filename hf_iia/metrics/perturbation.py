@@ -371,29 +371,20 @@ def _broadcast_baseline(baseline: float | torch.Tensor, pixel_values: torch.Tens
         ) from error
 
 
-def _deletion(inputs: MetricInputs) -> torch.Tensor:
-    forward, pixel_values = inputs.need_forward()
-    return deletion_auc(
-        forward,
-        pixel_values,
-        inputs.maps,
-        inputs.targets,
-        steps=inputs.perturbation_steps,
-        batch_size=inputs.batch_size,
-    )
+def _declared(auc: Callable[..., torch.Tensor]) -> Callable[[MetricInputs], torch.Tensor]:
+    """The registered form of :func:`deletion_auc` / :func:`insertion_auc`: ``MetricInputs -> [B]`` AUCs."""
+
+    def compute(inputs: MetricInputs) -> torch.Tensor:
+        forward, pixel_values = inputs.need_forward()
+        steps, batch_size = inputs.perturbation_steps, inputs.batch_size
+        return auc(forward, pixel_values, inputs.maps, inputs.targets, steps=steps, batch_size=batch_size)
+
+    return compute
 
 
-def _insertion(inputs: MetricInputs) -> torch.Tensor:
-    forward, pixel_values = inputs.need_forward()
-    return insertion_auc(
-        forward,
-        pixel_values,
-        inputs.maps,
-        inputs.targets,
-        steps=inputs.perturbation_steps,
-        batch_size=inputs.batch_size,
-    )
-
-
-register_metric(Metric("deletion_auc", "DEL", False, _deletion, "deletion AUC", needs_forward=True, model_card=True))
-register_metric(Metric("insertion_auc", "INS", True, _insertion, "insertion AUC", needs_forward=True, model_card=True))
+register_metric(
+    Metric("deletion_auc", "DEL", False, _declared(deletion_auc), "deletion AUC", needs_forward=True, model_card=True)
+)
+register_metric(
+    Metric("insertion_auc", "INS", True, _declared(insertion_auc), "insertion AUC", needs_forward=True, model_card=True)
+)

@@ -29,17 +29,29 @@ class Auditor:
 
     def __init__(self, config: AuditConfig, device: torch.device | str) -> None:
         self.config = config
-        options = {"internal_batch_size": config.internal_batch_size, "progress": False}
+        batch = config.internal_batch_size
         iia = IIAExplainer(
-            config.model, device=device, layer=config.layer, preset=config.preset, steps=config.steps, **options
+            config.model,
+            device=device,
+            layer=config.layer,
+            preset=config.preset,
+            steps=config.steps,
+            internal_batch_size=batch,
+            progress=False,
         )
         compare = config.compare or iia.family.comparison
-        if compare in METHODS and "layer" in METHODS[compare].options:
-            options["layer"] = config.layer
+        if compare is None:
+            raise AuditError(
+                f"the {iia.family.name} family declares no comparison method; pass compare= (--compare), e.g. 'ig'"
+            )
+        # A method that explains one layer (Grad-CAM) explains IIA's; the others read no layer= (None = unset).
+        layer = config.layer if compare in METHODS and "layer" in METHODS[compare].options else None
         # The comparison shares IIA's model (no second copy); an unknown name fails here with MethodError.
         self.explainers: dict[str, IIAExplainer] = {
             "iia": iia,
-            compare: IIAExplainer(iia.model, iia.processor, method=compare, **options),
+            compare: IIAExplainer(
+                iia.model, iia.processor, method=compare, layer=layer, internal_batch_size=batch, progress=False
+            ),
         }
         parameter = next(iia.model.parameters(), None)
         # Batches go to the model's device once, so the perturbation curves run there too.
@@ -73,7 +85,8 @@ class Auditor:
         """
         indices = list(range(first, first + len(rows[self.config.image_column])))
         images = [
-            decode_image(cell, index, self.image_mode) for cell, index in zip(rows[self.config.image_column], indices)
+            decode_image(cell, index, self.image_mode)
+            for cell, index in zip(rows[self.config.image_column], indices, strict=True)
         ]
         reference = self.explainers["iia"]
         pixel_values = reference.preprocess(images)[0].to(self.device)
@@ -90,11 +103,11 @@ class Auditor:
         }
         masks = None
         if mask_column:
-            size = tuple(pixel_values.shape[-2:])
+            size = (int(pixel_values.shape[-2]), int(pixel_values.shape[-1]))
             masks = np.stack(
                 [
                     mask_to_input(as_mask(cell, image, index), reference.geometry(image.size), size)
-                    for cell, image, index in zip(rows[mask_column], images, indices)
+                    for cell, image, index in zip(rows[mask_column], images, indices, strict=True)
                 ]
             )
         tables = [
@@ -108,7 +121,7 @@ class Auditor:
         ``id2label`` (the explainer's own name matching); anything else is an :class:`AuditError`."""
         if isinstance(label, str):
             try:
-                return self.explainers["iia"].resolve_targets(label, 1).item()
+                return int(self.explainers["iia"].resolve_targets(label, 1).item())
             except IIAError as error:
                 raise AuditError(f"dataset label {label!r} is not one of the model's class names ({error})") from None
         try:

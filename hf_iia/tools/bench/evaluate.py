@@ -22,7 +22,8 @@ POINTING_TOLERANCE_AT_224 = 15
 """Pointing-game hit radius (pixels at 224 px input; scaled with the input size: 4 px at 64 px)."""
 
 PROTOCOLS = ("rise", "paper")
-"""``rise``: localisation and RISE deletion / insertion; ``paper``: those plus the authors' protocol (:func:`paper_scores`)."""
+"""The metric declarations' ``protocol`` values (:data:`hf_iia.metrics.registry.Protocol`): ``rise``, localisation and
+RISE deletion / insertion; ``paper``, those plus the authors' protocol (:func:`score_maps`)."""
 
 LAST_TWO = "@last-two"
 """A ``layer`` option value resolved per model to the adapter's last two taps (multi-layer IIA)."""
@@ -184,4 +185,4 @@ def evaluate_method(
 
 def paired_difference(a: Sequence[float | None], b: Sequence[float | None]) -> dict[str, Any]:
     """Summary of the per-image differences ``a - b`` (same inputs; inputs where either is ``None`` are left out)."""
-    return summarise([x - y for x, y in zip(a, b) if x is not None and y is not None])
+    return summarise([x - y for x, y in zip(a, b, strict=True) if x is not None and y is not None])
