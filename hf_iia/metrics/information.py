@@ -288,23 +288,7 @@ def _interpolate(information: torch.Tensor, performance: torch.Tensor, curve_x: 
 
 def _information_auc(score: Score) -> Callable[[MetricInputs], torch.Tensor]:
     """The metric computing the AUC of :func:`information_curve` with ``score`` (NaN on excluded images)."""
-
-    def compute(inputs: MetricInputs) -> torch.Tensor:
-        forward, pixel_values = inputs.need_forward()
-        mean, std = inputs.need_normalisation()
-        curve = information_curve(
-            forward,
-            pixel_values,
-            inputs.maps,
-            inputs.targets,
-            image_mean=mean,
-            image_std=std,
-            score=score,
-            batch_size=inputs.batch_size,
-        )
-        return curve.auc
-
-    return compute
+    return lambda inputs: inputs.call_with_normalisation(information_curve, score=score).auc
 
 
 # SIC / AIC: 26 forward passes and 26 WebP encodings per image, so callers may leave them out (expensive).

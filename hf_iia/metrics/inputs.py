@@ -36,7 +36,7 @@ Forward = Callable[[torch.Tensor], Any]
 Score = Literal["probability", "accuracy"]
 """How a forward output scores its target: softmax probability, or 1.0 / 0.0 for a correct / wrong arg-max."""
 
-_Shared = TypeVar("_Shared")
+_Shared = TypeVar("_Shared")  # what a shared computation returns
 
 __all__ = [
     "Forward",
@@ -270,6 +270,23 @@ class MetricInputs:
         if self.masks is None:
             raise MetricInputError("this metric compares the maps with object masks: pass masks= in MetricInputs.")
         return self.masks
+
+    def call_with_normalisation(self, function: Callable[..., _Shared], **options: Any) -> _Shared:
+        """``function(forward, pixel_values, maps, targets, image_mean=, image_std=, batch_size=, **options)``: the
+        call shared by the metrics that act on the unnormalised image (:mod:`~hf_iia.metrics.protocol`,
+        :mod:`~hf_iia.metrics.information`)."""
+        forward, pixel_values = self.need_forward()
+        mean, std = self.need_normalisation()
+        return function(
+            forward,
+            pixel_values,
+            self.maps,
+            self.targets,
+            image_mean=mean,
+            image_std=std,
+            batch_size=self.batch_size,
+            **options,
+        )
 
     def need_normalisation(self) -> tuple[Sequence[float], Sequence[float]]:
         """``(image_mean, image_std)``, each ``[C]``; a :class:`MetricInputError` when missing."""

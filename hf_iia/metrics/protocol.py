@@ -199,41 +199,12 @@ def black_fill_for(pixel_values: torch.Tensor, image_mean: Sequence[float], imag
 
 def _paper_auc(positive: bool, score: Score) -> Callable[[MetricInputs], torch.Tensor]:
     """The metric computing :func:`paper_perturbation_auc` with ``positive`` and ``score``."""
-
-    def compute(inputs: MetricInputs) -> torch.Tensor:
-        forward, pixel_values = inputs.need_forward()
-        mean, std = inputs.need_normalisation()
-        return paper_perturbation_auc(
-            forward,
-            pixel_values,
-            inputs.maps,
-            inputs.targets,
-            image_mean=mean,
-            image_std=std,
-            positive=positive,
-            score=score,
-            batch_size=inputs.batch_size,
-        )
-
-    return compute
+    return lambda inputs: inputs.call_with_normalisation(paper_perturbation_auc, positive=positive, score=score)
 
 
 def _change(inputs: MetricInputs) -> ConfidenceChange:
     """The inputs' :class:`ConfidenceChange`, computed once for ADP and PIC."""
-    forward, pixel_values = inputs.need_forward()
-    mean, std = inputs.need_normalisation()
-    return inputs.shared(
-        "confidence_change",
-        lambda: confidence_change(
-            forward,
-            pixel_values,
-            inputs.maps,
-            inputs.targets,
-            image_mean=mean,
-            image_std=std,
-            batch_size=inputs.batch_size,
-        ),
-    )
+    return inputs.shared("confidence_change", lambda: inputs.call_with_normalisation(confidence_change))
 
 
 def _declare(key: str, title: str, higher_is_better: bool, compute: Callable[[MetricInputs], torch.Tensor]) -> None:
