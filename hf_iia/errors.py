@@ -72,5 +72,9 @@ class MetricInputError(IIAError):
     """An input of a metric has the wrong type, shape or value."""
 
 
+class MetricError(IIAError):
+    """A metric declaration clashes with a registered one, or a metric name is not registered."""
+
+
 class AuditError(IIAError):
     """An audit cannot run: bad settings, or an output folder holding something else."""

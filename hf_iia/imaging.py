@@ -11,6 +11,9 @@ is drawn on, the upright photo. A PIL image is turned whenever it still carries 
 :func:`probe_geometry` finds how an image processor maps an image of a given size onto
 its ``pixel_values`` (resize, crop, pad: any axis-aligned affine map) by feeding it
 coordinate ramps, so maps can be drawn over the *original* image.
+
+:func:`gaussian_blur` blurs model inputs (the start of the insertion metric and of ``start="blur"``), and
+:func:`as_pixel_values` checks that a tensor is a batch of model inputs.
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageInputError
+from .errors import ImageInputError, MetricInputError
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray
 
@@ -363,3 +367,64 @@ def check_pixel_values(pixel_values: object) -> torch.Tensor:
     if not torch.isfinite(pixel_values).all():
         raise ImageInputError("pixel_values contains NaN or inf; pass finite, preprocessed values")
     return pixel_values
+
+
+def as_pixel_values(pixel_values: torch.Tensor) -> torch.Tensor:
+    """Check that ``pixel_values`` is a non-empty floating ``[B, C, H, W]`` tensor and return it unchanged.
+
+    Raises:
+        MetricInputError: on another type, shape or dtype (the message says how to fix it).
+    """
+    if not isinstance(pixel_values, torch.Tensor):
+        raise MetricInputError(f"pixel_values must be a torch.Tensor [B, C, H, W]; got {type(pixel_values).__name__}.")
+    if pixel_values.ndim != 4 or pixel_values.numel() == 0:
+        raise MetricInputError(
+            f"pixel_values must be a non-empty [B, C, H, W] tensor; got shape {list(pixel_values.shape)}. "
+            "Add a batch dimension with pixel_values.unsqueeze(0) for a single image."
+        )
+    if not pixel_values.is_floating_point():
+        raise MetricInputError(
+            f"pixel_values must be floating point (normalised model inputs); got dtype {pixel_values.dtype}."
+        )
+    return pixel_values
+
+
+def gaussian_blur(pixel_values: torch.Tensor, kernel_size: int = 11, sigma: float = 5.0) -> torch.Tensor:
+    """Blur each channel with a normalised, separable Gaussian kernel and reflect padding.
+
+    The 1-D kernel is ``g[i] = exp(-(i - kernel_size // 2)**2 / (2 * sigma**2)) / Z``
+    for ``i = 0 .. kernel_size - 1`` (``Z`` makes it sum to 1), applied along the
+    height and then the width. Borders use reflect padding (``torch.nn.functional.pad``
+    mode ``"reflect"``: the edge pixel is not repeated).
+
+    Args:
+        pixel_values: ``[B, C, H, W]`` floating tensor.
+        kernel_size: odd positive kernel width; ``kernel_size // 2`` must be smaller than ``H`` and ``W``.
+        sigma: positive standard deviation of the Gaussian, in pixels.
+
+    Returns:
+        ``[B, C, H, W]`` blurred tensor with the dtype and device of ``pixel_values``.
+
+    Raises:
+        MetricInputError: on an invalid shape, kernel size or sigma.
+    """
+    pixel_values = as_pixel_values(pixel_values)
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+        raise MetricInputError(f"blur_kernel_size must be an odd positive integer; got {kernel_size!r}.")
+    if not sigma > 0:
+        raise MetricInputError(f"blur_sigma must be positive; got {sigma!r}.")
+    batch, channels, height, width = pixel_values.shape
+    radius = kernel_size // 2
+    if radius >= min(height, width):
+        raise MetricInputError(
+            f"blur_kernel_size={kernel_size} is too large for {height}x{width} images: reflect padding needs "
+            f"kernel_size // 2 < min(H, W). Pass blur_kernel_size <= {2 * min(height, width) - 1}."
+        )
+    offsets = torch.arange(kernel_size, dtype=torch.float64) - radius
+    kernel = torch.exp(-(offsets**2) / (2.0 * float(sigma) ** 2))
+    kernel = (kernel / kernel.sum()).to(dtype=pixel_values.dtype, device=pixel_values.device)
+    planes = pixel_values.reshape(batch * channels, 1, height, width)
+    padded = F.pad(planes, (radius, radius, radius, radius), mode="reflect")
+    blurred = F.conv2d(padded, kernel.view(1, 1, kernel_size, 1))
+    blurred = F.conv2d(blurred, kernel.view(1, 1, 1, kernel_size))
+    return blurred.reshape(batch, channels, height, width)

@@ -18,9 +18,8 @@ from PIL import Image
 from .engine import RULES, Start
 from .errors import IIAError, ImageInputError
 from .family import Preset  # the record lives with the Family that holds it; imported from here too
-from .imaging import process
+from .imaging import gaussian_blur, process
 from .integrands import INTEGRANDS
-from .metrics.perturbation import gaussian_blur
 
 BLUR_KERNEL, BLUR_SIGMA = 11, 5.0  # the blur of the deletion/insertion metrics (hf_iia.metrics.gaussian_blur)
 

@@ -45,15 +45,19 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .perturbation import (
+from ..errors import MetricInputError
+from .inputs import (
     Forward,
-    MetricInputError,
+    MetricInputs,
     Score,
-    _as_fractions,
-    _as_pixel_values,
-    _as_targets,
+    as_fractions,
+    as_pixel_values,
+    as_targets,
+    batched_scores,
+    maps_for,
+    normalisation,
 )
-from .protocol import _maps_for, _normalisation, batched_scores
+from .registry import Metric, register_metric
 
 Reconstruct = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``(images uint8 [N, C, H, W], keep bool [N, H, W]) -> uint8 [N, C, H, W]``: kept pixels unchanged, others filled."""
@@ -209,13 +213,13 @@ def information_curve(
         raise MetricInputError(f"score must be 'probability' or 'accuracy'; got {score!r}.")
     if isinstance(num_points, bool) or not isinstance(num_points, int) or num_points < 1:
         raise MetricInputError(f"num_points must be a positive integer; got {num_points!r}.")
-    pixel_values = _as_pixel_values(pixel_values)
+    pixel_values = as_pixel_values(pixel_values)
     num_images, channels, height, width = pixel_values.shape
     device = pixel_values.device
-    maps = _maps_for(heatmaps, pixel_values)
-    target_tensor = _as_targets(targets, num_images).to(device)
-    levels = _as_fractions(thresholds)
-    mean, std = (v.to(device).view(1, -1, 1, 1) for v in _normalisation(image_mean, image_std))
+    maps = maps_for(heatmaps, pixel_values)
+    target_tensor = as_targets(targets, num_images).to(device)
+    levels = as_fractions(thresholds)
+    mean, std = (v.to(device).view(1, -1, 1, 1) for v in normalisation(image_mean, image_std))
     if mean.shape[1] != channels:
         raise MetricInputError(f"image_mean / image_std have {mean.shape[1]} channels but pixel_values {channels}.")
     if random_masks is None:
@@ -273,9 +277,42 @@ def information_curve(
 
 
 def _interpolate(information: torch.Tensor, performance: torch.Tensor, curve_x: torch.Tensor) -> torch.Tensor:
-    """``[P + 1]`` curve through ``(information, performance)`` ``[T]`` plus ``(0, 0)``, ``(1, 1)``; the last point is 1."""
+    """``[P + 1]`` curve through ``(information, performance)`` ``[T]`` plus ``(0, 0)``, ``(1, 1)``; the last point
+    is 1."""
     x = np.concatenate([information.numpy(), [0.0, 1.0]])
     y = np.concatenate([performance.numpy(), [0.0, 1.0]])
     order = np.argsort(x, kind="stable")  # ties keep the threshold points before the two anchors
     values = np.interp(curve_x[:-1].numpy(), x[order], y[order])
     return torch.from_numpy(np.append(values, 1.0))
+
+
+def _information_auc(score: Score) -> Callable[[MetricInputs], torch.Tensor]:
+    """The metric computing the AUC of :func:`information_curve` with ``score`` (NaN on excluded images)."""
+    return lambda inputs: inputs.call_with_normalisation(information_curve, score=score).auc
+
+
+# SIC / AIC: 26 forward passes and 26 WebP encodings per image, so callers may leave them out (expensive).
+register_metric(
+    Metric(
+        "sic",
+        "SIC",
+        True,
+        _information_auc("probability"),
+        needs_forward=True,
+        needs_normalisation=True,
+        protocol="paper",
+        expensive=True,
+    )
+)
+register_metric(
+    Metric(
+        "aic",
+        "AIC",
+        True,
+        _information_auc("accuracy"),
+        needs_forward=True,
+        needs_normalisation=True,
+        protocol="paper",
+        expensive=True,
+    )
+)

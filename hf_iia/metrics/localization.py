@@ -5,7 +5,7 @@ and ``masks`` ``[B, H, W]`` (torch or numpy, bool or 0/1 values) of equal shape,
 and returns one value per image (``[B]`` tensor on the device of ``heatmaps``).
 Each mask must contain at least one ``True`` pixel (and, for :func:`mask_auroc`,
 at least one ``False`` pixel); otherwise the metric is undefined and a
-:class:`~hf_iia.metrics.perturbation.MetricInputError` is raised.
+:class:`~hf_iia.errors.MetricInputError` is raised (checks: :func:`hf_iia.metrics.inputs.maps_and_masks`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .perturbation import MetricInputError, as_map_tensor
+from ..errors import MetricInputError
+from .inputs import MetricInputs, maps_and_masks
+from .registry import Metric, register_metric
 
 
 def pointing_game(
@@ -37,7 +39,7 @@ def pointing_game(
     """
     if isinstance(tolerance, bool) or not isinstance(tolerance, int) or tolerance < 0:
         raise MetricInputError(f"tolerance must be a non-negative integer number of pixels; got {tolerance!r}.")
-    maps, labels = _maps_and_masks(heatmaps, masks)
+    maps, labels = maps_and_masks(heatmaps, masks)
     _, height, width = maps.shape
     peak = maps.flatten(1).argmax(dim=1)
     peak_y, peak_x = peak // width, peak % width
@@ -65,7 +67,7 @@ def energy_pointing_game(heatmaps: torch.Tensor | np.ndarray, masks: torch.Tenso
     Returns:
         ``[B]`` float64 tensor with values in ``[0, 1]``.
     """
-    maps, labels = _maps_and_masks(heatmaps, masks)
+    maps, labels = maps_and_masks(heatmaps, masks)
     positive = maps.clamp(min=0)
     total = positive.sum(dim=(1, 2))
     on_object = (positive * labels).sum(dim=(1, 2))
@@ -88,7 +90,7 @@ def mask_average_precision(heatmaps: torch.Tensor | np.ndarray, masks: torch.Ten
     Returns:
         ``[B]`` float64 tensor with values in ``(0, 1]``.
     """
-    labels, _, group_end = _ranked_tie_groups(*_maps_and_masks(heatmaps, masks))
+    labels, _, group_end = _ranked_tie_groups(*maps_and_masks(heatmaps, masks))
     true_positives = labels.cumsum(dim=1)
     precision_at_end = true_positives.gather(1, group_end) / (group_end + 1)
     return (labels * precision_at_end).sum(dim=1) / labels.sum(dim=1)
@@ -109,7 +111,7 @@ def mask_auroc(heatmaps: torch.Tensor | np.ndarray, masks: torch.Tensor | np.nda
     Returns:
         ``[B]`` float64 tensor with values in ``[0, 1]``.
     """
-    maps, labels = _maps_and_masks(heatmaps, masks)
+    maps, labels = maps_and_masks(heatmaps, masks)
     full = labels.flatten(1).all(dim=1)
     if full.any():
         raise MetricInputError(
@@ -123,32 +125,6 @@ def mask_auroc(heatmaps: torch.Tensor | np.ndarray, masks: torch.Tensor | np.nda
     num_negative = num_pixels - num_positive
     rank_sum = (sorted_labels * mid_rank).sum(dim=1)
     return (rank_sum - num_positive * (num_positive + 1) / 2) / (num_positive * num_negative)
-
-
-def _maps_and_masks(
-    heatmaps: torch.Tensor | np.ndarray, masks: torch.Tensor | np.ndarray
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validate inputs; return maps ``[B, H, W]`` float64 and masks ``[B, H, W]`` bool on the maps' device."""
-    maps = as_map_tensor(heatmaps).to(torch.float64)
-    if not isinstance(masks, (torch.Tensor, np.ndarray)):
-        raise MetricInputError(f"masks must be a torch.Tensor or numpy.ndarray [B, H, W]; got {type(masks).__name__}.")
-    labels = torch.as_tensor(masks, device=maps.device)
-    if labels.shape != maps.shape:
-        raise MetricInputError(
-            f"masks must have the shape of heatmaps {list(maps.shape)}; got {list(labels.shape)}. "
-            "Resize the masks (nearest neighbour) or the maps to a common resolution first."
-        )
-    if labels.dtype != torch.bool:
-        if ((labels != 0) & (labels != 1)).any():
-            raise MetricInputError("masks must be boolean or contain only the values 0 and 1.")
-        labels = labels != 0
-    empty = ~labels.flatten(1).any(dim=1)
-    if empty.any():
-        raise MetricInputError(
-            f"masks {empty.nonzero().flatten().tolist()} contain no object pixel; the metric is undefined "
-            "for empty masks, drop those images."
-        )
-    return maps, labels
 
 
 def _ranked_tie_groups(maps: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -176,3 +152,35 @@ def _ranked_tie_groups(maps: torch.Tensor, labels: torch.Tensor) -> tuple[torch.
     group_start = torch.where(is_start, index, 0).cummax(dim=1).values
     group_end = torch.where(is_end, index, num_pixels - 1).flip(1).cummin(dim=1).values.flip(1)
     return sorted_labels, group_start, group_end
+
+
+def _pointing(inputs: MetricInputs) -> torch.Tensor:
+    """:func:`pointing_game` of the inputs, ``[B]`` bool."""
+    return pointing_game(inputs.maps, inputs.need_masks(), tolerance=inputs.pointing_tolerance)
+
+
+def _energy(inputs: MetricInputs) -> torch.Tensor:
+    """:func:`energy_pointing_game` of the inputs, ``[B]``."""
+    return energy_pointing_game(inputs.maps, inputs.need_masks())
+
+
+def _mask_ap(inputs: MetricInputs) -> torch.Tensor:
+    """:func:`mask_average_precision` of the inputs, ``[B]``."""
+    return mask_average_precision(inputs.maps, inputs.need_masks())
+
+
+register_metric(Metric("pointing_game", "pointing game", True, _pointing, needs_masks=True, percent=True, boolean=True))
+# The audit stores it as ``object_mass``, beside its other shares of the map's mass (border, corner).
+register_metric(
+    Metric(
+        "energy_pointing_game",
+        "energy PG",
+        True,
+        _energy,
+        "mass on object",
+        needs_masks=True,
+        percent=True,
+        aliases=("object_mass",),
+    )
+)
+register_metric(Metric("mask_ap", "mask AP", True, _mask_ap, needs_masks=True, model_card=True))

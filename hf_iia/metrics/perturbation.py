@@ -11,7 +11,7 @@ returned.
 * Positive / negative perturbation (Chefer et al., 2021):
   :func:`perturbation_curve`, :func:`perturbation_auc`.
 
-Conventions shared by every function:
+Conventions shared by every function (inputs: :mod:`hf_iia.metrics.inputs`):
 
 * ``forward`` is any callable mapping pixel values ``[N, C, H, W]`` to logits
   ``[N, num_classes]``, or to an object with a ``.logits`` attribute holding
@@ -30,18 +30,40 @@ Conventions shared by every function:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import MetricInputError
+from ..imaging import gaussian_blur
+from .inputs import (
+    Forward,
+    MetricInputs,
+    Score,
+    as_fractions,
+    as_map_tensor,
+    as_pixel_values,
+    as_targets,
+    target_scores,
+)
+from .registry import Metric, register_metric
 
-Forward = Callable[[torch.Tensor], Any]
-"""Maps pixel values ``[N, C, H, W]`` to logits ``[N, num_classes]`` (or an object with ``.logits``)."""
-
-Score = Literal["probability", "accuracy"]
+__all__ = [
+    "DEFAULT_PERTURBATION_FRACTIONS",
+    "Forward",
+    "MetricInputError",
+    "PerturbationCurve",
+    "Score",
+    "as_map_tensor",
+    "deletion_auc",
+    "deletion_curve",
+    "gaussian_blur",
+    "insertion_auc",
+    "insertion_curve",
+    "perturbation_auc",
+    "perturbation_curve",
+]
 
 DEFAULT_PERTURBATION_FRACTIONS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -61,79 +83,6 @@ class PerturbationCurve(NamedTuple):
     def auc(self) -> torch.Tensor:
         """``[B]`` float64: trapezoid-rule area under ``scores`` over ``fractions``."""
         return torch.trapezoid(self.scores, self.fractions.to(self.scores.device), dim=-1)
-
-
-def as_map_tensor(maps: torch.Tensor | np.ndarray, name: str = "heatmaps") -> torch.Tensor:
-    """Validate a batch of 2-D maps and return it as a floating-point tensor.
-
-    Args:
-        maps: ``[B, H, W]`` torch tensor or numpy array of finite real values.
-        name: argument name used in error messages.
-
-    Returns:
-        ``[B, H, W]`` tensor; floating inputs keep their dtype, other dtypes become float64.
-
-    Raises:
-        MetricInputError: if ``maps`` is not ``[B, H, W]``, is empty or holds NaN/inf values.
-    """
-    if not isinstance(maps, (torch.Tensor, np.ndarray)):
-        raise MetricInputError(
-            f"{name} must be a torch.Tensor or numpy.ndarray of shape [B, H, W]; got {type(maps).__name__}."
-        )
-    tensor = torch.as_tensor(maps)
-    if tensor.ndim != 3:
-        raise MetricInputError(
-            f"{name} must have shape [B, H, W]; got shape {tuple(tensor.shape)}. "
-            "Squeeze channel dimensions or add a batch dimension first."
-        )
-    if tensor.numel() == 0:
-        raise MetricInputError(f"{name} is empty (shape {tuple(tensor.shape)}); pass at least one non-empty map.")
-    if not tensor.is_floating_point():
-        tensor = tensor.to(torch.float64)
-    if not torch.isfinite(tensor).all():
-        raise MetricInputError(f"{name} contains NaN or infinite values; replace them (e.g. torch.nan_to_num) first.")
-    return tensor
-
-
-def gaussian_blur(pixel_values: torch.Tensor, kernel_size: int = 11, sigma: float = 5.0) -> torch.Tensor:
-    """Blur each channel with a normalised, separable Gaussian kernel and reflect padding.
-
-    The 1-D kernel is ``g[i] = exp(-(i - kernel_size // 2)**2 / (2 * sigma**2)) / Z``
-    for ``i = 0 .. kernel_size - 1`` (``Z`` makes it sum to 1), applied along the
-    height and then the width. Borders use reflect padding (``torch.nn.functional.pad``
-    mode ``"reflect"``: the edge pixel is not repeated).
-
-    Args:
-        pixel_values: ``[B, C, H, W]`` floating tensor.
-        kernel_size: odd positive kernel width; ``kernel_size // 2`` must be smaller than ``H`` and ``W``.
-        sigma: positive standard deviation of the Gaussian, in pixels.
-
-    Returns:
-        ``[B, C, H, W]`` blurred tensor with the dtype and device of ``pixel_values``.
-
-    Raises:
-        MetricInputError: on an invalid shape, kernel size or sigma.
-    """
-    pixel_values = _as_pixel_values(pixel_values)
-    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
-        raise MetricInputError(f"blur_kernel_size must be an odd positive integer; got {kernel_size!r}.")
-    if not sigma > 0:
-        raise MetricInputError(f"blur_sigma must be positive; got {sigma!r}.")
-    batch, channels, height, width = pixel_values.shape
-    radius = kernel_size // 2
-    if radius >= min(height, width):
-        raise MetricInputError(
-            f"blur_kernel_size={kernel_size} is too large for {height}x{width} images: reflect padding needs "
-            f"kernel_size // 2 < min(H, W). Pass blur_kernel_size <= {2 * min(height, width) - 1}."
-        )
-    offsets = torch.arange(kernel_size, dtype=torch.float64) - radius
-    kernel = torch.exp(-(offsets**2) / (2.0 * float(sigma) ** 2))
-    kernel = (kernel / kernel.sum()).to(dtype=pixel_values.dtype, device=pixel_values.device)
-    planes = pixel_values.reshape(batch * channels, 1, height, width)
-    padded = F.pad(planes, (radius, radius, radius, radius), mode="reflect")
-    blurred = F.conv2d(padded, kernel.view(1, 1, kernel_size, 1))
-    blurred = F.conv2d(blurred, kernel.view(1, 1, 1, kernel_size))
-    return blurred.reshape(batch, channels, height, width)
 
 
 def deletion_curve(
@@ -313,7 +262,7 @@ def perturbation_curve(
         pixel_values,
         heatmaps,
         targets,
-        fractions=_as_fractions(fractions),
+        fractions=as_fractions(fractions),
         most_relevant_first=positive,
         score=score,
         batch_size=batch_size,
@@ -374,7 +323,7 @@ def _curve(
         raise MetricInputError(f"score must be 'probability' or 'accuracy'; got {score!r}.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise MetricInputError(f"batch_size must be a positive integer; got {batch_size!r}.")
-    pixel_values = _as_pixel_values(pixel_values)
+    pixel_values = as_pixel_values(pixel_values)
     num_images, _, height, width = pixel_values.shape
     maps = as_map_tensor(heatmaps)
     if maps.shape != (num_images, height, width):
@@ -382,7 +331,7 @@ def _curve(
             f"heatmaps must have shape [B, H, W] = {[num_images, height, width]} to match pixel_values "
             f"{list(pixel_values.shape)}; got {list(maps.shape)}. Resize the maps to the input resolution first."
         )
-    target_tensor = _as_targets(targets, num_images).to(pixel_values.device)
+    target_tensor = as_targets(targets, num_images).to(pixel_values.device)
     start, fill = start_and_fill(pixel_values)
 
     flat_maps = maps.reshape(num_images, height * width).to(pixel_values.device)
@@ -399,61 +348,8 @@ def _curve(
             image_index = pairs // num_points
             replaced = position[image_index] < counts[pairs % num_points].unsqueeze(1)
             images = torch.where(replaced.view(-1, 1, height, width), fill[image_index], start[image_index])
-            scores[pairs] = _target_scores(forward(images), target_tensor[image_index], score)
+            scores[pairs] = target_scores(forward(images), target_tensor[image_index], score)
     return PerturbationCurve(fractions=fractions, scores=scores.view(num_images, num_points))
-
-
-def _target_scores(output: Any, targets: torch.Tensor, score: Score) -> torch.Tensor:
-    """Score ``[N]`` float64 of ``targets`` ``[N]`` given a forward output holding logits ``[N, K]``."""
-    logits = output if isinstance(output, torch.Tensor) else getattr(output, "logits", None)
-    if not isinstance(logits, torch.Tensor):
-        raise MetricInputError(
-            "forward must return a logits tensor [N, num_classes] or an object with a .logits tensor; "
-            f"got {type(output).__name__}."
-        )
-    if logits.ndim != 2 or logits.shape[0] != targets.shape[0]:
-        raise MetricInputError(
-            f"forward returned logits of shape {list(logits.shape)} for {targets.shape[0]} images; "
-            f"expected [{targets.shape[0]}, num_classes]."
-        )
-    if int(targets.max()) >= logits.shape[1]:
-        raise MetricInputError(
-            f"targets contain class {int(targets.max())} but the model only has {logits.shape[1]} classes."
-        )
-    if score == "accuracy":
-        return (logits.argmax(dim=1) == targets).to(torch.float64)
-    probabilities = logits.to(torch.float64).softmax(dim=1)
-    return probabilities.gather(1, targets.unsqueeze(1)).squeeze(1)
-
-
-def _as_pixel_values(pixel_values: torch.Tensor) -> torch.Tensor:
-    """Check that ``pixel_values`` is a floating ``[B, C, H, W]`` tensor."""
-    if not isinstance(pixel_values, torch.Tensor):
-        raise MetricInputError(f"pixel_values must be a torch.Tensor [B, C, H, W]; got {type(pixel_values).__name__}.")
-    if pixel_values.ndim != 4 or pixel_values.numel() == 0:
-        raise MetricInputError(
-            f"pixel_values must be a non-empty [B, C, H, W] tensor; got shape {list(pixel_values.shape)}. "
-            "Add a batch dimension with pixel_values.unsqueeze(0) for a single image."
-        )
-    if not pixel_values.is_floating_point():
-        raise MetricInputError(
-            f"pixel_values must be floating point (normalised model inputs); got dtype {pixel_values.dtype}."
-        )
-    return pixel_values
-
-
-def _as_targets(targets: torch.Tensor | np.ndarray | Sequence[int], num_images: int) -> torch.Tensor:
-    """Return ``targets`` as an int64 ``[num_images]`` tensor of non-negative class indices."""
-    tensor = torch.as_tensor(targets)
-    if tensor.shape != (num_images,):
-        raise MetricInputError(
-            f"targets must have shape [B] = [{num_images}] (one class index per image); got {list(tensor.shape)}."
-        )
-    if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
-        raise MetricInputError(f"targets must be integer class indices; got dtype {tensor.dtype}.")
-    if (tensor < 0).any():
-        raise MetricInputError(f"targets must be non-negative class indices; got {tensor.tolist()}.")
-    return tensor.to(torch.long)
 
 
 def _step_fractions(steps: int) -> torch.Tensor:
@@ -461,16 +357,6 @@ def _step_fractions(steps: int) -> torch.Tensor:
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise MetricInputError(f"steps must be a positive integer; got {steps!r}.")
     return torch.arange(steps + 1, dtype=torch.float64) / steps
-
-
-def _as_fractions(fractions: Sequence[float]) -> torch.Tensor:
-    """Validate user fractions and return them as a float64 ``[F]`` tensor."""
-    tensor = torch.as_tensor(fractions, dtype=torch.float64)
-    if tensor.ndim != 1 or tensor.numel() < 2:
-        raise MetricInputError(f"fractions must be a 1-D sequence of at least 2 values; got {fractions!r}.")
-    if (tensor < 0).any() or (tensor > 1).any() or (tensor.diff() <= 0).any():
-        raise MetricInputError(f"fractions must be strictly increasing values in [0, 1]; got {tensor.tolist()}.")
-    return tensor
 
 
 def _broadcast_baseline(baseline: float | torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -483,3 +369,22 @@ def _broadcast_baseline(baseline: float | torch.Tensor, pixel_values: torch.Tens
             f"baseline of shape {list(value.shape)} cannot be broadcast to pixel_values {list(pixel_values.shape)}; "
             "pass a float or a tensor such as [C, 1, 1]."
         ) from error
+
+
+def _declared(auc: Callable[..., torch.Tensor]) -> Callable[[MetricInputs], torch.Tensor]:
+    """The registered form of :func:`deletion_auc` / :func:`insertion_auc`: ``MetricInputs -> [B]`` AUCs."""
+
+    def compute(inputs: MetricInputs) -> torch.Tensor:
+        forward, pixel_values = inputs.need_forward()
+        steps, batch_size = inputs.perturbation_steps, inputs.batch_size
+        return auc(forward, pixel_values, inputs.maps, inputs.targets, steps=steps, batch_size=batch_size)
+
+    return compute
+
+
+register_metric(
+    Metric("deletion_auc", "DEL", False, _declared(deletion_auc), "deletion AUC", needs_forward=True, model_card=True)
+)
+register_metric(
+    Metric("insertion_auc", "INS", True, _declared(insertion_auc), "insertion AUC", needs_forward=True, model_card=True)
+)

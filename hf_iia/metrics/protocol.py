@@ -9,28 +9,35 @@
 Images are the processor's normalised model inputs ``pixel_values`` ``[B, C, H, W]``;
 ``image_mean`` / ``image_std`` are the processor's per-channel normalisation (``x_norm =
 (x - mean) / std`` with ``x`` in ``[0, 1]``), needed because both metrics act on the
-unnormalised image. ``forward``, maps and targets follow :mod:`hf_iia.metrics.perturbation`.
+unnormalised image. ``forward``, maps and targets follow :mod:`hf_iia.metrics.inputs`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from .perturbation import (
-    DEFAULT_PERTURBATION_FRACTIONS,
+from ..errors import MetricInputError
+from ..fusions import min_max
+from .inputs import (
     Forward,
-    MetricInputError,
+    MetricInputs,
     Score,
-    _as_pixel_values,
-    _as_targets,
-    _target_scores,
-    as_map_tensor,
-    perturbation_auc,
+    as_pixel_values,
+    as_targets,
+    batched_scores,
+    maps_for,
+    normalisation,
 )
+from .perturbation import DEFAULT_PERTURBATION_FRACTIONS, perturbation_auc
+from .registry import Metric, register_metric
+
+min_max_normalise = min_max
+"""Each ``[B, H, W]`` map rescaled to ``[0, 1]``, ``(m - min) / (max - min)``; a constant map (no ranking at all)
+becomes all zeros rather than 0 / 0: :func:`hf_iia.fusions.min_max`, under the name this module exported first."""
 
 
 def black_fill(image_mean: Sequence[float], image_std: Sequence[float]) -> torch.Tensor:
@@ -47,7 +54,7 @@ def black_fill(image_mean: Sequence[float], image_std: Sequence[float]) -> torch
     Raises:
         MetricInputError: if the two are not equally long 1-D sequences or a std is 0.
     """
-    mean, std = _normalisation(image_mean, image_std)
+    mean, std = normalisation(image_mean, image_std)
     return (-mean / std).view(1, -1, 1, 1)
 
 
@@ -98,7 +105,7 @@ def paper_perturbation_auc(
         positive=positive,
         fractions=DEFAULT_PERTURBATION_FRACTIONS,
         score=score,
-        baseline=black_fill_for(_as_pixel_values(pixel_values), image_mean, image_std),
+        baseline=black_fill_for(as_pixel_values(pixel_values), image_mean, image_std),
         batch_size=batch_size,
     )
     return 100.0 * auc
@@ -122,7 +129,8 @@ class ConfidenceChange(NamedTuple):
 
     @property
     def increase(self) -> torch.Tensor:
-        """``[B]`` float64 ``100`` where ``p_m > p`` else ``0``; its mean is the Increase in Confidence % (higher is better)."""
+        """``[B]`` float64 ``100`` where ``p_m > p`` else ``0``; its mean is the Increase in Confidence % (higher is
+        better)."""
         return 100.0 * (self.masked > self.original).to(torch.float64)
 
     @property
@@ -149,7 +157,7 @@ def confidence_change(
     """Confidence of the target on each image and on the image multiplied by its min-max normalised map.
 
     The masked image is ``x * m`` in unnormalised pixel space, with ``m`` =
-    :func:`min_max_normalise` of the map, then normalised again. Since ``x_norm = (x - mean) / std``
+    :func:`~hf_iia.fusions.min_max` of the map, then normalised again. Since ``x_norm = (x - mean) / std``
     this equals ``m * x_norm + (1 - m) * black_fill`` in normalised space, which is how it is
     computed (no clipping: a normalised image need not come from ``[0, 1]`` pixels). From the
     result, :attr:`ConfidenceChange.drop` / :attr:`~ConfidenceChange.increase` give the
@@ -167,46 +175,16 @@ def confidence_change(
     Returns:
         :class:`ConfidenceChange` with ``original`` and ``masked`` ``[B]`` probabilities.
     """
-    pixel_values = _as_pixel_values(pixel_values)
+    pixel_values = as_pixel_values(pixel_values)
     num_images, _, height, width = pixel_values.shape
-    maps = _maps_for(heatmaps, pixel_values)
-    target_tensor = _as_targets(targets, num_images).to(pixel_values.device)
+    maps = maps_for(heatmaps, pixel_values)
+    target_tensor = as_targets(targets, num_images).to(pixel_values.device)
     fill = black_fill_for(pixel_values, image_mean, image_std)
-    weights = min_max_normalise(maps).to(dtype=pixel_values.dtype, device=pixel_values.device).unsqueeze(1)
+    weights = min_max(maps).to(dtype=pixel_values.dtype, device=pixel_values.device).unsqueeze(1)
     masked = weights * pixel_values + (1 - weights) * fill
     original_scores = batched_scores(forward, pixel_values, target_tensor, batch_size)
     masked_scores = batched_scores(forward, masked, target_tensor, batch_size)
     return ConfidenceChange(original=original_scores, masked=masked_scores)
-
-
-def min_max_normalise(maps: torch.Tensor) -> torch.Tensor:
-    """Rescale each map to ``[0, 1]``: ``(m - min) / (max - min)``; a constant map becomes all zeros.
-
-    Args:
-        maps: ``[B, H, W]`` floating tensor.
-
-    Returns:
-        ``[B, H, W]`` tensor of the same dtype; a constant map (no ranking at all) maps to 0
-        rather than 0 / 0.
-    """
-    low = maps.amin(dim=(1, 2), keepdim=True)
-    span = maps.amax(dim=(1, 2), keepdim=True) - low
-    return torch.where(span > 0, (maps - low) / torch.where(span > 0, span, 1), torch.zeros_like(maps))
-
-
-def batched_scores(
-    forward: Forward, pixel_values: torch.Tensor, targets: torch.Tensor, batch_size: int, score: Score = "probability"
-) -> torch.Tensor:
-    """``[N]`` float64 score (softmax probability or 0/1 accuracy) of ``targets`` ``[N]`` on ``pixel_values`` ``[N, C, H, W]``."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise MetricInputError(f"batch_size must be a positive integer; got {batch_size!r}.")
-    with torch.no_grad():
-        return torch.cat(
-            [
-                _target_scores(forward(images), labels, score)
-                for images, labels in zip(pixel_values.split(batch_size), targets.split(batch_size))
-            ]
-        )
 
 
 def black_fill_for(pixel_values: torch.Tensor, image_mean: Sequence[float], image_std: Sequence[float]) -> torch.Tensor:
@@ -219,27 +197,26 @@ def black_fill_for(pixel_values: torch.Tensor, image_mean: Sequence[float], imag
     return fill.to(dtype=pixel_values.dtype, device=pixel_values.device)
 
 
-def _maps_for(heatmaps: torch.Tensor | np.ndarray, pixel_values: torch.Tensor) -> torch.Tensor:
-    """Validate ``heatmaps`` ``[B, H, W]`` against ``pixel_values`` ``[B, C, H, W]``; float64 on their device."""
-    maps = as_map_tensor(heatmaps).to(device=pixel_values.device, dtype=torch.float64)
-    expected = (pixel_values.shape[0], *pixel_values.shape[2:])
-    if maps.shape != expected:
-        raise MetricInputError(
-            f"heatmaps must have shape [B, H, W] = {list(expected)} to match pixel_values "
-            f"{list(pixel_values.shape)}; got {list(maps.shape)}. Resize the maps to the input resolution first."
-        )
-    return maps
+def _paper_auc(positive: bool, score: Score) -> Callable[[MetricInputs], torch.Tensor]:
+    """The metric computing :func:`paper_perturbation_auc` with ``positive`` and ``score``."""
+    return lambda inputs: inputs.call_with_normalisation(paper_perturbation_auc, positive=positive, score=score)
 
 
-def _normalisation(image_mean: Sequence[float], image_std: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``image_mean`` and ``image_std`` as float64 ``[C]`` tensors, validated."""
-    mean = torch.as_tensor(image_mean, dtype=torch.float64)
-    std = torch.as_tensor(image_std, dtype=torch.float64)
-    if mean.ndim != 1 or mean.shape != std.shape or mean.numel() == 0:
-        raise MetricInputError(
-            f"image_mean and image_std must be 1-D sequences of one value per channel; got {list(mean.shape)} and "
-            f"{list(std.shape)}."
-        )
-    if not (torch.isfinite(mean).all() and torch.isfinite(std).all()) or (std == 0).any():
-        raise MetricInputError(f"image_std must be finite and non-zero (and image_mean finite); got {std.tolist()}.")
-    return mean, std
+def _change(inputs: MetricInputs) -> ConfidenceChange:
+    """The inputs' :class:`ConfidenceChange`, computed once for ADP and PIC."""
+    return inputs.shared("confidence_change", lambda: inputs.call_with_normalisation(confidence_change))
+
+
+def _declare(key: str, title: str, higher_is_better: bool, compute: Callable[[MetricInputs], torch.Tensor]) -> None:
+    """Register one metric of this protocol: each runs the model on the unnormalised image's edits."""
+    register_metric(
+        Metric(key, title, higher_is_better, compute, needs_forward=True, needs_normalisation=True, protocol="paper")
+    )
+
+
+_declare("pos_auc", "POS", False, _paper_auc(True, "accuracy"))
+_declare("neg_auc", "NEG", True, _paper_auc(False, "accuracy"))
+_declare("del_prob_auc", "DEL (paper)", False, _paper_auc(True, "probability"))
+_declare("ins_prob_auc", "INS (paper)", True, _paper_auc(False, "probability"))
+_declare("adp", "ADP", False, lambda inputs: _change(inputs).drop)
+_declare("pic", "PIC", True, lambda inputs: _change(inputs).increase)

@@ -1,6 +1,6 @@
 """Segmentation scores of saliency maps against object masks (Chefer et al., 2021, ImageNet-segmentation protocol).
 
-Each map is min-max normalised to ``r`` in ``[0, 1]`` (:func:`~hf_iia.metrics.protocol.min_max_normalise`;
+Each map is min-max normalised to ``r`` in ``[0, 1]`` (:func:`hf_iia.fusions.min_max`;
 a constant map becomes all zeros) and binarised at its own mean: a pixel is predicted
 "object" when ``r > mean(r)`` (strictly), "background" otherwise. Against the mask:
 
@@ -20,13 +20,16 @@ mean of the per-image values; the pooled IoU is in general not the mean of per-i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from .localization import _maps_and_masks, mask_average_precision
-from .protocol import min_max_normalise
+from ..fusions import min_max
+from .inputs import MetricInputs, maps_and_masks
+from .localization import mask_average_precision
+from .registry import Metric, register_metric
 
 
 class SegmentationScores(NamedTuple):
@@ -62,8 +65,8 @@ def segmentation_scores(heatmaps: torch.Tensor | np.ndarray, masks: torch.Tensor
     Raises:
         MetricInputError: on mismatched shapes, non-binary masks or an empty mask.
     """
-    maps, labels = _maps_and_masks(heatmaps, masks)
-    relevance = min_max_normalise(maps)
+    maps, labels = maps_and_masks(heatmaps, masks)
+    relevance = min_max(maps)
     predicted = relevance > relevance.mean(dim=(1, 2), keepdim=True)
     pixel_accuracy = (predicted == labels).to(torch.float64).mean(dim=(1, 2))
     classes_predicted = torch.stack([~predicted, predicted], dim=1)
@@ -87,3 +90,21 @@ def segmentation_scores(heatmaps: torch.Tensor | np.ndarray, masks: torch.Tensor
         intersection=intersection,
         union=union,
     )
+
+
+def _scores(inputs: MetricInputs) -> SegmentationScores:
+    """The inputs' :class:`SegmentationScores`, computed once for the four metrics below."""
+    return inputs.shared("segmentation", lambda: segmentation_scores(inputs.maps, inputs.need_masks()))
+
+
+def _field(name: str) -> Callable[[MetricInputs], torch.Tensor]:
+    """The metric reading the ``[B]`` field ``name`` of :func:`_scores`."""
+    return lambda inputs: getattr(_scores(inputs), name)
+
+
+register_metric(
+    Metric("seg_pixel_accuracy", "pixel acc.", True, _field("pixel_accuracy"), needs_masks=True, protocol="paper")
+)
+register_metric(Metric("seg_miou", "mIoU", True, _field("miou"), needs_masks=True, protocol="paper"))
+register_metric(Metric("seg_map", "mAP", True, _field("map"), needs_masks=True, protocol="paper"))
+register_metric(Metric("seg_mf1", "mF1", True, _field("mf1"), needs_masks=True, protocol="paper"))

@@ -13,9 +13,10 @@ from ...data import class_label_indices, decode_image
 from ...errors import AuditError, DatasetLabelError, IIAError
 from ...explainer import IIAExplainer
 from ...methods import METHODS
-from ...metrics import deletion_auc, energy_pointing_game, insertion_auc, mask_average_precision, pointing_game
+from ...metrics import MetricInputs
 from .config import AuditConfig
-from .indicators import CORNERS, as_mask, corner_column, mask_to_input, region_shares
+from .indicators import as_mask, mask_to_input, region_shares
+from .measures import audit_metrics, column_name, measures
 
 
 class Auditor:
@@ -28,17 +29,29 @@ class Auditor:
 
     def __init__(self, config: AuditConfig, device: torch.device | str) -> None:
         self.config = config
-        options = {"internal_batch_size": config.internal_batch_size, "progress": False}
+        batch = config.internal_batch_size
         iia = IIAExplainer(
-            config.model, device=device, layer=config.layer, preset=config.preset, steps=config.steps, **options
+            config.model,
+            device=device,
+            layer=config.layer,
+            preset=config.preset,
+            steps=config.steps,
+            internal_batch_size=batch,
+            progress=False,
         )
         compare = config.compare or iia.family.comparison
-        if compare in METHODS and "layer" in METHODS[compare].options:
-            options["layer"] = config.layer
+        if compare is None:
+            raise AuditError(
+                f"the {iia.family.name} family declares no comparison method; pass compare= (--compare), e.g. 'ig'"
+            )
+        # A method that explains one layer (Grad-CAM) explains IIA's; the others read no layer= (None = unset).
+        layer = config.layer if compare in METHODS and "layer" in METHODS[compare].options else None
         # The comparison shares IIA's model (no second copy); an unknown name fails here with MethodError.
         self.explainers: dict[str, IIAExplainer] = {
             "iia": iia,
-            compare: IIAExplainer(iia.model, iia.processor, method=compare, **options),
+            compare: IIAExplainer(
+                iia.model, iia.processor, method=compare, layer=layer, internal_batch_size=batch, progress=False
+            ),
         }
         parameter = next(iia.model.parameters(), None)
         # Batches go to the model's device once, so the perturbation curves run there too.
@@ -67,12 +80,13 @@ class Auditor:
         """Measure one batch of ``B`` rows, rows ``first, first + 1, ...`` of the dataset.
 
         Returns:
-            ``2 B`` rows, one per (image, method), with the columns of :data:`COLUMN_TYPES`
+            ``2 B`` rows, one per (image, method), with the columns of :func:`column_types`
             (the mask ones only with masks) and ``heatmap``, a float16 ``[H, W]`` tensor column.
         """
         indices = list(range(first, first + len(rows[self.config.image_column])))
         images = [
-            decode_image(cell, index, self.image_mode) for cell, index in zip(rows[self.config.image_column], indices)
+            decode_image(cell, index, self.image_mode)
+            for cell, index in zip(rows[self.config.image_column], indices, strict=True)
         ]
         reference = self.explainers["iia"]
         pixel_values = reference.preprocess(images)[0].to(self.device)
@@ -89,11 +103,11 @@ class Auditor:
         }
         masks = None
         if mask_column:
-            size = tuple(pixel_values.shape[-2:])
+            size = (int(pixel_values.shape[-2]), int(pixel_values.shape[-1]))
             masks = np.stack(
                 [
                     mask_to_input(as_mask(cell, image, index), reference.geometry(image.size), size)
-                    for cell, image, index in zip(rows[mask_column], images, indices)
+                    for cell, image, index in zip(rows[mask_column], images, indices, strict=True)
                 ]
             )
         tables = [
@@ -107,7 +121,7 @@ class Auditor:
         ``id2label`` (the explainer's own name matching); anything else is an :class:`AuditError`."""
         if isinstance(label, str):
             try:
-                return self.explainers["iia"].resolve_targets(label, 1).item()
+                return int(self.explainers["iia"].resolve_targets(label, 1).item())
             except IIAError as error:
                 raise AuditError(f"dataset label {label!r} is not one of the model's class names ({error})") from None
         try:
@@ -132,55 +146,62 @@ class Auditor:
         """The rows of one method for one batch (``pixel_values`` ``[B, C, H, W]``, ``masks`` ``[B, H, W]``)."""
         explanations = explainer(pixel_values, target=targets)
         maps = np.stack([explanation.heatmap for explanation in explanations])  # [B, H, W]
-        steps = self.config.perturbation_steps
-        forward = self.explainers["iia"].logits
+        batch = MetricInputs(
+            maps=torch.from_numpy(maps),
+            targets=torch.as_tensor(targets),
+            pixel_values=pixel_values,
+            forward=self.explainers["iia"].logits,
+            masks=None if masks is None else torch.from_numpy(masks),
+            perturbation_steps=self.config.perturbation_steps,
+        )
         shares = region_shares(maps, self.config.thresholds)
         columns: dict[str, Any] = {
             **image_columns,
             "method": [method] * len(targets),
             "score": [explanation.score for explanation in explanations],
-            "deletion_auc": deletion_auc(forward, pixel_values, maps, targets, steps=steps).tolist(),
-            "insertion_auc": insertion_auc(forward, pixel_values, maps, targets, steps=steps).tolist(),
             **{name: share.tolist() for name, share in shares.items()},
-            **(_mask_metrics(maps, masks) if masks is not None else {}),
+            **_metric_columns(batch),
         }
-        arrays = {name: pa.array(values, type=COLUMN_TYPES[name]) for name, values in columns.items()}
+        types = column_types()
+        arrays = {name: pa.array(values, type=types[name]) for name, values in columns.items()}
         arrays["heatmap"] = pa.FixedShapeTensorArray.from_numpy_ndarray(maps.astype(np.float16))
-        return pa.table({name: arrays[name] for name in [*COLUMN_TYPES, "heatmap"] if name in arrays})
+        return pa.table({name: arrays[name] for name in [*types, "heatmap"] if name in arrays})
 
 
-COLUMN_TYPES: dict[str, pa.DataType] = {
-    "index": pa.int64(),
-    "method": pa.string(),
-    "label": pa.int64(),
-    "prediction": pa.int64(),
-    "prediction_score": pa.float64(),
-    "target": pa.int64(),
-    "score": pa.float64(),
-    "deletion_auc": pa.float64(),
-    "insertion_auc": pa.float64(),
-    "border_mass": pa.float64(),
-    **{corner_column(corner): pa.float64() for corner in CORNERS},
-    "mask_area": pa.float64(),
-    "object_mass": pa.float64(),
-    "mask_ap": pa.float64(),
-    "pointing_game": pa.bool_(),
-}
-"""The per-row result columns in file order (``heatmap``, a float16 ``[H, W]`` tensor, comes last)."""
+def column_types() -> dict[str, pa.DataType]:
+    """The per-row result columns in file order (``heatmap``, a float16 ``[H, W]`` tensor, comes last): the row's
+    facts, then :func:`~.measures.measures` (a hit metric such as the pointing game as a bool column)."""
+    types: dict[str, pa.DataType] = {
+        "index": pa.int64(),
+        "method": pa.string(),
+        "label": pa.int64(),
+        "prediction": pa.int64(),
+        "prediction_score": pa.float64(),
+        "target": pa.int64(),
+    }
+    hits = {column_name(metric) for metric in audit_metrics() if metric.boolean}
+    types.update({name: pa.bool_() if name in hits else pa.float64() for name in measures()})
+    return types
 
 
-def _mask_metrics(maps: np.ndarray, masks: np.ndarray) -> dict[str, list]:
-    """``mask_area, object_mass, mask_ap, pointing_game`` of ``maps`` ``[B, H, W]`` against ``masks`` ``[B, H, W]``.
-
-    Rows whose mask has no object pixel on the model input get ``None`` (the metrics are undefined).
-    """
-    valid = masks.any(axis=(1, 2))
-    out: dict[str, list] = {"mask_area": masks.mean(axis=(1, 2)).tolist()}
-    values = {"object_mass": energy_pointing_game, "mask_ap": mask_average_precision, "pointing_game": pointing_game}
-    for name, metric in values.items():
-        column: list = [None] * len(maps)
-        if valid.any():
-            for index, value in zip(np.flatnonzero(valid), metric(maps[valid], masks[valid]).tolist()):
+def _metric_columns(batch: MetricInputs) -> dict[str, list]:
+    """The audit's metrics of one method's maps (:func:`~.measures.audit_metrics`), per row; with masks also
+    ``mask_area``. Rows whose mask has no object pixel on the model input get ``None`` for the metrics that
+    need masks (they are undefined there)."""
+    out: dict[str, list] = {}
+    valid = None if batch.masks is None else batch.masks.flatten(1).any(dim=1)
+    if batch.masks is not None:
+        out["mask_area"] = batch.masks.double().mean(dim=(1, 2)).tolist()
+    for metric in audit_metrics():
+        if not metric.applies_to(batch):
+            continue
+        column: list = [None] * len(batch.maps)
+        if valid is None or not metric.needs_masks:
+            column = metric.values(batch)
+        elif valid.any():
+            for index, value in zip(valid.nonzero().flatten().tolist(), metric.values(batch.rows(valid)), strict=True):
                 column[index] = value
-        out[name] = column
+        out[column_name(metric)] = (
+            [None if value is None else bool(value) for value in column] if metric.boolean else column
+        )
     return out

@@ -1,8 +1,9 @@
 """Model-card sections from audit summaries: Hub model-card format (YAML metadata + Markdown).
 
 :func:`audit_card` turns the summary of :func:`hf_iia.tools.audit.run_audit` into a
-``huggingface_hub.ModelCard``: the metadata (``ModelCardData``) carries the overall
-deletion / insertion AUC (and mask AP) of every method as ``eval_results``; the body is
+``huggingface_hub.ModelCard``: the metadata (``ModelCardData``) carries the overall value of every
+metric declared with ``model_card=True`` (deletion / insertion AUC, mask AP) of every method as
+``eval_results``; the body is
 one ``## Attribution audit`` section (verdict, overall tables, per-class tables, the
 overlay grid, thresholds) meant to be pasted into the model's own card.
 """
@@ -16,27 +17,31 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-_EVAL_METRICS: tuple[tuple[str, str], ...] = (
-    ("deletion_auc", "Deletion AUC"),
-    ("insertion_auc", "Insertion AUC"),
-    ("mask_ap", "Mask AP"),
-)
-
-_COLUMNS: tuple[tuple[str, str, str], ...] = (
-    # (summary key, header, format)
-    ("n", "n", "d"),
-    ("accuracy", "accuracy", ".1%"),
-    ("deletion_auc", "deletion AUC ↓", ".3f"),
-    ("insertion_auc", "insertion AUC ↑", ".3f"),
-    ("mask_ap", "mask AP ↑", ".3f"),
-    ("pointing_game", "pointing game ↑", ".1%"),
-    ("object_mass", "mass on object ↑", ".1%"),
-    ("border_mass", "mass on border", ".1%"),
-    ("corner_mass", "mass in most-attributed corner", ".1%"),
-)
+from .measures import audit_metrics, column_name
 
 
-_HEADERS = {key: header for key, header, _ in _COLUMNS}
+def _eval_metrics() -> list[tuple[str, str]]:
+    """``(summary key, name)`` of the metrics a card reports as Hub ``eval_results`` (``Metric.model_card``)."""
+    return [
+        (column_name(metric), metric.label[:1].upper() + metric.label[1:])
+        for metric in audit_metrics()
+        if metric.model_card
+    ]
+
+
+def _all_columns() -> list[tuple[str, str, str]]:
+    """``(summary key, header, format)`` of every table column: the count, the accuracy, the audit's metrics
+    (their name and direction, from the declarations), then the indicators without a direction."""
+    return [
+        ("n", "n", "d"),
+        ("accuracy", "accuracy", ".1%"),
+        *(
+            (column_name(metric), f"{metric.label} {metric.arrow}", ".1%" if metric.percent else ".3f")
+            for metric in audit_metrics()
+        ),
+        ("border_mass", "mass on border", ".1%"),
+        ("corner_mass", "mass in most-attributed corner", ".1%"),
+    ]
 
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~#&$!{}])")
@@ -72,7 +77,7 @@ def _cell(value: Any, spec: str) -> str:
 def _columns(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
     """The table columns that the summary has values for."""
     first = summary["overall"][summary["methods"][0]]
-    return [column for column in _COLUMNS if column[0] in first]
+    return [column for column in _all_columns() if column[0] in first]
 
 
 def _card_data(summary: dict[str, Any]) -> ModelCardData:
@@ -89,7 +94,7 @@ def _card_data(summary: dict[str, Any]) -> ModelCardData:
             metric_value=round(summary["overall"][method][key], 4),
         )
         for method in summary["methods"]
-        for key, name in _EVAL_METRICS
+        for key, name in _eval_metrics()
         if summary["overall"][method].get(key) is not None
     ]
     return ModelCardData(
@@ -110,6 +115,7 @@ def audit_card(summary: dict[str, Any], grid_file: str) -> ModelCard:
     """
     methods = summary["methods"]
     columns = _columns(summary)
+    headers = {key: header for key, header, _ in _all_columns()}
     areas, thresholds = summary["areas"], summary["settings"]["thresholds"]
     split = f" (split {_code(summary['split'])})" if summary["split"] else ""
     parts = [
@@ -132,7 +138,7 @@ def audit_card(summary: dict[str, Any], grid_file: str) -> ModelCard:
         "Spread of the class means across classes (standard deviation / range); a cue used by some classes "
         "only shows up as a large spread:",
         markdown_table(
-            ["method", *(_HEADERS[key] for key in summary["spread"][methods[0]])],
+            ["method", *(headers[key] for key in summary["spread"][methods[0]])],
             [
                 [_code(method), *(f"{spread['std']:.1%} / {spread['range']:.1%}" for spread in spreads.values())]
                 for method, spreads in summary["spread"].items()

@@ -173,8 +173,7 @@ def _feed(hasher: Any, value: Any) -> None:
         for key in sorted(value, key=str):
             _feed(hasher, str(key))
             _feed(hasher, value[key])
-    elif isinstance(value, list) and _numeric(value) is not None:  # a mask or label column: hashed as one array
-        array = _numeric(value)
+    elif isinstance(value, list) and (array := _numeric(value)) is not None:  # a mask or label column: one array
         tagged(b"l", f"{array.dtype.str}{array.shape}".encode())
         tagged(b"a", np.ascontiguousarray(array).tobytes())
     elif isinstance(value, (list, tuple)):

@@ -74,7 +74,11 @@ def prepare_folder(out: Path, config: AuditConfig, *, overwrite: bool = False) -
     """
     folders = [output_path(out, name, overwrite=True) for name in ("raw", BATCHES)]  # a symlink leading out: refused
     manifest = output_path(out, "raw/manifest.json", overwrite=True)
-    wanted = {"hf_iia_audit": 1, "config": config.manifest(), "checkpoint": checkpoint_fingerprint(config.model)}
+    wanted: dict[str, Any] = {
+        "hf_iia_audit": 1,
+        "config": config.manifest(),
+        "checkpoint": checkpoint_fingerprint(config.model),
+    }
     again = "pass --overwrite (overwrite=True) to discard it and audit again, or choose another --out"
     if manifest.exists() and overwrite:
         _discard_raw(out)
@@ -197,7 +201,7 @@ def gather(out: str | os.PathLike, rows: int, batch_size: int) -> pandas.DataFra
     """The results of every batch file of an audit, in batch order, without the maps.
 
     Returns:
-        One row per image and method (the columns of :data:`COLUMN_TYPES` present).
+        One row per image and method (the columns of :func:`~.auditor.column_types` present).
 
     Raises:
         AuditError: a batch file is missing, or the row indices are not exactly
@@ -225,7 +229,9 @@ def read_maps(
     for k in sorted({index // batch_size for index, _ in keys}):
         table = pq.read_table(batch_path(Path(out), k), columns=["index", "method", "heatmap"])
         stack = table["heatmap"].combine_chunks().to_numpy_ndarray()  # [R, H, W] float16
-        for row, (index, method) in enumerate(zip(table["index"].to_pylist(), table["method"].to_pylist())):
+        for row, (index, method) in enumerate(
+            zip(table["index"].to_pylist(), table["method"].to_pylist(), strict=True)
+        ):
             if (index, method) in keys:
                 maps[(index, method)] = stack[row].astype(np.float32)
     return maps
@@ -244,5 +250,6 @@ def write_results(out: Path, rows: int, batch_size: int, summary: dict[str, Any]
     schema = schema.with_metadata({key: value for key, value in (schema.metadata or {}).items() if key != DIGEST_KEY})
     with pq.ParquetWriter(temporary, schema) as writer:
         for path in paths:
-            writer.write_table(pq.read_table(path))
+            # By name, in batch 0's order: a batch written by another version may hold its columns in another order.
+            writer.write_table(pq.read_table(path).select(schema.names))
     os.replace(temporary, target)

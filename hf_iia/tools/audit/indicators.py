@@ -42,13 +42,14 @@ def region_shares(maps: np.ndarray, thresholds: Thresholds) -> dict[str, np.ndar
         ``{"border_mass": [B], "top_left_mass": [B], ...}`` (one entry per corner of
         :data:`CORNERS`); an all-zero map has shares 0.
     """
-    border, corners = region_masks(*maps.shape[1:], thresholds)
+    _, height, width = maps.shape
+    border, corners = region_masks(height, width, thresholds)
     maps = maps.astype(np.float64)
     total = maps.sum(axis=(1, 2))
     safe = np.where(total > 0, total, 1.0)
     shares = {"border_mass": (maps * border).sum(axis=(1, 2)) / safe}
     per_corner = np.einsum("bhw,chw->cb", maps, corners.astype(np.float64)) / safe
-    shares.update({corner_column(name): share for name, share in zip(CORNERS, per_corner)})
+    shares.update({corner_column(name): share for name, share in zip(CORNERS, per_corner, strict=True)})
     return shares
 
 
@@ -79,8 +80,8 @@ def as_mask(cell: Any, image: Image.Image, row: int) -> np.ndarray:
     """A mask cell (array, nested list or PIL image; non-zero = object) -> ``[H0, W0]`` bool matching ``image``."""
     if cell is None:
         raise DatasetColumnError(f"row {row}: the mask is missing (None)")
-    mask = np.asarray(cell)
-    mask = mask.any(axis=-1) if mask.ndim == 3 else mask != 0
+    values = np.asarray(cell)
+    mask = np.asarray(values.any(axis=-1) if values.ndim == 3 else values != 0, dtype=bool)
     if mask.shape != (image.height, image.width):
         raise DatasetColumnError(
             f"row {row}: the mask has shape {mask.shape} but the image is {(image.height, image.width)}; "

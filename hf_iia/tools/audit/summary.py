@@ -9,22 +9,10 @@ import numpy as np
 
 from .config import AuditConfig, Thresholds
 from .indicators import CORNERS, corner_column, region_masks
+from .measures import OBJECT_MASS, measures
 
 if TYPE_CHECKING:
     import pandas
-
-MEASURES: tuple[str, ...] = (
-    "score",
-    "deletion_auc",
-    "insertion_auc",
-    "border_mass",
-    *(corner_column(corner) for corner in CORNERS),
-    "mask_area",
-    "object_mass",
-    "mask_ap",
-    "pointing_game",
-)
-"""Per-row measures averaged per class and overall (the mask ones only with masks)."""
 
 
 def summarise(
@@ -43,7 +31,8 @@ def summarise(
     frame = frame.assign(
         group=frame["label"] if has_labels else frame["target"], correct=frame["prediction"] == frame["label"]
     )
-    measures = [name for name in MEASURES if name in frame and frame[name].notna().any()]
+    # The per-row measures (:func:`~.measures.measures`) the rows hold values of: the mask ones only with masks.
+    present = [name for name in measures() if name in frame and frame[name].notna().any()]
     summary: dict[str, Any] = {
         "model": config.model,
         "dataset": config.dataset,
@@ -51,7 +40,7 @@ def summarise(
         "rows": int(frame["index"].nunique()),
         "methods": list(methods),
         "has_labels": bool(has_labels),
-        "has_masks": "object_mass" in measures,
+        "has_masks": OBJECT_MASS in present,
         "grouped_by": "label" if has_labels else "target (top-1 class)",
         "input_size": [int(height), int(width)],
         "settings": config.manifest(),
@@ -62,11 +51,11 @@ def summarise(
         "verdict": {},
     }
     for method, rows in frame.groupby("method", sort=False):
-        summary["overall"][method] = _means(rows, measures, has_labels)
+        summary["overall"][method] = _means(rows, present, has_labels)
         classes = []
         for group, members in rows.groupby("group"):
             name = class_names.get(int(group), str(group))
-            entry = {"class": int(group), "name": name, **_means(members, measures, has_labels)}
+            entry = {"class": int(group), "name": name, **_means(members, present, has_labels)}
             entry["flags"] = _flags(entry, areas, thresholds)
             classes.append(entry)
         summary["classes"][method] = classes
@@ -75,7 +64,7 @@ def summarise(
                 "std": _number(np.std([entry[name] for entry in classes])),
                 "range": _number(np.ptp([entry[name] for entry in classes])),
             }
-            for name in ("border_mass", "corner_mass", "object_mass")
+            for name in ("border_mass", "corner_mass", OBJECT_MASS)
             if classes[0].get(name) is not None
         }
         summary["verdict"][method] = _verdict(classes)
@@ -107,13 +96,13 @@ def _label_fit(frame: pandas.DataFrame, class_names: dict[int, str]) -> dict[str
     return {"accuracy": accuracy, "chance": chance, "fits": fits, "text": text}
 
 
-def _means(rows: pandas.DataFrame, measures: Sequence[str], has_labels: bool) -> dict[str, Any]:
+def _means(rows: pandas.DataFrame, names: Sequence[str], has_labels: bool) -> dict[str, Any]:
     """``n``, ``accuracy`` (with labels), the mean of every measure over ``rows``, and the corner
     whose mean share is largest (``corner``) with that share (``corner_mass``)."""
     means: dict[str, Any] = {"n": int(len(rows))}
     if has_labels:
         means["accuracy"] = _number(rows["correct"].mean())
-    for name in measures:
+    for name in names:
         means[name] = _number(rows[name].astype(float).mean())
     means["corner"] = max(CORNERS, key=lambda corner: means[corner_column(corner)])
     means["corner_mass"] = means[corner_column(means["corner"])]
@@ -137,9 +126,9 @@ def _flags(entry: dict[str, Any], areas: dict[str, float], thresholds: Threshold
         flags.append(
             f"border: {entry['border_mass']:.0%} of the map mass on the border ({areas['border']:.0%} of the image)"
         )
-    if entry.get("object_mass") is not None and entry["object_mass"] <= thresholds.object_lift * entry["mask_area"]:
+    if entry.get(OBJECT_MASS) is not None and entry[OBJECT_MASS] <= thresholds.object_lift * entry["mask_area"]:
         flags.append(
-            f"off-object: only {entry['object_mass']:.0%} of the map mass on the object "
+            f"off-object: only {entry[OBJECT_MASS]:.0%} of the map mass on the object "
             f"({entry['mask_area']:.0%} of the image)"
         )
     return flags

@@ -14,17 +14,7 @@ from ...adapters import Adapter, FeatureMapAdapter, adapter_for
 from ...errors import IIAError
 from ...explainer import IIAExplainer
 from ...methods import METHODS, available_methods
-from ...metrics import (
-    confidence_change,
-    deletion_auc,
-    energy_pointing_game,
-    information_curve,
-    insertion_auc,
-    mask_average_precision,
-    paper_perturbation_auc,
-    pointing_game,
-    segmentation_scores,
-)
+from ...metrics import MetricInputs, available_metrics
 from .inputs import BenchInputs, device_of, normalisation
 from .stats import summarise
 
@@ -32,7 +22,8 @@ POINTING_TOLERANCE_AT_224 = 15
 """Pointing-game hit radius (pixels at 224 px input; scaled with the input size: 4 px at 64 px)."""
 
 PROTOCOLS = ("rise", "paper")
-"""``rise``: localisation and RISE deletion / insertion; ``paper``: those plus the authors' protocol (:func:`paper_scores`)."""
+"""The metric declarations' ``protocol`` values (:data:`hf_iia.metrics.registry.Protocol`): ``rise``, localisation and
+RISE deletion / insertion; ``paper``, those plus the authors' protocol (:func:`score_maps`)."""
 
 LAST_TWO = "@last-two"
 """A ``layer`` option value resolved per model to the adapter's last two taps (multi-layer IIA)."""
@@ -128,75 +119,34 @@ def score_maps(
     protocol: str = "rise",
     information: bool = True,
 ) -> dict[str, list[float | None]]:
-    """Per-image metric values of ``maps`` ``[N, H, W]``: localisation (with masks), deletion / insertion AUC
-    and, with ``protocol="paper"``, :func:`paper_scores`."""
-    values: dict[str, list[float | None]] = {}
-    if inputs.masks is not None:
-        tolerance = pointing_tolerance(maps.shape[-2:])
-        values["pointing_game"] = pointing_game(maps, inputs.masks, tolerance=tolerance).double().tolist()
-        values["energy_pointing_game"] = energy_pointing_game(maps, inputs.masks).tolist()
-        values["mask_ap"] = mask_average_precision(maps, inputs.masks).tolist()
+    """Per-image values of ``maps`` ``[N, H, W]``: every registered metric (:func:`hf_iia.metrics.available_metrics`)
+    of the ``rise`` protocol, and with ``protocol="paper"`` those of the authors' protocol too (POS / NEG, DEL /
+    INS on probabilities, ADP / PIC, SIC / AIC, segmentation), that the inputs allow (the mask metrics need the
+    synthetic suite's masks). ``information=False`` leaves out the expensive ones (SIC / AIC). ``None`` marks an
+    input where a metric is undefined (SIC / AIC on an excluded image)."""
+    stats = normalisation(explainer.processor)
+    if protocol == "paper" and stats is None:
+        raise IIAError("--protocol paper needs the processor's image_mean and image_std (black pixels, ADP, SIC)")
     # The curves' perturbed batches are built where the model runs, so only scores come back.
     device = device_of(explainer.model)
-    forward = explainer.logits
-    pixel_values, targets = inputs.pixel_values.to(device), inputs.targets.to(device)
-    options = dict(steps=perturbation_steps, batch_size=metric_batch_size)
-    values["deletion_auc"] = deletion_auc(forward, pixel_values, maps, targets, baseline=0.0, **options).cpu().tolist()
-    values["insertion_auc"] = insertion_auc(forward, pixel_values, maps, targets, **options).cpu().tolist()
-    if protocol == "paper":
-        values.update(
-            paper_scores(explainer, inputs, maps, metric_batch_size=metric_batch_size, information=information)
-        )
-    return values
-
-
-def paper_scores(
-    explainer: IIAExplainer,
-    inputs: BenchInputs,
-    maps: torch.Tensor,
-    *,
-    metric_batch_size: int,
-    information: bool = True,
-) -> dict[str, list[float | None]]:
-    """Per-image values of the authors' protocol (:mod:`hf_iia.metrics.protocol`, ``.information``, ``.segmentation``).
-
-    POS / NEG: accuracy AUC x100 with black pixels; DEL / INS (``*_prob_auc``): the same curves on the
-    target's probability; ADP / PIC terms; SIC / AIC AUC (``None`` where the image is excluded); with
-    masks, segmentation pixel accuracy, mIoU, mAP and mF1.
-    """
-    stats = normalisation(explainer.processor)
-    if stats is None:
-        raise IIAError("--protocol paper needs the processor's image_mean and image_std (black pixels, ADP, SIC)")
-    norm = dict(image_mean=stats[0], image_std=stats[1])
-    device = device_of(explainer.model)
-    forward = explainer.logits
-    pixel_values, targets = inputs.pixel_values.to(device), inputs.targets.to(device)
-    values: dict[str, list[float | None]] = {}
-    for key, positive, score in (
-        ("pos_auc", True, "accuracy"),
-        ("neg_auc", False, "accuracy"),
-        ("del_prob_auc", True, "probability"),
-        ("ins_prob_auc", False, "probability"),
-    ):
-        auc = paper_perturbation_auc(
-            forward, pixel_values, maps, targets, positive=positive, score=score, batch_size=metric_batch_size, **norm
-        )
-        values[key] = auc.cpu().tolist()
-    change = confidence_change(forward, pixel_values, maps, targets, batch_size=metric_batch_size, **norm)
-    values["adp"], values["pic"] = change.drop.cpu().tolist(), change.increase.cpu().tolist()
-    # SIC / AIC cost 26 forward passes and 26 WebP encodings per input: ``information=False`` leaves them out.
-    for key, score in (("sic", "probability"), ("aic", "accuracy")) if information else ():
-        curve = information_curve(
-            forward, pixel_values, maps, targets, score=score, batch_size=metric_batch_size, **norm
-        )
-        values[key] = [auc if valid else None for auc, valid in zip(curve.auc.tolist(), curve.valid.tolist())]
-    if inputs.masks is not None:
-        segmentation = segmentation_scores(maps, inputs.masks)
-        values["seg_pixel_accuracy"] = segmentation.pixel_accuracy.tolist()
-        values["seg_miou"] = segmentation.miou.tolist()
-        values["seg_map"] = segmentation.map.tolist()
-        values["seg_mf1"] = segmentation.mf1.tolist()
-    return values
+    batch = MetricInputs(
+        maps=maps,
+        targets=inputs.targets.to(device),
+        pixel_values=inputs.pixel_values.to(device),
+        forward=explainer.logits,
+        masks=inputs.masks,
+        image_mean=stats[0] if stats else None,
+        image_std=stats[1] if stats else None,
+        perturbation_steps=perturbation_steps,
+        batch_size=metric_batch_size,
+        pointing_tolerance=pointing_tolerance(maps.shape[-2:]),
+    )
+    protocols = ("rise", "paper") if protocol == "paper" else ("rise",)
+    return {
+        key: metric.values(batch)
+        for key, metric in available_metrics().items()
+        if metric.protocol in protocols and metric.applies_to(batch) and (information or not metric.expensive)
+    }
 
 
 def evaluate_method(
@@ -227,4 +177,4 @@ def evaluate_method(
 
 def paired_difference(a: Sequence[float | None], b: Sequence[float | None]) -> dict[str, Any]:
     """Summary of the per-image differences ``a - b`` (same inputs; inputs where either is ``None`` are left out)."""
-    return summarise([x - y for x, y in zip(a, b) if x is not None and y is not None])
+    return summarise([x - y for x, y in zip(a, b, strict=True) if x is not None and y is not None])

@@ -14,6 +14,7 @@ from PIL import Image
 
 from ...errors import IIAError
 from ...explainer import IIAExplainer
+from ...fusions import min_max
 
 CROPS: tuple[tuple[str, tuple[float, float, float, float]], ...] = (
     ("full", (0.0, 0.0, 1.0, 1.0)),
@@ -25,7 +26,6 @@ CROPS: tuple[tuple[str, tuple[float, float, float, float]], ...] = (
 """``(name, (left, top, right, bottom))`` crop boxes as fractions of the photo's width and height."""
 
 
-@dataclass
 @dataclass
 class BenchInputs:
     """The inputs of one model: ids, model inputs, targets and (synthetic) object masks.
@@ -68,7 +68,8 @@ def _input_view(pixel_values: torch.Tensor, processor: object) -> Image.Image:
     if mean is not None and std is not None and len(mean) == values.shape[0]:
         values = values * torch.tensor(std).view(-1, 1, 1) + torch.tensor(mean).view(-1, 1, 1)
     else:
-        values = (values - values.min()) / (values.max() - values.min()).clamp_min(1e-12)
+        # One range over all channels ([C * H, W] as one map): a range per channel would change the colours.
+        values = min_max(values.flatten(0, 1)).view_as(values)
     array = (values.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     return Image.fromarray(array[..., :3] if array.shape[-1] >= 3 else array[..., 0]).convert("RGB")
 
@@ -124,7 +125,7 @@ def synthetic_inputs(explainer: IIAExplainer, folder: Path, n: int, figure_image
     probabilities = _predict(explainer, pixel_values, batch_size)
     predicted = probabilities.argmax(dim=1)
     indices = range(heldout["start"], heldout["start"] + n)
-    records = [
+    records: list[dict[str, Any]] = [
         {
             "id": f"synthetic-{index}",
             "label": int(label),
@@ -133,7 +134,7 @@ def synthetic_inputs(explainer: IIAExplainer, folder: Path, n: int, figure_image
             "target": int(label),
             "target_probability": float(probabilities[i, int(label)]),
         }
-        for i, (index, label, pred) in enumerate(zip(indices, labels, predicted))
+        for i, (index, label, pred) in enumerate(zip(indices, labels, predicted, strict=True))
     ]
     figure = sorted({int(round(i)) for i in np.linspace(0, n - 1, min(figure_images, n))})
     return BenchInputs(
@@ -179,7 +180,7 @@ def real_inputs(
     probabilities = _predict(explainer, pixel_values, batch_size)
     top1 = probabilities.argmax(dim=1)
     labels = explainer.id2label
-    records = [
+    records: list[dict[str, Any]] = [
         {
             "id": name,
             "size": list(image.size),
@@ -187,7 +188,7 @@ def real_inputs(
             "target_name": labels.get(int(t)),
             "target_probability": float(probabilities[i, int(t)]),
         }
-        for i, ((name, image), t) in enumerate(zip(crops, top1))
+        for i, ((name, image), t) in enumerate(zip(crops, top1, strict=True))
     ]
     full = [i for i, (name, _) in enumerate(crops) if name.endswith("-full")]
     return BenchInputs(

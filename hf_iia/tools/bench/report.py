@@ -5,36 +5,40 @@ from __future__ import annotations
 import os
 import platform
 import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
 
+from ...errors import MetricError
+from ...metrics import available_metrics, get_metric
 from .evaluate import MethodResult
 from .inputs import BenchInputs
 from .stats import CONFIDENCE
 
-METRICS: dict[str, tuple[str, bool]] = {
-    "pointing_game": ("pointing game", True),
-    "energy_pointing_game": ("energy PG", True),
-    "mask_ap": ("mask AP", True),
-    "deletion_auc": ("DEL", False),
-    "insertion_auc": ("INS", True),
-    "pos_auc": ("POS", False),
-    "neg_auc": ("NEG", True),
-    "del_prob_auc": ("DEL (paper)", False),
-    "ins_prob_auc": ("INS (paper)", True),
-    "adp": ("ADP", False),
-    "pic": ("PIC", True),
-    "sic": ("SIC", True),
-    "aic": ("AIC", True),
-    "seg_pixel_accuracy": ("pixel acc.", True),
-    "seg_miou": ("mIoU", True),
-    "seg_map": ("mAP", True),
-    "seg_mf1": ("mF1", True),
-}
-"""Metric key -> (column title, higher is better)."""
+
+class _Titles(Mapping[str, tuple[str, bool]]):
+    """Metric key (or alias) -> ``(column title, higher is better)``, read live from the declarations
+    (:func:`hf_iia.metrics.available_metrics`); iterates over the registered keys in table order."""
+
+    def __getitem__(self, key: str) -> tuple[str, bool]:
+        try:
+            metric = get_metric(key)
+        except MetricError:
+            raise KeyError(key) from None
+        return metric.title, metric.higher_is_better
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(available_metrics())
+
+    def __len__(self) -> int:
+        return len(available_metrics())
+
+
+METRICS: Mapping[str, tuple[str, bool]] = _Titles()
+"""Metric key -> (column title, higher is better), from the metric declarations."""
 
 TIE_TOLERANCE = 1e-6
 """Means closer than this count as tied (float noise, e.g. ``iia`` vs ``iia-reference`` on a linear head)."""
@@ -107,7 +111,7 @@ def _fmt(summary: dict[str, Any], digits: int = 3) -> str:
 
 def best_methods(model_result: dict[str, Any], metric: str) -> list[str]:
     """The methods with the best mean of ``metric`` (several on a tie)."""
-    higher = METRICS[metric][1]
+    higher = get_metric(metric).higher_is_better
     means = {
         key: m["summary"][metric]["mean"]
         for key, m in model_result["methods"].items()
@@ -152,11 +156,11 @@ def markdown(results: dict[str, Any]) -> str:
             "",
         ]
     for model in results["models"]:
-        metrics = [m for m in METRICS if any(m in r["summary"] for r in model["methods"].values())]
+        metrics = [m for m in available_metrics() if any(m in r["summary"] for r in model["methods"].values())]
         lines += [f"## {model['name']} ({model['family']}, {model['n']} inputs)", ""]
         if model.get("note"):
             lines += [model["note"], ""]
-        header = ["method"] + [f"{METRICS[m][0]} {'↑' if METRICS[m][1] else '↓'}" for m in metrics] + ["s / map"]
+        header = ["method"] + [f"{get_metric(m).title} {get_metric(m).arrow}" for m in metrics] + ["s / map"]
         lines += ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
         best = {m: best_methods(model, m) for m in metrics}
         for key, result in model["methods"].items():
@@ -185,7 +189,7 @@ def _iia_not_first(model: dict[str, Any], metrics: list[str], best: dict[str, li
         diff = model["paired_vs_iia"].get(winner, {}).get(metric)
         iia_mean = model["methods"]["iia"]["summary"][metric]["mean"]
         win_mean = model["methods"][winner]["summary"][metric]["mean"]
-        text = f"- {METRICS[metric][0]}: `iia` is not first: `{winner}` {win_mean:.3f} vs `iia` {iia_mean:.3f}"
+        text = f"- {get_metric(metric).title}: `iia` is not first: `{winner}` {win_mean:.3f} vs `iia` {iia_mean:.3f}"
         if diff and diff["half_width"] is not None:
             text += (
                 f" (paired difference {winner} − iia = {diff['mean']:+.3f}, 95 % CI "

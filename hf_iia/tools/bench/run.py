@@ -41,16 +41,19 @@ key                    family  explainer
 =====================  ======  =================================================================
 
 Metric settings: the pointing game counts a hit when the map's maximum lies within 15 px of the
-object at 224 px input (Zhang et al.), scaled to the input size (4 px at 64 px); deletion replaces pixels by 0 in normalised input space (the dataset mean
-colour), insertion starts from a Gaussian blur (kernel 11, sigma 5); both use
-``perturbation_steps`` steps and the softmax probability of the target
-(:mod:`hf_iia.metrics`). Maps are computed with batched ``attribute`` calls of
-``batch_size`` images; seconds per map = wall time of those calls / number of images.
+object at 224 px input (Zhang et al.), scaled to the input size (4 px at 64 px); deletion replaces
+pixels by 0 in normalised input space (the dataset mean colour), insertion starts from a Gaussian
+blur (kernel 11, sigma 5); both use ``perturbation_steps`` steps and the softmax probability of the
+target (:mod:`hf_iia.metrics`). Every other registered metric of the ``rise`` protocol
+(:func:`hf_iia.metrics.available_metrics`) that the inputs allow is computed too. Maps are computed
+with batched ``attribute`` calls of ``batch_size`` images; seconds per map = wall time of those
+calls / number of images.
 
 Protocol (``--protocol``): ``rise`` (default) computes the metrics above; ``paper`` adds the
 authors' protocol (Chefer et al., 2021): POS / NEG accuracy AUC x100 and their probability
 variants (DEL / INS) with black pixels, ADP / PIC, SIC / AIC and, on the synthetic suite, the
-segmentation pixel accuracy, mIoU, mAP and mF1 (:func:`.evaluate.paper_scores`); it needs the
+segmentation pixel accuracy, mIoU, mAP and mF1 (the metrics declared with ``protocol="paper"``,
+:func:`.evaluate.score_maps`); it needs the
 processor's ``image_mean`` / ``image_std``.
 
 Spread: mean ± the half-width of a Student-t 95 % confidence interval over the per-image
@@ -186,7 +189,6 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
 
     if config.suite == "synthetic":
         folders = synthetic_models(Path(config.models_dir) if config.models_dir else DEFAULT_MODELS_DIR, config.archs)
-        n = config.n or 300
     else:
         from ..demo import build_lite0_checkpoint
 
@@ -194,7 +196,6 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
             Path(config.checkpoint) if config.checkpoint else build_lite0_checkpoint(out / "efficientnet_lite0")
         )
         folders = [("efficientnet_lite0" if not config.checkpoint else checkpoint.name, checkpoint)]
-        n = config.n
 
     models_json, figure_models = [], []
     device = None
@@ -203,9 +204,9 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         device = device_of(base.model)
         family = base.family.name
         if config.suite == "synthetic":
-            inputs = synthetic_inputs(base, folder, n, config.figure_images, config.metric_batch_size)
+            inputs = synthetic_inputs(base, folder, config.n or 300, config.figure_images, config.metric_batch_size)
         else:
-            inputs = real_inputs(base, n, config.figure_images, config.metric_batch_size)
+            inputs = real_inputs(base, config.n, config.figure_images, config.metric_batch_size)
         results: dict[str, MethodResult] = {}
         specs = _methods_for(base.adapter, config.methods)
         bar = tqdm(specs, desc=f"bench {name} ({len(inputs.ids)} inputs)", unit="method", file=sys.stderr)

@@ -30,7 +30,7 @@ def _t_cdf(x: float, dof: int, intervals: int = 1000) -> float:
     return 0.5 + total * h / 3
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def t_quantile(probability: float, dof: int) -> float:
     """The ``probability`` quantile (``> 0.5``) of Student's t with ``dof >= 1`` degrees of freedom."""
     if not 0.5 < probability < 1 or dof < 1:
@@ -50,13 +50,13 @@ def summarise(values: Sequence[float | None], confidence: float = CONFIDENCE) ->
     ``None`` entries (a metric undefined on that input, e.g. SIC when the blurred image already scores
     as high as the original) are left out, and ``n`` counts the others.
     """
-    values = [v for v in values if v is not None]
-    n = len(values)
+    defined = [v for v in values if v is not None]
+    n = len(defined)
     if n == 0:
         return {"mean": None, "sd": None, "n": 0, "ci_low": None, "ci_high": None, "half_width": None}
-    mean = math.fsum(values) / n
+    mean = math.fsum(defined) / n
     if n < 2:
         return {"mean": mean, "sd": None, "n": n, "ci_low": None, "ci_high": None, "half_width": None}
-    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
+    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in defined) / (n - 1))
     half = t_quantile(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
     return {"mean": mean, "sd": sd, "n": n, "ci_low": mean - half, "ci_high": mean + half, "half_width": half}
