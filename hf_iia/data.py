@@ -192,7 +192,7 @@ def _as_model_targets(values: Sequence[Any], indices: Sequence[int], column: str
     """``ClassLabel`` values -> the model's class indices through ``indices`` (:func:`class_label_indices`); a null
     value stays ``None`` (its top-1 class)."""
     targets: list[int | None] = []
-    for value, row in zip(values, rows):
+    for value, row in zip(values, rows, strict=True):
         if value is None:
             targets.append(None)
         elif isinstance(value, (int, np.integer)) and 0 <= value < len(indices):
@@ -295,7 +295,7 @@ def explain_batch_fn(
         else:
             rows = ["(unbatched)"] if single else [f"{i} of the batch" for i in range(len(cells))]
         mode, mapping = read_features(features if features is not None else _features_of(batch))
-        images = [decode_image(cell, row, mode) for cell, row in zip(cells, rows)]
+        images = [decode_image(cell, row, mode) for cell, row in zip(cells, rows, strict=True)]
         targets = None
         if target_column is not None:
             targets = [batch[target_column]] if single else list(batch[target_column])

@@ -376,7 +376,7 @@ def integrate(
         grads = torch.autograd.grad(score, [run.observed[tap] for tap in taps], allow_unused=True)
         image_index = run.rows[:, 0].to(device)
         row_weights = spec.row_weights(run.rows).to(device, accumulate)
-        for tap, grad in zip(taps, grads):
+        for tap, grad in zip(taps, grads, strict=True):
             rep = run.observed[tap].detach()
             grad = torch.zeros_like(rep) if grad is None else grad
             contribution = spec.integrand(rep.float(), grad.float()).to(accumulate)
@@ -436,7 +436,7 @@ def make_spec(
     ]
     return IntegralSpec(
         input_path=paths[0],
-        levels=tuple(zip(levels, paths[1:])),
+        levels=tuple(zip(levels, paths[1:], strict=True)),
         observe=tuple(observe),
         integrand=integrand,
         start=start,

@@ -151,8 +151,10 @@ class Geometry:
         grid[..., 0] = torch.from_numpy(2 * x / max(w - 1, 1) - 1).float().view(1, 1, width)
         grid[..., 1] = torch.from_numpy(2 * y / max(h - 1, 1) - 1).float().view(1, height, 1)
         source = torch.from_numpy(np.ascontiguousarray(heatmap, dtype=np.float32)).view(1, 1, h, w)
-        out = torch.nn.functional.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=True)
-        out = out[0, 0].numpy()
+        sampled = torch.nn.functional.grid_sample(
+            source, grid, mode="bilinear", padding_mode="border", align_corners=True
+        )
+        out = sampled[0, 0].numpy()
         # A pixel is seen when its area [u - 0.5, u + 0.5] overlaps the input's: a crop narrower than one original
         # pixel (a 4 x 1 photo under a shortest-edge crop) still sees the pixels it cuts through.
         inside_x = (x + 0.5 / self.scale_x > -0.5) & (x - 0.5 / self.scale_x < w - 0.5)
@@ -259,7 +261,7 @@ def _probe(
     # 8 bits over a whole side cannot place a crop of a long side to a pixel (300 px: 1.2 px a level); ramps over
     # just the part the output sees (plus a margin for the resampling kernel) can.
     windows = []
-    for (slope, intercept), mask, length in zip(coarse, (seen.any(dim=0), seen.any(dim=1)), size):
+    for (slope, intercept), mask, length in zip(coarse, (seen.any(dim=0), seen.any(dim=1)), size, strict=True):
         positions = torch.nonzero(mask).squeeze(1)
         margin = 2 * slope + 2  # source pixels a downscaling kernel reaches beyond the outermost output centre
         low = max(0.0, slope * float(positions[0]) + intercept - margin)
@@ -277,7 +279,7 @@ def _ramps(size: tuple[int, int], windows: tuple[Window, Window]) -> list[np.nda
     """An x and a y ramp ``[H, W]``: 0 at ``window[0]`` of its axis, 255 at ``window[1]``, clamped outside."""
     width, height = size
     ramps = []
-    for (low, high), length in zip(windows, size):
+    for (low, high), length in zip(windows, size, strict=True):
         values = np.round(np.clip((np.arange(length) - low) / max(high - low, 1.0), 0, 1) * 255)
         ramps.append(values)
     return [np.broadcast_to(ramps[0][None, :], (height, width)), np.broadcast_to(ramps[1][:, None], (height, width))]

@@ -112,7 +112,7 @@ def _black_start(processor: object | None) -> Start:
 
 
 def _blurred(pixel_values: torch.Tensor) -> torch.Tensor:
-    if BLUR_KERNEL // 2 >= min(pixel_values.shape[2:]):
+    if min(pixel_values.shape[2:]) <= BLUR_KERNEL // 2:
         raise ImageInputError(
             f"start='blur' blurs with a {BLUR_KERNEL}-pixel Gaussian, which needs images larger than "
             f"{BLUR_KERNEL // 2}x{BLUR_KERNEL // 2}; got {pixel_values.shape[2]}x{pixel_values.shape[3]}"

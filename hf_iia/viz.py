@@ -124,7 +124,7 @@ def grid(tiles: Sequence[Image.Image], captions: Sequence[str], *, columns: int 
     caption_height = 18
     sheet = Image.new("RGB", (columns * tile, rows * (tile + caption_height)), "white")
     draw = ImageDraw.Draw(sheet)
-    for index, (picture, caption) in enumerate(zip(tiles, captions)):
+    for index, (picture, caption) in enumerate(zip(tiles, captions, strict=True)):
         picture = picture.copy()
         picture.thumbnail((tile, tile))
         x, y = (index % columns) * tile, (index // columns) * (tile + caption_height)

@@ -173,7 +173,7 @@ def table(title: str, rows: list[dict[str, Any]]) -> str:
             text = f"{s['mean']:.3f} ± {s['half_width']:.3f}" if s["half_width"] is not None else f"{s['mean']:.3f}"
             text = f"**{text}**" if abs(s["mean"] - best[m]) <= TIE_TOLERANCE else text
             if r is not first:
-                diff = summarise([a - b for a, b in zip(r["per_image"][m], first["per_image"][m])])
+                diff = summarise([a - b for a, b in zip(r["per_image"][m], first["per_image"][m], strict=True)])
                 significant = diff["half_width"] is not None and (diff["ci_low"] > 0 or diff["ci_high"] < 0)
                 text += f" (Δ {diff['mean']:+.3f}{'*' if significant else ''})"
             cells.append(text)

@@ -201,7 +201,7 @@ def generate(start: int, n: int, seed: int, size: int, workers: int) -> tuple[np
     starts = list(range(start, start + n, _CHUNK))
     counts = [min(_CHUNK, start + n - s) for s in starts]
     if workers <= 1:
-        parts = [_generate_chunk(s, c, seed, size) for s, c in zip(starts, counts)]
+        parts = [_generate_chunk(s, c, seed, size) for s, c in zip(starts, counts, strict=True)]
     else:
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:

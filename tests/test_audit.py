@@ -282,7 +282,7 @@ def test_two_accelerate_processes_equal_one(scenario, reference, tmp_path):
 def test_streamed_image_folder_shorter_than_n(scenario, tmp_path):
     folder = tmp_path / "folder"
     images, _, labels = cue_images(5, 3, "corner+object")
-    for i, (image, label) in enumerate(zip(images, labels)):
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
         (folder / NAMES[label]).mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(folder / NAMES[label] / f"{i}.png")
     settings = AuditConfig(

@@ -134,7 +134,7 @@ def test_results_json_numbers_recompute_from_per_image_values(synthetic_run):
                 assert summary["half_width"] == pytest.approx(half, rel=1e-9, abs=1e-12)
                 assert summary["ci_low"] == pytest.approx(summary["mean"] - half, abs=1e-9)
                 if key != "iia":
-                    diff = [a - b for a, b in zip(values, model["methods"]["iia"]["per_image"][metric])]
+                    diff = [a - b for a, b in zip(values, model["methods"]["iia"]["per_image"][metric], strict=True)]
                     assert model["paired_vs_iia"][key][metric]["mean"] == pytest.approx(np.mean(diff), abs=1e-12)
             assert all(v in (0.0, 1.0) for v in method["per_image"]["pointing_game"])
             assert all(0 <= v <= 1 for m in PERTURBATION for v in method["per_image"][m])

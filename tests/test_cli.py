@@ -142,7 +142,7 @@ def test_explain_writes_overlays_and_maps(tiny_folder, tmp_path, capsys):
     assert [r["label"] for r in records] == ["dog", "dog"]
     assert [r["image"] for r in records] == images
     heatmap = np.load(records[0]["map"])
-    assert heatmap.shape == (32, 32) and 0 <= heatmap.min() and heatmap.max() <= 1
+    assert heatmap.shape == (32, 32) and heatmap.min() >= 0 and heatmap.max() <= 1
     assert records[1]["overlay"].endswith("_iia_dog.png")  # the target is in the name
     figure = Image.open(records[1]["overlay"])  # the overlay as a figure with a title and a colour bar
     assert figure.width > 50 and figure.height > 40

@@ -89,7 +89,7 @@ def test_mistakes_are_refused_before_transformers_is_imported(tiny_folder, tmp_p
     results = json.loads(run.stdout.splitlines()[-1])
     errors = [line for line in run.stderr.splitlines() if line.startswith("hf-iia")]
     assert len(errors) == len(cases), run.stderr
-    for (argv, message), (code, loaded), error in zip(cases, results, errors):
+    for (argv, message), (code, loaded), error in zip(cases, results, errors, strict=True):
         assert code == 2 and not loaded, (argv, code, loaded)
         assert error.startswith("hf-iia: error:") and message in error, (argv, error)
     assert not (tmp_path / "out").exists()

@@ -187,9 +187,12 @@ def test_hooked_attention_sees_probabilities_and_refuses_other_tensors():
     assert torch.allclose(hooked, plain, atol=1e-5), "the eager attention does not compute what SDPA computes"
     assert type(model.data2vec_vision.encoder.layer[0].attention.attention) is attention_class
     adapter.dropouts = [block.attention.output.dropout for block in adapter.blocks]  # hidden states, not probabilities
-    with pytest.raises(AttentionNotReachableError, match="rows summing to 1"), torch.no_grad():
-        with adapter.installed(_Recorder(), adapter.taps):
-            model(pixel_values)
+    with (
+        pytest.raises(AttentionNotReachableError, match="rows summing to 1"),
+        torch.no_grad(),
+        adapter.installed(_Recorder(), adapter.taps),
+    ):
+        model(pixel_values)
 
 
 def test_unrolled_tokens_match_a_gradcam_rerolled_by_the_model():

@@ -50,7 +50,7 @@ def test_map_equals_per_image_calls(explainer, target_column):
     mapped = dataset.map(
         explain_batch_fn(explainer, target_column=target_column, prefix="iia_"), batched=True, batch_size=2
     )
-    for row, original in zip(mapped, dataset):
+    for row, original in zip(mapped, dataset, strict=True):
         alone = explainer(original["image"], target=original["label"] if target_column else None)
         heatmap = np.asarray(row["iia_heatmap"], dtype=np.float32)
         assert heatmap.shape == alone.heatmap.shape == (32, 32)
@@ -74,7 +74,7 @@ def test_explain_dataset_map_style_and_streaming_agree(explainer, tmp_path):
     assert isinstance(lazy, datasets.IterableDataset)
     streamed = list(lazy)
     assert len(streamed) == len(eager) == 5
-    for a, b in zip(eager, streamed):
+    for a, b in zip(eager, streamed, strict=True):
         assert isinstance(a["image"], Image.Image)
         np.testing.assert_array_equal(np.asarray(a["iia_heatmap"]), np.asarray(b["iia_heatmap"]))
         assert (a["iia_target"], a["iia_label"], a["iia_score"]) == (b["iia_target"], b["iia_label"], b["iia_score"])

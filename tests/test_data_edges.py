@@ -91,7 +91,7 @@ def test_a_class_label_ordered_unlike_the_model_is_read_by_name(cnn, how):
     rows = list(explained)
     assert [row["iia_target"] for row in rows] == MODEL_INDEX
     assert [row["iia_label"] for row in rows] == [cnn.id2label[i] for i in MODEL_INDEX]
-    expected = np.stack([cnn(row["image"], target=t).heatmap for row, t in zip(dataset, MODEL_INDEX)])
+    expected = np.stack([cnn(row["image"], target=t).heatmap for row, t in zip(dataset, MODEL_INDEX, strict=True)])
     np.testing.assert_allclose(_heatmaps(rows, "iia_heatmap"), expected, atol=1e-3)
 
 

@@ -137,7 +137,7 @@ def _naive_nested(model: nn.Module, layers: list[nn.Module], x: torch.Tensor, ta
     for point in torch.cartesian_prod(*grids).reshape(-1, len(steps)):
         kept = {}
 
-        def interpolate(level):
+        def interpolate(level, point=point, kept=kept):
             def hook(module, args, output):
                 output = point[level + 1] * output
                 kept["rep"] = output

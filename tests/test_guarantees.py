@@ -11,6 +11,7 @@ import gc
 import subprocess
 import sys
 import threading
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -229,7 +230,7 @@ def test_threads_sharing_one_explainer_get_the_sequential_maps(kind, zoo_explain
     ex = zoo_explainer(kind, internal_batch_size=4)
     inputs = [pixels(2, seed=seed) for seed in range(4)]
     sequential = [ex.attribute(x) for x in inputs]
-    for maps, expected in zip(_run_threads([_repeat(ex, x) for x in inputs]), sequential):
+    for maps, expected in zip(_run_threads([_repeat(ex, x) for x in inputs]), sequential, strict=True):
         assert all(torch.equal(m, expected) for m in maps)
     assert hook_count(ex.model) == 0
 
@@ -243,7 +244,7 @@ def test_threads_with_two_explainers_of_one_model_never_mix_hooks(kind, zoo_expl
     inputs = [pixels(2, seed=seed) for seed in range(4)]
     sequential = [first.attribute(x) for x in inputs]
     jobs = [_repeat(first if i % 2 else second, x) for i, x in enumerate(inputs)]
-    for maps, expected in zip(_run_threads(jobs), sequential):
+    for maps, expected in zip(_run_threads(jobs), sequential, strict=True):
         assert all(torch.equal(m, expected) for m in maps)
     assert hook_count(first.model) == 0
     assert getattr(first.model.config, "_attn_implementation", None) == attn
@@ -255,7 +256,7 @@ def test_threads_with_two_different_vits_share_the_global_attention_registration
     sequential = [vit.attribute(x), deit.attribute(x)]
     registry = tuple(transformers.AttentionInterface._global_mapping)
     results = _run_threads([_repeat(vit, x, 4), _repeat(deit, x, 4)])
-    for maps, expected in zip(results, sequential):
+    for maps, expected in zip(results, sequential, strict=True):
         assert all(torch.equal(m, expected) for m in maps)
     assert tuple(transformers.AttentionInterface._global_mapping) == registry
     assert vit.model.config._attn_implementation == deit.model.config._attn_implementation == "sdpa"
@@ -263,7 +264,7 @@ def test_threads_with_two_different_vits_share_the_global_attention_registration
 
 # ------------------------------------------------------------------ 5. numerics
 def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    return min(float(spearmanr(x.flatten().numpy(), y.flatten().numpy())[0]) for x, y in zip(a, b))
+    return min(float(spearmanr(x.flatten().numpy(), y.flatten().numpy())[0]) for x, y in zip(a, b, strict=True))
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -331,8 +332,8 @@ def test_riemann_sum_converges_as_steps_grow(kind, convergence_tables):
     assert [row["steps"] for row in rows] == [1, 2, 4, 8]
     errors = [row["map_mad"] for row in rows]
     integral = [row["integral_rel_l2"] for row in rows]
-    assert all(later < earlier for earlier, later in zip(errors, errors[1:])), errors
-    assert all(later < earlier for earlier, later in zip(integral, integral[1:])), integral
+    assert all(later < earlier for earlier, later in pairwise(errors)), errors
+    assert all(later < earlier for earlier, later in pairwise(integral)), integral
     assert errors[-1] < errors[0] / 4, errors
 
 

@@ -37,14 +37,17 @@ def naive_resnet_iia3(model, x: torch.Tensor, target: int, steps: int, baseline:
         for a0, a1, a2 in torch.cartesian_prod(alphas, alphas, alphas):
             kept: dict[int, torch.Tensor] = {}
 
-            def replace(level: int, scale: torch.Tensor):
+            def replace(level: int, scale: torch.Tensor, kept: dict[int, torch.Tensor] = kept):
                 def hook(module, args, output):
                     kept[level] = scale * output
                     return kept[level]
 
                 return hook
 
-            handles = [stage.register_forward_hook(replace(i, a)) for i, (stage, a) in enumerate(zip(stages, (a1, a2)))]
+            handles = [
+                stage.register_forward_hook(replace(i, a))
+                for i, (stage, a) in enumerate(zip(stages, (a1, a2), strict=True))
+            ]
             try:
                 logits = model(baseline[b : b + 1] + a0 * (x[b : b + 1] - baseline[b : b + 1])).logits
             finally:
@@ -53,7 +56,7 @@ def naive_resnet_iia3(model, x: torch.Tensor, target: int, steps: int, baseline:
             grads = torch.autograd.grad(logits[0, target], [kept[0], kept[1]])
             sums = [
                 total + (grad * kept[i]).clamp_min(0).sum(dim=1).detach()
-                for i, (total, grad) in enumerate(zip(sums, grads))
+                for i, (total, grad) in enumerate(zip(sums, grads, strict=True))
             ]
         images.append([total / len(alphas) ** 3 for total in sums])
     return [torch.cat([image[level] for image in images]) for level in range(2)]
@@ -178,8 +181,11 @@ def test_vit_iia3_matches_naive_loop(tiny_folder):
             for a2 in alphas:
                 kept: list[torch.Tensor] = []
                 logits = vit_logits_by_hand(model, a0 * x, {1: a1, 2: a2}, kept)
-                terms = [(g * a).clamp_min(0).detach() for g, a in zip(torch.autograd.grad(logits[0, 4], kept), kept)]
-                per_block = terms if per_block is None else [p + t for p, t in zip(per_block, terms)]
+                terms = [
+                    (g * a).clamp_min(0).detach()
+                    for g, a in zip(torch.autograd.grad(logits[0, 4], kept), kept, strict=True)
+                ]
+                per_block = terms if per_block is None else [p + t for p, t in zip(per_block, terms, strict=True)]
     tokens = per_block[0].shape[-1]
     rollout = torch.eye(tokens)
     for block in per_block:

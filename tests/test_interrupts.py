@@ -137,9 +137,8 @@ def test_an_interrupt_during_setup_is_delivered_once_it_is_complete_and_undoes_i
         raise Interrupted
 
     signal.signal(signal.SIGUSR1, interrupt)
-    with pytest.raises(Interrupted):
-        with Installation(setup):
-            pytest.fail("the body ran on an interrupted set-up")
+    with pytest.raises(Interrupted), Installation(setup):
+        pytest.fail("the body ran on an interrupted set-up")
     assert seen == [["hook", "still installing"]]
     assert state == []
     assert signal.getsignal(signal.SIGUSR1) is interrupt
@@ -180,9 +179,8 @@ def test_every_deferred_signal_runs_its_handler_when_one_raises(sigusr1: None) -
 
     previous = signal.signal(signal.SIGUSR2, lambda signum, frame: calls.append(signum))
     try:
-        with pytest.raises(Interrupted):
-            with Installation(setup):
-                pass
+        with pytest.raises(Interrupted), Installation(setup):
+            pass
     finally:
         signal.signal(signal.SIGUSR2, previous)
     assert calls == [signal.SIGUSR2]
@@ -190,10 +188,9 @@ def test_every_deferred_signal_runs_its_handler_when_one_raises(sigusr1: None) -
 
 def test_handlers_are_wrapped_only_while_installing_and_undoing(sigusr1: None) -> None:
     """The body of an installation is interruptible as usual, and the user's handlers are restored on exit."""
-    with pytest.raises(Interrupted):
-        with Installation(lambda installation: None):
-            signal.raise_signal(signal.SIGUSR1)
-            sum(range(3))
+    with pytest.raises(Interrupted), Installation(lambda installation: None):
+        signal.raise_signal(signal.SIGUSR1)
+        sum(range(3))
     assert signal.getsignal(signal.SIGUSR1) is _raise_interrupt
 
 

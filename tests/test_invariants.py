@@ -166,7 +166,7 @@ def test_logit_scale_does_not_change_the_map(family, scale, worst_case):
         assert worst_case("logit scale c = 1e-6 .. 1e6", name, difference) <= 1e-4, name
     finally:
         with torch.no_grad():
-            for head, (weight, bias) in zip(heads, saved):
+            for head, (weight, bias) in zip(heads, saved, strict=True):
                 head.weight.copy_(weight)
                 if bias is not None:
                     head.bias.copy_(bias)

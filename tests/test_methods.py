@@ -229,7 +229,7 @@ def _naive_attention_map(model: nn.Module, x: torch.Tensor, targets: torch.Tenso
     relevance = eye
     # In float64, as the package fuses: a rollout is nearly flat, and float32 rounding of it would be stretched by
     # the normalisation past the tolerance.
-    for attention, grad in zip((a.double() for a in attentions), (g.double() for g in grads)):
+    for attention, grad in zip((a.double() for a in attentions), (g.double() for g in grads), strict=True):
         if method == "attention_rollout":  # Abnar & Zuidema: 0.5 A + 0.5 I, rows renormalised
             fused = 0.5 * attention.mean(1) + 0.5 * eye
             relevance = (fused / fused.sum(-1, keepdim=True)) @ relevance

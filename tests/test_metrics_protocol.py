@@ -4,6 +4,7 @@ cases, batching invariance, bad inputs, and cross-checks against the PAIR ``sali
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -48,7 +49,7 @@ NEG_SUMS = [3.0, 3.0, 2.0, 0.0, -4.0]
 
 
 def _trapezoid_x100(values: list[float]) -> float:
-    return 100 * sum(0.1 * (a + b) / 2 for a, b in zip(values, values[1:]))
+    return 100 * sum(0.1 * (a + b) / 2 for a, b in pairwise(values))
 
 
 def test_black_fill_is_zero_unnormalised():
@@ -193,7 +194,7 @@ def test_batching_invariance_of_every_protocol_metric():
                 model, images[one], maps[one], targets[one], batch_size=2, random_masks=masks[one], **NORM
             ).curve_y,
         )
-        for batched, single in zip(together, alone):
+        for batched, single in zip(together, alone, strict=True):
             torch.testing.assert_close(batched[one], single, equal_nan=True, rtol=0, atol=1e-12)
     segmentation = segmentation_scores(maps, masks)
     assert segmentation_scores(maps[1:2], masks[1:2]).map.item() == segmentation.map[1].item()
@@ -213,7 +214,8 @@ def test_information_curve_matches_the_saliency_package(monkeypatch):
 
     def griddata_bokeh(batch: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         blurred = [
-            pic.create_blurred_image(image.permute(1, 2, 0).numpy(), mask.numpy()) for image, mask in zip(batch, keep)
+            pic.create_blurred_image(image.permute(1, 2, 0).numpy(), mask.numpy())
+            for image, mask in zip(batch, keep, strict=True)
         ]
         return torch.from_numpy(np.stack(blurred)).permute(0, 3, 1, 2)
 
@@ -225,7 +227,7 @@ def test_information_curve_matches_the_saliency_package(monkeypatch):
         for index in range(count):
             target = int(targets[index])
 
-            def predict(batch: np.ndarray, target: int = target) -> list[float]:
+            def predict(batch: np.ndarray, target: int = target, score: str = score) -> list[float]:
                 pixels = (torch.from_numpy(batch).permute(0, 3, 1, 2).double() / 255 - 0.5) / 0.25
                 logits = model(pixels)
                 if score == "accuracy":

@@ -25,7 +25,7 @@ def naive_reference_cnn(model: torch.nn.Module, layer: torch.nn.Module, x: torch
     total = 0
     for i in range(11):
         kept = {}
-        handle = layer.register_forward_hook(lambda module, args, output: kept.setdefault("A", output))
+        handle = layer.register_forward_hook(lambda module, args, output, kept=kept: kept.setdefault("A", output))
         try:
             logits = model((i / 10) * x)
         finally:
@@ -59,8 +59,8 @@ def naive_reference_vit(model, x: torch.Tensor, target: int, rows: list[int], fi
             # the authors build a1 * A_last outside autograd (through numpy)
             logits = vit_logits_by_hand(model, a0 * x, {last: a1}, kept, detached=frozenset({last}))
             grads = torch.autograd.grad(logits[0, target], kept)
-            terms = [(g * a).clamp_min(0).detach() for g, a in zip(grads, kept)]
-            per_block = terms if per_block is None else [p + t for p, t in zip(per_block, terms)]
+            terms = [(g * a).clamp_min(0).detach() for g, a in zip(grads, kept, strict=True)]
+            per_block = terms if per_block is None else [p + t for p, t in zip(per_block, terms, strict=True)]
     tokens = per_block[0].shape[-1]
     rollout = torch.eye(tokens)
     for block in per_block:

@@ -73,16 +73,17 @@ def _explain_cli(*args: str) -> int:
 def _remote_code_checkpoint(folder: Path, marker: Path) -> Path:
     """A checkpoint whose config names its own Python classes (``auto_map``); importing them writes ``marker``."""
     folder.mkdir()
-    json.dump(
-        {
-            "model_type": "hf_iia_remote_test",
-            "architectures": ["RemoteModel"],
-            "auto_map": {
-                "AutoConfig": "remote_code.RemoteConfig",
-                "AutoModelForImageClassification": "remote_code.RemoteModel",
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "hf_iia_remote_test",
+                "architectures": ["RemoteModel"],
+                "auto_map": {
+                    "AutoConfig": "remote_code.RemoteConfig",
+                    "AutoModelForImageClassification": "remote_code.RemoteModel",
+                },
             },
-        },
-        open(folder / "config.json", "w"),
+        )
     )
     (folder / "remote_code.py").write_text(
         "import pathlib\n"

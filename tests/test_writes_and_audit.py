@@ -251,7 +251,7 @@ def test_card_tables_and_yaml_survive_any_label_text(tmp_path):
     header = _split_cells(text.split("### Per class: `iia`\n\n", 1)[1].splitlines()[0])
     rows = _table_rows(text, "### Per class: `iia`")
     assert len(rows) == len(summary["classes"]["iia"]) and all(len(row) == len(header) for row in rows)
-    for row, entry in zip(rows, summary["classes"]["iia"]):
+    for row, entry in zip(rows, summary["classes"]["iia"], strict=True):
         assert row[1] == str(entry["n"])  # the count sits under "n", whatever the name
         unescaped = row[0].replace("\\", "")
         assert unescaped == f"{entry['name']} ({entry['class']})".replace("\n", " ")

@@ -38,7 +38,7 @@ def test_types_come_from_the_auto_mapping():
         MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
     )
 
-    assert zoo.IMAGE_CLASSIFICATION_TYPES == tuple(sorted(MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES))
+    assert tuple(sorted(MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES)) == zoo.IMAGE_CLASSIFICATION_TYPES
     assert set(zoo.SKIP_REASONS) <= set(zoo.IMAGE_CLASSIFICATION_TYPES)
     assert set(zoo.TINY_OVERRIDES) <= set(zoo.IMAGE_CLASSIFICATION_TYPES)
 
@@ -63,7 +63,7 @@ def test_build_is_deterministic_and_in_eval_mode():
     a, _ = zoo.build_tiny("vit", seed=3)
     b, _ = zoo.build_tiny("vit", seed=3)
     assert not a.training
-    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+    for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
         assert torch.equal(p, q), name
 
 
@@ -79,7 +79,9 @@ def test_depth_width_defaults_are_the_table_and_deeper_models_build(kind):
     default, _ = zoo.build_tiny(model_type)
     same, _ = zoo.build_tiny(model_type, **zoo.depth_width(model_type))
     assert default.state_dict().keys() == same.state_dict().keys()
-    assert all(torch.equal(p, q) for p, q in zip(default.state_dict().values(), same.state_dict().values()))
+    assert all(
+        torch.equal(p, q) for p, q in zip(default.state_dict().values(), same.state_dict().values(), strict=True)
+    )
     if model_type == "timm_wrapper":
         assert zoo.depth_width(model_type, depth=3, width=32) == {}
         return

@@ -352,7 +352,8 @@ def _planned_outputs(
         return [(None, _output_paths(sources, out, args.overwrite, args.method))]
     names = _target_file_names(targets)
     return [
-        (target, _output_paths(sources, out, args.overwrite, args.method, name)) for target, name in zip(targets, names)
+        (target, _output_paths(sources, out, args.overwrite, args.method, name))
+        for target, name in zip(targets, names, strict=True)
     ]
 
 
@@ -381,7 +382,7 @@ def _write_explanations(
     from ..viz import annotated_overlay
 
     records = []
-    for explanation, source, (png, npy) in zip(explanations, sources, paths):
+    for explanation, source, (png, npy) in zip(explanations, sources, paths, strict=True):
         image, heatmap = explanation.canvas()
         title = _title(explanation, model, method, given)
         if explanation.overlay_note is not None:  # never a map stretched over the photo: say what is drawn instead

@@ -76,18 +76,17 @@ def build_lite_checkpoint(folder: str | os.PathLike, architecture: str = "effici
     weights = torch.load(weights_file.get_model_file_path(), map_location="cpu", weights_only=True)
     info = ImageNetInfo()
     id2label = {i: info.index_to_description(i) for i in range(info.num_classes())}
-    config = TimmWrapperConfig(
-        architecture=architecture,
-        num_labels=len(id2label),
-        id2label=id2label,
-        label2id={label: i for i, label in id2label.items()},
-        pretrained_cfg=LITE_PRETRAINED_CFGS[architecture],
-    )
+    # num_labels, id2label and pretrained_cfg are PretrainedConfig keywords that TimmWrapperConfig's signature
+    # does not declare: set them as attributes, as from_pretrained does.
+    config = TimmWrapperConfig(architecture=architecture)
+    config.id2label = id2label
+    config.label2id = {label: i for i, label in id2label.items()}
+    config.pretrained_cfg = LITE_PRETRAINED_CFGS[architecture]
     model = TimmWrapperForImageClassification(config)
     own = model.timm_model.state_dict()
-    if len(own) != len(weights) or any(a.shape != b.shape for a, b in zip(weights.values(), own.values())):
+    if len(own) != len(weights) or any(a.shape != b.shape for a, b in zip(weights.values(), own.values(), strict=True)):
         raise IIAError(f"the {package} weights do not line up with timm's {architecture} key by key")
-    model.timm_model.load_state_dict(dict(zip(own, weights.values())))
+    model.timm_model.load_state_dict(dict(zip(own, weights.values(), strict=True)))
     resolved.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=resolved, prefix=".save-") as staging:
         model.save_pretrained(staging)
@@ -113,11 +112,14 @@ def sample_images() -> list[tuple[str, Image.Image]]:
     from sklearn.datasets import load_sample_images
 
     photos = [(name, Image.fromarray(getattr(data, name)())) for name in ("chelsea", "coffee", "astronaut", "rocket")]
-    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as stream:
+    stream = matplotlib.cbook.get_sample_data("grace_hopper.jpg")  # an open file (asfileobj=True by default)
+    assert not isinstance(stream, np.ndarray)
+    with stream:
         photos.append(("grace_hopper", Image.open(stream).convert("RGB")))
     bunch = load_sample_images()
     photos += [
-        (Path(name).stem, Image.fromarray(np.asarray(image))) for name, image in zip(bunch.filenames, bunch.images)
+        (Path(name).stem, Image.fromarray(np.asarray(image)))
+        for name, image in zip(bunch.filenames, bunch.images, strict=True)
     ]
     return photos
 
@@ -170,7 +172,7 @@ def demo_figure(photos: list[tuple[str, Image.Image]], explanations: list, *, co
     )
     for axis in axes.flat:
         axis.axis("off")
-    for index, ((name, photo), explanation) in enumerate(zip(photos, explanations)):
+    for index, ((name, photo), explanation) in enumerate(zip(photos, explanations, strict=True)):
         row, column = divmod(index, columns)
         left, right = axes[row, 2 * column], axes[row, 2 * column + 1]
         left.imshow(photo)

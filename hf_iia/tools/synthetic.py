@@ -130,7 +130,7 @@ def _rotated(points: np.ndarray, cx: float, cy: float, angle: float) -> list[tup
     cos, sin = math.cos(angle), math.sin(angle)
     xs = cx + points[:, 0] * cos - points[:, 1] * sin
     ys = cy + points[:, 0] * sin + points[:, 1] * cos
-    return list(zip(xs.tolist(), ys.tolist()))
+    return list(zip(xs.tolist(), ys.tolist(), strict=True))
 
 
 def _star_points(radius: float) -> np.ndarray:
