@@ -104,3 +104,10 @@ def test_the_python_examples_run(workdir):
     for block in others:
         result = subprocess.run([sys.executable, "-c", block], cwd=ROOT, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("name", ["add_a_method", "add_a_metric"])
+def test_the_extension_examples_are_the_tested_files(name):
+    """The README's "Add a method" / "Add a metric" blocks are, character for character, the example files the
+    registry tests run."""
+    assert (ROOT / "tests" / "examples" / f"{name}.py").read_text() in _blocks("python")
