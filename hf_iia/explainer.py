@@ -31,6 +31,7 @@ from .methods import METHODS, MethodOptions, input_size, prepare
 from .presets import finest_default
 from .scores import apply_score_function, score_function, scores
 from .viz import overlay as draw_overlay
+from .zeroshot import candidates, zero_shot_classifier, zero_shot_type
 
 Target = int | str | None
 Targets = Target | Sequence[int | str] | torch.Tensor | np.ndarray
@@ -166,6 +167,10 @@ class IIAExplainer:
         trust_remote_code: passed to ``from_pretrained``; off unless you trust the repo.
         allow_pickle: allow loading pickle (``.bin``) weights; off by default.
         progress: show a progress bar on runs longer than a second.
+        candidate_labels: explain a zero-shot model (``AutoModelForZeroShotImageClassification``: CLIP, SigLIP,
+            MetaCLIP 2) as a classifier over these labels, scored as the zero-shot pipeline scores them
+            (:mod:`hf_iia.zeroshot`); also per call.
+        hypothesis_template: the prompt of each candidate label (default ``"This is a photo of {}."``).
     """
 
     def __init__(
@@ -189,12 +194,21 @@ class IIAExplainer:
         trust_remote_code: bool = False,
         allow_pickle: bool = False,
         progress: bool = True,
+        candidate_labels: Sequence[str] | None = None,
+        hypothesis_template: str | None = None,
     ) -> None:
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        source = None
         device = check_device(device)  # before loading anything: a wrong device fails at once
         if isinstance(model, (str, os.PathLike)):
             source = model
-            model = load_model(source, dtype=dtype, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+            model = load_model(
+                source,
+                dtype=dtype,
+                trust_remote_code=trust_remote_code,
+                allow_pickle=allow_pickle,
+                zero_shot=candidate_labels is not None,
+            )
             processor = (
                 processor if processor is not None else load_processor(source, trust_remote_code=trust_remote_code)
             )
@@ -207,6 +221,10 @@ class IIAExplainer:
                 f"model must be a Hub id, a checkpoint folder or a torch.nn.Module, got {type(model).__name__}"
             )
         model = unwrap(model)
+        if candidate_labels is not None or hypothesis_template is not None or zero_shot_type(model) is not None:
+            model, processor = zero_shot_classifier(
+                model, processor, candidate_labels, hypothesis_template, source, trust_remote_code
+            )
         # Shared with every explainer of a model sharing a module: hooks never mix. Moving the model and probing it
         # (hooks, eval mode) happen under it too, or a probe during another thread's run would restore, after that
         # run, the flags it found mid-run (eval) on the modules the two models share.
@@ -496,12 +514,21 @@ class IIAExplainer:
         upsampled = upsample(raw, input_size(pixel_values), self.adapter.upsample_mode)
         return normalise(upsampled).float(), zero_levels(upsampled).float()
 
-    def __call__(self, images: ImageLike | Sequence[ImageLike] | torch.Tensor, target: Targets = None):
+    def __call__(
+        self,
+        images: ImageLike | Sequence[ImageLike] | torch.Tensor,
+        target: Targets = None,
+        candidate_labels: Sequence[str] | None = None,
+    ):
         """Explain one image (-> :class:`Explanation`) or a list (-> list).
 
         ``images``: a path, PIL image or numpy array (``[H, W]`` / ``[H, W, C]``), a list
         of them, or a preprocessed ``pixel_values`` tensor ``[C, H, W]`` / ``[B, C, H, W]``.
+        ``candidate_labels``: a zero-shot model's labels for this call (the constructor's otherwise).
         """
+        if candidate_labels is not None:
+            with candidates(self.model, candidate_labels):
+                return self(images, target)
         if isinstance(images, torch.Tensor):
             single = images.dim() == 3
             pixel_values, originals = _check_pixel_values(images), cast(list[Image.Image], [])
