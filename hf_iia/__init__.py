@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from .data import explain_batch_fn, explain_dataset
     from .engine import IntegralSpec, Path, integrate
     from .explainer import Explanation, IIAExplainer
+    from .pipelines import register_pipelines
 
 _LAZY = {
     "IIAExplainer": "explainer",
@@ -46,6 +47,7 @@ _LAZY = {
     "integrate": "engine",
     "explain_batch_fn": "data",
     "explain_dataset": "data",
+    "register_pipelines": "pipelines",
 }
 
 
@@ -86,6 +88,7 @@ __all__ = [
     "explain_batch_fn",
     "explain_dataset",
     "integrate",
+    "register_pipelines",
 ]
 
 __version__ = "0.1.0"

@@ -31,7 +31,7 @@ from .methods import METHODS, MethodOptions, input_size, prepare
 from .presets import finest_default
 from .scores import apply_score_function, score_function, scores
 from .viz import overlay as draw_overlay
-from .zeroshot import candidates, zero_shot_classifier, zero_shot_type
+from .zeroshot import candidates, from_pipeline, zero_shot_classifier, zero_shot_type
 
 Target = int | str | None
 Targets = Target | Sequence[int | str] | torch.Tensor | np.ndarray
@@ -129,7 +129,8 @@ class IIAExplainer:
     Args:
         model: a Hub id or local checkpoint folder (loaded with
             ``AutoModelForImageClassification``), a ``PreTrainedModel``, or any
-            ``nn.Module`` returning logits (then ``layer=`` is required).
+            ``nn.Module`` returning logits (then ``layer=`` is required), or a transformers image-classification
+            or zero-shot ``Pipeline`` (its model, processor and device).
         processor: turns images into ``pixel_values``: a transformers image processor or
             any callable ``images -> tensor | {"pixel_values": tensor}``. Loaded with the
             model when ``model`` is a path or id.
@@ -198,6 +199,7 @@ class IIAExplainer:
         hypothesis_template: str | None = None,
     ) -> None:
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        model, processor, device = from_pipeline(model, processor, device)  # IIAExplainer(pipe): its parts
         source = None
         device = check_device(device)  # before loading anything: a wrong device fails at once
         if isinstance(model, (str, os.PathLike)):

@@ -302,6 +302,29 @@ class ZeroShotClassifier(nn.Module):
         self._text_lock = threading.Lock()
 
 
+@dataclass(frozen=True)
+class PipelineProcessor:
+    """The image processor and tokenizer of a zero-shot pipeline, read as an ``AutoProcessor``
+    (:func:`split_processor`)."""
+
+    image_processor: Any
+    tokenizer: Any
+
+
+def from_pipeline(model: Any, processor: Any, device: Any) -> tuple[Any, Any, Any]:
+    """``(model, processor, device)`` of a transformers image-classification or zero-shot ``Pipeline`` object, for
+    ``IIAExplainer(pipe)``: its model, image processor (and tokenizer) and device, unless the caller gave them;
+    anything else unchanged."""
+    from transformers import Pipeline
+
+    if not isinstance(model, Pipeline):
+        return model, processor, device
+    if processor is None:
+        tokenizer = getattr(model, "tokenizer", None)
+        processor = model.image_processor if tokenizer is None else PipelineProcessor(model.image_processor, tokenizer)
+    return model.model, processor, device if device is not None else model.device
+
+
 def split_processor(processor: Any) -> tuple[Any, Any]:
     """``(image processor, tokenizer)`` of an ``AutoProcessor`` (``processor.image_processor`` and ``.tokenizer``);
     any other processor is the image processor, with no tokenizer."""
