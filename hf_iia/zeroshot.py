@@ -55,7 +55,15 @@ _SIGLIP = ZeroShotType(
     "sigmoid", (("padding", "max_length"), ("max_length", 64), ("truncation", True)), bias=True, projection=None
 )
 
-ZERO_SHOT_TYPES: dict[str, ZeroShotType] = {"clip": _CLIP_LIKE, "metaclip_2": _CLIP_LIKE, "siglip": _SIGLIP}
+ZERO_SHOT_TYPES: dict[str, ZeroShotType] = {
+    "clip": _CLIP_LIKE,
+    "metaclip_2": _CLIP_LIKE,
+    # CLIP's vision tower (CLS token through post_layernorm, then visual_projection) beside another text encoder
+    "altclip": _CLIP_LIKE,
+    "chinese_clip": _CLIP_LIKE,
+    "clipseg": _CLIP_LIKE,
+    "siglip": _SIGLIP,
+}
 """``config.model_type`` -> how its ``AutoModelForZeroShotImageClassification`` class scores (the explained types)."""
 
 REFUSED_ZERO_SHOT: dict[str, str] = {
@@ -63,15 +71,10 @@ REFUSED_ZERO_SHOT: dict[str, str] = {
     "and spatial_shapes, not images [B, C, H, W]; the patch grid per image is not established yet",
     "align": "its vision tower is an EfficientNet (AlignVisionModel) whose pooled embedding no hf-iia feature-map "
     "adapter reads yet",
-    "altclip": "its text tower is an XLM-R encoder and its vision tower (AltCLIPVisionModel) has not been checked "
-    "against the CLIP readout here",
-    "chinese_clip": "its vision tower (ChineseCLIPVisionModel) has not been checked against the CLIP readout here",
     "blip": "BlipModel's image embedding and text pairing (a separate text encoder with cross-attention for "
     "retrieval) have not been established here",
     "blip-2": "Blip2ForImageTextRetrieval scores images through a Q-Former's learned queries, not a vision tower's "
     "readout of its patch tokens",
-    "clipseg": "CLIPSegModel is a segmentation model whose zero-shot head has not been checked against the CLIP "
-    "readout here",
     "tipsv2": "its vision tower's readout has not been established here",
     "videoprism": "it classifies videos (frames x patches), not images",
 }

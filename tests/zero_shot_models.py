@@ -1,12 +1,14 @@
-"""Tiny random-weight zero-shot models (CLIP, MetaCLIP 2, SigLIP) saved as Hub folders, with tokenizers built offline.
+"""Tiny random-weight zero-shot models (CLIP, MetaCLIP 2, AltCLIP, Chinese-CLIP, CLIPSeg, SigLIP) saved as Hub folders,
+with tokenizers built offline.
 
 Each folder holds what ``transformers.pipeline("zero-shot-image-classification", model=folder)`` loads: the
 ``AutoModelForZeroShotImageClassification`` model (safetensors), its image processor and a tokenizer. The vision
-tower is the zoo's (:data:`hf_iia.testing.TINY_OVERRIDES`); the text tower reads 64 positions, as the pipeline pads
-SigLIP prompts to 64 tokens. CLIP's and MetaCLIP 2's tokenizer is a real ``CLIPTokenizer`` over a character
-vocabulary (no merges); SigLIP's ``SiglipTokenizer`` needs sentencepiece, which is not installed here, so it gets a
+tower is the zoo's CLIP tower (:data:`hf_iia.testing.TINY_OVERRIDES`); the text tower reads 64 positions, as the
+pipeline pads SigLIP prompts to 64 tokens. The CLIP-text types (CLIP, MetaCLIP 2, CLIPSeg) get a real
+``CLIPTokenizer`` over a character vocabulary (no merges). SigLIP's ``SiglipTokenizer`` needs sentencepiece, which is
+not installed here, and AltCLIP's (XLM-R) and Chinese-CLIP's (BERT) text towers read their first token: they get a
 ``tokenizers`` WordLevel tokenizer (``AutoTokenizer`` loads any tokenizer the folder names; the pipeline pads and
-truncates it to 64 tokens as it would SigLIP's own).
+truncates it as it would the type's own).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from transformers import AutoConfig, AutoModelForZeroShotImageClassification, CL
 
 from hf_iia.testing import TINY_OVERRIDES, tiny_processor
 
-ZERO_SHOT_KINDS = ("clip", "metaclip_2", "siglip")
+ZERO_SHOT_KINDS = ("clip", "metaclip_2", "altclip", "chinese_clip", "clipseg", "siglip")
 """The zero-shot types built here."""
 
 IMAGE_SIZE = 32
@@ -42,6 +44,7 @@ def word_tokenizer() -> PreTrainedTokenizerFast:
     """A WordLevel tokenizer over :data:`WORDS` that ends each prompt with ``</s>`` and returns ``input_ids`` only
     (SiglipTokenizer's inputs)."""
     vocab = {word: index for index, word in enumerate(("<pad>", "<unk>", "</s>", *WORDS))}
+    # A text tower that reads the first token attends from it to every word: the labels still differ there.
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.normalizer = normalizers.Lowercase()
     backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
@@ -57,13 +60,18 @@ def word_tokenizer() -> PreTrainedTokenizerFast:
 
 def build_zero_shot(kind: str, seed: int = 0) -> tuple[Any, Any, Any]:
     """``(model, image processor, tokenizer)`` of a tiny random ``kind`` (:data:`ZERO_SHOT_KINDS`), eval mode."""
-    tokenizer = clip_tokenizer() if kind != "siglip" else word_tokenizer()
-    text = dict(TINY_OVERRIDES[kind]["text_config"], vocab_size=64, max_position_embeddings=64)
-    if kind != "siglip":  # CLIP-like text towers pool the first end-of-text token
+    clip_text = kind in ("clip", "metaclip_2", "clipseg")
+    tokenizer = clip_tokenizer() if clip_text else word_tokenizer()
+    text = dict(TINY_OVERRIDES["clip"]["text_config"], vocab_size=64, max_position_embeddings=64)
+    if clip_text:  # CLIP text towers pool the first end-of-text token
         text.update(bos_token_id=0, eos_token_id=1, pad_token_id=1)
     else:
         text.update(pad_token_id=0, eos_token_id=2)
-    kwargs = dict(TINY_OVERRIDES[kind], text_config=text)
+    if kind == "altclip":
+        text.update(project_dim=16)
+    kwargs: dict[str, Any] = {"vision_config": TINY_OVERRIDES["clip"]["vision_config"], "text_config": text}
+    if kind != "siglip":
+        kwargs["projection_dim"] = 16
     config = AutoConfig.for_model(kind, **kwargs)
     torch.manual_seed(seed)
     model = AutoModelForZeroShotImageClassification.from_config(config).eval()

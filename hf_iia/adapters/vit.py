@@ -200,11 +200,15 @@ READOUTS: dict[str, Callable[[nn.Module], Readout]] = {
     "siglip": lambda model: Readout(prefix=0, rows=(), pooled="all"),
     "ijepa": lambda model: Readout(prefix=0, rows=(), pooled="all"),
     # The vision towers of zero-shot models (hf_iia.zeroshot.ZeroShotClassifier), read by the pooled output their
-    # dual encoder scores: CLIP's and MetaCLIP 2's is post_layernorm of the CLS token (then visual_projection);
+    # dual encoder scores: CLIP's (MetaCLIP 2's, AltCLIP's, Chinese-CLIP's, CLIPSeg's) is post_layernorm of the CLS
+    # token (then visual_projection);
     # SigLIP's is an attention-pooling head, one learned probe attending over every token (no CLS), whose weights
     # depend on the image: the rows are read uniformly, as no token is privileged.
     "clip_vision_model": lambda model: Readout(),
     "metaclip_2_vision_model": lambda model: Readout(),
+    "altclip_vision_model": lambda model: Readout(),
+    "chinese_clip_vision_model": lambda model: Readout(),
+    "clipseg_vision_model": lambda model: Readout(),
     "siglip_vision_model": lambda model: Readout(prefix=0, rows=(), pooled="all"),
 }
 """``config.model_type`` -> the tokens its ``...ForImageClassification`` head (or, for a ``..._vision_model`` tower,
