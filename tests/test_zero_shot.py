@@ -19,7 +19,7 @@ from hf_iia import IIAExplainer
 from hf_iia.errors import TargetError, UnsupportedModelError
 from hf_iia.testing import TINY_OVERRIDES, assert_unchanged, snapshot
 from hf_iia.tools.cli import main
-from hf_iia.zeroshot import REFUSED_ZERO_SHOT, ZERO_SHOT_TYPES, ZeroShotClassifier
+from hf_iia.zeroshot import REFUSED_ZERO_SHOT, ZERO_SHOT_TYPES, PipelineProcessor, ZeroShotClassifier
 
 LABELS = ["a cat", "a dog", "a red car"]
 
@@ -106,18 +106,23 @@ def test_batch_equals_single(zero_shot_folder, kind):
         np.testing.assert_allclose(together.heatmap, alone.heatmap, atol=1e-4)  # maps span [0, 1]
 
 
-def test_model_left_as_found():
+@pytest.mark.parametrize("kind", ["clip", "siglip"])
+def test_model_left_as_found(kind):
     """Parameters, train/eval flags, requires_grad, attention implementation, hooks and config of the dual encoder
     are as they were after explaining with constructor and per-call labels (the model starts in train mode)."""
-    model, image_processor, tokenizer = build_zero_shot("clip")
+    model, image_processor, tokenizer = build_zero_shot(kind)
     model.train()
     model.text_model.requires_grad_(False)
-    processor = CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    if kind == "clip":  # an AutoProcessor
+        processor = CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    else:
+        processor = PipelineProcessor(image_processor, tokenizer)
     before = snapshot(model)
     explainer = IIAExplainer(model, processor, candidate_labels=LABELS, progress=False)
     explainer(_image(5))
     explainer([_image(5), _image(6)], candidate_labels=["a bird", "a car"])
     explainer.logits(explainer.preprocess(_image(5))[0])
+    explainer.layers()
     assert_unchanged(before, snapshot(model))
     assert model.config._attn_implementation == model.config.vision_config._attn_implementation == before["attn"]
 
@@ -221,3 +226,33 @@ def test_explained_in_half_precision_is_still_scored_in_float32(zero_shot_folder
     reference = _explainer(folder)(image, target=1).score
     half = _explainer(folder, dtype=torch.bfloat16)(image, target=1)
     assert half.score == pytest.approx(reference, abs=0.05)
+
+
+def test_siglip_map_reads_the_pooling_heads_attention_row(zero_shot_folder):
+    """SigLIP's image embedding is its attention-pooling head's: the rollout's rows are read with the head's own
+    attention row. Attention Rollout written out from the model's attentions (eager) matches the explainer's map,
+    and differs from reading every row uniformly."""
+    from hf_iia.explainer import normalise, upsample
+    from hf_iia.fusions import gradient_rollout
+
+    folder = zero_shot_folder("siglip")
+    explainer = _explainer(folder, method="attention_rollout")
+    image = _image(11)
+    pixel_values = explainer.preprocess(image)[0]
+    model = AutoModelForZeroShotImageClassification.from_pretrained(folder).eval()
+    model.set_attn_implementation("eager")
+    rows = []
+    handle = model.vision_model.head.attention.register_forward_hook(lambda module, args, out: rows.append(out[1]))
+    with torch.no_grad():
+        attentions = model.vision_model(pixel_values=pixel_values, output_attentions=True).attentions
+    handle.remove()
+    blocks = [attention.double() for attention in attentions]
+    tokens = blocks[0].shape[-1]
+
+    def drawn(readout: torch.Tensor) -> np.ndarray:
+        raw = gradient_rollout(blocks, readout, 0).reshape(1, 4, 4)
+        return normalise(upsample(raw, (32, 32), "bilinear")).float()[0].numpy()
+
+    expected = drawn(rows[0][0, 0].double())
+    np.testing.assert_allclose(explainer(image).heatmap, expected, atol=1e-4)  # maps span [0, 1]
+    assert np.abs(drawn(torch.full((tokens,), 1.0 / tokens, dtype=torch.float64)) - expected).max() > 1e-3
