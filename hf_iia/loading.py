@@ -102,12 +102,7 @@ def load_model(
     folder = Path(source)
     if folder.is_dir():
         if (folder / "config.json").is_file():  # a missing one is named by transformers' own error
-            config = read_config_file(folder / "config.json")
-            if not zero_shot and _is_zero_shot_checkpoint(config):
-                raise UnsupportedModelError(
-                    f"{source} is a zero-shot image classifier ({config['architectures'][0]}): it has no classifier "
-                    "head, it scores candidate labels. Pass candidate_labels=[...] (hf-iia explain --labels)"
-                )
+            read_config_file(folder / "config.json")
         files = [p.name for p in folder.iterdir()]
         has_safetensors = any(name.endswith(".safetensors") for name in files)
         has_pickle = any(name.endswith(_PICKLE_SUFFIXES) for name in files)
@@ -158,6 +153,11 @@ def load_model(
             f"{first}){_suspect_fields(_config_dict(folder, source))}; fix config.json, or re-save the checkpoint "
             "with model.save_pretrained(folder)"
         ) from error
+    if not zero_shot and _is_zero_shot_checkpoint(model.config.to_dict()):  # before the missing head is reported
+        raise UnsupportedModelError(
+            f"{source} is a zero-shot image classifier ({model.config.architectures[0]}): it has no classifier head, "
+            "it scores candidate labels. Pass candidate_labels=[...] (hf-iia explain --labels)"
+        )
     _check_loading_info(source, model, info)
     return model
 
