@@ -169,8 +169,8 @@ class IIAExplainer:
         allow_pickle: allow loading pickle (``.bin``) weights; off by default.
         progress: show a progress bar on runs longer than a second.
         candidate_labels: explain a zero-shot model (``AutoModelForZeroShotImageClassification``: CLIP, SigLIP,
-            MetaCLIP 2) as a classifier over these labels, scored as the zero-shot pipeline scores them
-            (:mod:`hf_iia.zeroshot`); also per call.
+            MetaCLIP 2, ...: :data:`hf_iia.zeroshot.ZERO_SHOT_TYPES`) as a classifier over these labels, scored as
+            the zero-shot pipeline scores them (:mod:`hf_iia.zeroshot`); also per call.
         hypothesis_template: the prompt of each candidate label (default ``"This is a photo of {}."``).
     """
 

@@ -1,4 +1,5 @@
-"""Zero-shot image classifiers (CLIP, SigLIP, MetaCLIP 2) explained as image classifiers over candidate labels.
+"""Zero-shot image classifiers (CLIP, MetaCLIP 2, AltCLIP, Chinese-CLIP, CLIPSeg, SigLIP) explained as image
+classifiers over candidate labels.
 
 transformers' ``ZeroShotImageClassificationPipeline`` ranks ``candidate_labels`` by ``logits_per_image`` of the
 dual encoder on the image and the prompts ``hypothesis_template.format(label)``, and reports their softmax
@@ -9,7 +10,9 @@ The prompts are encoded once per label set and template (cached); each image for
 
 The vision tower is explained by the adapter its own ``config.model_type`` registers (``clip_vision_model``, ...,
 in :data:`hf_iia.adapters.vit.READOUTS`): the wrapper exposes the tower as its base model and forwards the
-attention-implementation switch to it. Nothing of the model is changed: the wrapper only holds it.
+attention-implementation switch to it. CLIP-like towers are read at the CLS token (their pooled output); SigLIP's
+at its attention-pooling head's own attention row (:class:`hf_iia.adapters.vit.ProbeViTAdapter`). Nothing of the
+model is changed: the wrapper only holds it.
 """
 
 from __future__ import annotations
