@@ -326,7 +326,7 @@ class ViTAdapter(AttentionAdapter):
     def _install(self, installation: Installation, run: TapRun, active: Sequence[str]) -> None:
         """Route the ``active`` blocks to ``run`` until ``installation`` is undone (see :meth:`installed`)."""
         owners = {}
-        for tap, block in zip(self._taps, self.blocks):
+        for tap, block in zip(self._taps, self.blocks, strict=True):
             if tap in active:
                 owners.update({id(module): tap for module in block.modules()})
                 remove_on_undo(installation, block.register_forward_pre_hook(_expand_hook(run, tap), with_kwargs=True))
