@@ -22,6 +22,11 @@ e.g. data2vec-vision) are reached by :class:`HookedViTAdapter` instead: a forwar
 the dropout module each block applies to its softmax output receives the probabilities
 (checked to be ``[N, heads, T, T]`` rows summing to 1, else refused) and returns the tensor
 the values are multiplied by. The timm adapter reaches timm ViTs the same way.
+
+LeGrad's intermediate predictions (:meth:`ViTAdapter.block_predictions`) need no per-type head knowledge: the last
+block hands the model's own tail every block's output stacked along the batch, so each is read exactly as the head
+reads the last block (final norm, the :data:`READOUTS` tokens, classifier); a tail that does not read rows one by one
+is refused by the row count it returns.
 """
 
 from __future__ import annotations
