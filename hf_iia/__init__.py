@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from .engine import IntegralSpec, Path, integrate
     from .explainer import IIAExplainer
     from .explanation import Explanation
+    from .pipelines import register_pipelines
 
 _LAZY = {
     "IIAExplainer": "explainer",
@@ -47,6 +48,7 @@ _LAZY = {
     "integrate": "engine",
     "explain_batch_fn": "data",
     "explain_dataset": "data",
+    "register_pipelines": "pipelines",
 }
 
 
@@ -87,6 +89,7 @@ __all__ = [
     "explain_batch_fn",
     "explain_dataset",
     "integrate",
+    "register_pipelines",
 ]
 
 __version__ = "0.1.0"

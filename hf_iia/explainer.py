@@ -35,6 +35,7 @@ from .maps import normalise, to_float64, upsample, zero_levels
 from .methods import METHODS, MethodOptions, input_size, prepare
 from .methods.probe import Preprocess, layer_shapes
 from .scores import apply_score_function, score_function, scores
+from .zeroshot import candidates, from_pipeline, zero_shot_classifier, zero_shot_type
 
 __all__ = ["Explanation", "IIAExplainer", "model_lock", "normalise", "unwrap", "upsample", "zero_levels"]
 """Besides the explainer: the names that lived here before their own modules, imported from here as before."""
@@ -51,7 +52,8 @@ class IIAExplainer:
     Args:
         model: a Hub id or local checkpoint folder (loaded with
             ``AutoModelForImageClassification``), a ``PreTrainedModel``, or any
-            ``nn.Module`` returning logits (then ``layer=`` is required).
+            ``nn.Module`` returning logits (then ``layer=`` is required), or a transformers image-classification
+            or zero-shot ``Pipeline`` (its model, processor and device).
         processor: turns images into ``pixel_values``: a transformers image processor or
             any callable ``images -> tensor | {"pixel_values": tensor}``. Loaded with the
             model when ``model`` is a path or id.
@@ -89,6 +91,10 @@ class IIAExplainer:
         trust_remote_code: passed to ``from_pretrained``; off unless you trust the repo.
         allow_pickle: allow loading pickle (``.bin``) weights; off by default.
         progress: show a progress bar on runs longer than a second.
+        candidate_labels: explain a zero-shot model (``AutoModelForZeroShotImageClassification``: CLIP, SigLIP,
+            MetaCLIP 2, ...: :data:`hf_iia.zeroshot.ZERO_SHOT_TYPES`) as a classifier over these labels, scored as
+            the zero-shot pipeline scores them (:mod:`hf_iia.zeroshot`); also per call.
+        hypothesis_template: the prompt of each candidate label (default ``"This is a photo of {}."``).
     """
 
     def __init__(
@@ -112,12 +118,22 @@ class IIAExplainer:
         trust_remote_code: bool = False,
         allow_pickle: bool = False,
         progress: bool = True,
+        candidate_labels: Sequence[str] | None = None,
+        hypothesis_template: str | None = None,
     ) -> None:
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        model, processor, device = from_pipeline(model, processor, device)  # IIAExplainer(pipe): its parts
+        source = None
         device = check_device(device)  # before loading anything: a wrong device fails at once
         if isinstance(model, (str, os.PathLike)):
             source = model
-            model = load_model(source, dtype=dtype, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+            model = load_model(
+                source,
+                dtype=dtype,
+                trust_remote_code=trust_remote_code,
+                allow_pickle=allow_pickle,
+                zero_shot=candidate_labels is not None,
+            )
             processor = (
                 processor if processor is not None else load_processor(source, trust_remote_code=trust_remote_code)
             )
@@ -130,6 +146,10 @@ class IIAExplainer:
                 f"model must be a Hub id, a checkpoint folder or a torch.nn.Module, got {type(model).__name__}"
             )
         model = unwrap(model)
+        if candidate_labels is not None or hypothesis_template is not None or zero_shot_type(model) is not None:
+            model, processor = zero_shot_classifier(
+                model, processor, candidate_labels, hypothesis_template, source, trust_remote_code
+            )
         # Shared with every explainer of a model sharing a module: hooks never mix. Moving the model and probing it
         # (hooks, eval mode) happen under it too, or a probe during another thread's run would restore, after that
         # run, the flags it found mid-run (eval) on the modules the two models share.
@@ -384,13 +404,22 @@ class IIAExplainer:
             for i in range(maps.shape[0])
         ]
 
-    def __call__(self, images: ImageLike | Sequence[ImageLike] | torch.Tensor, target: Targets = None):
+    def __call__(
+        self,
+        images: ImageLike | Sequence[ImageLike] | torch.Tensor,
+        target: Targets = None,
+        candidate_labels: Sequence[str] | None = None,
+    ):
         """Explain one image (-> :class:`Explanation`) or a list (-> list).
 
         ``images``: a path, PIL image or numpy array (``[H, W]`` / ``[H, W, C]``), a list
         of them, or a preprocessed ``pixel_values`` tensor ``[C, H, W]`` / ``[B, C, H, W]``. ``target`` goes to
         the forward stage: ``None`` (top-1), a class index, a label name, or one per image.
+        ``candidate_labels``: a zero-shot model's labels for this call (the constructor's otherwise).
         """
+        if candidate_labels is not None:
+            with candidates(self.model, candidate_labels):
+                return self(images, target)
         if isinstance(images, torch.Tensor):
             single = images.dim() == 3
             pixel_values, originals = check_pixel_values(images), cast(list[Image.Image], [])

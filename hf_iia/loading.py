@@ -84,8 +84,10 @@ def load_model(
     dtype: torch.dtype | None = None,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
+    zero_shot: bool = False,
 ) -> PreTrainedModel:
-    """``AutoModelForImageClassification.from_pretrained(source)`` with safe defaults (see :func:`check_source`).
+    """``AutoModelForImageClassification.from_pretrained(source)`` with safe defaults (see :func:`check_source`);
+    with ``zero_shot=True``, ``AutoModelForZeroShotImageClassification`` (CLIP, SigLIP, ...) under the same rules.
 
     A checkpoint that does not load the model its config describes is refused with a :class:`CheckpointError` that
     names the file or field: a ``config.json`` that is not JSON or has non-integer ``id2label`` keys, a config that
@@ -94,8 +96,9 @@ def load_model(
     or weights that lack some of the model's parameters (they would be left random).
     """
     from safetensors import SafetensorError
-    from transformers import AutoModelForImageClassification
+    from transformers import AutoModelForImageClassification, AutoModelForZeroShotImageClassification
 
+    auto = AutoModelForZeroShotImageClassification if zero_shot else AutoModelForImageClassification
     check_source(source)
     folder = Path(source)
     if folder.is_dir():
@@ -114,7 +117,7 @@ def load_model(
             _refuse_pickle_shards(folder)
     try:
         # Mismatched shapes are collected (not raised as a bare RuntimeError) and refused below with their names.
-        model, info = AutoModelForImageClassification.from_pretrained(
+        model, info = auto.from_pretrained(
             source,
             dtype=dtype,
             trust_remote_code=trust_remote_code,
@@ -128,7 +131,8 @@ def load_model(
                 f"{source} needs custom code from its repository; pass trust_remote_code=True only if you trust it"
             ) from error
         raise UnsupportedModelError(
-            f"{source} is not an image classifier that AutoModelForImageClassification can load ({error})"
+            f"{source} is not an image classifier that {auto.__name__} can load ({error})"
+            + ("" if zero_shot else "; for a zero-shot model (CLIP, SigLIP, ...) pass candidate_labels=")
         ) from error
     except pickle.UnpicklingError as error:  # transformers unpickles with weights_only=True: code is refused
         raise UnsafeCheckpointError(
@@ -150,8 +154,23 @@ def load_model(
             f"{first}){_suspect_fields(_config_dict(folder, source))}; fix config.json, or re-save the checkpoint "
             "with model.save_pretrained(folder)"
         ) from error
+    if not zero_shot and _is_zero_shot_checkpoint(model.config.to_dict()):  # before the missing head is reported
+        raise UnsupportedModelError(
+            f"{source} is a zero-shot image classifier ({model.config.architectures[0]}): it has no classifier head, "
+            "it scores candidate labels. Pass candidate_labels=[...] (hf-iia explain --labels)"
+        )
     _check_loading_info(source, model, info)
     return model
+
+
+def _is_zero_shot_checkpoint(config: dict[str, Any]) -> bool:
+    """Whether ``config.json``'s fields name an ``AutoModelForZeroShotImageClassification`` class as its model."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES
+
+    architectures = config.get("architectures")
+    names = MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES.get(str(config.get("model_type")))
+    classes = (names,) if isinstance(names, str) else tuple(names or ())
+    return bool(isinstance(architectures, list) and architectures and architectures[0] in classes)
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -313,6 +332,25 @@ def load_processor(source: str | os.PathLike, *, trust_remote_code: bool = False
         return None
     finally:
         logging.set_verbosity(verbosity)
+
+
+def load_tokenizer(source: str | os.PathLike, *, trust_remote_code: bool = False) -> Any:
+    """``AutoTokenizer.from_pretrained(source)`` (what the zero-shot pipeline encodes the prompts with).
+
+    Raises:
+        CheckpointError: the checkpoint has no tokenizer, or it cannot be read.
+    """
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        first = str(error).splitlines()[0] if str(error) else ""
+        raise CheckpointError(
+            f"cannot load the tokenizer of {source} ({type(error).__name__}: {first}); a zero-shot model encodes its "
+            "candidate labels with it: save it in the folder (tokenizer.save_pretrained(folder)) or pass processor= "
+            "the model's AutoProcessor"
+        ) from error
 
 
 def check_device(device: str | torch.device | None) -> torch.device | None:

@@ -166,11 +166,15 @@ class Readout:
         rows: special tokens read directly (their rows are averaged).
         pooled: ``"patches"`` if the head also reads the mean of the patch tokens, ``"all"`` the mean of every
             token, ``None`` neither. Rows and the pooled mean weigh equally.
+        probe: dotted path, from the base model, of an attention-pooling head's ``nn.MultiheadAttention`` (one
+            learned query over every token): its attention row, integrated as a block's, gives each image's row
+            weights (:class:`ProbeViTAdapter`); the static weights are the fallback where that row is all zero.
     """
 
     prefix: int = 1
     rows: tuple[int, ...] = (0,)
     pooled: str | None = None
+    probe: str | None = None
 
     def weights(self, tokens: int) -> torch.Tensor:
         """``[tokens]`` float32 weights (summing to 1) of the rollout rows that form the map."""
@@ -210,8 +214,20 @@ READOUTS: dict[str, Callable[[nn.Module], Readout]] = {
     "metaclip_2": lambda model: Readout(rows=(), pooled="patches"),
     "siglip": lambda model: Readout(prefix=0, rows=(), pooled="all"),
     "ijepa": lambda model: Readout(prefix=0, rows=(), pooled="all"),
+    # The vision towers of zero-shot models (hf_iia.zeroshot.ZeroShotClassifier), read by the pooled output their
+    # dual encoder scores: CLIP's (MetaCLIP 2's, AltCLIP's, Chinese-CLIP's, CLIPSeg's) is post_layernorm of the CLS
+    # token (then visual_projection);
+    # SigLIP's is an attention-pooling head: one learned probe attends over every token (no CLS), and only through that
+    # attention do the tokens reach the embedding (no residual from any token), so its row is the readout.
+    "clip_vision_model": lambda model: Readout(),
+    "metaclip_2_vision_model": lambda model: Readout(),
+    "altclip_vision_model": lambda model: Readout(),
+    "chinese_clip_vision_model": lambda model: Readout(),
+    "clipseg_vision_model": lambda model: Readout(),
+    "siglip_vision_model": lambda model: Readout(prefix=0, rows=(), pooled="all", probe="head.attention"),
 }
-"""``config.model_type`` -> the tokens its ``...ForImageClassification`` head reads (read from each modeling file)."""
+"""``config.model_type`` -> the tokens its ``...ForImageClassification`` head (or, for a ``..._vision_model`` tower,
+its pooled output) reads (read from each modeling file)."""
 
 
 @dataclass(frozen=True)
@@ -305,20 +321,19 @@ class ViTAdapter(AttentionAdapter):
         return self._taps
 
     def installed(self, run: TapRun, active: Sequence[str]) -> Installation:
-        def setup(installation: Installation) -> None:
-            owners = {}
-            for tap, block in zip(self._taps, self.blocks, strict=True):
-                if tap in active:
-                    owners.update({id(module): tap for module in block.modules()})
-                    remove_on_undo(
-                        installation, block.register_forward_pre_hook(_expand_hook(run, tap), with_kwargs=True)
-                    )
-            token = _ACTIVE.set((owners, run))
-            installation.undo(lambda: _ACTIVE.reset(token))
-            _register_attention(installation)
-            _switch_attention(installation, self.model, ATTENTION_NAME)
+        return Installation(lambda installation: self._install(installation, run, active))
 
-        return Installation(setup)
+    def _install(self, installation: Installation, run: TapRun, active: Sequence[str]) -> None:
+        """Route the ``active`` blocks to ``run`` until ``installation`` is undone (see :meth:`installed`)."""
+        owners = {}
+        for tap, block in zip(self._taps, self.blocks, strict=True):
+            if tap in active:
+                owners.update({id(module): tap for module in block.modules()})
+                remove_on_undo(installation, block.register_forward_pre_hook(_expand_hook(run, tap), with_kwargs=True))
+        token = _ACTIVE.set((owners, run))
+        installation.undo(lambda: _ACTIVE.reset(token))
+        _register_attention(installation)
+        _switch_attention(installation, self.model, ATTENTION_NAME)
 
     def check_input(self, pixel_values: torch.Tensor) -> None:
         """Channels as the config says, and exactly ``config.image_size`` (position embeddings are not interpolated)."""
@@ -383,10 +398,14 @@ class ViTAdapter(AttentionAdapter):
         self, integrals: dict[str, torch.Tensor], input_size: tuple[int, int], rollout: Rollout
     ) -> torch.Tensor:
         """Fuse per-block integrals ``{tap: [B, heads, T, T]}`` with ``rollout`` into patch-grid maps ``[B, h, w]``."""
+        return self._read(integrals, self.readout.weights(integrals[self._taps[0]].shape[-1]), input_size, rollout)
+
+    def _read(
+        self, integrals: dict[str, torch.Tensor], readout: torch.Tensor, input_size: tuple[int, int], rollout: Rollout
+    ) -> torch.Tensor:
+        """:meth:`rollout_map` with the row weights ``readout`` ``[T]``."""
         blocks = [integrals[tap] for tap in self._taps]
-        tokens = blocks[0].shape[-1]
-        readout = self.readout.weights(tokens).to(blocks[0].device, blocks[0].dtype)
-        relevance = rollout(blocks, readout, self.special_tokens)
+        relevance = rollout(blocks, readout.to(blocks[0].device, blocks[0].dtype), self.special_tokens)
         height, width = self.patch_grid(input_size)
         if relevance.shape[1] != height * width:
             raise AttentionNotReachableError(
@@ -484,6 +503,99 @@ class HookedViTAdapter(ViTAdapter):
         )
 
 
+class ProbeViTAdapter(ViTAdapter):
+    """A :class:`ViTAdapter` whose model pools its tokens with an attention-pooling head (``probe``: its
+    ``nn.MultiheadAttention``, one learned query over every token): the map reads each image's rollout rows with the
+    head's own attention row, which is observed (tap :data:`PROBE_TAP`, ``[N, heads, 1, T]``) and integrated as the
+    blocks' are: the readout Gradient Rollout would give a block with one query row and no residual."""
+
+    PROBE_TAP = "head"
+
+    def __init__(self, model: nn.Module, layer: LayerSpec, *, probe: nn.Module, **kwargs: object) -> None:
+        if not isinstance(probe, nn.MultiheadAttention) or not _plain_attention(probe):
+            raise AttentionNotReachableError(
+                f"the pooling head of {type(model).__name__} ({type(probe).__name__}) is not a batch-first "
+                "nn.MultiheadAttention with packed, biased projections, so its attention row cannot be formed "
+                "explicitly; pass layer= a module whose output is a feature map"
+            )
+        super().__init__(model, layer, **kwargs)  # type: ignore[arg-type]
+        self.probe = probe
+
+    @property
+    def taps(self) -> tuple[str, ...]:
+        return (*self._taps, self.PROBE_TAP)
+
+    def observed(self, levels: Sequence[str]) -> tuple[str, ...]:
+        return self.taps
+
+    def _install(self, installation: Installation, run: TapRun, active: Sequence[str]) -> None:
+        super()._install(installation, run, active)
+        if self.PROBE_TAP in active:
+            hook = _probe_hook(run, self.PROBE_TAP)
+            remove_on_undo(installation, self.probe.register_forward_hook(hook, with_kwargs=True))
+
+    def rollout_map(
+        self, integrals: dict[str, torch.Tensor], input_size: tuple[int, int], rollout: Rollout
+    ) -> torch.Tensor:
+        """Each image's rollout read with its head row ``integrals[PROBE_TAP]`` ``[B, heads, 1, T]`` (head mean,
+        negative parts dropped, normalised to sum 1); the static readout where that row is all zero."""
+        if self.PROBE_TAP not in integrals:
+            return super().rollout_map(integrals, input_size, rollout)
+        rows = integrals[self.PROBE_TAP].mean(dim=1)[:, 0, :].clamp_min(0)  # [B, T]
+        total = rows.sum(dim=-1, keepdim=True)
+        static = self.readout.weights(rows.shape[-1]).to(rows.device, rows.dtype).expand_as(rows)
+        weights = torch.where(total > 0, rows / total.clamp_min(torch.finfo(rows.dtype).tiny), static)
+        maps = [
+            self._read(
+                {tap: integrals[tap][index : index + 1] for tap in self._taps}, weights[index], input_size, rollout
+            )
+            for index in range(rows.shape[0])
+        ]
+        return torch.cat(maps) if maps else super().rollout_map(integrals, input_size, rollout)
+
+
+def _plain_attention(module: nn.MultiheadAttention) -> bool:
+    """Whether ``module``'s forward is the plain computation :func:`_probe_hook` repeats."""
+    return bool(
+        module.batch_first
+        and module._qkv_same_embed_dim
+        and module.in_proj_bias is not None
+        and module.bias_k is None
+        and not module.add_zero_attn
+    )
+
+
+def _probe_hook(run: TapRun, tap: str) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    """Forward hook on a pooling head's ``nn.MultiheadAttention`` (no masks): its output formed again from explicit
+    probabilities ``[N, heads, Q, T]``, which pass through ``run`` at ``tap`` (what ``nn.MultiheadAttention``
+    computes, with its softmax written out so the engine can read and weigh it)."""
+
+    def hook(
+        module: nn.MultiheadAttention, args: tuple, kwargs: dict, output: tuple
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        query, key, value = (list(args) + [kwargs.get(name) for name in ("query", "key", "value")][len(args) :])[:3]
+        if kwargs.get("key_padding_mask") is not None or kwargs.get("attn_mask") is not None:
+            raise AttentionNotReachableError("the pooling head was called with a mask, which hf-iia does not repeat")
+        heads, width = module.num_heads, module.embed_dim
+        weight, bias = module.in_proj_weight, module.in_proj_bias
+        q, k, v = (
+            nn.functional.linear(x, weight[i * width : (i + 1) * width], bias[i * width : (i + 1) * width])
+            for i, x in enumerate((query, key, value))
+        )
+
+        def split(x: torch.Tensor) -> torch.Tensor:
+            return x.view(x.shape[0], x.shape[1], heads, width // heads).transpose(1, 2)
+
+        scores = split(q) @ split(k).transpose(2, 3) * (width // heads) ** -0.5
+        probs = torch.softmax(scores, dim=-1)
+        probs = nn.functional.dropout(probs, p=module.dropout, training=module.training)
+        probs = run.represent(tap, probs)
+        context = (probs @ split(v)).transpose(1, 2).reshape(query.shape[0], query.shape[1], width)
+        return module.out_proj(context), probs.mean(dim=1)
+
+    return hook
+
+
 def probabilities_hook(run: TapRun, tap: str) -> Callable[[nn.Module, tuple, torch.Tensor], torch.Tensor]:
     """Forward hook on a dropout applied to attention probabilities: check them, hand them to ``run`` at ``tap``.
 
@@ -520,6 +632,10 @@ def vit_adapter(model: nn.Module, layer: LayerSpec) -> ViTAdapter:
     model_type = str(config_of(model).model_type)
     common = dict(readout=READOUTS[model_type](model), patch_size=vision.patch_size, image_size=vision.image_size)
     hooked = HOOKED_ATTENTION.get(model_type)
+    if hooked is None and common["readout"].probe is not None:
+        return ProbeViTAdapter(
+            model, layer, blocks=list(blocks), probe=base.get_submodule(common["readout"].probe), **common
+        )
     if hooked is None:
         adapter = RelevanceViTAdapter if model_type in RELEVANCE_TYPES else ViTAdapter
         return adapter(model, layer, blocks=list(blocks), **common)

@@ -9,6 +9,8 @@ Every test and script builds its tiny models here, by what they are:
   :func:`save_tiny_timm`).
 - :mod:`hf_iia.testing.plain`: plain-PyTorch classifiers (:class:`SmallCNN`, :class:`NaNLogits`,
   :class:`ConstantLogits`) and a hand-written ViT / DeiT forward (:func:`vit_logits_by_hand`).
+- :mod:`hf_iia.testing.zero_shot`: tiny zero-shot dual encoders (CLIP, MetaCLIP 2, AltCLIP, Chinese-CLIP, CLIPSeg,
+  SigLIP) with tokenizers built offline, saved as Hub folders (:func:`build_zero_shot`, :func:`save_zero_shot`).
 - :mod:`hf_iia.testing.state`: the "leave the model as found" checks (:func:`snapshot`,
   :func:`assert_unchanged`, :func:`hook_count`).
 - :mod:`hf_iia.testing.common`: the default labels and input size, a config's label fields (:func:`label_kwargs`),
@@ -27,6 +29,7 @@ from .common import DEFAULT_IMAGE_SIZE, LABELS, label_kwargs, pixels, save_pair
 from .plain import ConstantLogits, NaNLogits, SmallCNN, vit_logits_by_hand
 from .state import assert_unchanged, hook_count, snapshot
 from .timm import FAN_IN_INIT, TIMM_MODEL_ARGS, TIMM_MODELS, build_tiny_timm, save_tiny_timm
+from .zero_shot import ZERO_SHOT_KINDS, build_zero_shot, save_zero_shot
 from .zoo import (
     IMAGE_CLASSIFICATION_TYPES,
     LOGITS_FIELD,
@@ -54,10 +57,12 @@ __all__ = [
     "TIMM_MODEL_ARGS",
     "TINY_KINDS",
     "TINY_OVERRIDES",
+    "ZERO_SHOT_KINDS",
     "ConstantLogits",
     "NaNLogits",
     "SmallCNN",
     "assert_unchanged",
+    "build_zero_shot",
     "build_tiny",
     "build_tiny_timm",
     "depth_width",
@@ -68,6 +73,7 @@ __all__ = [
     "save_pair",
     "save_tiny",
     "save_tiny_timm",
+    "save_zero_shot",
     "snapshot",
     "tiny_config",
     "tiny_processor",

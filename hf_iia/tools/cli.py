@@ -12,7 +12,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import AuditError, CheckpointError, IIAError, ImageInputError, LayerNotFoundError, MethodError
+from ..errors import (
+    AuditError,
+    CheckpointError,
+    IIAError,
+    ImageInputError,
+    LayerNotFoundError,
+    MethodError,
+    TargetError,
+)
 
 METHOD_NAMES: tuple[str, ...] = (
     "iia",
@@ -214,14 +222,14 @@ def _checkpoint_labels(model: str) -> dict[int, str] | None:
     return None
 
 
-def _check_model(model: str, targets: Sequence[str]) -> None:
+def _check_model(model: str, targets: Sequence[str], candidate_labels: Sequence[str] | None = None) -> None:
     """The model is a local checkpoint folder or a reachable Hub id, and each target names one of its classes (when
-    its config.json is at hand)."""
+    its config.json is at hand), or one of a zero-shot model's ``candidate_labels``."""
     from ..labels import class_index, label_index
     from ..loading import check_source
 
     check_source(model)
-    labels = _checkpoint_labels(model)
+    labels = dict(enumerate(candidate_labels)) if candidate_labels else _checkpoint_labels(model)
     for value in targets:
         target = _target(value)
         if isinstance(target, int):
@@ -236,8 +244,9 @@ def _make_explainer(args: argparse.Namespace, model: str, targets: Sequence[str]
     ``layers`` has only the options of :func:`_model_options`; the others default to the library's."""
     from ..loading import check_device
 
+    candidate_labels = _candidate_labels(getattr(args, "labels", None))
     # Before the heavy imports: a missing folder, an unreachable Hub or a missing device fails in a second or two.
-    _check_model(model, targets)
+    _check_model(model, targets, candidate_labels)
     check_device(args.device)
     steps = getattr(args, "steps", None)
     _note_zero_steps(steps)
@@ -255,7 +264,23 @@ def _make_explainer(args: argparse.Namespace, model: str, targets: Sequence[str]
         internal_batch_size=getattr(args, "internal_batch_size", None),
         combine=getattr(args, "combine", None),
         start=getattr(args, "start", None),
+        candidate_labels=candidate_labels,
+        hypothesis_template=getattr(args, "hypothesis_template", None),
     )
+
+
+def _candidate_labels(value: str | None) -> list[str] | None:
+    """``--labels "a cat,a dog"`` as ``candidate_labels=`` takes it (``None`` when not given).
+
+    Raises:
+        TargetError: an empty label (two commas, a trailing comma).
+    """
+    if value is None:
+        return None
+    labels = [label.strip() for label in value.split(",")]
+    if not all(labels):
+        raise TargetError(f"--labels {value!r} has an empty label; separate non-empty labels with commas")
+    return labels
 
 
 def _steps(values: Sequence[int] | None) -> int | tuple[int, ...] | None:
@@ -583,6 +608,14 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("images", nargs="+", help="image files")
     explain.add_argument("--out", default="hf-iia-out", help="output folder (default: ./hf-iia-out)")
     _explainer_options(explain)
+    explain.add_argument(
+        "--labels",
+        help='a zero-shot model\'s (CLIP, SigLIP, ...) candidate labels, comma-separated: "a cat,a dog"',
+    )
+    explain.add_argument(
+        "--hypothesis-template",
+        help='the prompt of each --labels label, with {} for the label (default: "This is a photo of {}.")',
+    )
     explain.set_defaults(run=cmd_explain)
 
     demo = commands.add_parser("demo", help=_help(cmd_demo))
