@@ -12,14 +12,20 @@ from torch import nn
 from hf_iia import IIAExplainer
 from hf_iia.adapters.base import extract_logits
 from hf_iia.adapters.vit import READOUTS, ViTAdapter
-from hf_iia.testing import assert_unchanged, save_tiny, save_tiny_timm, snapshot
+from hf_iia.testing import IMAGE_CLASSIFICATION_TYPES, assert_unchanged, save_tiny, save_tiny_timm, snapshot
+from hf_iia.testing.zero_shot import ZERO_SHOT_KINDS, save_zero_shot
 
 torch.set_num_threads(1)
 
 TIMM_VITS = ("test_vit", "deit_tiny_distilled_patch16_224", "eva02_tiny_patch14_224")
-FAMILIES = [*READOUTS, *(f"timm:{name}" for name in TIMM_VITS)]
-"""Every attention family: the transformers types of the ViT adapter's readout table and the timm ViTs (class token,
-distillation token, Eva's rotary attention)."""
+FAMILIES = [
+    *(model_type for model_type in READOUTS if model_type in IMAGE_CLASSIFICATION_TYPES),
+    *(f"timm:{name}" for name in TIMM_VITS),
+    *(f"zero_shot:{kind}" for kind in ZERO_SHOT_KINDS),
+]
+"""Every attention family: the image-classification types of the ViT adapter's readout table, the timm ViTs (class
+token, distillation token, Eva's rotary attention) and the zero-shot vision towers (SigLIP's attention-pooling head)."""
+ZERO_SHOT_LABELS = ["a cat", "a dog", "a car"]
 
 TOLERANCE = 1e-4
 """Maps are min-max normalised (range 1): the one-backward LeGrad and the per-block loop sum the same float32
@@ -36,6 +42,8 @@ def folder(tmp_path_factory):
             path = tmp_path_factory.mktemp(family.replace(":", "_"))
             if family.startswith("timm:"):
                 cache[family] = save_tiny_timm(family.removeprefix("timm:"), path)
+            elif family.startswith("zero_shot:"):
+                cache[family] = save_zero_shot(family.removeprefix("zero_shot:"), path)
             else:
                 cache[family] = save_tiny(family, path)
         return cache[family]
@@ -77,11 +85,11 @@ def naive_legrad(adapter: ViTAdapter, x: torch.Tensor, targets: list[int]) -> to
     ``x`` ``[B, C, H, W]`` -> ``[B, H, W]``."""
     model, blocks = adapter.model, adapter.blocks
     grads = []
-    for index, tap in enumerate(adapter.taps):
+    for index, tap in enumerate(adapter.block_taps):
         recorder = _Recorder()
         handles = [block.register_forward_hook(_pass_through, with_kwargs=True) for block in blocks[index + 1 :]]
         try:
-            with torch.enable_grad(), adapter.installed(recorder, adapter.taps):
+            with torch.enable_grad(), adapter.installed(recorder, adapter.block_taps):
                 logits = extract_logits(model(x))
                 score = logits[torch.arange(len(targets)), torch.tensor(targets)].sum()
                 (grad,) = torch.autograd.grad(score, recorder.attention[tap])
@@ -109,14 +117,17 @@ def test_legrad_equals_the_per_block_loop_and_batch_equals_single(folder, family
     """One forward and one backward pass give every block's own dS_l/dA_l: the maps equal the naive per-block loop
     (separate forward/backward of each s_l) within TOLERANCE of the map's range, for a batch of two images with
     different targets, and each image explained alone gives its row of the batch."""
-    explainer = IIAExplainer(folder(family), method="legrad", device="cpu", progress=False)
+    labels = {"candidate_labels": ZERO_SHOT_LABELS} if family.startswith("zero_shot:") else {}
+    explainer = IIAExplainer(str(folder(family)), method="legrad", device="cpu", progress=False, **labels)
     adapter = explainer.adapter
     assert isinstance(adapter, ViTAdapter)
     x = _inputs(adapter, 2)
     targets = [1, 2]
-    before = snapshot(explainer.model)
+    # a zero-shot explainer's model wraps the dual encoder (and caches the prompts' embeddings): check the encoder
+    model = explainer.model.model if labels else explainer.model
+    before = snapshot(model)
     ours = explainer.attribute(x, target=targets)
-    assert_unchanged(before, snapshot(explainer.model))  # hooks, attention implementation, modes, weights
+    assert_unchanged(before, snapshot(model))  # hooks, attention implementation, modes, weights
     expected = naive_legrad(adapter, x, targets)
     assert ours.shape == expected.shape == (2, *x.shape[2:])
     torch.testing.assert_close(ours, expected, atol=TOLERANCE, rtol=0)
@@ -133,16 +144,16 @@ def test_the_gradient_cut_between_blocks_matters(folder):
     adapter = explainer.adapter
     assert isinstance(adapter, ViTAdapter)
     x = _inputs(adapter, 1, seed=3)
-    uncut = {tap: 0.0 for tap in adapter.taps}
-    for index in range(len(adapter.taps)):  # s_m's gradient at every A_l, l <= m
+    uncut = {tap: 0.0 for tap in adapter.block_taps}
+    for index in range(len(adapter.block_taps)):  # s_m's gradient at every A_l, l <= m
         recorder = _Recorder()
         handles = [
             block.register_forward_hook(_pass_through, with_kwargs=True) for block in adapter.blocks[index + 1 :]
         ]
         try:
-            with torch.enable_grad(), adapter.installed(recorder, adapter.taps):
+            with torch.enable_grad(), adapter.installed(recorder, adapter.block_taps):
                 score = extract_logits(adapter.model(x))[0, 0]
-                earlier = adapter.taps[: index + 1]
+                earlier = adapter.block_taps[: index + 1]
                 grads = torch.autograd.grad(score, [recorder.attention[tap] for tap in earlier])
         finally:
             for handle in handles:

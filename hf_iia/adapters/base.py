@@ -143,6 +143,12 @@ class AttentionAdapter(Adapter):
     ) -> torch.Tensor:
         """Fuse per-block integrals ``{tap: [B, heads, T, T]}`` with ``rollout`` into patch-grid maps ``[B, h, w]``."""
 
+    @property
+    @abstractmethod
+    def block_taps(self) -> tuple[str, ...]:
+        """The taps of the blocks' self-attention probabilities ``[N, heads, T, T]``, in forward order (without any
+        other attention the family observes, such as a pooling head's)."""
+
     @abstractmethod
     def block_predictions(self) -> contextlib.AbstractContextManager[object]:
         """Context manager: every forward pass in the block also applies the model's own head (its final norm,

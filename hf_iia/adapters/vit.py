@@ -356,6 +356,10 @@ class ViTAdapter(AttentionAdapter):
     def to_map(self, integrals: dict[str, torch.Tensor], input_size: tuple[int, int]) -> torch.Tensor:
         return self.rollout_map(integrals, input_size, gradient_rollout)
 
+    @property
+    def block_taps(self) -> tuple[str, ...]:
+        return self._taps
+
     def block_predictions(self) -> Installation:
         """See :meth:`AttentionAdapter.block_predictions`. A forward hook on every block detaches the output it hands
         to the next block and keeps the original; the last block hands on its own output followed by the kept ones,

@@ -21,9 +21,9 @@ from collections.abc import Sequence
 import torch
 
 from ..adapters import Adapter, AttentionAdapter
-from ..engine import IntegralSpec, IntegrationResult, Start
+from ..engine import IntegralSpec, IntegrationResult, Start, make_spec
 from ..integrands import gradient
-from .base import Method, MethodOptions, at_input, input_size, register_method
+from .base import Method, MethodOptions, input_size, register_method
 
 
 def legrad_fusion(blocks: Sequence[torch.Tensor], readout: torch.Tensor, first_patch: int) -> torch.Tensor:
@@ -42,8 +42,11 @@ class LeGrad(Method):
     requires = AttentionAdapter
 
     def spec(self, adapter: Adapter, options: MethodOptions, start: Start | None) -> IntegralSpec:
-        """The gradient at every block's attention, at ``a = 1`` only (under the block predictions of :meth:`run`)."""
-        return at_input(adapter, gradient)
+        """The gradient at every block's attention, at ``a = 1`` only (under the block predictions of :meth:`run`).
+        Only the blocks' attention is observed: a pooling head's attention (SigLIP's) reads every block's prediction
+        stacked, and LeGrad reads the blocks alone."""
+        assert isinstance(adapter, AttentionAdapter)  # prepare() admits only attention adapters
+        return make_spec((), adapter.block_taps, (0,), gradient)
 
     def fuse(self, adapter: Adapter, integrals: dict[str, torch.Tensor], pixel_values: torch.Tensor) -> torch.Tensor:
         """:func:`legrad_fusion` on the adapter's token layout (patch tokens after its special tokens)."""
