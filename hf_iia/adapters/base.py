@@ -143,6 +143,22 @@ class AttentionAdapter(Adapter):
     ) -> torch.Tensor:
         """Fuse per-block integrals ``{tap: [B, heads, T, T]}`` with ``rollout`` into patch-grid maps ``[B, h, w]``."""
 
+    @property
+    @abstractmethod
+    def block_taps(self) -> tuple[str, ...]:
+        """The taps of the blocks' self-attention probabilities ``[N, heads, T, T]``, in forward order (without any
+        other attention the family observes, such as a pooling head's)."""
+
+    @abstractmethod
+    def block_predictions(self) -> contextlib.AbstractContextManager[object]:
+        """Context manager: every forward pass in the block also applies the model's own head (its final norm,
+        token readout and classifier) to each block's output, the block's intermediate prediction ``s_l``
+        ``[N, classes]``, and :meth:`logits` returns the model's logits (unchanged values) whose gradient is that of
+        ``sum_l s_l``. No gradient flows from a block's output into the next block, so the gradient at block ``l``'s
+        attention is that of ``s_l`` alone (LeGrad's per-block sensitivity, in one backward pass). Values are
+        unchanged; everything installed is removed on every exit path (an
+        :class:`~hf_iia.adapters.guard.Installation`)."""
+
 
 class RelevanceAdapter(Adapter):
     """An adapter that can make its model's backward pass propagate relevance: LRP rules written as modified

@@ -22,6 +22,11 @@ e.g. data2vec-vision) are reached by :class:`HookedViTAdapter` instead: a forwar
 the dropout module each block applies to its softmax output receives the probabilities
 (checked to be ``[N, heads, T, T]`` rows summing to 1, else refused) and returns the tensor
 the values are multiplied by. The timm adapter reaches timm ViTs the same way.
+
+LeGrad's intermediate predictions (:meth:`ViTAdapter.block_predictions`) need no per-type head knowledge: the last
+block hands the model's own tail every block's output stacked along the batch, so each is read exactly as the head
+reads the last block (final norm, the :data:`READOUTS` tokens, classifier); a tail that does not read rows one by one
+is refused by the row count it returns.
 """
 
 from __future__ import annotations
@@ -70,6 +75,8 @@ VIT = Family(
 _ACTIVE: ContextVar[tuple[dict[int, str], TapRun] | None] = ContextVar("hf_iia_attention", default=None)
 # Whether the attention function applies AttnLRP's uniform rule to its two products (RelevanceViTAdapter).
 _RELEVANCE: ContextVar[bool] = ContextVar("hf_iia_relevance", default=False)
+# How many blocks' intermediate predictions the model's logits stack, while ViTAdapter.block_predictions is active.
+_PREDICTIONS: ContextVar[int | None] = ContextVar("hf_iia_block_predictions", default=None)
 _REGISTRATION_LOCK = threading.Lock()
 _registrations = 0
 
@@ -349,6 +356,43 @@ class ViTAdapter(AttentionAdapter):
     def to_map(self, integrals: dict[str, torch.Tensor], input_size: tuple[int, int]) -> torch.Tensor:
         return self.rollout_map(integrals, input_size, gradient_rollout)
 
+    @property
+    def block_taps(self) -> tuple[str, ...]:
+        return self._taps
+
+    def block_predictions(self) -> Installation:
+        """See :meth:`AttentionAdapter.block_predictions`. A forward hook on every block detaches the output it hands
+        to the next block and keeps the original; the last block hands on its own output followed by the kept ones,
+        ``[blocks * N, T, D]`` block-major, so the model's own tail (final norm, readout, head: whatever the family's
+        :class:`Readout` stands for) forms every block's prediction; :meth:`logits` takes them apart."""
+
+        def setup(installation: Installation) -> None:
+            kept: list[torch.Tensor] = []
+            for index, block in enumerate(self.blocks):
+                hook = _prediction_hook(kept, first=index == 0, last=index == len(self.blocks) - 1)
+                remove_on_undo(installation, block.register_forward_hook(hook))
+            token = _PREDICTIONS.set(len(self.blocks))
+            installation.undo(lambda: _PREDICTIONS.reset(token))
+
+        return Installation(setup)
+
+    def logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The model's logits ``[N, classes]``; under :meth:`block_predictions`, with the gradient of the sum of every
+        block's prediction (the value stays the last block's, the model's own)."""
+        logits = super().logits(pixel_values)
+        blocks = _PREDICTIONS.get()
+        if blocks is None:
+            return logits
+        if logits.shape[0] % blocks:
+            raise AttentionNotReachableError(
+                f"{type(self.model).__name__} returned {logits.shape[0]} rows for the outputs of its {blocks} blocks "
+                "stacked as one batch, so its head does not read each row on its own; use method='gradient_rollout'"
+            )
+        per_block = logits.view(blocks, -1, logits.shape[1])  # [blocks, N, classes], the last block first
+        earlier = per_block[1:]
+        # value: the model's logits; gradient: that of every block's prediction (each reaches its own block only)
+        return per_block[0] + (earlier - earlier.detach()).sum(dim=0)
+
     def patch_grid(self, input_size: tuple[int, int]) -> tuple[int, int]:
         """Rows and columns of patch tokens for an input of ``(height, width)`` pixels; the sequence holds
         ``rows * columns + special_tokens`` tokens."""
@@ -612,6 +656,33 @@ def vit_adapter(model: nn.Module, layer: LayerSpec) -> ViTAdapter:
 
 
 register_adapter(*READOUTS)(vit_adapter)
+
+
+def _prediction_hook(
+    kept: list[torch.Tensor], *, first: bool, last: bool
+) -> Callable[[nn.Module, tuple, object], object]:
+    """Forward hook of :meth:`ViTAdapter.block_predictions` on one block (output: hidden states ``[N, T, D]``, or a
+    tuple that starts with them): keep the output and hand the next block a detached copy; the last block hands on
+    ``[its output, kept outputs...]`` concatenated along the batch."""
+
+    def hook(module: nn.Module, args: tuple, output: object) -> object:
+        hidden = output[0] if isinstance(output, tuple) else output
+        if not isinstance(hidden, torch.Tensor) or hidden.dim() != 3:
+            raise AttentionNotReachableError(
+                f"a block of the model returned {type(hidden).__name__}, not hidden states [N, T, D], so its "
+                "intermediate prediction cannot be read; use method='gradient_rollout'"
+            )
+        if first:
+            kept.clear()  # a new forward pass
+        if last:
+            replaced = torch.cat([hidden, *kept])
+            kept.clear()
+        else:
+            kept.append(hidden)
+            replaced = hidden.detach()
+        return (replaced, *output[1:]) if isinstance(output, tuple) else replaced
+
+    return hook
 
 
 def _expand_hook(run: TapRun, tap: str):
