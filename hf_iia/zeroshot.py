@@ -70,8 +70,9 @@ ZERO_SHOT_TYPES: dict[str, ZeroShotType] = {
 """``config.model_type`` -> how its ``AutoModelForZeroShotImageClassification`` class scores (the explained types)."""
 
 REFUSED_ZERO_SHOT: dict[str, str] = {
-    "siglip2": "its pixel_values are pre-patchified NaFlex sequences [B, patches, C*p*p] with a pixel_attention_mask "
-    "and spatial_shapes, not images [B, C, H, W]; the patch grid per image is not established yet",
+    "siglip2": "its NaFlex input (patches [B, patches, C*p*p] with pixel_attention_mask and spatial_shapes) is "
+    "explained for Siglip2ForImageClassification, but Siglip2Model's image embedding is its attention-pooling head, "
+    "called with the patch mask, whose attention row hf-iia does not form with a mask yet",
     "align": "its vision tower is an EfficientNet (AlignVisionModel) whose pooled embedding no hf-iia feature-map "
     "adapter reads yet",
     "blip": "BlipModel's image embedding and text pairing (a separate text encoder with cross-attention for "

@@ -34,8 +34,6 @@ REFUSED: dict[str, str] = {
     "the input is discrete, so no gradient with respect to the image exists",
     "shieldgemma2": "it is a vision-language policy classifier: its forward needs a text prompt (input_ids) besides "
     "the image, and its scores are Yes/No token probabilities, not an image-classification head",
-    "siglip2": "its pixel_values are pre-patchified sequences [B, patches, C*p*p] with a pixel_attention_mask and "
-    "spatial_shapes (NaFlex), not images [B, C, H, W]; the patch grid per image is not established yet",
     "perceiver": "it reads the image into a latent array by cross-attention: neither a spatial stage nor self-attention "
     "over patch tokens exists to integrate over",
     "dinat": "its neighbourhood attention needs the natten package's 2-D kernels, which no installable natten "

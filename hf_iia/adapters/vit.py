@@ -39,6 +39,7 @@ import torch
 from torch import nn
 from transformers import AttentionInterface, PreTrainedModel
 from transformers.activations import ACT2CLS
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from ..errors import AttentionNotReachableError, IIAError, ImageInputError
 from ..family import Family, Preset
@@ -108,6 +109,9 @@ def _register_attention(installation: Installation) -> None:
     with _REGISTRATION_LOCK:
         if _registrations == 0:
             AttentionInterface.register(ATTENTION_NAME, _iia_attention)
+            # The function is eager attention, so its masks are eager's (additive, [N, 1, T, T]): for an
+            # implementation without a mask function transformers passes the processor's 2-D mask through unchanged.
+            AttentionMaskInterface.register(ATTENTION_NAME, eager_mask)
         _registrations += 1
     installation.undo(_unregister_attention)
 
@@ -118,6 +122,7 @@ def _unregister_attention() -> None:
         _registrations -= 1
         if _registrations == 0:
             AttentionInterface._global_mapping.pop(ATTENTION_NAME, None)
+            AttentionMaskInterface._global_mapping.pop(ATTENTION_NAME, None)
 
 
 def _switch_attention(installation: Installation, model: nn.Module, name: str) -> None:
