@@ -265,7 +265,9 @@ class IIAExplainer:
                 "(...)), or preprocess yourself and call explainer.attribute(pixel_values)"
             )
         try:
-            pixel_values, inputs = process_inputs(self.processor, images, self.adapter.input_names)
+            # While __init__ prepares the method (a shape probe of feature-map families), there is no adapter yet.
+            names = self.adapter.input_names if hasattr(self, "adapter") else ()
+            pixel_values, inputs = process_inputs(self.processor, images, names)
         except ImageInputError:
             raise
         except (ValueError, RuntimeError) as error:  # e.g. images of different sizes that a processor does not resize

@@ -1,4 +1,5 @@
-"""SigLIP2 NaFlex (Siglip2ForImageClassification): pre-patchified inputs, each image on its own patch grid."""
+"""SigLIP2 NaFlex (Siglip2ForImageClassification and the zero-shot Siglip2Model): pre-patchified inputs, each image
+on its own patch grid."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from PIL import Image
 from hf_iia import IIAExplainer
 from hf_iia.adapters.naflex import patches_to_image
 from hf_iia.errors import ImageInputError, MethodError
-from hf_iia.testing import zoo
+from hf_iia.testing import save_zero_shot, zoo
 
 PATCH = 8  # the zoo's siglip2 processor: patch_size 8, max_num_patches 16
 
@@ -19,6 +20,14 @@ PATCH = 8  # the zoo's siglip2 processor: patch_size 8, max_num_patches 16
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     return zoo.save_tiny("siglip2", tmp_path_factory.mktemp("siglip2"))
+
+
+@pytest.fixture(scope="module")
+def zero_shot_folder(tmp_path_factory):
+    return save_zero_shot("siglip2", tmp_path_factory.mktemp("siglip2_zero_shot"))
+
+
+LABELS = ["a cat", "a dog"]
 
 
 def _images() -> list[Image.Image]:
@@ -120,3 +129,36 @@ def test_patches_to_image_inverts_the_processors_patching(folder):
         resized, True, processor.rescale_factor, True, processor.image_mean, processor.image_std
     )
     assert torch.allclose(patches_to_image(inputs["pixel_values"][0], (height, width), PATCH), expected, atol=1e-6)
+
+
+def test_zero_shot_two_aspect_ratios_in_one_batch_score_as_the_pipeline_on_their_own_grids(zero_shot_folder):
+    """Siglip2Model's image embedding is its attention-pooling head, called with the padding mask (an additive float
+    attn_mask): the head's attention row is formed with that mask, so the scores are the zero-shot pipeline's."""
+    explainer = IIAExplainer(str(zero_shot_folder), candidate_labels=LABELS, device="cpu", progress=False)
+    pipe = transformers.pipeline("zero-shot-image-classification", model=str(zero_shot_folder), device="cpu")
+    images = _images()
+    batch = explainer(images)
+    assert [e.heatmap.shape for e in batch] == [(24, 40), (40, 24)]
+    for image, together in zip(images, batch, strict=True):
+        reference = {row["label"]: row["score"] for row in pipe(image, candidate_labels=LABELS)}
+        assert together.label == max(reference, key=reference.__getitem__)
+        assert together.score == pytest.approx(reference[together.label], abs=1e-5)
+        alone = explainer(image)
+        assert np.abs(alone.heatmap - together.heatmap).max() <= 1e-5  # maps in [0, 1]: contrast 1
+        assert together.heatmap.std() > 1e-3
+
+
+def test_zero_shot_map_reads_the_heads_row_over_the_real_tokens(zero_shot_folder):
+    """The readout of each image's rollout is the head's integrated row on its real tokens, summing to 1 (the
+    padding columns, masked out of the head, are not read)."""
+    explainer = IIAExplainer(str(zero_shot_folder), candidate_labels=LABELS, device="cpu", progress=False)
+    images = _images()
+    inputs = dict(explainer.processor(images=images, return_tensors="pt"))
+    pixel_values = inputs.pop("pixel_values")
+    outputs = explainer._forward(pixel_values, None, inputs)
+    head = outputs.result.integrals[explainer.adapter.PROBE_TAP]  # [B, heads, 1, P]
+    for index, (height, width) in enumerate(inputs["spatial_shapes"].tolist()):
+        one = {tap: value[index : index + 1].double() for tap, value in outputs.result.integrals.items()}
+        weights = explainer.adapter.readout_weights(one, height * width)
+        assert weights.shape == (height * width,) and float(weights.sum()) == pytest.approx(1.0)
+        assert torch.count_nonzero(head[index, :, 0, height * width :]) == 0  # masked padding gets no attention

@@ -31,7 +31,7 @@ from ..fusions import Rollout, gradient_rollout
 from .base import LayerSpec, TapRun, config_of, extract_logits
 from .guard import Installation
 from .registry import register_adapter
-from .vit import Readout, ViTAdapter
+from .vit import ProbeViTAdapter, Readout, ViTAdapter, _vision_config
 
 NAFLEX_INPUTS = ("pixel_attention_mask", "spatial_shapes")
 """The processor outputs a NaFlex model reads besides ``pixel_values``."""
@@ -79,8 +79,7 @@ class NaFlexViTAdapter(ViTAdapter):
 
     def check_input(self, pixel_values: torch.Tensor) -> None:
         """``[B, P, C * p * p]`` patches, with bound masks whose real patches form each image's ``h x w`` grid."""
-        vision = config_of(self.model).vision_config
-        width = int(vision.num_channels) * self.patch_size**2
+        width = int(_vision_config(self.model).num_channels) * self.patch_size**2
         if pixel_values.dim() != 3 or pixel_values.shape[2] != width:
             raise ImageInputError(
                 f"pixel_values has shape {list(pixel_values.shape)}; {type(self.model).__name__} takes NaFlex patches "
@@ -148,6 +147,19 @@ class NaFlexViTAdapter(ViTAdapter):
         return self.rollout_map(integrals, input_size, gradient_rollout)
 
 
+class NaFlexProbeViTAdapter(NaFlexViTAdapter, ProbeViTAdapter):
+    """SigLIP2's vision tower in a zero-shot ``Siglip2Model`` (:class:`hf_iia.zeroshot.ZeroShotClassifier`): NaFlex
+    inputs read by the attention-pooling head, whose masked attention row (observed at ``PROBE_TAP``, as
+    :class:`ProbeViTAdapter` observes SigLIP's) weighs each image's rollout rows over its real tokens."""
+
+    def readout_weights(self, integrals: dict[str, torch.Tensor], tokens: int) -> torch.Tensor:
+        """``[tokens]``: the head's integrated attention row over the real tokens (head mean, negative parts dropped,
+        normalised to sum 1); the uniform mean where that row is all zero."""
+        row = integrals[self.PROBE_TAP].mean(dim=1)[0, 0, :tokens].clamp_min(0)
+        total = row.sum()
+        return row / total if total > 0 else super().readout_weights(integrals, tokens).to(row.device, row.dtype)
+
+
 @contextlib.contextmanager
 def _bound(inputs: dict[str, torch.Tensor]) -> Iterator[None]:
     token = _INPUTS.set(inputs or None)
@@ -158,26 +170,25 @@ def _bound(inputs: dict[str, torch.Tensor]) -> Iterator[None]:
 
 
 def naflex_adapter(model: nn.Module, layer: LayerSpec) -> NaFlexViTAdapter:
-    """The adapter of a ``Siglip2ForImageClassification``: blocks at ``vision_model.encoder.layers``, read by the
-    classifier's masked mean over every real token (no CLS)."""
+    """The adapter of a ``Siglip2ForImageClassification`` (its tower ``vision_model``, read by the classifier's
+    masked mean over every real token: no CLS) or of a zero-shot ``Siglip2Model``'s tower (``ZeroShotClassifier``'s
+    ``tower``, read by its attention-pooling head): blocks at ``encoder.layers`` of the tower."""
     model_any: Any = model
-    try:
-        blocks = model_any.vision_model.encoder.layers
-    except AttributeError:
-        blocks = None
+    tower: Any = getattr(model_any, "tower", None) or getattr(model_any, "vision_model", None)
+    blocks = getattr(getattr(tower, "encoder", None), "layers", None)
     if not isinstance(blocks, nn.ModuleList):
         raise AttentionNotReachableError(
             f"cannot find the transformer blocks of {type(model).__name__} at vision_model.encoder.layers"
         )
-    vision = config_of(model).vision_config
-    return NaFlexViTAdapter(
-        model,
-        layer,
+    common: dict[str, Any] = dict(
         blocks=list(blocks),
         readout=Readout(prefix=0, rows=(), pooled="all"),
-        patch_size=vision.patch_size,
-        image_size=int(vision.num_patches),
+        patch_size=_vision_config(model).patch_size,
+        image_size=int(config_of(tower).num_patches),
     )
+    if config_of(model).model_type == "siglip2_vision_model":
+        return NaFlexProbeViTAdapter(model, layer, probe=tower.head.attention, **common)
+    return NaFlexViTAdapter(model, layer, **common)
 
 
-register_adapter("siglip2")(naflex_adapter)
+register_adapter("siglip2", "siglip2_vision_model")(naflex_adapter)

@@ -40,10 +40,13 @@ REFUSED: dict[str, str] = {
     "release for this torch provides, so it was never run here",
     "pvt": "its position embeddings fix the input size and its last stage (what the head reads) carries a class "
     "token, so that stage has no grid; the first stage's tokens have one, but the encoder reshapes them with the "
-    "batch size read once from pixel_values, so that stage cannot carry the integration points' extra rows",
+    "batch size read once from pixel_values, so that stage cannot carry the integration points' extra rows (the "
+    "engine's rows_from_input, every point a batch row from the input, lifts that limit; its stage adapter and its "
+    "cost against the floor are not established yet)",
     "pvt_v2": "its hidden_states are reshaped copies no module returns; the token outputs of each stage's "
     "layer_norm equal them after a raster reshape, but the encoder reshapes every stage with the batch size read "
-    "once from pixel_values, so a stage cannot carry the integration points' extra rows",
+    "once from pixel_values, so a stage cannot carry the integration points' extra rows (the engine's "
+    "rows_from_input lifts that limit; its stage adapter and its cost against the floor are not established yet)",
 }
 """``config.model_type`` -> why it is refused (unless ``layer=`` names a module to explain as activations)."""
 
