@@ -4,8 +4,8 @@ Hub folders, with tokenizers built offline.
 Each folder holds what ``transformers.pipeline("zero-shot-image-classification", model=folder)`` loads: the
 ``AutoModelForZeroShotImageClassification`` model (safetensors), its image processor and a tokenizer. The vision
 tower is the zoo's CLIP tower (SigLIP2: the zoo's NaFlex tower and processor; :data:`hf_iia.testing.TINY_OVERRIDES`);
-the text tower reads 64 positions, as the pipeline pads SigLIP prompts to 64 tokens. The CLIP-text types (CLIP, MetaCLIP 2, CLIPSeg) get a real
-``CLIPTokenizer`` over a character vocabulary (no merges). SigLIP's ``SiglipTokenizer`` needs sentencepiece, which is
+the text tower reads 64 positions, as the pipeline pads SigLIP prompts to 64 tokens. The CLIP-text types (CLIP,
+MetaCLIP 2, CLIPSeg) get a real ``CLIPTokenizer`` over a character vocabulary (no merges). SigLIP's ``SiglipTokenizer`` needs sentencepiece, which is
 not installed here, and AltCLIP's (XLM-R) and Chinese-CLIP's (BERT) text towers read their first token: they get a
 ``tokenizers`` WordLevel tokenizer (``AutoTokenizer`` loads any tokenizer the folder names; the pipeline pads and
 truncates it as it would the type's own).
