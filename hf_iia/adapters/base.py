@@ -43,6 +43,9 @@ class TapRun(Protocol):
     def represent(self, tap: str, rep: torch.Tensor) -> torch.Tensor:
         """Return the representation to substitute at ``tap`` (``[N, ...]``, same shape)."""
 
+    def row_images(self) -> torch.Tensor:
+        """``[N]`` int64: the image (index into the explained batch) of each row the model is given."""
+
 
 class Adapter(ABC):
     """Reach and substitute the representations of one family of models.
@@ -54,6 +57,11 @@ class Adapter(ABC):
 
     family: ClassVar[Family]
     upsample_mode: ClassVar[str]
+    rows_from_input: ClassVar[bool] = False
+    """Whether every integration point runs the whole model from the input as its own batch row (no rows repeated
+    mid-network): for models that read per-image inputs after a tap, whose rows must then match the input's."""
+    input_names: ClassVar[tuple[str, ...]] = ()
+    """Processor outputs besides ``pixel_values`` the model reads (bound with :meth:`with_inputs`)."""
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
@@ -111,6 +119,21 @@ class Adapter(ABC):
     def logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Run the model on ``pixel_values`` ``[N, C, H, W]`` and return logits ``[N, num_classes]``."""
         return extract_logits(self.model(pixel_values))
+
+    def with_inputs(self, inputs: Mapping[str, torch.Tensor]) -> contextlib.AbstractContextManager[object]:
+        """Context manager: the processor's outputs :attr:`input_names` (each ``[B, ...]``) for the batch explained
+        inside it; nothing for a family that reads ``pixel_values`` only."""
+        return contextlib.nullcontext()
+
+    def image_sizes(self) -> list[tuple[int, int]] | None:
+        """Each image's own ``(H, W)`` model-input size where the images of a batch differ (NaFlex), for the bound
+        batch (:meth:`with_inputs`); ``None`` when every map is at the size of ``pixel_values``."""
+        return None
+
+    def model_input_image(self, pixel_values: torch.Tensor, index: int) -> torch.Tensor:
+        """Image ``index``'s model input as an image ``[C, H, W]`` (what its map lies on), from the batch's
+        ``pixel_values`` (bound inputs as in :meth:`with_inputs`)."""
+        return pixel_values[index]
 
     def not_reached(self, taps: Sequence[str]) -> IIAError:
         """The error to raise when ``taps`` were never reached during a forward pass."""

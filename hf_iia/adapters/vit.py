@@ -44,6 +44,7 @@ import torch
 from torch import nn
 from transformers import AttentionInterface, PreTrainedModel
 from transformers.activations import ACT2CLS
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from ..errors import AttentionNotReachableError, IIAError, ImageInputError
 from ..family import Family, Preset
@@ -115,6 +116,9 @@ def _register_attention(installation: Installation) -> None:
     with _REGISTRATION_LOCK:
         if _registrations == 0:
             AttentionInterface.register(ATTENTION_NAME, _iia_attention)
+            # The function is eager attention, so its masks are eager's (additive, [N, 1, T, T]): for an
+            # implementation without a mask function transformers passes the processor's 2-D mask through unchanged.
+            AttentionMaskInterface.register(ATTENTION_NAME, eager_mask)
         _registrations += 1
     installation.undo(_unregister_attention)
 
@@ -125,6 +129,7 @@ def _unregister_attention() -> None:
         _registrations -= 1
         if _registrations == 0:
             AttentionInterface._global_mapping.pop(ATTENTION_NAME, None)
+            AttentionMaskInterface._global_mapping.pop(ATTENTION_NAME, None)
 
 
 def _switch_attention(installation: Installation, model: nn.Module, name: str) -> None:
@@ -570,7 +575,8 @@ def _plain_attention(module: nn.MultiheadAttention) -> bool:
 
 
 def _probe_hook(run: TapRun, tap: str) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
-    """Forward hook on a pooling head's ``nn.MultiheadAttention`` (no masks): its output formed again from explicit
+    """Forward hook on a pooling head's ``nn.MultiheadAttention`` (no mask, or an additive float ``attn_mask``
+    ``[N * heads, Q, T]``, as SigLIP2's head passes its padding mask): its output formed again from explicit
     probabilities ``[N, heads, Q, T]``, which pass through ``run`` at ``tap`` (what ``nn.MultiheadAttention``
     computes, with its softmax written out so the engine can read and weigh it)."""
 
@@ -578,8 +584,16 @@ def _probe_hook(run: TapRun, tap: str) -> Callable[..., tuple[torch.Tensor, torc
         module: nn.MultiheadAttention, args: tuple, kwargs: dict, output: tuple
     ) -> tuple[torch.Tensor, torch.Tensor]:
         query, key, value = (list(args) + [kwargs.get(name) for name in ("query", "key", "value")][len(args) :])[:3]
-        if kwargs.get("key_padding_mask") is not None or kwargs.get("attn_mask") is not None:
-            raise AttentionNotReachableError("the pooling head was called with a mask, which hf-iia does not repeat")
+        mask = kwargs.get("attn_mask")
+        batch, queries, keys = query.shape[0], query.shape[1], key.shape[1]
+        additive = mask is None or (
+            mask.is_floating_point() and mask.shape == (batch * module.num_heads, queries, keys)
+        )
+        if kwargs.get("key_padding_mask") is not None or len(args) > 3 or not additive:
+            raise AttentionNotReachableError(
+                "the pooling head was called with a key padding mask or a mask other than an additive float "
+                "[N * heads, queries, keys] one (SigLIP2's padding mask), which hf-iia does not repeat"
+            )
         heads, width = module.num_heads, module.embed_dim
         weight, bias = module.in_proj_weight, module.in_proj_bias
         q, k, v = (
@@ -591,6 +605,8 @@ def _probe_hook(run: TapRun, tap: str) -> Callable[..., tuple[torch.Tensor, torc
             return x.view(x.shape[0], x.shape[1], heads, width // heads).transpose(1, 2)
 
         scores = split(q) @ split(k).transpose(2, 3) * (width // heads) ** -0.5
+        if mask is not None:  # nn.MultiheadAttention adds a float mask to the scores, heads batch-major
+            scores = scores + mask.view(batch, heads, queries, keys)
         probs = torch.softmax(scores, dim=-1)
         probs = nn.functional.dropout(probs, p=module.dropout, training=module.training)
         probs = run.represent(tap, probs)
