@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, cast
 
 import torch
 from tqdm.auto import tqdm
@@ -46,6 +46,43 @@ INPUT_TAP = "pixel_values"
 
 
 RULES = ("endpoints", "riemann_right", "trapezoid")
+
+Contrast = Literal["mean", "max"] | None
+"""What the methods differentiate for class ``c``: ``None``, the logit ``z_c``; ``"mean"``, ``z_c`` minus the mean of
+the other logits; ``"max"``, ``z_c`` minus the largest other logit (:func:`target_score`)."""
+
+CONTRASTS: tuple[Contrast, ...] = (None, "mean", "max")
+
+
+def check_contrast(contrast: object) -> Contrast:
+    """``contrast`` if it is one of :data:`CONTRASTS`; else a :class:`~hf_iia.errors.TargetError` naming them."""
+    if contrast not in CONTRASTS:
+        raise TargetError(f"unknown contrast {contrast!r}; choose one of {CONTRASTS} (None: the target's logit)")
+    return cast(Contrast, contrast)
+
+
+def target_score(logits: torch.Tensor, targets: torch.Tensor, contrast: Contrast = None) -> torch.Tensor:
+    """The scalar explained for each row: ``[N]`` from ``logits`` ``[N, K]`` and ``targets`` ``[N]`` (on the logits'
+    device), differentiable; see :data:`Contrast`.
+
+    A contrastive score subtracts what the other classes share, so a map of it shows what tells ``c`` apart from
+    them rather than what raises every logit together (the object any class map then points at).
+
+    Raises:
+        TargetError: ``contrast`` is not one of :data:`CONTRASTS`, or it is given for a model with one logit (there is
+            no other class to contrast with).
+    """
+    check_contrast(contrast)
+    own = logits.gather(1, targets.unsqueeze(1)).squeeze(1)
+    if contrast is None:
+        return own
+    if logits.shape[1] < 2:
+        raise TargetError(f"contrast={contrast!r} needs at least two classes, the model has {logits.shape[1]} logit")
+    others = logits.scatter(1, targets.unsqueeze(1), float("-inf") if contrast == "max" else 0.0)
+    if contrast == "max":
+        return own - others.max(dim=1).values
+    return own - others.sum(dim=1) / (logits.shape[1] - 1)
+
 
 Start = Callable[[torch.Tensor], torch.Tensor]
 """The image path's start as a function of the images: ``pixel_values [B, C, H, W] -> baselines [B, C, H, W]``."""
@@ -105,6 +142,7 @@ class IntegralSpec:
         integrand: ``q(r, g) -> contribution``, see :mod:`hf_iia.integrands`.
         start: the image path's start per image (e.g. a blur of each image); ``None``: the constant
             ``input_path.baseline``.
+        contrast: the scalar differentiated for the target (:data:`Contrast`; ``None``: its logit).
     """
 
     input_path: Path
@@ -112,6 +150,7 @@ class IntegralSpec:
     observe: tuple[str, ...]
     integrand: Integrand
     start: Start | None = None
+    contrast: Contrast = None
 
     def image_baseline(self, pixel_values: torch.Tensor) -> float | torch.Tensor:
         """Where the image path of ``pixel_values`` ``[B, C, H, W]`` starts: ``[B, C, H, W]`` from :attr:`start`,
@@ -381,7 +420,7 @@ def integrate(
                 f"target out of range: the model has {logits.shape[1]} classes (valid indices 0..{logits.shape[1] - 1})"
             )
         row_targets = targets[run.rows[:, 0]].to(device)
-        score = logits.gather(1, row_targets.unsqueeze(1)).sum()
+        score = target_score(logits, row_targets, spec.contrast).sum()
         taps = list(run.observed)
         grads = torch.autograd.grad(score, [run.observed[tap] for tap in taps], allow_unused=True)
         image_index = run.rows[:, 0].to(device)

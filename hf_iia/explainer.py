@@ -23,7 +23,7 @@ from PIL import Image
 from torch import nn
 
 from .adapters.base import LayerSpec, evaluation_mode, on_model
-from .engine import IntegrationResult
+from .engine import Contrast, IntegrationResult
 from .errors import IIAError, ImageInputError, TargetError, UnsupportedModelError
 from .explanation import Explanation
 from .family import Family
@@ -88,6 +88,10 @@ class IIAExplainer:
         start: a named start of the image path for ``iia`` and ``ig`` (:data:`hf_iia.presets.STARTS`) instead of
             ``baselines=``: ``"mean"`` (0 in normalised space, the default), ``"black"`` (the processor's output for a
             black image) or ``"blur"`` (each image Gaussian-blurred).
+        contrast: what every method explains for the target class ``c`` (:data:`hf_iia.engine.Contrast`): ``None``
+            (the default) its logit ``z_c``; ``"mean"`` ``z_c`` minus the mean of the other logits; ``"max"`` ``z_c``
+            minus the largest other logit (for the top-1 class: its margin over the runner-up). A contrastive map
+            shows what sets ``c`` apart from the other classes, not what raises them all.
         trust_remote_code: passed to ``from_pretrained``; off unless you trust the repo.
         allow_pickle: allow loading pickle (``.bin``) weights; off by default.
         progress: show a progress bar on runs longer than a second.
@@ -115,6 +119,7 @@ class IIAExplainer:
         fusion: str | None = None,
         combine: str | None = None,
         start: str | None = None,
+        contrast: Contrast = None,
         trust_remote_code: bool = False,
         allow_pickle: bool = False,
         progress: bool = True,
@@ -157,13 +162,14 @@ class IIAExplainer:
         self.model = model
         self.processor: Any = processor  # a transformers image processor or any callable images -> tensor
         self.method = method
+        self.contrast = contrast
         options = MethodOptions(layer, preset, steps, integrand, baselines, rule, fusion, combine, start)
         with self._lock:
             if device is not None or dtype is not None:
                 model.to(device=device, dtype=dtype)
             # _options: what __setstate__ rebuilds the adapter, spec and fusion from (IIA's default level filled in).
             self.adapter, self.spec, self._fuse, self._integrate, self._options = prepare(
-                method, model, options, processor, self._probe_preprocess()
+                method, model, options, processor, self._probe_preprocess(), contrast
             )
         if internal_batch_size is not None and internal_batch_size < 1:
             raise IIAError(f"internal_batch_size must be a positive int, got {internal_batch_size}")
@@ -190,7 +196,7 @@ class IIAExplainer:
         self._lock = model_lock(self.model)
         with self._lock:  # preparing may probe the model: never during another run on it (see __init__)
             self.adapter, self.spec, self._fuse, self._integrate, self._options = prepare(
-                self.method, self.model, self._options, self.processor, self._probe_preprocess()
+                self.method, self.model, self._options, self.processor, self._probe_preprocess(), self.contrast
             )
         self._geometries = {}
 

@@ -11,7 +11,10 @@ import pytest
 from PIL import Image
 from transformers import ViTImageProcessor
 
+from hf_iia import IIAExplainer
+from hf_iia.metrics import map_correlation
 from hf_iia.testing import build_tiny, depth_width
+from hf_iia.tools.bench.inputs import synthetic_inputs
 from hf_iia.tools.bench.run import CROPS, METHOD_SPECS, crop_photos, synthetic_heldout
 from hf_iia.tools.bench.stats import summarise, t_quantile
 from hf_iia.tools.cli import main
@@ -24,6 +27,7 @@ CNN_METHODS = [*IIA_METHODS, "iia3-earliest", "iia3-product", "ig", "gradcam", "
 VIT_METHODS = [*IIA_METHODS, "ig", "attention_rollout", "gradient_rollout", "gae", "attnlrp", "legrad"]
 LOCALISATION = ["pointing_game", "energy_pointing_game", "mask_ap"]
 PERTURBATION = ["deletion_auc", "insertion_auc"]
+SENSITIVITY = ["class_sensitivity"]
 
 
 def _save(model, folder: Path, heldout_start: int) -> None:
@@ -91,7 +95,7 @@ def test_synthetic_bench_writes_the_three_files(synthetic_run):
         assert [r["id"] for r in model["inputs"]] == [f"synthetic-{10_000_000 + i}" for i in range(N)]
         assert [r["target"] for r in model["inputs"]] == [(10_000_000 + i) % 6 for i in range(N)]
         for key, method in model["methods"].items():
-            assert sorted(method["per_image"]) == sorted(LOCALISATION + PERTURBATION)
+            assert sorted(method["per_image"]) == sorted(LOCALISATION + PERTURBATION + SENSITIVITY)
             assert all(len(values) == N for values in method["per_image"].values())
             assert set(model["timing"][key]) == {"seconds", "seconds_per_map"}
         assert set(model["paired_vs_iia"]) == set(model["methods"]) - {"iia"}
@@ -111,7 +115,7 @@ def test_synthetic_bench_writes_the_three_files(synthetic_run):
 
     text = (out / "results.md").read_text()
     assert "## vit (vit, 4 inputs)" in text and "## resnet (cnn, 4 inputs)" in text
-    assert "| method | pointing game ↑ | energy PG ↑ | mask AP ↑ | DEL ↓ | INS ↑ | s / map |" in text
+    assert "| method | pointing game ↑ | energy PG ↑ | mask AP ↑ | DEL ↓ | INS ↑ | class sens. ↑ | s / map |" in text
     for key in CNN_METHODS + VIT_METHODS:
         assert f"| `{key}` |" in text
     assert "hf-iia bench --suite synthetic" in text
@@ -127,15 +131,23 @@ def test_results_json_numbers_recompute_from_per_image_values(synthetic_run):
     scipy_stats = pytest.importorskip("scipy.stats")
     for model in results["models"]:
         for key, method in model["methods"].items():
-            for metric, values in method["per_image"].items():
-                summary = method["summary"][metric]
-                assert summary["n"] == N and summary["mean"] == pytest.approx(np.mean(values), abs=1e-12)
-                half = scipy_stats.t.ppf(0.975, N - 1) * np.std(values, ddof=1) / math.sqrt(N)
+            for metric, all_values in method["per_image"].items():
+                # None: undefined on that input (the class sensitivity where a map is constant); left out
+                values = [v for v in all_values if v is not None]
+                if metric != "class_sensitivity":
+                    assert len(values) == N
+                summary, n = method["summary"][metric], len(values)
+                if n < 2:
+                    continue
+                assert summary["n"] == n and summary["mean"] == pytest.approx(np.mean(values), abs=1e-12)
+                half = scipy_stats.t.ppf(0.975, n - 1) * np.std(values, ddof=1) / math.sqrt(n)
                 assert summary["half_width"] == pytest.approx(half, rel=1e-9, abs=1e-12)
                 assert summary["ci_low"] == pytest.approx(summary["mean"] - half, abs=1e-9)
                 if key != "iia":
-                    diff = [a - b for a, b in zip(values, model["methods"]["iia"]["per_image"][metric], strict=True)]
-                    assert model["paired_vs_iia"][key][metric]["mean"] == pytest.approx(np.mean(diff), abs=1e-12)
+                    pairs = zip(all_values, model["methods"]["iia"]["per_image"][metric], strict=True)
+                    diff = [a - b for a, b in pairs if a is not None and b is not None]
+                    if len(diff) > 1:
+                        assert model["paired_vs_iia"][key][metric]["mean"] == pytest.approx(np.mean(diff), abs=1e-12)
             assert all(v in (0.0, 1.0) for v in method["per_image"]["pointing_game"])
             assert all(0 <= v <= 1 for m in PERTURBATION for v in method["per_image"][m])
 
@@ -182,7 +194,7 @@ def test_real_suite_on_a_tiny_checkpoint(models_dir, tmp_path):
     (model,) = results["models"]
     assert list(model["methods"]) == ["iia", "gradcam"]  # gae does not apply to a CNN
     assert [r["id"] for r in model["inputs"]] == ["chelsea-full", "coffee-full"]
-    assert sorted(model["methods"]["iia"]["per_image"]) == PERTURBATION
+    assert sorted(model["methods"]["iia"]["per_image"]) == sorted(PERTURBATION + SENSITIVITY)
     assert sorted(p.name for p in out.iterdir()) == ["maps.png", "results.json", "results.md"]  # no checkpoint built
 
 
@@ -240,7 +252,7 @@ def test_paper_protocol_adds_its_columns(models_dir, tmp_path):
     ranges = {"pos_auc": 90, "neg_auc": 90, "del_prob_auc": 90, "ins_prob_auc": 90, "adp": 100, "pic": 100}
     for method in model["methods"].values():
         per_image = method["per_image"]
-        assert sorted(per_image) == sorted(LOCALISATION + PERTURBATION + PAPER + SEGMENTATION)
+        assert sorted(per_image) == sorted(LOCALISATION + PERTURBATION + PAPER + SEGMENTATION + SENSITIVITY)
         for metric in PAPER + SEGMENTATION:
             defined = [v for v in per_image[metric] if v is not None]
             assert len(per_image[metric]) == 3 and method["summary"][metric]["n"] == len(defined)
@@ -254,3 +266,31 @@ def test_paper_protocol_adds_its_columns(models_dir, tmp_path):
         assert f" {title} |" in header
     for title in ("pixel acc. ↑", "mIoU ↑", "mAP ↑", "mF1 ↑"):
         assert f" {title} |" in header
+
+
+@pytest.mark.parametrize(("name", "key"), [("resnet", "ig"), ("resnet", "iia"), ("vit", "iia"), ("vit", "gae")])
+def test_class_sensitivity_compares_the_maps_of_the_target_and_the_least_likely_class(
+    models_dir, synthetic_run, name, key
+):
+    """The column is 1 - r of two explanations by the public API: the target's map and the map of the input's
+    lowest-probability other class (recorded per input)."""
+    _, results = synthetic_run
+    model = next(m for m in results["models"] if m["name"] == name)
+    spec = METHOD_SPECS[key]
+    explainer = IIAExplainer(str(models_dir / name), method=spec.method, progress=False, **dict(spec.options))
+    inputs = synthetic_inputs(explainer, models_dir / name, N, 1, 8)
+    probabilities = explainer.class_scores(explainer.logits(inputs.pixel_values)).double()
+    second = [record["second_target"] for record in model["inputs"]]
+    for i, (record, target) in enumerate(zip(model["inputs"], second, strict=True)):
+        others = [c for c in range(probabilities.shape[1]) if c != record["target"]]
+        assert target == min(others, key=lambda c: float(probabilities[i, c]))
+    maps = explainer.attribute(inputs.pixel_values, inputs.targets)
+    other_maps = explainer.attribute(inputs.pixel_values, second)
+    expected = (1 - map_correlation(maps, other_maps)).tolist()
+    values = model["methods"][key]["per_image"]["class_sensitivity"]
+    for value, reference in zip(values, expected, strict=True):
+        if value is None:
+            assert math.isnan(reference)
+        else:  # maps in [0, 1] agree to float32 noise of the batch shape (1e-5 of the range); r moves less
+            assert value == pytest.approx(reference, abs=1e-4)
+    assert any(value is not None and value > 1e-3 for value in values)  # the two maps differ

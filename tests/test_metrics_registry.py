@@ -26,6 +26,7 @@ from hf_iia.metrics import (
     get_metric,
     information_curve,
     insertion_auc,
+    map_correlation,
     mask_average_precision,
     paper_perturbation_auc,
     pointing_game,
@@ -59,6 +60,7 @@ DIRECTIONS = {
     "seg_miou": True,
     "seg_map": True,
     "seg_mf1": True,
+    "class_sensitivity": True,
 }
 
 
@@ -96,8 +98,18 @@ def test_every_declaration_computes_what_its_function_computes():
     masks[:, 8:20, 10:26] = True
     targets = torch.tensor([0, 1, 2])
     norm = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+    other_maps = torch.rand(3, 32, 32, dtype=torch.float64)
     batch = MetricInputs(
-        maps, targets, x, model, masks, **norm, perturbation_steps=5, batch_size=4, pointing_tolerance=2
+        maps,
+        targets,
+        x,
+        model,
+        masks,
+        **norm,
+        perturbation_steps=5,
+        batch_size=4,
+        pointing_tolerance=2,
+        other_maps=other_maps,
     )
     change = confidence_change(model, x, maps, targets, batch_size=4, **norm)
     segmentation = segmentation_scores(maps, masks)
@@ -127,6 +139,7 @@ def test_every_declaration_computes_what_its_function_computes():
         "seg_miou": segmentation.miou,
         "seg_map": segmentation.map,
         "seg_mf1": segmentation.mf1,
+        "class_sensitivity": 1 - map_correlation(maps, other_maps),
     }
     for key, metric in available_metrics().items():
         assert metric.applies_to(batch)
@@ -139,6 +152,7 @@ def test_every_declaration_computes_what_its_function_computes():
                 assert value == pytest.approx(reference, abs=1e-9), key
     assert not get_metric("deletion_auc").applies_to(MetricInputs(maps, targets))  # no forward: not computed
     assert not get_metric("mask_ap").applies_to(MetricInputs(maps, targets, x, model))  # no masks
+    assert not get_metric("class_sensitivity").applies_to(MetricInputs(maps, targets, x, model))  # no second maps
 
 
 def _load_example():

@@ -9,7 +9,7 @@ when they differ). :func:`prepare` makes a registered method concrete for one mo
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import ClassVar, NamedTuple, TypeVar
 
 import torch
@@ -17,7 +17,7 @@ from torch import nn
 
 from ..adapters import Adapter, adapter_for
 from ..adapters.base import LayerSpec
-from ..engine import IntegralSpec, IntegrationResult, Start, integrate, make_spec
+from ..engine import Contrast, IntegralSpec, IntegrationResult, Start, check_contrast, integrate, make_spec
 from ..errors import MethodError
 from ..integrands import Integrand
 from ..presets import resolve_start
@@ -183,16 +183,20 @@ def prepare(
     options: MethodOptions,
     processor: object | None = None,
     preprocess: Preprocess | None = None,
+    contrast: Contrast = None,
 ) -> Prepared:
     """Make method ``name`` concrete for ``model``: its adapter, its integral, its fusion and how it integrates.
 
     ``processor`` is the image processor, read by ``start="black"`` (its mean and std); ``preprocess`` turns one
-    image into the model input through it, for a method's shape probe (``None``: no processor).
+    image into the model input through it, for a method's shape probe (``None``: no processor). ``contrast`` is the
+    scalar every method differentiates (:data:`~hf_iia.engine.Contrast`), set on the spec whatever the method.
 
     Raises:
         MethodError: unknown method, an option the method does not read, or a model
             family the method does not apply to.
+        TargetError: an unknown ``contrast``.
     """
+    check_contrast(contrast)
     if name not in METHODS:
         raise MethodError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
     method = METHODS[name]
@@ -224,5 +228,5 @@ def prepare(
             "patch sequences with their own masks and grids; use the default start (0 in normalised space) or "
             "baselines="
         )
-    spec = method.spec(adapter, resolved, resolve_start(resolved.start, processor))
+    spec = replace(method.spec(adapter, resolved, resolve_start(resolved.start, processor)), contrast=contrast)
     return Prepared(adapter, spec, method.fusion(adapter, resolved, spec), method.run, resolved)

@@ -11,7 +11,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..adapters import Adapter, FeatureMapAdapter
-from ..engine import IntegralSpec, IntegrationResult, Start
+from ..engine import IntegralSpec, IntegrationResult, Start, target_score
 from ..fusions import min_max
 from ..integrands import Integrand, attention, gradcam, gradcam_plus_plus, layercam
 from .base import Method, MethodOptions, at_input, input_size, register_method
@@ -100,6 +100,6 @@ class ScoreCAM(CAM):
             index = torch.arange(start, start + masks.shape[0]) // channels
             images = pixel_values[index] * masks.to(pixel_values.dtype)
             logits = adapter.logits(images).float()
-            scores[chunk] = logits.gather(1, row_targets[chunk].unsqueeze(1)).squeeze(1)
+            scores[chunk] = target_score(logits, row_targets[chunk], spec.contrast)
         weights = scores.view(batch, channels).softmax(dim=1)
         return replace(result, integrals={tap: weights[:, :, None, None] * activations})

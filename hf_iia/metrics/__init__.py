@@ -8,7 +8,7 @@ Independent of the explainers: only ``torch``, ``numpy`` and the core's pure ima
 :mod:`hf_iia.metrics.localization` (pointing game, energy pointing game, mask AP / ROC AUC), and the protocol
 IIA's authors report: :mod:`hf_iia.metrics.protocol` (POS / NEG / DEL / INS with black pixels, ADP / PIC),
 :mod:`hf_iia.metrics.information` (SIC / AIC) and :mod:`hf_iia.metrics.segmentation` (pixel accuracy, mIoU,
-mAP, mF1). The directory ``hf_iia/metrics/del_ins`` is a Hugging Face ``evaluate`` module:
+mAP, mF1); :mod:`hf_iia.metrics.sensitivity` (class sensitivity: how much a map changes with the class). The directory ``hf_iia/metrics/del_ins`` is a Hugging Face ``evaluate`` module:
 ``evaluate.load("<path>/hf_iia/metrics/del_ins")``.
 """
 
@@ -46,6 +46,7 @@ from .information import (
     webp_size,
 )
 from .segmentation import SegmentationScores, segmentation_scores
+from .sensitivity import class_sensitivity, map_correlation
 
 # isort: on
 
@@ -59,10 +60,12 @@ __all__ = [
     "SegmentationScores",
     "available_metrics",
     "black_fill",
+    "class_sensitivity",
     "confidence_change",
     "gaussian_bokeh",
     "get_metric",
     "information_curve",
+    "map_correlation",
     "min_max_normalise",
     "paper_perturbation_auc",
     "random_pixel_masks",

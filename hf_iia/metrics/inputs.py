@@ -223,6 +223,8 @@ class MetricInputs:
         perturbation_steps: steps of the deletion / insertion curves.
         batch_size: images per forward pass.
         pointing_tolerance: the pointing game's hit radius in pixels.
+        other_maps: ``[B, H, W]`` maps of the same images for a second class each (class sensitivity,
+            :mod:`~hf_iia.metrics.sensitivity`), or ``None``.
     """
 
     maps: torch.Tensor
@@ -235,6 +237,7 @@ class MetricInputs:
     perturbation_steps: int = 100
     batch_size: int = 64
     pointing_tolerance: int = 0
+    other_maps: torch.Tensor | None = None
     _shared: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def shared(self, name: str, compute: Callable[[], _Shared]) -> _Shared:
@@ -256,6 +259,7 @@ class MetricInputs:
             targets=self.targets[keep.to(self.targets.device)],
             pixel_values=pick(self.pixel_values),
             masks=pick(self.masks),
+            other_maps=pick(self.other_maps),
             _shared={},
         )
 
@@ -287,6 +291,15 @@ class MetricInputs:
             batch_size=self.batch_size,
             **options,
         )
+
+    def need_other_maps(self) -> torch.Tensor:
+        """``other_maps`` ``[B, H, W]``; a :class:`MetricInputError` when missing."""
+        if self.other_maps is None:
+            raise MetricInputError(
+                "this metric compares each map with the map of a second class of the same image: pass other_maps= "
+                "in MetricInputs (e.g. the explainer's maps for target= the lowest-probability class)."
+            )
+        return self.other_maps
 
     def need_normalisation(self) -> tuple[Sequence[float], Sequence[float]]:
         """``(image_mean, image_std)``, each ``[C]``; a :class:`MetricInputError` when missing."""

@@ -47,6 +47,7 @@ class Metric:
         needs_forward: it runs the model (``forward`` and ``pixel_values``).
         needs_masks: it compares the maps with object masks.
         needs_normalisation: it acts on the unnormalised image (``image_mean``, ``image_std``).
+        needs_other_maps: it compares the maps with maps of a second class (``other_maps``).
         protocol: see :data:`Protocol`.
         expensive: left out when a caller asks for the cheap metrics only (SIC / AIC: 26 forward passes and
             WebP encodings per image).
@@ -64,6 +65,7 @@ class Metric:
     needs_forward: bool = False
     needs_masks: bool = False
     needs_normalisation: bool = False
+    needs_other_maps: bool = False
     protocol: Protocol = "rise"
     expensive: bool = False
     percent: bool = False
@@ -87,6 +89,7 @@ class Metric:
             (not self.needs_forward or (inputs.forward is not None and inputs.pixel_values is not None))
             and (not self.needs_masks or inputs.masks is not None)
             and (not self.needs_normalisation or (inputs.image_mean is not None and inputs.image_std is not None))
+            and (not self.needs_other_maps or inputs.other_maps is not None)
         )
 
     def values(self, inputs: MetricInputs) -> list[float | None]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -118,12 +118,14 @@ def score_maps(
     metric_batch_size: int,
     protocol: str = "rise",
     information: bool = True,
+    other_maps: torch.Tensor | None = None,
 ) -> dict[str, list[float | None]]:
     """Per-image values of ``maps`` ``[N, H, W]``: every registered metric (:func:`hf_iia.metrics.available_metrics`)
     of the ``rise`` protocol, and with ``protocol="paper"`` those of the authors' protocol too (POS / NEG, DEL /
     INS on probabilities, ADP / PIC, SIC / AIC, segmentation), that the inputs allow (the mask metrics need the
     synthetic suite's masks). ``information=False`` leaves out the expensive ones (SIC / AIC). ``None`` marks an
-    input where a metric is undefined (SIC / AIC on an excluded image)."""
+    input where a metric is undefined (SIC / AIC on an excluded image). ``other_maps`` ``[N, H, W]``, the same
+    method's maps of ``inputs.second_targets``, add the class sensitivity (:mod:`hf_iia.metrics.sensitivity`)."""
     stats = normalisation(explainer.processor)
     if protocol == "paper" and stats is None:
         raise IIAError("--protocol paper needs the processor's image_mean and image_std (black pixels, ADP, SIC)")
@@ -140,6 +142,7 @@ def score_maps(
         perturbation_steps=perturbation_steps,
         batch_size=metric_batch_size,
         pointing_tolerance=pointing_tolerance(maps.shape[-2:]),
+        other_maps=other_maps,
     )
     protocols = ("rise", "paper") if protocol == "paper" else ("rise",)
     return {
@@ -161,9 +164,14 @@ def evaluate_method(
     internal_batch_size: int | None = None,
     protocol: str = "rise",
 ) -> MethodResult:
-    """Maps of ``spec`` for every input, their metric values and the seconds the maps took."""
+    """Maps of ``spec`` for every input, their metric values and the seconds the maps took. With
+    ``inputs.second_targets`` the method also explains each input's second class, for the class sensitivity (those
+    maps are not counted in the seconds)."""
     explainer = spec.explainer(model, processor, internal_batch_size)
     maps, seconds = compute_maps(explainer, inputs, batch_size)
+    other_maps = None
+    if inputs.second_targets is not None:
+        other_maps, _ = compute_maps(explainer, replace(inputs, targets=inputs.second_targets), batch_size)
     per_image = score_maps(
         explainer,
         inputs,
@@ -171,6 +179,7 @@ def evaluate_method(
         perturbation_steps=perturbation_steps,
         metric_batch_size=metric_batch_size,
         protocol=protocol,
+        other_maps=other_maps,
     )
     return MethodResult(per_image=per_image, seconds=seconds, maps=maps, spec=describe(explainer))
 

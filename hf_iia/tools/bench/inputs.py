@@ -45,6 +45,8 @@ class BenchInputs:
         views: ``[N]`` RGB images at the model input resolution, for the figure.
         figure: indices of the inputs drawn in maps.png.
         heldout: ``{"start", "seed", "size"}`` of synthetic held-out images, else ``None``.
+        second_targets: ``[N]`` int64 the second class explained on each input for the class sensitivity
+            (:func:`second_classes`), or ``None`` (a one-logit model has no second class).
     """
 
     ids: list[str]
@@ -55,6 +57,17 @@ class BenchInputs:
     views: list[Image.Image]
     figure: list[int]
     heldout: dict[str, int] | None = None
+    second_targets: torch.Tensor | None = None
+
+
+def second_classes(probabilities: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | None:
+    """``[N]`` int64: each input's lowest-scoring class other than its target, from ``probabilities`` ``[N, K]``
+    and ``targets`` ``[N]``; ``None`` when ``K < 2``. The class the model finds least likely is where a map that
+    ignores the class (one hot spot for every class) is most plainly wrong: "where is the space shuttle?"."""
+    if probabilities.shape[1] < 2:
+        return None
+    others = probabilities.to(torch.float64).scatter(1, targets.view(-1, 1).cpu(), float("inf"))
+    return others.argmin(dim=1)
 
 
 def normalisation(processor: object) -> tuple[list[float], list[float]] | None:
@@ -145,6 +158,8 @@ def synthetic_inputs(
         )
     probabilities = _predict(explainer, pixel_values, batch_size)
     predicted = probabilities.argmax(dim=1)
+    targets = torch.as_tensor(labels, dtype=torch.int64)
+    second = second_classes(probabilities, targets)
     indices = range(heldout["start"], heldout["start"] + n)
     records: list[dict[str, Any]] = [
         {
@@ -154,6 +169,7 @@ def synthetic_inputs(
             "predicted": int(pred),
             "target": int(label),
             "target_probability": float(probabilities[i, int(label)]),
+            **_second_record(probabilities, second, i, generator.CLASS_NAMES),
         }
         for i, (index, label, pred) in enumerate(zip(indices, labels, predicted, strict=True))
     ]
@@ -161,13 +177,29 @@ def synthetic_inputs(
     return BenchInputs(
         ids=[r["id"] for r in records],
         pixel_values=pixel_values,
-        targets=torch.as_tensor(labels, dtype=torch.int64),
+        targets=targets,
         masks=torch.as_tensor(masks, dtype=torch.bool),
         records=records,
         views=[_input_view(p, explainer.processor) for p in pixel_values],
         figure=figure,
         heldout=heldout,
+        second_targets=second,
     )
+
+
+def _second_record(
+    probabilities: torch.Tensor, second: torch.Tensor | None, index: int, names: Sequence[str] | dict[int, str]
+) -> dict[str, Any]:
+    """The results.json facts of input ``index``'s second class (none without one)."""
+    if second is None:
+        return {}
+    target = int(second[index])
+    name = names[target] if isinstance(names, Sequence) else names.get(target)
+    return {
+        "second_target": target,
+        "second_target_name": name,
+        "second_target_probability": float(probabilities[index, target]),
+    }
 
 
 def crop_photos(photos: Sequence[tuple[str, Image.Image]]) -> list[tuple[str, Image.Image]]:
@@ -200,6 +232,7 @@ def real_inputs(
     pixel_values, _ = explainer.preprocess([image for _, image in crops])
     probabilities = _predict(explainer, pixel_values, batch_size)
     top1 = probabilities.argmax(dim=1)
+    second = second_classes(probabilities, top1)
     labels = explainer.id2label
     records: list[dict[str, Any]] = [
         {
@@ -208,6 +241,7 @@ def real_inputs(
             "target": int(t),
             "target_name": labels.get(int(t)),
             "target_probability": float(probabilities[i, int(t)]),
+            **_second_record(probabilities, second, i, labels),
         }
         for i, ((name, image), t) in enumerate(zip(crops, top1, strict=True))
     ]
@@ -220,6 +254,7 @@ def real_inputs(
         records=records,
         views=[_input_view(p, explainer.processor) for p in pixel_values],
         figure=(full or list(range(len(crops))))[:figure_images],
+        second_targets=second,
     )
 
 
@@ -241,4 +276,5 @@ def subset(inputs: BenchInputs, indices: Sequence[int]) -> BenchInputs:
         views=[inputs.views[i] for i in indices],
         figure=[position for position, i in enumerate(indices) if i in set(inputs.figure)],
         heldout=inputs.heldout,
+        second_targets=None if inputs.second_targets is None else inputs.second_targets[index],
     )

@@ -50,7 +50,10 @@ object at 224 px input (Zhang et al.), scaled to the input size (4 px at 64 px);
 pixels by 0 in normalised input space (the dataset mean colour), insertion starts from a Gaussian
 blur (kernel 11, sigma 5); both use ``perturbation_steps`` steps and the softmax probability of the
 target (:mod:`hf_iia.metrics`). Every other registered metric of the ``rise`` protocol
-(:func:`hf_iia.metrics.available_metrics`) that the inputs allow is computed too. Maps are computed
+(:func:`hf_iia.metrics.available_metrics`) that the inputs allow is computed too. Class sensitivity
+(every suite, every method): each method also explains each input's lowest-probability class other than the
+target, and the column is 1 - the Pearson correlation of the two maps (:mod:`hf_iia.metrics.sensitivity`;
+those second maps are not counted in seconds per map). Maps are computed
 with batched ``attribute`` calls of ``batch_size`` images; seconds per map = wall time of those
 calls / number of images.
 
@@ -254,6 +257,9 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
             "deletion": "pixels ranked by decreasing map value set to 0 (normalised space)",
             "insertion": "from gaussian_blur(kernel 11, sigma 5), pixels restored by decreasing map value",
             "target": "ground-truth label" if config.suite in GENERATED else "the model's top-1 class",
+            "class_sensitivity": "1 - Pearson correlation (over pixels) of the method's map of the target and its "
+            "map of the input's lowest-probability other class (second_target in inputs); NaN where a map is "
+            "constant. Those second maps are not counted in s / map",
             **(PAPER_SETTINGS if config.protocol == "paper" else {}),
         },
         "machine": machine_info(device or torch.device("cpu")),
