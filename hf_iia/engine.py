@@ -19,12 +19,6 @@ part of the network runs once per distinct *prefix* of the row: the prefix up to
 first tap once per image point ``(b, i0)``, the part between tap ``l`` and ``l+1`` once
 per ``(b, i0..il)``. Rows are repeated (``expand``) exactly where the grid needs them.
 
-An observed tap before the first level (an attention model observes every block, and interpolates the last) runs
-once per image point too: its value does not depend on the inner points, only its gradient does. The rows are
-repeated at the first level from a copy outside the graph (a leaf per tensor entering it); the backward of the part
-after it gives each row's gradient at those leaves, and the prefix's backward is then taken once for all rows as a
-batched vector-Jacobian product (``is_grads_batched``): per row, the same gradient as if the prefix had run per row.
-
 The input itself can be observed under the tap name :data:`INPUT_TAP` (for input-space
 methods such as Integrated Gradients), when there are no internal levels.
 
@@ -217,14 +211,11 @@ def _chunks(total: int, points_per_image_point: int, internal_batch_size: int) -
 
 
 def _required_depths(adapter: Adapter, spec: IntegralSpec) -> dict[str, int]:
-    """Grid depth each active tap must reach: a level's own index, the full depth where observed at or after the
-    first level (before it, an observed tap stays at the image point: its gradient comes per row from the batched
-    backward, :class:`_ChunkRun`); monotone in forward order."""
+    """Grid depth each active tap must reach: a level's own index, the full depth where observed; monotone in forward order."""
     full = len(spec.levels)
     need = {tap: index + 1 for index, (tap, _) in enumerate(spec.levels)}
-    first_level = adapter.taps.index(spec.levels[0][0]) if spec.levels and spec.levels[0][0] in adapter.taps else 0
     for tap in spec.observe:
-        if tap != INPUT_TAP and (tap not in adapter.taps or adapter.taps.index(tap) >= first_level):
+        if tap != INPUT_TAP:
             need[tap] = full
     depths, depth = {}, 0
     for tap in adapter.taps:
@@ -251,8 +242,6 @@ class _ChunkRun:
     grad_started: bool = False
     observed: dict[str, torch.Tensor] = field(default_factory=dict)
     level_order: list[int] = field(default_factory=list)
-    shared: list[str] = field(default_factory=list)  # observed taps that ran once per image point (depth 0)
-    boundary: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # (prefix output, its row leaf)
 
     def __post_init__(self) -> None:
         # inverse[d][k]: index of row k's prefix (b, i0..id) among the chunk's distinct depth-d prefixes
@@ -287,18 +276,9 @@ class _ChunkRun:
         target = self.depths.get(tap, 0)
         if target > self.depth:
             index = self.inverse[self.depth][self.prefix_rows(target)].to(self.device)
-            tensors = tuple(self._repeat(t, index) for t in tensors)
+            tensors = tuple(t.index_select(0, index) for t in tensors)
             self.depth = target
         return tensors
-
-    def _repeat(self, tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """``tensor[index]``; past a prefix with observed taps, a leaf outside the prefix's graph (its rows' gradients
-        are carried back by :meth:`gradients`), so that the backward does not sum the rows of one image point."""
-        if not (self.shared and self.depth == 0 and tensor.requires_grad):
-            return tensor.index_select(0, index)
-        leaf = tensor.detach().index_select(0, index).requires_grad_()
-        self.boundary.append((tensor, leaf))
-        return leaf
 
     def represent(self, tap: str, rep: torch.Tensor) -> torch.Tensor:
         if tap in self.observed:
@@ -318,50 +298,7 @@ class _ChunkRun:
             rep = rep.detach().requires_grad_()
         if tap in self.spec.observe:
             self.observed[tap] = rep
-            if self.spec.levels and self.depth == 0:
-                self.shared.append(tap)
         return rep
-
-    def gradients(self, score: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
-        """Each observed tap's ``(representation, gradient of score)``, both ``[N, ...]`` (one per row of the chunk;
-        the gradient ``None`` where the score does not depend on the tap).
-
-        The taps after the prefix get theirs from one backward pass. Those of the prefix (:attr:`shared`, which ran
-        once per image point: ``[P, ...]``) get one per row from a batched backward of the prefix, whose ``k``-th
-        vector is the gradient at the prefix's outputs of the ``k``-th row of each image point (zero where an image
-        point has fewer rows in the chunk).
-        """
-        late = [tap for tap in self.observed if tap not in self.shared]
-        shared = [self.observed[tap] for tap in self.shared]
-        leaves = [leaf for _, leaf in self.boundary]
-        grads = torch.autograd.grad(score, [*(self.observed[tap] for tap in late), *leaves, *shared], allow_unused=True)
-        result = {tap: (self.observed[tap], grad) for tap, grad in zip(late, grads, strict=False)}
-        if not self.shared:
-            return result
-        if any(grad is not None for grad in grads[len(late) + len(leaves) :]):
-            raise LayerNotFoundError(
-                f"the taps {self.shared} reach the logits other than through the inputs of the first interpolated "
-                "layer, so their gradients per integration point cannot be separated; interpolate an earlier layer"
-            )
-        prefix = self.inverse[0].to(self.device)  # [N] the image point of each row
-        first = self.prefix_rows(0).to(self.device)
-        position = torch.arange(prefix.shape[0], device=self.device) - first[prefix]  # row's place in its image point
-        batched = int(position.max()) + 1 if prefix.numel() else 0
-        outputs, cotangents = [], []
-        for (output, _), grad in zip(self.boundary, grads[len(late) : len(late) + len(leaves)], strict=True):
-            if grad is not None:
-                cotangent = grad.new_zeros(batched, *output.shape)
-                cotangent[position, prefix] = grad
-                outputs.append(output)
-                cotangents.append(cotangent)
-        shared_grads: Sequence[torch.Tensor | None] = [None] * len(shared)
-        if outputs:
-            shared_grads = torch.autograd.grad(
-                outputs, shared, grad_outputs=cotangents, is_grads_batched=True, allow_unused=True
-            )
-        for tap, rep, grad in zip(self.shared, shared, shared_grads, strict=True):
-            result[tap] = (rep.index_select(0, prefix), None if grad is None else grad[position, prefix])
-        return result
 
 
 @torch.inference_mode(False)
@@ -435,17 +372,19 @@ def integrate(
             )
         row_targets = targets[run.rows[:, 0]].to(device)
         score = logits.gather(1, row_targets.unsqueeze(1)).sum()
+        taps = list(run.observed)
+        grads = torch.autograd.grad(score, [run.observed[tap] for tap in taps], allow_unused=True)
         image_index = run.rows[:, 0].to(device)
         row_weights = spec.row_weights(run.rows).to(device, accumulate)
-        for tap, (rep, grad) in run.gradients(score).items():
-            rep = rep.detach()
+        for tap, grad in zip(taps, grads, strict=True):
+            rep = run.observed[tap].detach()
             grad = torch.zeros_like(rep) if grad is None else grad
             contribution = spec.integrand(rep.float(), grad.float()).to(accumulate)
             contribution = contribution * row_weights.view(-1, *([1] * (contribution.dim() - 1)))
             if tap not in sums:
                 sums[tap] = torch.zeros(batch, *contribution.shape[1:], dtype=accumulate, device=device)
             sums[tap].index_add_(0, image_index, contribution)
-        del run, logits, score
+        del run, logits, score, grads
     if input_logits is None:  # empty batch
         input_logits = torch.empty(0, 0)
     integrals = {tap: (total / spec.total_weight).float() for tap, total in sums.items()}

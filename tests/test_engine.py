@@ -196,25 +196,3 @@ def test_reference_integrand_is_the_documented_one():
     rep = torch.tensor([-1.0, 2.0])
     grad = torch.tensor([3.0, -4.0])
     assert grad_relu_act(rep, grad).tolist() == [0.0, -8.0]
-
-
-@pytest.mark.parametrize("preset", ["default", "iia3"])
-def test_blocks_before_the_first_level_run_once_per_image_point(tiny_folder, preset):
-    """An attention model observes every block but interpolates the last (or last two): the blocks before the first
-    interpolated one run once per image point, that block and the later ones once per integration point."""
-    explainer = IIAExplainer(tiny_folder("vit"), preset=preset, progress=False)
-    rows: dict[int, int] = {}
-    blocks = explainer.adapter.blocks
-    handles = [
-        block.register_forward_hook(lambda module, args, output, i=i: rows.update({i: rows.get(i, 0) + len(args[0])}))
-        for i, block in enumerate(blocks)
-    ]
-    try:
-        explainer.attribute(torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(7)))
-    finally:
-        for handle in handles:
-            handle.remove()
-    spec = explainer.spec
-    first = len(blocks) - len(spec.levels)
-    assert [rows[i] for i in range(first)] == [2 * spec.input_path.points] * first
-    assert [rows[i] for i in range(first, len(blocks))] == [2 * spec.points_per_image] * len(spec.levels)
