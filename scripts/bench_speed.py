@@ -29,6 +29,14 @@ the explainer is built (and a stage model probed) before the timing.
 that reach the classifier, counted by a hook (so the figure is the same for any version of the package):
 
     python scripts/bench_speed.py --lite0 /tmp/lite0 --threads 2 --repeats 3
+
+``--lite0 FOLDER --captum`` compares instead ``method="ig"`` (50 right-Riemann steps, ``internal_batch_size`` points a
+chunk) with Captum's ``IntegratedGradients(n_steps=50, internal_batch_size=...)`` (``method="riemann_right"``: the
+same 50 points, zero baseline) on the same timm network (the checkpoint's ``timm_model``), the same 7 photos and
+targets, interleaved (IIA, Captum, IIA, Captum, ...: the machine's load weighs on both alike); the ratio is Captum's
+seconds over IIA's (> 1: IIA is faster):
+
+    python scripts/bench_speed.py --lite0 /tmp/lite0 --captum --threads 2 --repeats 3
 """
 
 from __future__ import annotations
@@ -188,6 +196,49 @@ def run_lite0(folder: str, repeats: int, internal_batch_size: int) -> dict:
     }
 
 
+def run_lite0_captum(folder: str, repeats: int, internal_batch_size: int) -> dict:
+    """Interleaved s/map (wall clock and this process's CPU time) of IIA's ``ig`` and Captum's IG on the real Lite0,
+    one call of each for the 7 demo photos per repeat, after one warm-up call of each."""
+    from captum.attr import IntegratedGradients
+
+    from hf_iia import IIAExplainer
+    from hf_iia.methods.ig import IG_STEPS
+    from hf_iia.tools.demo import build_lite0_checkpoint, sample_images
+
+    explainer = IIAExplainer(
+        str(build_lite0_checkpoint(folder)), method="ig", internal_batch_size=internal_batch_size, progress=False
+    )
+    pixel_values, _ = explainer.preprocess([image for _, image in sample_images()])
+    network = explainer.model.timm_model.eval()
+    with torch.no_grad():
+        targets = network(pixel_values).argmax(dim=1)
+    captum = IntegratedGradients(network)
+
+    def iia() -> None:
+        explainer.attribute(pixel_values, target=targets)
+
+    def peer() -> None:
+        captum.attribute(
+            pixel_values,
+            baselines=0.0,
+            target=targets,
+            n_steps=IG_STEPS,
+            internal_batch_size=internal_batch_size,
+            method="riemann_right",
+        )
+
+    contenders = {"iia": iia, "captum": peer}
+    figures: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": []} for name in contenders}
+    for repeat in range(repeats + 1):  # repeat 0 warms both up
+        for name, call in contenders.items():
+            start, cpu_start = time.perf_counter(), time.process_time()
+            call()
+            if repeat:
+                figures[name]["wall"].append((time.perf_counter() - start) / len(targets))
+                figures[name]["cpu"].append((time.process_time() - cpu_start) / len(targets))
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
@@ -198,12 +249,21 @@ def main() -> None:
     parser.add_argument("--internal-batch-size", type=int, nargs="+", default=[64])
     parser.add_argument("--lite0", metavar="FOLDER", help="time the real Lite0 on the demo photos (see above)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads for --lite0 (default: torch's)")
+    parser.add_argument("--captum", action="store_true", help="with --lite0: ig against Captum's IG (see above)")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.lite0:
         if args.threads:
             torch.set_num_threads(args.threads)
+        if args.captum:
+            figures = run_lite0_captum(args.lite0, args.repeats, args.internal_batch_size[0])
+            print(f"Lite0 IG, 7 photos per call, CPU x{torch.get_num_threads()} threads, load avg {os.getloadavg()}")
+            for clock in ("wall", "cpu"):
+                iia, peer = (statistics.median(figures[name][clock]) for name in ("iia", "captum"))
+                raw = "; ".join(f"{name} " + ", ".join(f"{v:.3f}" for v in figures[name][clock]) for name in figures)
+                print(f"{clock}: iia {iia:.3f} s/map, captum {peer:.3f} s/map, captum / iia {peer / iia:.2f} ({raw})")
+            return
         result = run_lite0(args.lite0, args.repeats, args.internal_batch_size[0])
         calls = ", ".join(f"{seconds:.2f}" for seconds in result["times"])
         print(

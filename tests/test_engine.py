@@ -173,10 +173,12 @@ def test_two_level_iia_matches_naive_nested_loop(tiny_folder):
     torch.testing.assert_close(result.integrals["resnet.encoder.stages.2"], expected, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["resnet", "vit"])
 @pytest.mark.parametrize("internal_batch_size", [1, 5, 12, 1000])
-def test_chunking_does_not_change_the_integral(tiny_folder, internal_batch_size):
-    """Chunks that split image points, whole image points, or everything at once give the same integral."""
-    folder = tiny_folder("resnet")
+def test_chunking_does_not_change_the_integral(tiny_folder, internal_batch_size, kind):
+    """Chunks that split image points, whole image points, or everything at once give the same integral (for the
+    ViT also where a chunk holds an image point's rows only in part: the prefix's batched backward pads them)."""
+    folder = tiny_folder(kind)
     x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(6))
     reference = IIAExplainer(folder, steps=(3, 3), internal_batch_size=16, progress=False).attribute(x)
     chunked = IIAExplainer(folder, steps=(3, 3), internal_batch_size=internal_batch_size, progress=False).attribute(x)
