@@ -257,7 +257,10 @@ class IIAExplainer:
             return label_index(self.id2label, target)
         if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
             return class_index(int(target), self._num_classes())
-        raise TargetError(f"target must be None, a class index or a label name, got {type(target).__name__}")
+        raise TargetError(
+            f"target must be None, a class index, a label name, a callable (logits [1, K] -> [1]) or 'top_k:k' / "
+            f"'threshold:t', got {type(target).__name__}"
+        )
 
     # ------------------------------------------------------------ preprocess
     def _pixel_values(self, images: list[Image.Image]) -> torch.Tensor:
@@ -326,7 +329,8 @@ class IIAExplainer:
             )
         outputs = self._forward(check_pixel_values(pixel_values), chosen or target)
         maps = self._result_maps(outputs)[0]
-        return maps if chosen is None else maps.view(pixel_values.shape[0], -1, *maps.shape[1:])
+        targets = outputs.result.targets
+        return maps if targets.dim() == 1 else maps.view(*targets.shape, *maps.shape[1:])
 
     def logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The model's logits for preprocessed inputs, without gradients (e.g. the ``forward`` of

@@ -73,6 +73,7 @@ def test_top_k_forms_and_return_shapes(zoo_explainer):
     maps = explainer.attribute(x, "top_k:2")
     assert maps.shape == (2, 2, *x.shape[2:])
     np.testing.assert_allclose(maps[1, 1].numpy(), by_keyword[1][1].heatmap, atol=MAP_TOLERANCE)
+    assert explainer.attribute(x[0], "top_k:2").shape == (1, 2, *x.shape[2:])  # one [C, H, W] input
     everything = explainer(_image(0), top_k=50)
     assert sorted(item.target for item in everything) == sorted(explainer.id2label)
     assert explainer([], top_k=2) == []
