@@ -309,7 +309,7 @@ class _ChunkRun:
     baseline: float | torch.Tensor  # the image path's start: a constant, or [B, C, H, W] one per image
     depths: dict[str, int]
     device: torch.device
-    depth: int = 0
+    depth: int = 0  # the grid depth of the rows entering the model: the full depth when every row runs from the input
     grad_started: bool = False
     observed: dict[str, torch.Tensor] = field(default_factory=dict)
     level_order: list[int] = field(default_factory=list)
@@ -321,6 +321,7 @@ class _ChunkRun:
             for d in range(len(self.spec.levels) + 1)
         ]
         self.levels = {tap: index + 1 for index, (tap, _) in enumerate(self.spec.levels)}
+        self.input_depth = self.depth
 
     def prefix_rows(self, depth: int) -> torch.Tensor:
         """Indices into ``rows`` of the first row of each distinct depth-``depth`` prefix."""
@@ -329,10 +330,16 @@ class _ChunkRun:
         starts[1:] = inverse[1:] != inverse[:-1]
         return starts.nonzero().squeeze(1)
 
+    def row_images(self) -> torch.Tensor:
+        """``[N0]`` int64 (CPU) the image of each row :meth:`input_points` gives the model."""
+        return self.rows[self.prefix_rows(self.input_depth), 0]
+
     def input_points(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """The image-path points of this chunk, ``[N0, C, H, W]``."""
-        first = self.rows[self.prefix_rows(0)]
-        alpha = self.spec.input_path.alphas()[first[:, 1]].to(self.device, pixel_values.dtype).view(-1, 1, 1, 1)
+        """The image-path points of this chunk, ``[N0, ...]`` (``pixel_values`` ``[B, ...]``): one per distinct image
+        point, or one per grid row when the run starts at the full depth (:attr:`Adapter.rows_from_input`)."""
+        first = self.rows[self.prefix_rows(self.input_depth)]
+        alpha = self.spec.input_path.alphas()[first[:, 1]].to(self.device, pixel_values.dtype)
+        alpha = alpha.view(-1, *([1] * (pixel_values.dim() - 1)))
         image_index = first[:, 0].to(self.device)
         images = pixel_values[image_index]
         baseline = self.baseline[image_index] if isinstance(self.baseline, torch.Tensor) else self.baseline
@@ -425,7 +432,10 @@ def integrate(
     # so a map does not depend on internal_batch_size or on the image's place in the batch.
     accumulate = torch.float32 if device.type == "mps" else torch.float64
     for start, stop in tqdm(chunks, desc="IIA", unit="chunk", delay=1.0, disable=not progress or len(chunks) < 2):
-        run = _ChunkRun(grid[start:stop], spec, baseline, depths, device)
+        # An adapter whose model reads per-image inputs after its taps (NaFlex masks) gets every row from the input.
+        run = _ChunkRun(
+            grid[start:stop], spec, baseline, depths, device, depth=len(spec.levels) * adapter.rows_from_input
+        )
         with torch.no_grad(), adapter.installed(run, active):
             points = run.input_points(pixel_values)
             if INPUT_TAP in spec.observe:

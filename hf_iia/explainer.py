@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
@@ -27,7 +27,7 @@ from .engine import EngineTargets, IntegrationResult, target_scalars
 from .errors import IIAError, ImageInputError, TargetError, UnsupportedModelError
 from .explanation import Explanation
 from .family import Family
-from .imaging import Geometry, ImageLike, check_pixel_values, probe_geometry, process, to_rgb
+from .imaging import Geometry, ImageLike, check_pixel_values, probe_geometry, process_inputs, to_rgb
 from .labels import Selection, class_index, label_index, selection
 from .loading import check_device, load_model, load_processor, unwrap
 from .locks import model_lock
@@ -263,14 +263,19 @@ class IIAExplainer:
         )
 
     # ------------------------------------------------------------ preprocess
-    def _pixel_values(self, images: list[Image.Image]) -> torch.Tensor:
+    def _pixel_values(self, images: list[Image.Image]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``pixel_values`` and the other processor outputs the adapter reads (:attr:`Adapter.input_names`)."""
         if self.processor is None:
             raise ImageInputError(
                 "this explainer has no image processor: pass processor= (e.g. AutoImageProcessor.from_pretrained"
                 "(...)), or preprocess yourself and call explainer.attribute(pixel_values)"
             )
         try:
-            pixel_values = process(self.processor, images)
+            # While __init__ prepares the method (a shape probe of feature-map families), there is no adapter yet.
+            names = self.adapter.input_names if hasattr(self, "adapter") else ()
+            pixel_values, inputs = process_inputs(self.processor, images, names)
+        except ImageInputError:
+            raise
         except (ValueError, RuntimeError) as error:  # e.g. images of different sizes that a processor does not resize
             channels = getattr(getattr(self.model, "config", None), "num_channels", None)
             mean = getattr(self.processor, "image_mean", None)
@@ -285,7 +290,7 @@ class IIAExplainer:
                 f"the image processor could not turn these images (sizes {sizes[:4]}) into one batch ({error}); "
                 "pass images of one size, explain them one at a time, or use a processor that resizes"
             ) from error
-        return pixel_values
+        return pixel_values, inputs
 
     def geometry(self, size: tuple[int, int]) -> Geometry | None:
         """How the processor maps an image of ``size = (W, H)`` onto the model input (cached)."""
@@ -297,13 +302,22 @@ class IIAExplainer:
         return self._geometries[size]
 
     def preprocess(self, images: ImageLike | Sequence[ImageLike]) -> tuple[torch.Tensor, list[Image.Image]]:
-        """Images -> (``pixel_values`` ``[B, C, H, W]``, the original RGB images)."""
+        """Images -> (``pixel_values`` ``[B, C, H, W]``, the original RGB images); for a NaFlex model (SigLIP2)
+        ``pixel_values`` are patches ``[B, P, C*p*p]`` (:meth:`model_inputs` also gives their masks and shapes)."""
+        pixel_values, _, originals = self.model_inputs(images)
+        return pixel_values, originals
+
+    def model_inputs(
+        self, images: ImageLike | Sequence[ImageLike]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[Image.Image]]:
+        """Images -> (``pixel_values``, the processor's other outputs the model reads (:attr:`Adapter.input_names`,
+        each ``[B, ...]``; empty for every family but NaFlex), the original RGB images)."""
         items = cast(list[ImageLike], list(images) if isinstance(images, (list, tuple)) else [images])
         originals = [to_rgb(item) for item in items]
         if getattr(getattr(self.model, "config", None), "num_channels", 3) == 1:
             # A grayscale model's own processor expects one channel: hand it luminance, keep RGB for overlays.
-            return self._pixel_values([image.convert("L") for image in originals]), originals
-        return self._pixel_values(originals), originals
+            return *self._pixel_values([image.convert("L") for image in originals]), originals
+        return *self._pixel_values(originals), originals
 
     # --------------------------------------------------------------- forward
     def attribute(self, pixel_values: torch.Tensor, target: Targets = None) -> torch.Tensor:
@@ -327,7 +341,7 @@ class IIAExplainer:
                 "attribute() returns one tensor, but a threshold selects a different number of classes per image; "
                 "call explainer(pixel_values, threshold=...) for lists of explanations, or pass target='top_k:k'"
             )
-        outputs = self._forward(check_pixel_values(pixel_values), chosen or target)
+        outputs = self._forward(self._checked(pixel_values), chosen or target)
         maps = self._result_maps(outputs)[0]
         targets = outputs.result.targets
         return maps if targets.dim() == 1 else maps.view(*targets.shape, *maps.shape[1:])
@@ -346,20 +360,35 @@ class IIAExplainer:
         Returns:
             ``[B, num_classes]`` float32 logits on the model's device.
         """
-        pixel_values = on_model(self.model, check_pixel_values(pixel_values))
+        pixel_values = on_model(self.model, self._checked(pixel_values))
         with self._lock, evaluation_mode(self.model), torch.no_grad():
             return self.adapter.logits(pixel_values).float()
+
+    def _checked(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """A ``pixel_values`` tensor given alone, checked (:func:`~hf_iia.imaging.check_pixel_values`); refused with the
+        fix for a model that also reads other processor outputs (NaFlex: the images must be given instead)."""
+        if self.adapter.input_names:
+            self.adapter.check_input(pixel_values)  # no inputs are bound: refused, naming the fix
+        return check_pixel_values(pixel_values)
 
     def class_scores(self, logits: torch.Tensor) -> torch.Tensor:
         """``[B, K]`` float32 scores of every class from the model's ``logits`` ``[B, K]``, as ``Explanation.score``
         reports them (:attr:`score_function`; for a plain module, decided by the logits' width ``K``)."""
         return apply_score_function(logits, score_function(getattr(self.model, "config", None), logits.shape[1]))
 
-    def _forward(self, pixel_values: torch.Tensor, target: Targets | Selection) -> _Outputs:
-        """The forward stage: ``pixel_values`` ``[B, C, H, W]`` (checked) and ``target`` (or a :class:`Selection` of
-        several per image) -> the method's integrated quantities, the logits and the explained classes
-        (:class:`_Outputs`), under the model's lock in eval mode."""
-        self.adapter.check_input(pixel_values)
+    def _forward(
+        self,
+        pixel_values: torch.Tensor,
+        target: Targets | Selection,
+        inputs: dict[str, torch.Tensor] | None = None,
+    ) -> _Outputs:
+        """The forward stage: ``pixel_values`` ``[B, C, H, W]`` (checked; NaFlex patches with their ``inputs``, the
+        processor's masks and shapes) and ``target`` (or a :class:`Selection` of several per image) -> the method's
+        integrated quantities, the logits and the explained classes (:class:`_Outputs`), under the model's lock in
+        eval mode."""
+        inputs = inputs or {}
+        with self.adapter.with_inputs(inputs):
+            self.adapter.check_input(pixel_values)
         batch = pixel_values.shape[0]
         targets: EngineTargets
         if isinstance(target, Selection):
@@ -371,10 +400,12 @@ class IIAExplainer:
         function = None if isinstance(targets, torch.Tensor) else targets
         if batch == 0:
             empty = torch.empty(0, *([0] if isinstance(target, Selection) else []), dtype=torch.int64)
-            return _Outputs(pixel_values, pixel_values, IntegrationResult({}, torch.empty(0, 0), empty), function)
+            return _Outputs(
+                pixel_values, pixel_values, IntegrationResult({}, torch.empty(0, 0), empty), inputs, function
+            )
         model_inputs = on_model(self.model, pixel_values)
         counts = None
-        with self._lock, evaluation_mode(self.model):
+        with self._lock, evaluation_mode(self.model), self.adapter.with_inputs(inputs):
             if isinstance(target, Selection) and target.threshold is not None:
                 targets, counts = self._above(target.threshold, model_inputs)
             if isinstance(targets, torch.Tensor) and targets.dim() == 2 and targets.shape[1] == 0:
@@ -389,7 +420,7 @@ class IIAExplainer:
                     internal_batch_size=self.internal_batch_size,
                     progress=self.progress,
                 )
-        return _Outputs(pixel_values, model_inputs, result, function, counts)
+        return _Outputs(pixel_values, model_inputs, result, inputs, function, counts)
 
     def _selected(self, chosen: Selection, batch: int) -> torch.Tensor:
         """``[B, K]`` engine targets of a ``top_k`` selection (``-1 .. -K``: the engine ranks each image's classes on
@@ -448,15 +479,38 @@ class IIAExplainer:
         upsampled = upsample(raw, input_size(pixel_values), self.adapter.upsample_mode)
         return normalise(upsampled).float(), zero_levels(upsampled).float()
 
-    def _result_maps(self, outputs: _Outputs) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`_maps` of ``outputs``: ``[B, H, W]``, or ``[B * K, H, W]`` image-major for ``K`` targets per image
-        (the fusion reads each map's integrals beside its image's input)."""
-        integrals, inputs = outputs.result.integrals, outputs.model_inputs
+    def _own_size_maps(
+        self, integrals: dict[str, torch.Tensor], pixel_values: torch.Tensor, inputs: dict[str, torch.Tensor]
+    ) -> tuple[list[torch.Tensor], torch.Tensor] | None:
+        """:meth:`_maps` where each image has its own input size (NaFlex: :meth:`Adapter.image_sizes` under
+        ``inputs``): image ``i``'s map ``[H_i, W_i]`` from its own integrals, fused with its own ``inputs`` and
+        upsampled to its size; ``None`` where the images share the size of ``pixel_values``."""
+        with self.adapter.with_inputs(inputs):
+            sizes = self.adapter.image_sizes()
+        if sizes is None:
+            return None
+        maps, zeros = [], []
+        for index, size in enumerate(sizes):
+            with self.adapter.with_inputs({name: value[index : index + 1] for name, value in inputs.items()}):
+                one = {tap: to_float64(integral[index : index + 1]) for tap, integral in integrals.items()}
+                raw = self._fuse(self.adapter, one, to_float64(pixel_values[index : index + 1])).cpu()
+            upsampled = upsample(raw, size, self.adapter.upsample_mode)
+            maps.append(normalise(upsampled).float()[0])
+            zeros.append(zero_levels(upsampled).float()[0])
+        return maps, torch.stack(zeros) if zeros else torch.empty(0)
+
+    def _result_maps(self, outputs: _Outputs) -> tuple[Any, torch.Tensor]:
+        """The maps of ``outputs`` (:meth:`_maps`, or a list of each image's own size for NaFlex:
+        :meth:`_own_size_maps`) and their zero levels: ``B`` of them, or ``B * K`` image-major for ``K`` targets per
+        image (the fusion reads each map's integrals beside its image's input)."""
+        integrals, model_inputs, inputs = outputs.result.integrals, outputs.model_inputs, outputs.inputs
         if outputs.result.targets.dim() == 2:
             count = outputs.result.targets.shape[1]
             integrals = {tap: integral.flatten(0, 1) for tap, integral in integrals.items()}
-            inputs = inputs.repeat_interleave(count, dim=0)
-        return self._maps(integrals, inputs)
+            model_inputs = model_inputs.repeat_interleave(count, dim=0)
+            inputs = {name: value.repeat_interleave(count, dim=0) for name, value in inputs.items()}
+        own = self._own_size_maps(integrals, model_inputs, inputs) if integrals else None
+        return own if own is not None else self._maps(integrals, model_inputs)
 
     def _explanations(self, outputs: _Outputs, originals: list[Image.Image]) -> list[Any]:
         """The postprocess stage: :meth:`postprocess`'s maps of ``outputs`` with their classes and scores, one
@@ -481,17 +535,22 @@ class IIAExplainer:
             label, values = None, torch.stack([scores(result.logits, column, name) for column in targets.t()], 1)
         labels = self.id2label
         signed = METHODS[self.method].signed
+        with self.adapter.with_inputs(outputs.inputs):
+            shown = [self.adapter.model_input_image(outputs.pixel_values, i) for i in range(batch)]
+        # Each NaFlex image is resized to its own patch budget (no probe of a fixed-size output applies):
+        # overlays draw on the model input.
+        own_geometry = bool(originals) and not self.adapter.input_names
 
         def explanation(i: int, k: int) -> Explanation:
             flat = i * targets.shape[1] + k  # the map's row: image-major
             return Explanation(
-                heatmap=maps[flat].numpy(),
+                heatmap=maps[flat].numpy(),  # [H_i, W_i]: for NaFlex each image's own processed size
                 target=int(targets[i, k]),
                 label=label if outputs.function is not None else labels.get(int(targets[i, k])),
                 score=float(values[i, k]),
                 image=originals[i] if originals else None,
-                geometry=self.geometry(originals[i].size) if originals else None,
-                pixel_values=outputs.pixel_values[i].detach().cpu(),
+                geometry=self.geometry(originals[i].size) if own_geometry else None,
+                pixel_values=shown[i].detach().cpu(),
                 score_function=name,
                 zero_level=float(zeros[flat]) if signed else None,
             )
@@ -531,15 +590,16 @@ class IIAExplainer:
         request: Targets | Selection = target if chosen is None else chosen
         if isinstance(images, torch.Tensor):
             single = images.dim() == 3
-            pixel_values, originals = check_pixel_values(images), cast(list[Image.Image], [])
+            pixel_values, originals = self._checked(images), cast(list[Image.Image], [])
+            inputs: dict[str, torch.Tensor] = {}
         else:
             single = not isinstance(images, (list, tuple))
             if not single and not images:
                 if chosen is None and not callable(target):
                     self.resolve_targets(target, 0)  # a target list must still match the (empty) batch
                 return []
-            pixel_values, originals = self.preprocess(images)
-        outputs = self._forward(pixel_values, request)
+            pixel_values, inputs, originals = self.model_inputs(images)
+        outputs = self._forward(pixel_values, request, inputs)
         explanations = self._explanations(outputs, originals)
         return explanations[0] if single else explanations
 
@@ -555,10 +615,12 @@ class _Outputs:
             (``{tap: [B, K, ...]}`` and ``[B, K]`` for ``K`` targets per image).
         function: the callable target, if the target was one.
         counts: how many of the ``K`` targets of each image were asked for (a threshold's; ``None``: all of them).
+        inputs: the processor's other outputs the model reads (NaFlex masks and shapes, ``[B, ...]``), else empty.
     """
 
     pixel_values: torch.Tensor
     model_inputs: torch.Tensor
     result: IntegrationResult
+    inputs: dict[str, torch.Tensor] = field(default_factory=dict)
     function: Callable[[torch.Tensor], torch.Tensor] | None = None
     counts: list[int] | None = None

@@ -19,7 +19,7 @@ coordinate ramps, so maps can be drawn over the *original* image.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,12 +113,27 @@ def _array_to_uint8(array: np.ndarray) -> np.ndarray:
 def process(processor: object, images: list[Image.Image]) -> torch.Tensor:
     """``processor``'s ``pixel_values`` ``[B, C, H, W]`` for ``images``: a transformers image processor (called with
     ``return_tensors="pt"``) or any callable ``images -> tensor | {"pixel_values": ...} | sequence of arrays``."""
+    return process_inputs(processor, images, ())[0]
+
+
+def process_inputs(
+    processor: object, images: list[Image.Image], names: Sequence[str]
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """:func:`process`'s ``pixel_values`` and the processor's outputs ``names`` (tensors ``[B, ...]``, e.g. NaFlex's
+    ``pixel_attention_mask`` and ``spatial_shapes``), refused with :class:`ImageInputError` when one is missing."""
     call: Callable[..., object] = processor  # type: ignore[assignment]
     out: Any = call(images=images, return_tensors="pt") if is_hf_processor(processor) else call(images)
-    pixel_values = out["pixel_values"] if isinstance(out, dict) or hasattr(out, "keys") else out
+    mapping = isinstance(out, dict) or hasattr(out, "keys")
+    pixel_values = out["pixel_values"] if mapping else out
     if not isinstance(pixel_values, torch.Tensor):
         pixel_values = torch.as_tensor(np.stack(pixel_values))
-    return pixel_values
+    missing = [name for name in names if not mapping or not isinstance(out.get(name), torch.Tensor)]
+    if missing:
+        raise ImageInputError(
+            f"the image processor returned no {missing}, which the model reads besides pixel_values; pass "
+            "processor= the model's own image processor"
+        )
+    return pixel_values, {name: out[name] for name in names}
 
 
 def is_hf_processor(processor: object) -> bool:

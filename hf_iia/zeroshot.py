@@ -1,4 +1,4 @@
-"""Zero-shot image classifiers (CLIP, MetaCLIP 2, AltCLIP, Chinese-CLIP, CLIPSeg, SigLIP) explained as image
+"""Zero-shot image classifiers (CLIP, MetaCLIP 2, AltCLIP, Chinese-CLIP, CLIPSeg, SigLIP, SigLIP2) explained as image
 classifiers over candidate labels.
 
 transformers' ``ZeroShotImageClassificationPipeline`` ranks ``candidate_labels`` by ``logits_per_image`` of the
@@ -11,7 +11,9 @@ The prompts are encoded once per label set and template (cached); each image for
 The vision tower is explained by the adapter its own ``config.model_type`` registers (``clip_vision_model``, ...,
 in :data:`hf_iia.adapters.vit.READOUTS`): the wrapper exposes the tower as its base model and forwards the
 attention-implementation switch to it. CLIP-like towers are read at the CLS token (their pooled output); SigLIP's
-at its attention-pooling head's own attention row (:class:`hf_iia.adapters.vit.ProbeViTAdapter`). Nothing of the
+at its attention-pooling head's own attention row (:class:`hf_iia.adapters.vit.ProbeViTAdapter`); SigLIP2's the same
+over NaFlex input, whose masks and patch grids the forward takes with the patches
+(:class:`hf_iia.adapters.naflex.NaFlexProbeViTAdapter`). Nothing of the
 model is changed: the wrapper only holds it.
 """
 
@@ -66,12 +68,12 @@ ZERO_SHOT_TYPES: dict[str, ZeroShotType] = {
     "chinese_clip": _CLIP_LIKE,
     "clipseg": _CLIP_LIKE,
     "siglip": _SIGLIP,
+    # SigLIP's scoring over NaFlex input (patches with pixel_attention_mask and spatial_shapes, hf_iia.adapters.naflex)
+    "siglip2": _SIGLIP,
 }
 """``config.model_type`` -> how its ``AutoModelForZeroShotImageClassification`` class scores (the explained types)."""
 
 REFUSED_ZERO_SHOT: dict[str, str] = {
-    "siglip2": "its pixel_values are pre-patchified NaFlex sequences [B, patches, C*p*p] with a pixel_attention_mask "
-    "and spatial_shapes, not images [B, C, H, W]; the patch grid per image is not established yet",
     "align": "its vision tower is an EfficientNet (AlignVisionModel) whose pooled embedding no hf-iia feature-map "
     "adapter reads yet",
     "blip": "BlipModel's image embedding and text pairing (a separate text encoder with cross-attention for "
@@ -147,7 +149,7 @@ class ZeroShotConfig:
             "multi_label_classification" if kind.score_function == "sigmoid" else ("single_label_classification")
         )
         self.patch_size = vision.patch_size
-        self.image_size = vision.image_size
+        self.image_size = getattr(vision, "image_size", None)  # None: NaFlex (SigLIP2), each image its own size
         self.num_channels = vision.num_channels
 
     @property
@@ -281,14 +283,15 @@ class ZeroShotClassifier(nn.Module):
                 self._text_cache[key] = embeds / embeds.norm(p=2, dim=-1, keepdim=True)
             return self._text_cache[key]
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """``pixel_values`` ``[B, C, H, W]`` -> ``logits_per_image`` ``[B, L]`` for the current candidate labels.
+    def forward(self, pixel_values: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
+        """``pixel_values`` ``[B, C, H, W]`` -> ``logits_per_image`` ``[B, L]`` for the current candidate labels
+        (``inputs``: the NaFlex tower's ``pixel_attention_mask`` and ``spatial_shapes``, ``[B, ...]``).
 
         As the model's forward computes them: the tower's pooled output (projected for CLIP-like models),
         L2-normalised, times the normalised text embeddings, times ``logit_scale.exp()`` (plus ``logit_bias``
         for SigLIP).
         """
-        pooled = self.tower(pixel_values=pixel_values).pooler_output
+        pooled = self.tower(pixel_values=pixel_values, **inputs).pooler_output
         image = pooled if self.kind.projection is None else getattr(self.model, self.kind.projection)(pooled)
         image = image / image.norm(p=2, dim=-1, keepdim=True)
         text = self.text_embeddings().to(image.device, image.dtype)

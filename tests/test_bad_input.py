@@ -350,7 +350,10 @@ def test_mismatched_target_lists_raise_target_error(batch, targets, one_step):
 )
 def test_label_names_in_any_case_resolve(index, flips, kind, one_step):
     name = LABELS[index]
-    mixed = "".join(c.upper() if flip else c.lower() for c, flip in zip(name, flips + [False] * len(name), strict=True))
+    mixed = "".join(
+        c.upper() if flip else c.lower()
+        for c, flip in zip(name, (flips + [False] * len(name))[: len(name)], strict=True)
+    )
     explanation = one_step(kind)(np.zeros((5, 5, 3), np.uint8), target=mixed)
     assert explanation.target == index and explanation.label == name
     _assert_valid_maps(explanation)

@@ -21,7 +21,7 @@ SIZE = 32
 N = 4
 IIA_METHODS = ["iia", "iia-reference", "iia-multilayer", "iia3"]
 CNN_METHODS = [*IIA_METHODS, "iia3-earliest", "iia3-product", "ig", "gradcam", "gradcam++", "layercam", "scorecam"]
-VIT_METHODS = [*IIA_METHODS, "ig", "attention_rollout", "gradient_rollout", "gae", "attnlrp"]
+VIT_METHODS = [*IIA_METHODS, "ig", "attention_rollout", "gradient_rollout", "gae", "attnlrp", "legrad"]
 LOCALISATION = ["pointing_game", "energy_pointing_game", "mask_ap"]
 PERTURBATION = ["deletion_auc", "insertion_auc"]
 

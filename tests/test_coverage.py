@@ -22,7 +22,10 @@ from hf_iia.adapters.stages import StageAdapter
 from hf_iia.adapters.vit import HookedViTAdapter
 
 TYPES = [t for t in zoo.IMAGE_CLASSIFICATION_TYPES if t not in zoo.SKIP_REASONS]
-EXPLAINED = [t for t in TYPES if t not in REFUSED]
+# NaFlex types take their masks and grids from the processor with the images, never from pixel_values alone (which
+# _check_explainer attributes): tests/test_naflex.py checks them through images.
+NAFLEX = {"siglip2"}
+EXPLAINED = [t for t in TYPES if t not in REFUSED and t not in NAFLEX]
 TIMM = list(zoo.TIMM_MODELS)
 
 

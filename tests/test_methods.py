@@ -39,8 +39,8 @@ SUPPORTED = {
     "resnet": ["iia", "ig", "gradcam", "gradcam++", "layercam", "scorecam"],
     "convnext": ["iia", "ig", "gradcam", "gradcam++", "layercam", "scorecam"],
     "timm": ["iia", "ig", "gradcam", "gradcam++", "layercam", "scorecam"],
-    "vit": ["iia", "ig", "attention_rollout", "gradient_rollout", "gae", "attnlrp"],
-    "deit": ["iia", "ig", "attention_rollout", "gradient_rollout", "gae", "attnlrp"],
+    "vit": ["iia", "ig", "attention_rollout", "gradient_rollout", "gae", "attnlrp", "legrad"],
+    "deit": ["iia", "ig", "attention_rollout", "gradient_rollout", "gae", "attnlrp", "legrad"],
 }
 FAST = {"iia": dict(steps=2), "ig": dict(steps=4)}  # keep the integrals small; other methods take no steps
 

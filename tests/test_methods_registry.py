@@ -35,6 +35,7 @@ ORDER = (
     "gradient_rollout",
     "gae",
     "attnlrp",
+    "legrad",
 )
 
 

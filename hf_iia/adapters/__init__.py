@@ -5,7 +5,7 @@ here plus its name on that line.
 """
 
 from ..family import Family
-from . import cnn, stages, timm, vit  # noqa: F401  (each module registers its family's adapters)
+from . import cnn, naflex, stages, timm, vit  # noqa: F401  (each module registers its family's adapters)
 from .base import Adapter, AttentionAdapter, FeatureMapAdapter, RelevanceAdapter, TapRun
 from .registry import adapter_for, register_adapter, supported_model_types
 

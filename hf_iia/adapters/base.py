@@ -43,6 +43,9 @@ class TapRun(Protocol):
     def represent(self, tap: str, rep: torch.Tensor) -> torch.Tensor:
         """Return the representation to substitute at ``tap`` (``[N, ...]``, same shape)."""
 
+    def row_images(self) -> torch.Tensor:
+        """``[N]`` int64: the image (index into the explained batch) of each row the model is given."""
+
 
 class Adapter(ABC):
     """Reach and substitute the representations of one family of models.
@@ -54,6 +57,11 @@ class Adapter(ABC):
 
     family: ClassVar[Family]
     upsample_mode: ClassVar[str]
+    rows_from_input: ClassVar[bool] = False
+    """Whether every integration point runs the whole model from the input as its own batch row (no rows repeated
+    mid-network): for models that read per-image inputs after a tap, whose rows must then match the input's."""
+    input_names: ClassVar[tuple[str, ...]] = ()
+    """Processor outputs besides ``pixel_values`` the model reads (bound with :meth:`with_inputs`)."""
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
@@ -112,6 +120,21 @@ class Adapter(ABC):
         """Run the model on ``pixel_values`` ``[N, C, H, W]`` and return logits ``[N, num_classes]``."""
         return extract_logits(self.model(pixel_values))
 
+    def with_inputs(self, inputs: Mapping[str, torch.Tensor]) -> contextlib.AbstractContextManager[object]:
+        """Context manager: the processor's outputs :attr:`input_names` (each ``[B, ...]``) for the batch explained
+        inside it; nothing for a family that reads ``pixel_values`` only."""
+        return contextlib.nullcontext()
+
+    def image_sizes(self) -> list[tuple[int, int]] | None:
+        """Each image's own ``(H, W)`` model-input size where the images of a batch differ (NaFlex), for the bound
+        batch (:meth:`with_inputs`); ``None`` when every map is at the size of ``pixel_values``."""
+        return None
+
+    def model_input_image(self, pixel_values: torch.Tensor, index: int) -> torch.Tensor:
+        """Image ``index``'s model input as an image ``[C, H, W]`` (what its map lies on), from the batch's
+        ``pixel_values`` (bound inputs as in :meth:`with_inputs`)."""
+        return pixel_values[index]
+
     def not_reached(self, taps: Sequence[str]) -> IIAError:
         """The error to raise when ``taps`` were never reached during a forward pass."""
         return LayerNotFoundError(
@@ -142,6 +165,22 @@ class AttentionAdapter(Adapter):
         self, integrals: dict[str, torch.Tensor], input_size: tuple[int, int], rollout: Rollout
     ) -> torch.Tensor:
         """Fuse per-block integrals ``{tap: [B, heads, T, T]}`` with ``rollout`` into patch-grid maps ``[B, h, w]``."""
+
+    @property
+    @abstractmethod
+    def block_taps(self) -> tuple[str, ...]:
+        """The taps of the blocks' self-attention probabilities ``[N, heads, T, T]``, in forward order (without any
+        other attention the family observes, such as a pooling head's)."""
+
+    @abstractmethod
+    def block_predictions(self) -> contextlib.AbstractContextManager[object]:
+        """Context manager: every forward pass in the block also applies the model's own head (its final norm,
+        token readout and classifier) to each block's output, the block's intermediate prediction ``s_l``
+        ``[N, classes]``, and :meth:`logits` returns the model's logits (unchanged values) whose gradient is that of
+        ``sum_l s_l``. No gradient flows from a block's output into the next block, so the gradient at block ``l``'s
+        attention is that of ``s_l`` alone (LeGrad's per-block sensitivity, in one backward pass). Values are
+        unchanged; everything installed is removed on every exit path (an
+        :class:`~hf_iia.adapters.guard.Installation`)."""
 
 
 class RelevanceAdapter(Adapter):

@@ -34,18 +34,19 @@ REFUSED: dict[str, str] = {
     "the input is discrete, so no gradient with respect to the image exists",
     "shieldgemma2": "it is a vision-language policy classifier: its forward needs a text prompt (input_ids) besides "
     "the image, and its scores are Yes/No token probabilities, not an image-classification head",
-    "siglip2": "its pixel_values are pre-patchified sequences [B, patches, C*p*p] with a pixel_attention_mask and "
-    "spatial_shapes (NaFlex), not images [B, C, H, W]; the patch grid per image is not established yet",
     "perceiver": "it reads the image into a latent array by cross-attention: neither a spatial stage nor self-attention "
     "over patch tokens exists to integrate over",
     "dinat": "its neighbourhood attention needs the natten package's 2-D kernels, which no installable natten "
     "release for this torch provides, so it was never run here",
     "pvt": "its position embeddings fix the input size and its last stage (what the head reads) carries a class "
     "token, so that stage has no grid; the first stage's tokens have one, but the encoder reshapes them with the "
-    "batch size read once from pixel_values, so that stage cannot carry the integration points' extra rows",
+    "batch size read once from pixel_values, so that stage cannot carry the integration points' extra rows (the "
+    "engine's rows_from_input, every point a batch row from the input, lifts that limit; its stage adapter and its "
+    "cost against the floor are not established yet)",
     "pvt_v2": "its hidden_states are reshaped copies no module returns; the token outputs of each stage's "
     "layer_norm equal them after a raster reshape, but the encoder reshapes every stage with the batch size read "
-    "once from pixel_values, so a stage cannot carry the integration points' extra rows",
+    "once from pixel_values, so a stage cannot carry the integration points' extra rows (the engine's "
+    "rows_from_input lifts that limit; its stage adapter and its cost against the floor are not established yet)",
 }
 """``config.model_type`` -> why it is refused (unless ``layer=`` names a module to explain as activations)."""
 

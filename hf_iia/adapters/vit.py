@@ -22,6 +22,11 @@ e.g. data2vec-vision) are reached by :class:`HookedViTAdapter` instead: a forwar
 the dropout module each block applies to its softmax output receives the probabilities
 (checked to be ``[N, heads, T, T]`` rows summing to 1, else refused) and returns the tensor
 the values are multiplied by. The timm adapter reaches timm ViTs the same way.
+
+LeGrad's intermediate predictions (:meth:`ViTAdapter.block_predictions`) need no per-type head knowledge: the last
+block hands the model's own tail every block's output stacked along the batch, so each is read exactly as the head
+reads the last block (final norm, the :data:`READOUTS` tokens, classifier); a tail that does not read rows one by one
+is refused by the row count it returns.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import torch
 from torch import nn
 from transformers import AttentionInterface, PreTrainedModel
 from transformers.activations import ACT2CLS
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from ..errors import AttentionNotReachableError, IIAError, ImageInputError
 from ..family import Family, Preset
@@ -70,6 +76,8 @@ VIT = Family(
 _ACTIVE: ContextVar[tuple[dict[int, str], TapRun] | None] = ContextVar("hf_iia_attention", default=None)
 # Whether the attention function applies AttnLRP's uniform rule to its two products (RelevanceViTAdapter).
 _RELEVANCE: ContextVar[bool] = ContextVar("hf_iia_relevance", default=False)
+# How many blocks' intermediate predictions the model's logits stack, while ViTAdapter.block_predictions is active.
+_PREDICTIONS: ContextVar[int | None] = ContextVar("hf_iia_block_predictions", default=None)
 _REGISTRATION_LOCK = threading.Lock()
 _registrations = 0
 
@@ -108,6 +116,9 @@ def _register_attention(installation: Installation) -> None:
     with _REGISTRATION_LOCK:
         if _registrations == 0:
             AttentionInterface.register(ATTENTION_NAME, _iia_attention)
+            # The function is eager attention, so its masks are eager's (additive, [N, 1, T, T]): for an
+            # implementation without a mask function transformers passes the processor's 2-D mask through unchanged.
+            AttentionMaskInterface.register(ATTENTION_NAME, eager_mask)
         _registrations += 1
     installation.undo(_unregister_attention)
 
@@ -118,6 +129,7 @@ def _unregister_attention() -> None:
         _registrations -= 1
         if _registrations == 0:
             AttentionInterface._global_mapping.pop(ATTENTION_NAME, None)
+            AttentionMaskInterface._global_mapping.pop(ATTENTION_NAME, None)
 
 
 def _switch_attention(installation: Installation, model: nn.Module, name: str) -> None:
@@ -349,6 +361,43 @@ class ViTAdapter(AttentionAdapter):
     def to_map(self, integrals: dict[str, torch.Tensor], input_size: tuple[int, int]) -> torch.Tensor:
         return self.rollout_map(integrals, input_size, gradient_rollout)
 
+    @property
+    def block_taps(self) -> tuple[str, ...]:
+        return self._taps
+
+    def block_predictions(self) -> Installation:
+        """See :meth:`AttentionAdapter.block_predictions`. A forward hook on every block detaches the output it hands
+        to the next block and keeps the original; the last block hands on its own output followed by the kept ones,
+        ``[blocks * N, T, D]`` block-major, so the model's own tail (final norm, readout, head: whatever the family's
+        :class:`Readout` stands for) forms every block's prediction; :meth:`logits` takes them apart."""
+
+        def setup(installation: Installation) -> None:
+            kept: list[torch.Tensor] = []
+            for index, block in enumerate(self.blocks):
+                hook = _prediction_hook(kept, first=index == 0, last=index == len(self.blocks) - 1)
+                remove_on_undo(installation, block.register_forward_hook(hook))
+            token = _PREDICTIONS.set(len(self.blocks))
+            installation.undo(lambda: _PREDICTIONS.reset(token))
+
+        return Installation(setup)
+
+    def logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The model's logits ``[N, classes]``; under :meth:`block_predictions`, with the gradient of the sum of every
+        block's prediction (the value stays the last block's, the model's own)."""
+        logits = super().logits(pixel_values)
+        blocks = _PREDICTIONS.get()
+        if blocks is None:
+            return logits
+        if logits.shape[0] % blocks:
+            raise AttentionNotReachableError(
+                f"{type(self.model).__name__} returned {logits.shape[0]} rows for the outputs of its {blocks} blocks "
+                "stacked as one batch, so its head does not read each row on its own; use method='gradient_rollout'"
+            )
+        per_block = logits.view(blocks, -1, logits.shape[1])  # [blocks, N, classes], the last block first
+        earlier = per_block[1:]
+        # value: the model's logits; gradient: that of every block's prediction (each reaches its own block only)
+        return per_block[0] + (earlier - earlier.detach()).sum(dim=0)
+
     def patch_grid(self, input_size: tuple[int, int]) -> tuple[int, int]:
         """Rows and columns of patch tokens for an input of ``(height, width)`` pixels; the sequence holds
         ``rows * columns + special_tokens`` tokens."""
@@ -526,7 +575,8 @@ def _plain_attention(module: nn.MultiheadAttention) -> bool:
 
 
 def _probe_hook(run: TapRun, tap: str) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
-    """Forward hook on a pooling head's ``nn.MultiheadAttention`` (no masks): its output formed again from explicit
+    """Forward hook on a pooling head's ``nn.MultiheadAttention`` (no mask, or an additive float ``attn_mask``
+    ``[N * heads, Q, T]``, as SigLIP2's head passes its padding mask): its output formed again from explicit
     probabilities ``[N, heads, Q, T]``, which pass through ``run`` at ``tap`` (what ``nn.MultiheadAttention``
     computes, with its softmax written out so the engine can read and weigh it)."""
 
@@ -534,8 +584,16 @@ def _probe_hook(run: TapRun, tap: str) -> Callable[..., tuple[torch.Tensor, torc
         module: nn.MultiheadAttention, args: tuple, kwargs: dict, output: tuple
     ) -> tuple[torch.Tensor, torch.Tensor]:
         query, key, value = (list(args) + [kwargs.get(name) for name in ("query", "key", "value")][len(args) :])[:3]
-        if kwargs.get("key_padding_mask") is not None or kwargs.get("attn_mask") is not None:
-            raise AttentionNotReachableError("the pooling head was called with a mask, which hf-iia does not repeat")
+        mask = kwargs.get("attn_mask")
+        batch, queries, keys = query.shape[0], query.shape[1], key.shape[1]
+        additive = mask is None or (
+            mask.is_floating_point() and mask.shape == (batch * module.num_heads, queries, keys)
+        )
+        if kwargs.get("key_padding_mask") is not None or len(args) > 3 or not additive:
+            raise AttentionNotReachableError(
+                "the pooling head was called with a key padding mask or a mask other than an additive float "
+                "[N * heads, queries, keys] one (SigLIP2's padding mask), which hf-iia does not repeat"
+            )
         heads, width = module.num_heads, module.embed_dim
         weight, bias = module.in_proj_weight, module.in_proj_bias
         q, k, v = (
@@ -547,6 +605,8 @@ def _probe_hook(run: TapRun, tap: str) -> Callable[..., tuple[torch.Tensor, torc
             return x.view(x.shape[0], x.shape[1], heads, width // heads).transpose(1, 2)
 
         scores = split(q) @ split(k).transpose(2, 3) * (width // heads) ** -0.5
+        if mask is not None:  # nn.MultiheadAttention adds a float mask to the scores, heads batch-major
+            scores = scores + mask.view(batch, heads, queries, keys)
         probs = torch.softmax(scores, dim=-1)
         probs = nn.functional.dropout(probs, p=module.dropout, training=module.training)
         probs = run.represent(tap, probs)
@@ -612,6 +672,33 @@ def vit_adapter(model: nn.Module, layer: LayerSpec) -> ViTAdapter:
 
 
 register_adapter(*READOUTS)(vit_adapter)
+
+
+def _prediction_hook(
+    kept: list[torch.Tensor], *, first: bool, last: bool
+) -> Callable[[nn.Module, tuple, object], object]:
+    """Forward hook of :meth:`ViTAdapter.block_predictions` on one block (output: hidden states ``[N, T, D]``, or a
+    tuple that starts with them): keep the output and hand the next block a detached copy; the last block hands on
+    ``[its output, kept outputs...]`` concatenated along the batch."""
+
+    def hook(module: nn.Module, args: tuple, output: object) -> object:
+        hidden = output[0] if isinstance(output, tuple) else output
+        if not isinstance(hidden, torch.Tensor) or hidden.dim() != 3:
+            raise AttentionNotReachableError(
+                f"a block of the model returned {type(hidden).__name__}, not hidden states [N, T, D], so its "
+                "intermediate prediction cannot be read; use method='gradient_rollout'"
+            )
+        if first:
+            kept.clear()  # a new forward pass
+        if last:
+            replaced = torch.cat([hidden, *kept])
+            kept.clear()
+        else:
+            kept.append(hidden)
+            replaced = hidden.detach()
+        return (replaced, *output[1:]) if isinstance(output, tuple) else replaced
+
+    return hook
 
 
 def _expand_hook(run: TapRun, tap: str):

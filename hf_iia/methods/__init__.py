@@ -31,6 +31,9 @@ name                      adapters         what it integrates, and how it is fus
                                            :func:`~hf_iia.fusions.gae_rollout` (Chefer 2021)
 ``attnlrp``               relevance        ``x * dy/dx`` at ``a = 1`` under the adapter's LRP
                                            rules; channel sum, signed (Achtibat et al. 2024)
+``legrad``                attention        every block's ``dS_l/dA_l`` at ``a = 1`` (``S_l``:
+                                           the head on block ``l``'s output); ReLU, mean over
+                                           heads, rows and blocks (Bousselham et al. 2024)
 ========================  ===============  ================================================
 
 "feature maps", "attention" and "relevance" are the capabilities :class:`~hf_iia.adapters.FeatureMapAdapter`,
@@ -79,7 +82,7 @@ from .base import (
 # isort: off
 # The registry's list of methods: each module registers its methods when imported, in this order (the order of
 # METHODS, iia first). After the base's names, so that a method module may import them from hf_iia.methods.
-from . import iia, ig, cams, rollouts, attnlrp  # noqa: F401
+from . import iia, ig, cams, rollouts, attnlrp, legrad  # noqa: F401
 
 # isort: on
 from .ig import IG_BASELINE, IG_STEPS

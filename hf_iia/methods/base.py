@@ -47,8 +47,9 @@ class MethodOptions:
 
 
 def input_size(pixel_values: torch.Tensor) -> tuple[int, int]:
-    """``(H, W)`` of ``pixel_values`` ``[B, C, H, W]``."""
-    return int(pixel_values.shape[2]), int(pixel_values.shape[3])
+    """``(H, W)`` of ``pixel_values`` ``[B, C, H, W]`` (its last two axes: NaFlex patches ``[B, P, D]``, whose images
+    each have their own size, are fused by an adapter that reads the sizes from the processor's spatial shapes)."""
+    return int(pixel_values.shape[-2]), int(pixel_values.shape[-1])
 
 
 def at_input(adapter: Adapter, integrand: Integrand) -> IntegralSpec:
@@ -216,6 +217,12 @@ def prepare(
         raise MethodError(
             f"method {name!r} needs a model explained through {_article(method.requires.__name__)}, but "
             f"{type(model).__name__} is a {adapter.family.name} model; for it choose one of {methods_for(adapter)}"
+        )
+    if adapter.input_names and resolved.start not in (None, "mean"):
+        raise MethodError(
+            f"start={resolved.start!r} is formed from images [B, C, H, W], but {type(model).__name__} takes NaFlex "
+            "patch sequences with their own masks and grids; use the default start (0 in normalised space) or "
+            "baselines="
         )
     spec = method.spec(adapter, resolved, resolve_start(resolved.start, processor))
     return Prepared(adapter, spec, method.fusion(adapter, resolved, spec), method.run, resolved)

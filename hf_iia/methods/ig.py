@@ -5,13 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..adapters import Adapter
+from ..adapters import Adapter, adapter_for
 from ..adapters.plain import PlainAdapter
 from ..engine import INPUT_TAP, IntegralSpec, Start, make_spec
-from ..errors import MethodError
+from ..errors import IIAError, MethodError
 from ..fusions import integrated_gradients
 from ..integrands import gradient
-from .base import Fusion, Method, MethodOptions, input_size, register_method
+from .base import Fusion, Method, MethodOptions, input_size, methods_for, register_method
 
 IG_STEPS = 50  # Captum's default n_steps
 IG_BASELINE = 0.0  # the all-zero input in normalised pixel space, as IIA's image path
@@ -26,6 +26,15 @@ class IntegratedGradients(Method):
     signed = True
 
     def adapter(self, model: nn.Module, options: MethodOptions) -> Adapter:
+        try:
+            family = adapter_for(model)
+        except IIAError:  # no family adapter: any module's input is explained as it is
+            family = None
+        if family is not None and family.input_names:
+            raise MethodError(
+                f"ig calls {type(model).__name__} with pixel_values alone, but it also reads "
+                f"{list(family.input_names)} (NaFlex); choose one of {[m for m in methods_for(family) if m != 'ig']}"
+            )
         return PlainAdapter(model)
 
     def spec(self, adapter: Adapter, options: MethodOptions, start: Start | None) -> IntegralSpec:

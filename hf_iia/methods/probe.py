@@ -39,6 +39,9 @@ class _ShapeRun:
         self.shapes[tap] = tuple(rep.shape)
         return rep
 
+    def row_images(self) -> torch.Tensor:
+        return torch.zeros(1, dtype=torch.int64)  # one probe image
+
 
 def can_probe(adapter: Adapter, preprocess: Preprocess | None) -> bool:
     """Whether :func:`layer_shapes` knows an input size: a processor, or the config's ``image_size``."""

@@ -1,11 +1,11 @@
-"""Tiny random-weight zero-shot models (CLIP, MetaCLIP 2, AltCLIP, Chinese-CLIP, CLIPSeg, SigLIP) saved as Hub folders,
-with tokenizers built offline.
+"""Tiny random-weight zero-shot models (CLIP, MetaCLIP 2, AltCLIP, Chinese-CLIP, CLIPSeg, SigLIP, SigLIP2) saved as
+Hub folders, with tokenizers built offline.
 
 Each folder holds what ``transformers.pipeline("zero-shot-image-classification", model=folder)`` loads: the
 ``AutoModelForZeroShotImageClassification`` model (safetensors), its image processor and a tokenizer. The vision
-tower is the zoo's CLIP tower (:data:`hf_iia.testing.TINY_OVERRIDES`); the text tower reads 64 positions, as the
-pipeline pads SigLIP prompts to 64 tokens. The CLIP-text types (CLIP, MetaCLIP 2, CLIPSeg) get a real
-``CLIPTokenizer`` over a character vocabulary (no merges). SigLIP's ``SiglipTokenizer`` needs sentencepiece, which is
+tower is the zoo's CLIP tower (SigLIP2: the zoo's NaFlex tower and processor; :data:`hf_iia.testing.TINY_OVERRIDES`);
+the text tower reads 64 positions, as the pipeline pads SigLIP prompts to 64 tokens. The CLIP-text types (CLIP,
+MetaCLIP 2, CLIPSeg) get a real ``CLIPTokenizer`` over a character vocabulary (no merges). SigLIP's ``SiglipTokenizer`` needs sentencepiece, which is
 not installed here, and AltCLIP's (XLM-R) and Chinese-CLIP's (BERT) text towers read their first token: they get a
 ``tokenizers`` WordLevel tokenizer (``AutoTokenizer`` loads any tokenizer the folder names; the pipeline pads and
 truncates it as it would the type's own).
@@ -23,7 +23,7 @@ from transformers import AutoConfig, AutoModelForZeroShotImageClassification, CL
 
 from .zoo import TINY_OVERRIDES, tiny_processor
 
-ZERO_SHOT_KINDS = ("clip", "metaclip_2", "altclip", "chinese_clip", "clipseg", "siglip")
+ZERO_SHOT_KINDS = ("clip", "metaclip_2", "altclip", "chinese_clip", "clipseg", "siglip", "siglip2")
 """The zero-shot types built here."""
 
 IMAGE_SIZE = 32
@@ -69,16 +69,18 @@ def build_zero_shot(kind: str, seed: int = 0) -> tuple[Any, Any, Any]:
         text.update(pad_token_id=0, eos_token_id=2)
     if kind == "altclip":
         text.update(project_dim=16)
-    kwargs: dict[str, Any] = {"vision_config": TINY_OVERRIDES["clip"]["vision_config"], "text_config": text}
-    if kind != "siglip":
+    vision = TINY_OVERRIDES["siglip2" if kind == "siglip2" else "clip"]["vision_config"]
+    kwargs: dict[str, Any] = {"vision_config": vision, "text_config": text}
+    if kind not in ("siglip", "siglip2"):
         kwargs["projection_dim"] = 16
     config = AutoConfig.for_model(kind, **kwargs)
     torch.manual_seed(seed)
     model = AutoModelForZeroShotImageClassification.from_config(config).eval()
-    if kind == "siglip":
+    if kind in ("siglip", "siglip2"):
         with torch.no_grad():  # SigLIP initialises its logit bias to 0 and scale to 0: make both count
             model.logit_scale.fill_(1.5)
             model.logit_bias.fill_(-1.0)
+    # SigLIP2's NaFlex processor has no size: it cuts each image into the zoo's patch budget
     return model, tiny_processor(kind, IMAGE_SIZE), tokenizer
 
 

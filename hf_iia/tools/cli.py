@@ -33,6 +33,7 @@ METHOD_NAMES: tuple[str, ...] = (
     "gradient_rollout",
     "gae",
     "attnlrp",
+    "legrad",
 )
 """:func:`hf_iia.methods.available_methods`, spelled out so that ``--help`` need not import torch
 (a test keeps the two equal); the library validates ``--method`` itself (``MethodError``)."""
