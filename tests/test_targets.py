@@ -279,3 +279,19 @@ def test_pipeline_top_k_shares_the_forward_passes(zoo_folder):
     explainer = pipe.explainer()
     for row in explained:
         np.testing.assert_allclose(row["heatmap"], explainer(image, target=row["label"]).heatmap, atol=MAP_TOLERANCE)
+
+
+def test_naflex_top_k_keeps_each_image_grid(tmp_path):
+    """SigLIP2 NaFlex images of two aspect ratios: every target's map is on its own image's grid and equals
+    explaining that label alone."""
+    folder = save_zero_shot("siglip2", tmp_path / "siglip2")
+    explainer = IIAExplainer(str(folder), candidate_labels=ZERO_SHOT_LABELS, device="cpu", progress=False, steps=2)
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)) for shape in ((40, 64, 3), (64, 32, 3))]
+    explained = explainer(images, top_k=2)
+    for image, items in zip(images, explained, strict=True):
+        for item in items:
+            alone = explainer(image, target=item.label)
+            assert item.heatmap.shape == alone.heatmap.shape
+            np.testing.assert_allclose(item.heatmap, alone.heatmap, atol=MAP_TOLERANCE)
+    assert explained[0][0].heatmap.shape != explained[1][0].heatmap.shape
