@@ -12,16 +12,19 @@ from torch import nn
 from hf_iia import IIAExplainer
 from hf_iia.adapters.base import extract_logits
 from hf_iia.adapters.vit import READOUTS, ViTAdapter
+from hf_iia.errors import MethodError
 from hf_iia.testing import IMAGE_CLASSIFICATION_TYPES, assert_unchanged, save_tiny, save_tiny_timm, snapshot
 from hf_iia.testing.zero_shot import ZERO_SHOT_KINDS, save_zero_shot
 
 torch.set_num_threads(1)
 
+NAFLEX = ("siglip2",)
+"""Types whose tower reads per-image inputs after its blocks (NaFlex masks): LeGrad is refused for them."""
 TIMM_VITS = ("test_vit", "deit_tiny_distilled_patch16_224", "eva02_tiny_patch14_224")
 FAMILIES = [
     *(model_type for model_type in READOUTS if model_type in IMAGE_CLASSIFICATION_TYPES),
     *(f"timm:{name}" for name in TIMM_VITS),
-    *(f"zero_shot:{kind}" for kind in ZERO_SHOT_KINDS),
+    *(f"zero_shot:{kind}" for kind in ZERO_SHOT_KINDS if kind not in NAFLEX),
 ]
 """Every attention family: the image-classification types of the ViT adapter's readout table, the timm ViTs (class
 token, distillation token, Eva's rotary attention) and the zero-shot vision towers (SigLIP's attention-pooling head)."""
@@ -226,3 +229,12 @@ def test_the_paper_loop_equals_torchcam_on_a_torchvision_vit():
     flat = ours.flatten(1)
     low, high = flat.min(1).values.view(-1, 1, 1), flat.max(1).values.view(-1, 1, 1)
     torch.testing.assert_close((ours - low) / (high - low), theirs, atol=TOLERANCE, rtol=0)
+
+
+@pytest.mark.parametrize("family", ["siglip2", "zero_shot:siglip2"])
+def test_legrad_is_refused_where_the_tail_reads_per_image_inputs(folder, family):
+    """SigLIP2's pooling reads each image's NaFlex mask after the blocks; the blocks' stacked rows have none, so
+    LeGrad is refused with the methods that do explain it, never run on unmasked rows."""
+    labels = {"candidate_labels": ZERO_SHOT_LABELS} if family.startswith("zero_shot:") else {}
+    with pytest.raises(MethodError, match="gradient_rollout"):
+        IIAExplainer(folder(family), method="legrad", progress=False, **labels)

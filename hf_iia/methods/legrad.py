@@ -22,6 +22,7 @@ import torch
 
 from ..adapters import Adapter, AttentionAdapter
 from ..engine import EngineTargets, IntegralSpec, IntegrationResult, Start, make_spec
+from ..errors import MethodError
 from ..integrands import gradient
 from .base import Method, MethodOptions, input_size, register_method
 
@@ -46,6 +47,12 @@ class LeGrad(Method):
         Only the blocks' attention is observed: a pooling head's attention (SigLIP's) reads every block's prediction
         stacked, and LeGrad reads the blocks alone."""
         assert isinstance(adapter, AttentionAdapter)  # prepare() admits only attention adapters
+        if adapter.rows_from_input:
+            raise MethodError(
+                f"legrad reads every block's prediction by running the model's tail on the blocks' outputs stacked as "
+                f"extra batch rows, but {type(adapter.model).__name__} reads per-image inputs after its blocks (NaFlex "
+                "masks), which those rows lack; choose method='gradient_rollout', 'gae' or 'iia'"
+            )
         return make_spec((), adapter.block_taps, (0,), gradient)
 
     def fuse(self, adapter: Adapter, integrals: dict[str, torch.Tensor], pixel_values: torch.Tensor) -> torch.Tensor:

@@ -571,7 +571,10 @@ def _bench_command(args: argparse.Namespace) -> str:
 def cmd_bench(args: argparse.Namespace) -> int:
     """Benchmark IIA against the comparison methods (synthetic checkpoints or the real Lite0); write tables, JSON, maps."""
     if args.archs and args.suite == "real":
-        raise IIAError("--archs picks the synthetic suite's checkpoints; the real suite has one model, so leave it out")
+        raise IIAError(
+            "--archs picks the synthetic suite's (or the textures suite's) checkpoints; the real suite has one model, "
+            "so leave it out"
+        )
     from ..outputs import check_output_folder
     from .bench.run import BenchConfig, run_bench
 
@@ -675,10 +678,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help=_help(cmd_bench))
     bench.add_argument(
         "--suite",
-        choices=["synthetic", "real"],
+        choices=["synthetic", "textures", "real"],
         required=True,
         help="synthetic: the tiny checkpoints under hf_iia/tools/bench/models on held-out images with object "
-        "masks; real: ImageNet EfficientNet-Lite0 on cropped sample photos",
+        "masks; textures: the same on real-texture images (hf_iia/tools/bench/models_textures); real: ImageNet "
+        "EfficientNet-Lite0 on cropped sample photos",
     )
     bench.add_argument("--out", required=True, help="output folder (results.md, results.json, maps.png)")
     bench.add_argument(
@@ -688,7 +692,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="rise: localisation + RISE deletion/insertion (default); paper: also the authors' protocol "
         "(POS/NEG, DEL/INS on black pixels, ADP/PIC, SIC/AIC, segmentation pixel acc./mIoU/mAP/mF1)",
     )
-    bench.add_argument("--n", type=int, help="inputs per model (default: 300 synthetic, all 35 real)")
+    bench.add_argument("--n", type=int, help="inputs per model (default: 300 synthetic or textures, all 35 real)")
     bench.add_argument(
         "--methods",
         nargs="+",
@@ -700,7 +704,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--internal-batch-size", type=int)
     bench.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     bench.add_argument(
-        "--archs", nargs="+", help="synthetic architectures (default: vit deit resnet convnext swin regnet)"
+        "--archs",
+        nargs="+",
+        help="architectures (default: synthetic vit deit resnet convnext swin regnet; textures vit deit resnet)",
     )
     bench.add_argument("--overwrite", action="store_true", help="replace existing output files")
     bench.add_argument("--models-dir", help=argparse.SUPPRESS)  # tests: a folder of <arch>/ checkpoints

@@ -31,6 +31,7 @@ reproducible splits.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -79,7 +80,10 @@ _SEGMENT_LENGTH = (0.08, 0.25)
 _ELLIPSE_SEMI_MAJOR = (0.06, 0.15)
 _ELLIPSE_ASPECT = (3.5, 6.0)
 
-_Box = tuple[float, float, float, float]
+Box = tuple[float, float, float, float]
+"""An ``(x0, y0, x1, y1)`` box in pixels."""
+Render = Callable[[int], tuple[np.ndarray, np.ndarray, int]]
+"""A sample renderer: index -> ``(uint8 [S, S, 3] image, bool [S, S] mask, label)``."""
 
 
 @dataclass(frozen=True)
@@ -149,11 +153,11 @@ def _cross_points(radius: float) -> np.ndarray:
     )  # fmt: skip
 
 
-def _draw_object(label: int, cx: float, cy: float, radius: float, angle: float, size: int) -> np.ndarray:
-    """The boolean mask of class object ``label``; every shape fits in ``center +- radius``."""
+def shape_mask(name: str, cx: float, cy: float, radius: float, angle: float, size: int) -> np.ndarray:
+    """The boolean ``[size, size]`` mask of shape ``name`` (one of :data:`CLASS_NAMES`) centred at ``(cx, cy)``,
+    rotated by ``angle`` radians; every shape fits in ``center +- radius``."""
     canvas = Image.new("L", (size, size), 0)
     draw = ImageDraw.Draw(canvas)
-    name = CLASS_NAMES[label]
     if name in ("circle", "ring"):
         draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=255)
         if name == "ring":
@@ -174,12 +178,12 @@ def _draw_object(label: int, cx: float, cy: float, radius: float, angle: float, 
     return np.asarray(canvas) > 0
 
 
-def _overlaps(a: _Box, b: _Box) -> bool:
+def boxes_overlap(a: Box, b: Box) -> bool:
     """Whether two ``(x0, y0, x1, y1)`` boxes intersect."""
     return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
 
 
-def _draw_distractor(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int, taken: list[_Box]) -> None:
+def _draw_distractor(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int, taken: list[Box]) -> None:
     """Draw one non-class distractor away from every box in ``taken`` (then add its box).
 
     Tries a few random placements and draws nothing if all of them collide.
@@ -194,14 +198,14 @@ def _draw_distractor(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: 
             x1, y1 = x + length * math.cos(angle), y + length * math.sin(angle)
             width = int(rng.integers(1, max(1, round(size / 32)) + 1))
             box = (min(x, x1) - width, min(y, y1) - width, max(x, x1) + width, max(y, y1) + width)
-            if not any(_overlaps(box, other) for other in taken):
+            if not any(boxes_overlap(box, other) for other in taken):
                 draw.line((x, y, x1, y1), fill=color, width=width)
                 taken.append(box)
                 return
         elif kind == 1:  # small dot
             radius = rng.uniform(1.0, max(1.0, _MAX_DOT_RADIUS * size))
             box = (x - radius - 1, y - radius - 1, x + radius + 1, y + radius + 1)
-            if not any(_overlaps(box, other) for other in taken):
+            if not any(boxes_overlap(box, other) for other in taken):
                 draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=color)
                 taken.append(box)
                 return
@@ -213,7 +217,7 @@ def _draw_distractor(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: 
             points = _rotated(local, x, y, rng.uniform(0, math.pi))
             xs, ys = [p[0] for p in points], [p[1] for p in points]
             box = (min(xs) - 1, min(ys) - 1, max(xs) + 1, max(ys) + 1)
-            if not any(_overlaps(box, other) for other in taken):
+            if not any(boxes_overlap(box, other) for other in taken):
                 draw.polygon(points, fill=color)
                 taken.append(box)
                 return
@@ -241,7 +245,7 @@ def _render(
             break
     else:
         cx = cy = size / 2
-    mask = _draw_object(label, cx, cy, radius, angle, size)
+    mask = shape_mask(CLASS_NAMES[label], cx, cy, radius, angle, size)
 
     # The clutter: a smooth background darker than the object, faint lines, distractors.
     clutter_seed = [seed, index, 1] if background_seed is None else [seed, index, 2, background_seed]
@@ -255,7 +259,7 @@ def _render(
         ends = rng.uniform(0, size, 4)
         shade = np.clip(base + rng.integers(-_LINE_AMPLITUDE, _LINE_AMPLITUDE + 1, 3), 0, 255)
         draw.line(tuple(ends.tolist()), fill=tuple(int(c) for c in shade), width=1)
-    taken: list[_Box] = [
+    taken: list[Box] = [
         (
             cx - radius - _OBJECT_MARGIN,
             cy - radius - _OBJECT_MARGIN,
@@ -302,11 +306,17 @@ def make_arrays(
         ``(images, masks, labels)``: ``uint8 [n, size, size, 3]``, ``bool [n, size, size]``
         and ``int64 [n]``, identical to what :func:`make_sample` gives for each index.
     """
+    return render_arrays(lambda index: _render(index, seed, size, shortcut, None), n, size, start)
+
+
+def render_arrays(render: Render, n: int, size: int, start: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``render(index)`` for ``index`` in ``start .. start + n - 1``, stacked into ``(images, masks, labels)``:
+    ``uint8 [n, size, size, 3]``, ``bool [n, size, size]`` and ``int64 [n]`` (shared by the generated suites)."""
     images = np.empty((n, size, size, 3), dtype=np.uint8)
     masks = np.empty((n, size, size), dtype=bool)
     labels = np.empty((n,), dtype=np.int64)
     for offset in range(n):
-        images[offset], masks[offset], labels[offset] = _render(start + offset, seed, size, shortcut, None)
+        images[offset], masks[offset], labels[offset] = render(start + offset)
     return images, masks, labels
 
 
@@ -317,14 +327,23 @@ def make_dataset(n: int, *, seed: int = 0, size: int = 64, shortcut: bool = Fals
     ``uint8`` 0/1, shape ``[size, size]``; ``np.asarray(row["mask"], dtype=bool)`` gives
     the object mask) and ``label`` (``datasets.ClassLabel`` named by :data:`CLASS_NAMES`).
     """
+    return arrays_to_dataset(make_arrays(n, seed=seed, size=size, shortcut=shortcut, start=start), CLASS_NAMES)
+
+
+def arrays_to_dataset(
+    arrays: tuple[np.ndarray, np.ndarray, np.ndarray], class_names: Sequence[str]
+) -> datasets.Dataset:
+    """``(images [n, S, S, 3], masks [n, S, S], labels [n])`` as a :class:`datasets.Dataset` with the columns of
+    :func:`make_dataset`, the labels named by ``class_names``."""
     import datasets
 
-    images, masks, labels = make_arrays(n, seed=seed, size=size, shortcut=shortcut, start=start)
+    images, masks, labels = arrays
+    size = images.shape[1]
     features = datasets.Features(
         {
             "image": datasets.Image(),
             "mask": datasets.Array2D(shape=(size, size), dtype="uint8"),
-            "label": datasets.ClassLabel(names=list(CLASS_NAMES)),
+            "label": datasets.ClassLabel(names=list(class_names)),
         }
     )
     columns = {

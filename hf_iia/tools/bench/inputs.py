@@ -1,7 +1,9 @@
-"""The inputs of each suite: held-out synthetic images with object masks, or crops of the sample photos."""
+"""The inputs of each suite: held-out generated images (synthetic shapes or real textures) with object masks, or crops
+of the sample photos."""
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +26,10 @@ CROPS: tuple[tuple[str, tuple[float, float, float, float]], ...] = (
     ("br", (0.2, 0.2, 1.0, 1.0)),
 )
 """``(name, (left, top, right, bottom))`` crop boxes as fractions of the photo's width and height."""
+
+GENERATED_SUITES: dict[str, str] = {"synthetic": "hf_iia.tools.synthetic", "textures": "hf_iia.tools.textures"}
+"""The generated suites and their generator modules (each with ``CLASS_NAMES``, ``HELDOUT_START`` and
+``make_arrays``, trained on by ``scripts/train_synthetic.py --suite``)."""
 
 
 @dataclass
@@ -82,16 +88,31 @@ def _predict(explainer: IIAExplainer, pixel_values: torch.Tensor, batch_size: in
     )
 
 
-def synthetic_heldout(folder: Path, n: int, input_size: int | None) -> dict[str, int]:
-    """``{"start", "seed", "size"}`` of the held-out images of the checkpoint in ``folder``.
+def _generator(suite: str) -> Any:
+    """The generator module of a generated suite (:data:`GENERATED_SUITES`)."""
+    if suite not in GENERATED_SUITES:
+        raise IIAError(f"unknown generated suite {suite!r}; choose one of {list(GENERATED_SUITES)}")
+    return importlib.import_module(GENERATED_SUITES[suite])
+
+
+def synthetic_heldout(folder: Path, n: int, input_size: int | None, suite: str = "synthetic") -> dict[str, int]:
+    """``{"start", "seed", "size"}`` of the held-out images of ``suite`` for the checkpoint in ``folder``.
 
     From ``train_log.json`` (``heldout_indices``, ``data_seed``, ``size``) when present; else
-    the convention of ``scripts/train_synthetic.py``: held-out indices start at
-    :data:`hf_iia.tools.synthetic.HELDOUT_START`, data seed 0, image size = the model's input size.
+    the convention of ``scripts/train_synthetic.py``: held-out indices start at the suite's
+    ``HELDOUT_START``, data seed 0, image size = the model's input size. A log that names another
+    suite (``"suite"``; logs without it are synthetic) is refused: its model never saw these images.
     """
+    generator = _generator(suite)
     log_path = folder / "train_log.json"
     if log_path.exists():
         log = json.loads(log_path.read_text())
+        trained_on = log.get("suite", "synthetic")
+        if trained_on != suite:
+            raise IIAError(
+                f"{log_path}: this checkpoint was trained on the {trained_on!r} suite, not {suite!r}; run "
+                f"`hf-iia bench --suite {trained_on}` on it, or pick the {suite} checkpoints"
+            )
         start, stop = log["heldout_indices"]
         train_stop = log.get("train_indices", [0, 0])[1]
         if start < train_stop:
@@ -103,19 +124,19 @@ def synthetic_heldout(folder: Path, n: int, input_size: int | None) -> dict[str,
             "seed": int(log.get("data_seed", 0)),
             "size": int(log.get("size", input_size or 64)),
         }
-    from ..synthetic import HELDOUT_START
-
-    return {"start": HELDOUT_START, "seed": 0, "size": int(input_size or 64)}
+    return {"start": int(generator.HELDOUT_START), "seed": 0, "size": int(input_size or 64)}
 
 
-def synthetic_inputs(explainer: IIAExplainer, folder: Path, n: int, figure_images: int, batch_size: int) -> BenchInputs:
-    """``n`` held-out synthetic images of the checkpoint in ``folder``, preprocessed by its processor."""
-    from ..synthetic import CLASS_NAMES, make_arrays
-
+def synthetic_inputs(
+    explainer: IIAExplainer, folder: Path, n: int, figure_images: int, batch_size: int, suite: str = "synthetic"
+) -> BenchInputs:
+    """``n`` held-out images of the generated ``suite`` for the checkpoint in ``folder``, preprocessed by its
+    processor; ids ``f"{suite}-{index}"``."""
+    generator = _generator(suite)
     config = getattr(explainer.model, "config", None)
     size = getattr(config, "image_size", None)
-    heldout = synthetic_heldout(folder, n, size if isinstance(size, int) else None)
-    images, masks, labels = make_arrays(n, seed=heldout["seed"], size=heldout["size"], start=heldout["start"])
+    heldout = synthetic_heldout(folder, n, size if isinstance(size, int) else None, suite)
+    images, masks, labels = generator.make_arrays(n, seed=heldout["seed"], size=heldout["size"], start=heldout["start"])
     pixel_values, _ = explainer.preprocess([Image.fromarray(image, "RGB") for image in images])
     height, width = pixel_values.shape[2:]
     if masks.shape[1:] != (height, width):  # the processor resized: bring the masks along (nearest)
@@ -127,9 +148,9 @@ def synthetic_inputs(explainer: IIAExplainer, folder: Path, n: int, figure_image
     indices = range(heldout["start"], heldout["start"] + n)
     records: list[dict[str, Any]] = [
         {
-            "id": f"synthetic-{index}",
+            "id": f"{suite}-{index}",
             "label": int(label),
-            "label_name": CLASS_NAMES[int(label)],
+            "label_name": generator.CLASS_NAMES[int(label)],
             "predicted": int(pred),
             "target": int(label),
             "target_probability": float(probabilities[i, int(label)]),

@@ -1,6 +1,6 @@
 """The benchmark that shows where IIA stands: faithfulness, localisation and cost of every method.
 
-Two suites (``hf-iia bench --suite synthetic|real --out DIR``), both offline:
+Three suites (``hf-iia bench --suite synthetic|textures|real --out DIR``), all offline:
 
 * ``synthetic``: every trained tiny checkpoint under ``hf_iia/tools/bench/models/<arch>/``
   (``vit``, ``deit``, ``resnet``, ``convnext``; see ``scripts/train_synthetic.py``) on
@@ -11,6 +11,11 @@ Two suites (``hf-iia bench --suite synthetic|real --out DIR``), both offline:
   Target: the ground-truth label (the class whose object mask is the evidence).
   Metrics: pointing game, energy pointing game and mask average precision against the
   object mask, deletion and insertion AUC, seconds per map.
+* ``textures``: the same protocol on the real-texture suite (:mod:`hf_iia.tools.textures`: a shape filled with
+  one of six photo textures among distractor shapes filled with photo crops, on a photo background, sometimes
+  occluded), with the checkpoints under ``hf_iia/tools/bench/models_textures/<arch>/`` (``vit``, ``deit``,
+  ``resnet``; ``scripts/train_synthetic.py --suite textures``). Here attention to whatever stands out does not
+  find the evidence: the distractors stand out as much as the object, only the texture tells the class.
 * ``real``: the real ImageNet EfficientNet-Lite0 (:func:`hf_iia.tools.demo.build_lite0_checkpoint`)
   on the photos of :func:`hf_iia.tools.demo.sample_images`, each in :data:`CROPS` (the full photo
   and four 80 % crops anchored at the corners, fixed boxes): 7 photos x 5 crops = 35 inputs,
@@ -101,7 +106,7 @@ from .inputs import CROPS, BenchInputs, crop_photos, device_of, real_inputs, syn
 from .report import figure, machine_info, markdown
 from .stats import CONFIDENCE, summarise
 
-SUITES = ("synthetic", "real")
+SUITES = ("synthetic", "textures", "real")
 PAPER_SETTINGS = {
     "pos_neg": "accuracy AUC x100 over fractions 0, 0.1, ..., 0.9 (range [0, 90]); pixels set to black "
     "((0 - mean) / std), most (POS) / least (NEG) relevant first",
@@ -115,6 +120,10 @@ PAPER_SETTINGS = {
 }
 SYNTHETIC_ARCHS = ("vit", "deit", "resnet", "convnext", "swin", "regnet")
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent / "models"
+TEXTURE_ARCHS = ("vit", "deit", "resnet")
+TEXTURES_MODELS_DIR = Path(__file__).resolve().parent / "models_textures"
+GENERATED = {"synthetic": (DEFAULT_MODELS_DIR, SYNTHETIC_ARCHS), "textures": (TEXTURES_MODELS_DIR, TEXTURE_ARCHS)}
+"""``suite -> (checkpoint folder, architectures)`` of the generated suites."""
 
 
 @dataclass
@@ -140,15 +149,20 @@ class BenchConfig:
     figure_images: int = 3
 
 
-def synthetic_models(models_dir: Path, archs: Sequence[str] | None) -> list[tuple[str, Path]]:
-    """``(arch, folder)`` of every benchmark checkpoint under ``models_dir`` (in :data:`SYNTHETIC_ARCHS` order)."""
-    wanted = list(archs) if archs else list(SYNTHETIC_ARCHS)
+def synthetic_models(
+    models_dir: Path | None, archs: Sequence[str] | None, suite: str = "synthetic"
+) -> list[tuple[str, Path]]:
+    """``(arch, folder)`` of every benchmark checkpoint of the generated ``suite`` under ``models_dir`` (default: the
+    suite's committed folder, :data:`GENERATED`), in the suite's architecture order."""
+    default_dir, default_archs = GENERATED[suite]
+    models_dir = models_dir or default_dir
+    wanted = list(archs) if archs else list(default_archs)
     found = [(arch, models_dir / arch) for arch in wanted if (models_dir / arch / "config.json").exists()]
     if not found:
         raise IIAError(
-            f"no synthetic benchmark checkpoints ({', '.join(wanted)}) under {models_dir}; they ship with the git "
+            f"no {suite} benchmark checkpoints ({', '.join(wanted)}) under {models_dir}; they ship with the git "
             "repository (not the wheel): run from a checkout, or train them with "
-            "`python scripts/train_synthetic.py --arch all --out hf_iia/tools/bench/models`"
+            f"`python scripts/train_synthetic.py --suite {suite} --arch ARCH --out {default_dir}`"
         )
     return found
 
@@ -187,8 +201,8 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     }
     started = time.perf_counter()
 
-    if config.suite == "synthetic":
-        folders = synthetic_models(Path(config.models_dir) if config.models_dir else DEFAULT_MODELS_DIR, config.archs)
+    if config.suite in GENERATED:
+        folders = synthetic_models(Path(config.models_dir) if config.models_dir else None, config.archs, config.suite)
     else:
         from ..demo import build_lite0_checkpoint
 
@@ -203,8 +217,10 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         base = IIAExplainer(str(folder), device=config.device or "cpu", progress=False)
         device = device_of(base.model)
         family = base.family.name
-        if config.suite == "synthetic":
-            inputs = synthetic_inputs(base, folder, config.n or 300, config.figure_images, config.metric_batch_size)
+        if config.suite in GENERATED:
+            inputs = synthetic_inputs(
+                base, folder, config.n or 300, config.figure_images, config.metric_batch_size, config.suite
+            )
         else:
             inputs = real_inputs(base, config.n, config.figure_images, config.metric_batch_size)
         results: dict[str, MethodResult] = {}
@@ -237,7 +253,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
             "of the object mask",
             "deletion": "pixels ranked by decreasing map value set to 0 (normalised space)",
             "insertion": "from gaussian_blur(kernel 11, sigma 5), pixels restored by decreasing map value",
-            "target": "ground-truth label" if config.suite == "synthetic" else "the model's top-1 class",
+            "target": "ground-truth label" if config.suite in GENERATED else "the model's top-1 class",
             **(PAPER_SETTINGS if config.protocol == "paper" else {}),
         },
         "machine": machine_info(device or torch.device("cpu")),
@@ -309,6 +325,7 @@ __all__ = [
     "CROPS",
     "DEFAULT_MODELS_DIR",
     "METHOD_SPECS",
+    "TEXTURES_MODELS_DIR",
     "BenchConfig",
     "crop_photos",
     "run_bench",
