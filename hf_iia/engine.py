@@ -22,6 +22,11 @@ per ``(b, i0..il)``. Rows are repeated (``expand``) exactly where the grid needs
 The input itself can be observed under the tap name :data:`INPUT_TAP` (for input-space
 methods such as Integrated Gradients), when there are no internal levels.
 
+Several targets share the grid: with ``K`` targets per image (``targets [B, K]``) every point runs forward once and
+backward ``K`` times (one gradient per target, the graph kept between them), so the maps of ``K`` classes cost one
+forward and ``K`` backward passes per point instead of ``K`` of each. A callable target (:data:`TargetFunction`)
+replaces the target logit by any differentiable scalar of the logits.
+
 This module knows nothing about model families: it talks to an
 :class:`~hf_iia.adapters.base.Adapter` only.
 """
@@ -83,6 +88,16 @@ def target_score(logits: torch.Tensor, targets: torch.Tensor, contrast: Contrast
         return own - others.max(dim=1).values
     return own - others.sum(dim=1) / (logits.shape[1] - 1)
 
+
+TargetFunction = Callable[[torch.Tensor], torch.Tensor]
+"""A custom explained scalar: the logits ``[1, K]`` of one input -> ``[1]`` (or ``[]``), differentiable (e.g. a sum
+of classes, a margin). The engine applies it to each row of logits alone, so the value of an image never depends
+on what else is in its batch."""
+
+EngineTargets = torch.Tensor | TargetFunction
+"""What :func:`integrate` explains: ``[B]`` int64 classes (``-1``: the top-1), ``[B, K]`` int64 (``K`` targets per
+image; ``-r``: the ``r``-th best class of the image's logits, so ``-1`` is still the top-1), or a
+:data:`TargetFunction`."""
 
 Start = Callable[[torch.Tensor], torch.Tensor]
 """The image path's start as a function of the images: ``pixel_values [B, C, H, W] -> baselines [B, C, H, W]``."""
@@ -223,14 +238,80 @@ class IntegrationResult:
     """Output of :func:`integrate`.
 
     Attributes:
-        integrals: ``{tap: [B, ...]}`` float32, the weighted mean of the integrand over all points.
+        integrals: ``{tap: [B, ...]}`` float32, the weighted mean of the integrand over all points (``[B, K, ...]``
+            for ``K`` targets per image).
         logits: ``[B, num_classes]`` float32, the model's logits on the unmodified input.
-        targets: ``[B]`` int64, the explained class of each image.
+        targets: ``[B]`` int64, the explained class of each image (``[B, K]`` for ``K`` targets per image; ``-1``
+            for a callable target).
     """
 
     integrals: dict[str, torch.Tensor]
     logits: torch.Tensor
     targets: torch.Tensor
+
+
+def target_scalars(
+    logits: torch.Tensor, targets: torch.Tensor | TargetFunction, contrast: Contrast = None
+) -> torch.Tensor:
+    """The explained scalars of ``N`` rows: ``[N, K]`` from ``logits`` ``[N, C]`` and ``targets`` ``[N, K]`` int64
+    class indices (on the logits' device; :func:`target_score` of each column under ``contrast``), or ``[N, 1]`` from a
+    :data:`TargetFunction` applied to each row ``[1, C]`` alone.
+
+    Raises:
+        TargetError: the function fails, or does not return one floating-point value per row; a contrast is given
+            with a function (the function defines the whole scalar).
+    """
+    if isinstance(targets, torch.Tensor):
+        if contrast is None:
+            return logits.gather(1, targets)
+        return torch.stack([target_score(logits, column, contrast) for column in targets.unbind(1)], dim=1)
+    if contrast is not None:
+        raise TargetError(
+            f"contrast={contrast!r} applies to class targets; a target function defines the whole explained scalar, "
+            "so build the contrast into it (e.g. lambda logits: logits[:, 3] - logits.mean(dim=1))"
+        )
+    values = []
+    for row in logits.split(1):
+        try:
+            value = targets(row)
+        except Exception as error:  # the user's function: say which call failed and how it is called
+            raise TargetError(
+                f"the target function {_function_name(targets)} failed on logits of shape [1, {logits.shape[1]}] "
+                f"({type(error).__name__}: {error}); it takes one input's logits [1, num_classes] and returns [1]"
+            ) from error
+        if not isinstance(value, torch.Tensor) or value.numel() != 1 or not value.is_floating_point():
+            shape = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise TargetError(
+                f"the target function {_function_name(targets)} returned {shape} for logits [1, {logits.shape[1]}]; "
+                "it must return one floating-point value per input (shape [1]), e.g. lambda logits: logits[:, 3]"
+            )
+        values.append(value.reshape(1))
+    return torch.stack(values)
+
+
+def _function_name(function: TargetFunction) -> str:
+    """``function``'s ``__name__`` (``"<lambda>"`` for a lambda), what an explanation of it is labelled by."""
+    return str(getattr(function, "__name__", type(function).__name__))
+
+
+def _resolve_ranks(targets: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """``targets`` ``[n, K]`` with every ``-r`` replaced by the ``r``-th best class of ``logits`` ``[n, C]`` (ties: the
+    lower index first, as ``argmax``).
+
+    Raises:
+        TargetError: a rank beyond the number of classes.
+    """
+    ranked = targets < 0
+    if not ranked.any():
+        return targets
+    deepest = int(-targets.min())
+    if deepest > logits.shape[1]:
+        raise TargetError(
+            f"asked for the class ranked {deepest} but the model has {logits.shape[1]} classes; ask for at most "
+            f"top_k={logits.shape[1]}"
+        )
+    order = logits.argsort(dim=1, descending=True, stable=True)
+    return torch.where(ranked, order.gather(1, (-targets - 1).clamp_min(0)), targets)
 
 
 def _grid(batch: int, spec: IntegralSpec) -> torch.Tensor:
@@ -352,7 +433,7 @@ class _ChunkRun:
 def integrate(
     adapter: Adapter,
     pixel_values: torch.Tensor,
-    targets: torch.Tensor,
+    targets: EngineTargets,
     spec: IntegralSpec,
     *,
     internal_batch_size: int = 64,
@@ -364,13 +445,17 @@ def integrate(
         adapter: reaches the taps of the model.
         pixel_values: ``[B, C, H, W]`` preprocessed inputs on the model's device and dtype.
         targets: ``[B]`` int64 class indices; ``-1`` means the top-1 class (found from the
-            first point of each image's grid, which is the unmodified input).
+            first point of each image's grid, which is the unmodified input). ``[B, K]``: ``K`` targets per image,
+            ``-r`` the ``r``-th best class, sharing every forward pass. Or a :data:`TargetFunction`.
         spec: the paths, taps and integrand.
         internal_batch_size: most integration points evaluated in one forward/backward pass.
         progress: show a progress bar when the run takes longer than a second.
 
     Returns:
         An :class:`IntegrationResult` with the integrand's weighted mean over the points.
+
+    Raises:
+        TargetError: a class or rank out of range, or a target function that fails or returns no value per row.
     """
     batch, device = pixel_values.shape[0], pixel_values.device
     depths = _required_depths(adapter, spec)
@@ -382,7 +467,13 @@ def integrate(
     # rows per image point, for aligning the chunks: those of the first (b = 0, a0 = 1); which points vanish depends
     # on the level columns only, so every image point keeps as many
     per_image_point = int((grid[:, 0] == 0).logical_and(grid[:, 1] == 0).sum()) if batch else 1
-    targets = targets.clone().cpu()
+    function = None if isinstance(targets, torch.Tensor) else targets
+    matrix = targets.clone().cpu() if isinstance(targets, torch.Tensor) else torch.full((batch, 1), -1)
+    several = function is None and matrix.dim() == 2
+    matrix = matrix if matrix.dim() == 2 else matrix.unsqueeze(1)  # [B, K]: one column per target
+    count = matrix.shape[1]
+    if count == 0:
+        raise TargetError("no targets to explain (targets of shape [B, 0]); give at least one target per image")
     sums: dict[str, torch.Tensor] = {}
     input_logits: torch.Tensor | None = None
     chunks = _chunks(grid.shape[0], per_image_point, max(1, internal_batch_size))
@@ -413,37 +504,51 @@ def integrate(
             input_logits = torch.empty(batch, logits.shape[1], dtype=torch.float32)
         image_of_first = run.rows[first, 0]
         input_logits[image_of_first] = logits[first.to(device)].detach().float().cpu()
-        unresolved = image_of_first[targets[image_of_first] < 0]
-        targets[unresolved] = input_logits[unresolved].argmax(dim=1)
-        if (targets >= logits.shape[1]).any():
+        if function is None:
+            matrix[image_of_first] = _resolve_ranks(matrix[image_of_first], input_logits[image_of_first])
+            if (matrix >= logits.shape[1]).any():
+                raise TargetError(
+                    f"target out of range: the model has {logits.shape[1]} classes (valid indices 0.."
+                    f"{logits.shape[1] - 1})"
+                )
+        scalars = target_scalars(logits, function or matrix[run.rows[:, 0]].to(device), spec.contrast)  # [N, K]
+        if function is not None and not scalars.requires_grad:
             raise TargetError(
-                f"target out of range: the model has {logits.shape[1]} classes (valid indices 0..{logits.shape[1] - 1})"
+                f"the target function {_function_name(function)} returned a value that does not "
+                "depend on the logits through differentiable operations (e.g. argmax or .item()); return a "
+                "differentiable scalar of them, e.g. lambda logits: logits[:, 3] - logits[:, 5]"
             )
-        row_targets = targets[run.rows[:, 0]].to(device)
-        score = target_score(logits, row_targets, spec.contrast).sum()
         taps = list(run.observed)
-        grads = torch.autograd.grad(score, [run.observed[tap] for tap in taps], allow_unused=True)
         image_index = run.rows[:, 0].to(device)
         row_weights = spec.row_weights(run.rows).to(device, accumulate)
-        for tap, grad in zip(taps, grads, strict=True):
-            rep = run.observed[tap].detach()
-            grad = torch.zeros_like(rep) if grad is None else grad
-            contribution = spec.integrand(rep.float(), grad.float()).to(accumulate)
-            contribution = contribution * row_weights.view(-1, *([1] * (contribution.dim() - 1)))
-            if tap not in sums:
-                sums[tap] = torch.zeros(batch, *contribution.shape[1:], dtype=accumulate, device=device)
-            sums[tap].index_add_(0, image_index, contribution)
-        del run, logits, score, grads
+        for column in range(count):
+            # One backward per target over the same forward: the graph is kept until the last target's.
+            grads = torch.autograd.grad(
+                scalars[:, column].sum(),
+                [run.observed[tap] for tap in taps],
+                allow_unused=True,
+                retain_graph=column < count - 1,
+            )
+            for tap, grad in zip(taps, grads, strict=True):
+                rep = run.observed[tap].detach()
+                grad = torch.zeros_like(rep) if grad is None else grad
+                contribution = spec.integrand(rep.float(), grad.float()).to(accumulate)
+                contribution = contribution * row_weights.view(-1, *([1] * (contribution.dim() - 1)))
+                if tap not in sums:
+                    sums[tap] = torch.zeros(batch * count, *contribution.shape[1:], dtype=accumulate, device=device)
+                sums[tap].index_add_(0, image_index * count + column, contribution)
+        del run, logits, scalars, grads
     if input_logits is None:  # empty batch
         input_logits = torch.empty(0, 0)
-    integrals = {tap: (total / spec.total_weight).float() for tap, total in sums.items()}
+    shape = (batch, count) if several else (batch,)
+    integrals = {tap: (total / spec.total_weight).float().view(*shape, *total.shape[1:]) for tap, total in sums.items()}
     non_finite = [tap for tap, total in integrals.items() if not torch.isfinite(total).all()]
     if non_finite:
         raise NumericalError(
             f"the gradients at {non_finite} are not finite (NaN or inf), e.g. from sqrt or division at zero in the "
             "model; no faithful map exists" + _half_precision_hint(pixel_values.dtype)
         )
-    return IntegrationResult(integrals=integrals, logits=input_logits, targets=targets)
+    return IntegrationResult(integrals=integrals, logits=input_logits, targets=matrix if several else matrix[:, 0])
 
 
 def _half_precision_hint(dtype: torch.dtype) -> str:

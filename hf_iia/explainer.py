@@ -13,7 +13,7 @@ engine integrates.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -23,12 +23,12 @@ from PIL import Image
 from torch import nn
 
 from .adapters.base import LayerSpec, evaluation_mode, on_model
-from .engine import Contrast, IntegrationResult
+from .engine import Contrast, EngineTargets, IntegrationResult, target_scalars
 from .errors import IIAError, ImageInputError, TargetError, UnsupportedModelError
 from .explanation import Explanation
 from .family import Family
 from .imaging import Geometry, ImageLike, check_pixel_values, probe_geometry, process_inputs, to_rgb
-from .labels import class_index, label_index
+from .labels import Selection, class_index, label_index, selection
 from .loading import check_device, load_model, load_processor, unwrap
 from .locks import model_lock
 from .maps import normalise, to_float64, upsample, zero_levels
@@ -41,7 +41,10 @@ __all__ = ["Explanation", "IIAExplainer", "model_lock", "normalise", "unwrap", "
 """Besides the explainer: the names that lived here before their own modules, imported from here as before."""
 
 Target = int | str | None
-Targets = Target | Sequence[int | str] | torch.Tensor | np.ndarray
+Targets = Target | Sequence[int | str] | torch.Tensor | np.ndarray | Callable[[torch.Tensor], torch.Tensor]
+"""What ``target=`` takes: ``None`` (top-1), a class index, a label name, one per image, a callable
+(:data:`hf_iia.engine.TargetFunction`: one input's logits ``[1, K]`` -> the scalar ``[1]`` to explain), or
+``"top_k:k"`` / ``"threshold:t"`` (several classes per image: :func:`hf_iia.labels.selection`)."""
 
 DEFAULT_INTERNAL_BATCH_SIZE = 64
 
@@ -260,7 +263,10 @@ class IIAExplainer:
             return label_index(self.id2label, target)
         if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
             return class_index(int(target), self._num_classes())
-        raise TargetError(f"target must be None, a class index or a label name, got {type(target).__name__}")
+        raise TargetError(
+            f"target must be None, a class index, a label name, a callable (logits [1, K] -> [1]) or 'top_k:k' / "
+            f"'threshold:t', got {type(target).__name__}"
+        )
 
     # ------------------------------------------------------------ preprocess
     def _pixel_values(self, images: list[Image.Image]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -325,13 +331,26 @@ class IIAExplainer:
 
         Args:
             pixel_values: ``[B, C, H, W]`` (or ``[C, H, W]``) model inputs.
-            target: ``None`` (top-1), a class index, a label name, or one per image.
+            target: ``None`` (top-1), a class index, a label name, one per image, a callable (see
+                :meth:`__call__`), or ``"top_k:k"``.
 
         Returns:
-            ``[B, H, W]`` float32 on CPU, each map min-max normalised to ``[0, 1]``.
+            ``[B, H, W]`` float32 on CPU, each map min-max normalised to ``[0, 1]``; ``[B, k, H, W]`` for
+            ``"top_k:k"`` (best first).
+
+        Raises:
+            TargetError: ``"threshold:t"``, whose count of maps differs between images (call the explainer instead).
         """
-        outputs = self._forward(self._checked(pixel_values), target)
-        return self._maps(outputs.result.integrals, outputs.model_inputs)[0]
+        chosen = selection(target)
+        if chosen is not None and chosen.threshold is not None:
+            raise TargetError(
+                "attribute() returns one tensor, but a threshold selects a different number of classes per image; "
+                "call explainer(pixel_values, threshold=...) for lists of explanations, or pass target='top_k:k'"
+            )
+        outputs = self._forward(self._checked(pixel_values), chosen or target)
+        maps = self._result_maps(outputs)[0]
+        targets = outputs.result.targets
+        return maps if targets.dim() == 1 else maps.view(*targets.shape, *maps.shape[1:])
 
     def logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The model's logits for preprocessed inputs, without gradients (e.g. the ``forward`` of
@@ -364,28 +383,84 @@ class IIAExplainer:
         return apply_score_function(logits, score_function(getattr(self.model, "config", None), logits.shape[1]))
 
     def _forward(
-        self, pixel_values: torch.Tensor, target: Targets, inputs: dict[str, torch.Tensor] | None = None
+        self,
+        pixel_values: torch.Tensor,
+        target: Targets | Selection,
+        inputs: dict[str, torch.Tensor] | None = None,
     ) -> _Outputs:
         """The forward stage: ``pixel_values`` ``[B, C, H, W]`` (checked; NaFlex patches with their ``inputs``, the
-        processor's masks and shapes) and ``target`` -> the method's integrated quantities, the logits and the
-        explained classes (:class:`_Outputs`), under the model's lock in eval mode."""
+        processor's masks and shapes) and ``target`` (or a :class:`Selection` of several per image) -> the method's
+        integrated quantities, the logits and the explained classes (:class:`_Outputs`), under the model's lock in
+        eval mode."""
         inputs = inputs or {}
         with self.adapter.with_inputs(inputs):
             self.adapter.check_input(pixel_values)
-        targets = self.resolve_targets(target, pixel_values.shape[0])
-        if pixel_values.shape[0] == 0:
-            return _Outputs(pixel_values, pixel_values, IntegrationResult({}, torch.empty(0, 0), targets), inputs)
-        model_inputs = on_model(self.model, pixel_values)
-        with self._lock, evaluation_mode(self.model), self.adapter.with_inputs(inputs):
-            result = self._integrate(
-                self.adapter,
-                model_inputs,
-                targets,
-                self.spec,
-                internal_batch_size=self.internal_batch_size,
-                progress=self.progress,
+        batch = pixel_values.shape[0]
+        targets: EngineTargets
+        if isinstance(target, Selection):
+            targets = self._selected(target, batch)
+        elif callable(target):
+            targets = target
+        else:
+            targets = self.resolve_targets(cast(Targets, target), batch)
+        function = None if isinstance(targets, torch.Tensor) else targets
+        if batch == 0:
+            empty = torch.empty(0, *([0] if isinstance(target, Selection) else []), dtype=torch.int64)
+            return _Outputs(
+                pixel_values, pixel_values, IntegrationResult({}, torch.empty(0, 0), empty), inputs, function
             )
-        return _Outputs(pixel_values, model_inputs, result, inputs)
+        model_inputs = on_model(self.model, pixel_values)
+        counts = None
+        with self._lock, evaluation_mode(self.model), self.adapter.with_inputs(inputs):
+            if isinstance(target, Selection) and target.threshold is not None:
+                targets, counts = self._above(target.threshold, model_inputs)
+            if isinstance(targets, torch.Tensor) and targets.dim() == 2 and targets.shape[1] == 0:
+                # nothing reaches the threshold in any image: no integral to compute
+                result = IntegrationResult({}, torch.empty(batch, 0), targets)
+            else:
+                result = self._integrate(
+                    self.adapter,
+                    model_inputs,
+                    targets,
+                    self.spec,
+                    internal_batch_size=self.internal_batch_size,
+                    progress=self.progress,
+                )
+        return _Outputs(pixel_values, model_inputs, result, inputs, function, counts)
+
+    def _selected(self, chosen: Selection, batch: int) -> torch.Tensor:
+        """``[B, K]`` engine targets of a ``top_k`` selection (``-1 .. -K``: the engine ranks each image's classes on
+        the forward pass it runs anyway), ``K`` at most the model's classes; for a ``threshold`` a placeholder
+        ``[B, 0]`` (the classes are read from the scores in :meth:`_above`)."""
+        if chosen.top_k is None:
+            self._check_threshold(cast(float, chosen.threshold))
+            return torch.empty(batch, 0, dtype=torch.int64)
+        classes = self._num_classes()
+        count = chosen.top_k if classes is None else min(chosen.top_k, classes)  # as the pipelines cap top_k
+        return -torch.arange(1, count + 1, dtype=torch.int64).expand(batch, count).clone()
+
+    def _check_threshold(self, threshold: float) -> None:
+        name = self.score_function
+        if name in ("softmax", "sigmoid") and not 0 <= threshold <= 1:
+            raise TargetError(
+                f"threshold={threshold} can never select a class: this model's scores are {name} probabilities in "
+                "[0, 1]; pass a threshold between 0 and 1 (e.g. 0.5)"
+            )
+
+    def _above(self, threshold: float, model_inputs: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+        """The classes of each image whose score (:meth:`class_scores`) is at least ``threshold``, best first, as
+        ``[B, K]`` engine targets (``K`` the largest count; shorter rows padded with their own first class, or the
+        top-1, whose maps are then dropped) and the count per image. One forward pass of the images, without
+        gradients: the selection must be known before the integral."""
+        with torch.no_grad():
+            values = self.class_scores(self.adapter.logits(model_inputs).float()).cpu()
+        order = values.argsort(dim=1, descending=True, stable=True)
+        counts = (values >= threshold).sum(dim=1)
+        width = int(counts.max()) if len(counts) else 0
+        selected = order[:, :width].clone()
+        for row, count in enumerate(counts.tolist()):
+            selected[row, count:] = selected[row, 0] if count else -1
+        return selected, counts.tolist()
 
     def postprocess(self, integrals: dict[str, torch.Tensor], pixel_values: torch.Tensor) -> torch.Tensor:
         """The method's fusion of integrated quantities ``{tap: [B, ...]}`` (:attr:`IntegrationResult.integrals`) for
@@ -403,7 +478,7 @@ class IIAExplainer:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(:meth:`postprocess`'s maps ``[B, H, W]``, where each raw map's 0 lands on them ``[B]``: see
         :func:`~hf_iia.maps.zero_levels`); empty for an empty batch."""
-        if pixel_values.shape[0] == 0:
+        if pixel_values.shape[0] == 0 or not integrals:
             return torch.empty(0, *pixel_values.shape[2:]), torch.empty(0)
         precise = {tap: to_float64(integral) for tap, integral in integrals.items()}
         raw = self._fuse(self.adapter, precise, to_float64(pixel_values)).cpu()
@@ -430,54 +505,95 @@ class IIAExplainer:
             zeros.append(zero_levels(upsampled).float()[0])
         return maps, torch.stack(zeros) if zeros else torch.empty(0)
 
-    def _explanations(self, outputs: _Outputs, originals: list[Image.Image]) -> list[Explanation]:
+    def _result_maps(self, outputs: _Outputs) -> tuple[Any, torch.Tensor]:
+        """The maps of ``outputs`` (:meth:`_maps`, or a list of each image's own size for NaFlex:
+        :meth:`_own_size_maps`) and their zero levels: ``B`` of them, or ``B * K`` image-major for ``K`` targets per
+        image (the fusion reads each map's integrals beside its image's input)."""
+        integrals, model_inputs, inputs = outputs.result.integrals, outputs.model_inputs, outputs.inputs
+        if outputs.result.targets.dim() == 2:
+            count = outputs.result.targets.shape[1]
+            integrals = {tap: integral.flatten(0, 1) for tap, integral in integrals.items()}
+            model_inputs = model_inputs.repeat_interleave(count, dim=0)
+            inputs = {name: value.repeat_interleave(count, dim=0) for name, value in inputs.items()}
+        own = self._own_size_maps(integrals, model_inputs, inputs) if integrals else None
+        return own if own is not None else self._maps(integrals, model_inputs)
+
+    def _explanations(self, outputs: _Outputs, originals: list[Image.Image]) -> list[Any]:
         """The postprocess stage: :meth:`postprocess`'s maps of ``outputs`` with their classes and scores, one
-        :class:`Explanation` per image (``originals``: the RGB images, or ``[]`` for a ``pixel_values`` input)."""
-        own = self._own_size_maps(outputs.result.integrals, outputs.model_inputs, outputs.inputs)
-        maps, zeros = own if own is not None else self._maps(outputs.result.integrals, outputs.model_inputs)
-        if not len(maps):
+        :class:`Explanation` per image, or a list of them per image for several targets per image (``originals``:
+        the RGB images, or ``[]`` for a ``pixel_values`` input)."""
+        maps, zeros = self._result_maps(outputs)
+        result = outputs.result
+        batch = outputs.pixel_values.shape[0]
+        several = result.targets.dim() == 2
+        if not batch:
             return []
+        targets = result.targets.view(batch, -1)
+        if not targets.shape[1]:  # a threshold no class reaches
+            return [[] for _ in range(batch)]
+        counts = outputs.counts or [targets.shape[1]] * batch
+        name = score_function(getattr(self.model, "config", None), result.logits.shape[1])
+        if outputs.function is not None:
+            name, label = "none", str(getattr(outputs.function, "__name__", type(outputs.function).__name__))
+            with torch.no_grad():
+                values = target_scalars(result.logits, outputs.function)  # [B, 1]: its value on each image
+        else:
+            label, values = None, torch.stack([scores(result.logits, column, name) for column in targets.t()], 1)
+        labels = self.id2label
+        signed = METHODS[self.method].signed
         with self.adapter.with_inputs(outputs.inputs):
-            inputs = [self.adapter.model_input_image(outputs.pixel_values, i) for i in range(len(maps))]
+            shown = [self.adapter.model_input_image(outputs.pixel_values, i) for i in range(batch)]
         # Each NaFlex image is resized to its own patch budget (no probe of a fixed-size output applies):
         # overlays draw on the model input.
         own_geometry = bool(originals) and not self.adapter.input_names
-        result = outputs.result
-        name = score_function(getattr(self.model, "config", None), result.logits.shape[1])
-        values = scores(result.logits, result.targets, name)
-        labels = self.id2label
-        signed = METHODS[self.method].signed
-        return [
-            Explanation(
-                heatmap=maps[i].numpy(),  # [H_i, W_i]: for NaFlex each image's own processed size
-                target=int(result.targets[i]),
-                label=labels.get(int(result.targets[i])),
-                score=float(values[i]),
+
+        def explanation(i: int, k: int) -> Explanation:
+            flat = i * targets.shape[1] + k  # the map's row: image-major
+            return Explanation(
+                heatmap=maps[flat].numpy(),  # [H_i, W_i]: for NaFlex each image's own processed size
+                target=int(targets[i, k]),
+                label=label if outputs.function is not None else labels.get(int(targets[i, k])),
+                score=float(values[i, k]),
                 image=originals[i] if originals else None,
                 geometry=self.geometry(originals[i].size) if own_geometry else None,
-                pixel_values=inputs[i].detach().cpu(),
+                pixel_values=shown[i].detach().cpu(),
                 score_function=name,
-                zero_level=float(zeros[i]) if signed else None,
+                zero_level=float(zeros[flat]) if signed else None,
             )
-            for i in range(len(maps))
-        ]
+
+        if several:
+            return [[explanation(i, k) for k in range(counts[i])] for i in range(batch)]
+        return [explanation(i, 0) for i in range(batch)]
 
     def __call__(
         self,
         images: ImageLike | Sequence[ImageLike] | torch.Tensor,
         target: Targets = None,
         candidate_labels: Sequence[str] | None = None,
+        *,
+        top_k: int | None = None,
+        threshold: float | None = None,
     ):
         """Explain one image (-> :class:`Explanation`) or a list (-> list).
 
         ``images``: a path, PIL image or numpy array (``[H, W]`` / ``[H, W, C]``), a list
         of them, or a preprocessed ``pixel_values`` tensor ``[C, H, W]`` / ``[B, C, H, W]``. ``target`` goes to
-        the forward stage: ``None`` (top-1), a class index, a label name, or one per image.
+        the forward stage: ``None`` (top-1), a class index, a label name, one per image, or a callable
+        (logits ``[1, K]`` -> ``[1]``: the scalar to explain; its explanation has ``target`` -1, ``label`` the
+        callable's ``__name__`` and ``score`` its value on the image).
         ``candidate_labels``: a zero-shot model's labels for this call (the constructor's otherwise).
+
+        Several classes per image (``top_k=k`` or ``target="top_k:k"``: the ``k`` best, at most all; ``threshold=t``
+        or ``target="threshold:t"``: every class whose ``score`` is at least ``t``, e.g. a multi-label head's
+        labels above 0.5): one image -> a list of :class:`Explanation`, best first; a list -> a list of such lists
+        (one per image; with ``threshold`` they may differ in length, or be empty). The classes share each forward
+        pass (:func:`hf_iia.engine.integrate`); the maps equal those of explaining each class alone.
         """
         if candidate_labels is not None:
             with candidates(self.model, candidate_labels):
-                return self(images, target)
+                return self(images, target, top_k=top_k, threshold=threshold)
+        chosen = selection(target, top_k, threshold)
+        request: Targets | Selection = target if chosen is None else chosen
         if isinstance(images, torch.Tensor):
             single = images.dim() == 3
             pixel_values, originals = self._checked(images), cast(list[Image.Image], [])
@@ -485,10 +601,11 @@ class IIAExplainer:
         else:
             single = not isinstance(images, (list, tuple))
             if not single and not images:
-                self.resolve_targets(target, 0)  # a target list must still match the (empty) batch
+                if chosen is None and not callable(target):
+                    self.resolve_targets(target, 0)  # a target list must still match the (empty) batch
                 return []
             pixel_values, inputs, originals = self.model_inputs(images)
-        outputs = self._forward(pixel_values, target, inputs)
+        outputs = self._forward(pixel_values, request, inputs)
         explanations = self._explanations(outputs, originals)
         return explanations[0] if single else explanations
 
@@ -500,7 +617,10 @@ class _Outputs:
     Attributes:
         pixel_values: ``[B, C, H, W]`` as given (what :attr:`Explanation.pixel_values` keeps).
         model_inputs: the same on the model's device and in its dtype (what the method and its fusion read).
-        result: the method's integrals ``{tap: [B, ...]}``, logits ``[B, K]`` and explained classes ``[B]``.
+        result: the method's integrals ``{tap: [B, ...]}``, logits ``[B, C]`` and explained classes ``[B]``
+            (``{tap: [B, K, ...]}`` and ``[B, K]`` for ``K`` targets per image).
+        function: the callable target, if the target was one.
+        counts: how many of the ``K`` targets of each image were asked for (a threshold's; ``None``: all of them).
         inputs: the processor's other outputs the model reads (NaFlex masks and shapes, ``[B, ...]``), else empty.
     """
 
@@ -508,3 +628,5 @@ class _Outputs:
     model_inputs: torch.Tensor
     result: IntegrationResult
     inputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    function: Callable[[torch.Tensor], torch.Tensor] | None = None
+    counts: list[int] | None = None

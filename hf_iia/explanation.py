@@ -22,10 +22,12 @@ class Explanation:
     Attributes:
         heatmap: ``[H, W]`` float32 in ``[0, 1]`` at the model's input resolution.
         target: the explained class index (the top-1 by default: the largest logit; a one-logit model's only
-            class, 0).
-        label: its ``id2label`` name (``None`` if the model has no labels).
+            class, 0); ``-1`` for a callable target (a custom scalar of the logits).
+        label: its ``id2label`` name (``None`` if the model has no labels); for a callable target, the callable's
+            ``__name__`` (``"<lambda>"`` for a lambda).
         score: the model's score of ``target`` on the image, as transformers' image-classification pipeline
-            reports it: ``score_function`` applied to the logits.
+            reports it: ``score_function`` applied to the logits; for a callable target, its value on the image's
+            logits (``score_function`` ``"none"``).
         image: the original RGB image (``None`` when the input was a pixel_values tensor).
         geometry: how the processor mapped ``image`` onto the model input (``None`` if it could not be established:
             then :meth:`overlay` draws on the model input and says why in :attr:`overlay_note`).

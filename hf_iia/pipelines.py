@@ -77,18 +77,17 @@ class ImageExplanationPipeline(Pipeline):
         return self._explain(self.explainer(), model_inputs["pixel_values"], top_k)
 
     def _explain(self, explainer: IIAExplainer, pixel_values: torch.Tensor, top_k: int) -> dict[str, torch.Tensor]:
+        """The ``top_k`` classes of each image, best first, explained in one call that shares every forward pass
+        (``explainer(..., top_k=)``: the same maps as explaining each class alone)."""
         if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
             raise IIAError(f"top_k must be a positive int, got {top_k!r}")
-        scores = explainer.class_scores(explainer.logits(pixel_values)).cpu()
-        ranked = scores.argsort(dim=1, descending=True, stable=True)[:, : min(top_k, scores.shape[1])]
-        maps = []
-        for column in range(ranked.shape[1]):
-            explanations = explainer(pixel_values, target=ranked[:, column].tolist())
-            maps.append(torch.stack([torch.from_numpy(explanation.heatmap) for explanation in explanations]))
+        explained = explainer(pixel_values, top_k=top_k)  # [B] lists of min(top_k, classes) explanations
         return {
-            "targets": ranked,
-            "scores": scores.gather(1, ranked),
-            "heatmaps": torch.stack(maps, dim=1),
+            "targets": torch.tensor([[item.target for item in items] for items in explained]),
+            "scores": torch.tensor([[item.score for item in items] for items in explained]),
+            "heatmaps": torch.stack(
+                [torch.stack([torch.from_numpy(item.heatmap) for item in items]) for items in explained]
+            ),
         }
 
     def postprocess(self, model_outputs: Any, **parameters: Any) -> Any:

@@ -95,6 +95,19 @@ def test_the_engine_differentiates_the_contrastive_score_as_autograd_does(folder
     assert (plain.integrals[INPUT_TAP] - engine_gradient).abs().max() > 1e-3 * scale  # a different scalar
 
 
+def test_contrast_applies_to_each_of_several_targets_and_not_to_a_target_function(folder):
+    """``top_k`` under a contrast explains each class's contrastive score (each map equals that class explained
+    alone with the contrast); a target function defines the whole scalar, so a contrast with one is refused."""
+    explainer = IIAExplainer(folder, method="ig", steps=4, contrast="max", progress=False)
+    x = pixels(1, seed=2, size=SIZE)
+    several = explainer.attribute(x, "top_k:2")  # [1, 2, H, W]
+    ranked = explainer.logits(x).argsort(dim=1, descending=True)[0, :2].tolist()
+    for column, target in enumerate(ranked):
+        torch.testing.assert_close(several[0, column], explainer.attribute(x, target)[0], rtol=0, atol=1e-5)
+    with pytest.raises(TargetError, match="build the contrast into it"):
+        explainer.attribute(x, lambda logits: logits[:, 0])
+
+
 def test_target_score_matches_the_expression_and_refuses_what_has_no_meaning():
     logits = torch.randn(4, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     targets = torch.tensor([0, 4, 2, 2])

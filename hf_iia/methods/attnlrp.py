@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..adapters import Adapter, RelevanceAdapter
-from ..engine import INPUT_TAP, IntegralSpec, IntegrationResult, Start, make_spec
+from ..engine import INPUT_TAP, EngineTargets, IntegralSpec, IntegrationResult, Start, make_spec
 from ..fusions import channel_sum
 from ..integrands import grad_act
 from .base import Method, MethodOptions, register_method
@@ -31,7 +31,7 @@ class AttnLRP(Method):
         self,
         adapter: Adapter,
         pixel_values: torch.Tensor,
-        targets: torch.Tensor,
+        targets: EngineTargets,
         spec: IntegralSpec,
         *,
         internal_batch_size: int = 64,

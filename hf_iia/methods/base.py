@@ -17,7 +17,16 @@ from torch import nn
 
 from ..adapters import Adapter, adapter_for
 from ..adapters.base import LayerSpec
-from ..engine import Contrast, IntegralSpec, IntegrationResult, Start, check_contrast, integrate, make_spec
+from ..engine import (
+    Contrast,
+    EngineTargets,
+    IntegralSpec,
+    IntegrationResult,
+    Start,
+    check_contrast,
+    integrate,
+    make_spec,
+)
 from ..errors import MethodError
 from ..integrands import Integrand
 from ..presets import resolve_start
@@ -111,7 +120,7 @@ class Method:
         self,
         adapter: Adapter,
         pixel_values: torch.Tensor,
-        targets: torch.Tensor,
+        targets: EngineTargets,
         spec: IntegralSpec,
         *,
         internal_batch_size: int = 64,

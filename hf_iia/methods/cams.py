@@ -11,7 +11,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..adapters import Adapter, FeatureMapAdapter
-from ..engine import IntegralSpec, IntegrationResult, Start, target_score
+from ..engine import EngineTargets, IntegralSpec, IntegrationResult, Start, target_scalars
 from ..fusions import min_max
 from ..integrands import Integrand, attention, gradcam, gradcam_plus_plus, layercam
 from .base import Method, MethodOptions, at_input, input_size, register_method
@@ -64,7 +64,7 @@ class ScoreCAM(CAM):
         self,
         adapter: Adapter,
         pixel_values: torch.Tensor,
-        targets: torch.Tensor,
+        targets: EngineTargets,
         spec: IntegralSpec,
         *,
         internal_batch_size: int = 64,
@@ -76,20 +76,23 @@ class ScoreCAM(CAM):
         Each channel ``A_k``, upsampled to the input (bilinear, corners aligned, as pytorch-grad-cam) and min-max
         normalised to ``[0, 1]`` (a constant channel: all zero), masks the image; the target logits of the ``K``
         masked images, softmaxed over the channels, are the weights ``w_k``. The ``B * K`` masked images run
-        through ``adapter.logits`` in chunks of ``internal_batch_size``. (The authors' released code instead weighs
-        by each masked image's softmax probability of the target, with no softmax over channels; Algorithm 1 of the
-        paper and pytorch-grad-cam, followed here, take logits. The baseline score ``f(x_b)`` of the paper's
+        through ``adapter.logits`` in chunks of ``internal_batch_size``; with several targets per image (``targets``
+        ``[B, T]``) the same masked forward passes give every target's weights. (The authors' released code instead
+        weighs by each masked image's softmax probability of the target, with no softmax over channels; Algorithm 1
+        of the paper and pytorch-grad-cam, followed here, take logits. The baseline score ``f(x_b)`` of the paper's
         definition cancels in the softmax over channels.)
         """
         result = super().run(
             adapter, pixel_values, targets, spec, internal_batch_size=internal_batch_size, progress=progress
         )
         (tap,) = result.integrals
-        activations = result.integrals[tap]  # [B, K, h, w] float32
+        several = result.targets.dim() == 2
+        # [B, K, h, w] float32: the feature map, the same for every target (the integrand reads no gradient)
+        activations = result.integrals[tap][:, 0] if several else result.integrals[tap]
         batch, channels = activations.shape[:2]
         rows = activations.flatten(0, 1).unsqueeze(1)  # [B * K, 1, h, w]: one mask per (image, channel)
-        row_targets = result.targets.to(pixel_values.device).repeat_interleave(channels)
-        scores = torch.empty(batch * channels, device=activations.device)
+        explained = result.targets.view(batch, -1).to(pixel_values.device).repeat_interleave(channels, dim=0)
+        scores = torch.empty(batch * channels, explained.shape[1], device=activations.device)
         starts = range(0, batch * channels, max(1, internal_batch_size))
         for start in tqdm(starts, desc="Score-CAM", unit="chunk", delay=1.0, disable=not progress or len(starts) < 2):
             chunk = slice(start, start + max(1, internal_batch_size))
@@ -100,6 +103,9 @@ class ScoreCAM(CAM):
             index = torch.arange(start, start + masks.shape[0]) // channels
             images = pixel_values[index] * masks.to(pixel_values.dtype)
             logits = adapter.logits(images).float()
-            scores[chunk] = target_score(logits, row_targets[chunk], spec.contrast)
-        weights = scores.view(batch, channels).softmax(dim=1)
-        return replace(result, integrals={tap: weights[:, :, None, None] * activations})
+            scores[chunk] = target_scalars(
+                logits, explained[chunk] if isinstance(targets, torch.Tensor) else targets, spec.contrast
+            )
+        weights = scores.view(batch, channels, -1).softmax(dim=1).permute(0, 2, 1)  # [B, T, K]
+        weighted = weights[:, :, :, None, None] * activations.unsqueeze(1)  # [B, T, K, h, w]
+        return replace(result, integrals={tap: weighted if several else weighted[:, 0]})

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 
 from ..adapters import Adapter, AttentionAdapter
-from ..engine import IntegralSpec, IntegrationResult, Start, make_spec
+from ..engine import EngineTargets, IntegralSpec, IntegrationResult, Start, make_spec
 from ..errors import MethodError
 from ..integrands import gradient
 from .base import Method, MethodOptions, input_size, register_method
@@ -64,7 +64,7 @@ class LeGrad(Method):
         self,
         adapter: Adapter,
         pixel_values: torch.Tensor,
-        targets: torch.Tensor,
+        targets: EngineTargets,
         spec: IntegralSpec,
         *,
         internal_batch_size: int = 64,

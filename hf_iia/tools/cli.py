@@ -534,6 +534,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         perturbation_steps=args.perturbation_steps,
         internal_batch_size=args.internal_batch_size,
         device=args.device,
+        labels_from_dataset=args.labels_from_dataset,
+        hypothesis_template=args.hypothesis_template,
         **{name: value for name, value in synthetic.items() if value is not None},
     )
     out = Path(args.out or Path("model_cards") / safe_name(Path(args.model).name or args.model))
@@ -642,6 +644,15 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--n", type=int, default=240, help="number of images, the first N (default: 240)")
     audit.add_argument("--masks", help="column of object masks (default: 'mask' for the synthetic datasets)")
     audit.add_argument("--labels", help="column of ground-truth classes (default: 'label' if present)")
+    audit.add_argument(
+        "--labels-from-dataset",
+        action="store_true",
+        help="a zero-shot model (CLIP, SigLIP, ...): its candidate labels are the label column's ClassLabel names",
+    )
+    audit.add_argument(
+        "--hypothesis-template",
+        help='with --labels-from-dataset: the prompt of each label, {} for it (default: "This is a photo of {}.")',
+    )
     audit.add_argument("--image-column", default="image")
     audit.add_argument("--compare", help="comparison method (default: gradcam for CNNs, gae for ViTs)")
     audit.add_argument(

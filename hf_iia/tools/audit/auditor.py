@@ -10,7 +10,7 @@ import pyarrow as pa
 import torch
 
 from ...data import class_label_indices, decode_image
-from ...errors import AuditError, DatasetLabelError, IIAError
+from ...errors import AuditError, DatasetLabelError, IIAError, UnsupportedModelError
 from ...explainer import IIAExplainer
 from ...methods import METHODS
 from ...metrics import MetricInputs
@@ -25,20 +25,37 @@ class Auditor:
     Args:
         config: the audit settings.
         device: where the model runs.
+        candidate_labels: a zero-shot model's candidate labels (the dataset's class names with
+            ``config.labels_from_dataset``); ``None`` for an image classifier.
+
+    Raises:
+        AuditError: a zero-shot model without candidate labels (the message names ``--labels-from-dataset``).
     """
 
-    def __init__(self, config: AuditConfig, device: torch.device | str) -> None:
+    def __init__(
+        self, config: AuditConfig, device: torch.device | str, candidate_labels: list[str] | None = None
+    ) -> None:
         self.config = config
         batch = config.internal_batch_size
-        iia = IIAExplainer(
-            config.model,
-            device=device,
-            layer=config.layer,
-            preset=config.preset,
-            steps=config.steps,
-            internal_batch_size=batch,
-            progress=False,
-        )
+        try:
+            iia = IIAExplainer(
+                config.model,
+                device=device,
+                layer=config.layer,
+                preset=config.preset,
+                steps=config.steps,
+                internal_batch_size=batch,
+                progress=False,
+                candidate_labels=candidate_labels,
+                hypothesis_template=config.hypothesis_template,
+            )
+        except UnsupportedModelError as error:
+            if candidate_labels is not None or "zero-shot" not in str(error):
+                raise
+            raise AuditError(
+                f"{error}. To audit it, take the dataset's ClassLabel names as its candidate labels: "
+                "labels_from_dataset=True (hf-iia audit --labels-from-dataset, optionally --hypothesis-template)"
+            ) from None
         compare = config.compare or iia.family.comparison
         if compare is None:
             raise AuditError(

@@ -17,6 +17,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ...zeroshot import DEFAULT_TEMPLATE
 from .measures import audit_metrics, column_name
 
 
@@ -80,12 +81,21 @@ def _columns(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
     return [column for column in _all_columns() if column[0] in first]
 
 
+def _task(summary: dict[str, Any]) -> str:
+    """The audited model's Hub task: ``zero-shot-image-classification`` for a zero-shot model audited over the
+    dataset's class names (``labels_from_dataset``), else ``image-classification``."""
+    zero_shot = summary["settings"].get("labels_from_dataset")
+    return "zero-shot-image-classification" if zero_shot else "image-classification"
+
+
 def _card_data(summary: dict[str, Any]) -> ModelCardData:
-    """Metadata: tags, and the overall metrics of every method as ``eval_results``."""
+    """Metadata: tags, and the overall metrics of every method as ``eval_results`` (``huggingface_hub.EvalResult``,
+    the card's ``model-index``: one per method and metric, the value rounded to 4 digits)."""
     dataset, split = summary["dataset"], summary["split"]
+    task = _task(summary)
     results = [
         EvalResult(
-            task_type="image-classification",
+            task_type=task,
             dataset_type=dataset,
             dataset_name=dataset,
             dataset_split=split,
@@ -100,7 +110,7 @@ def _card_data(summary: dict[str, Any]) -> ModelCardData:
     return ModelCardData(
         model_name=Path(summary["model"]).name or summary["model"],
         library_name="transformers",
-        pipeline_tag="image-classification",
+        pipeline_tag=task,
         tags=["hf-iia", "explainability", "attribution-audit"],
         eval_results=results or None,
     )
@@ -124,7 +134,7 @@ def audit_card(summary: dict[str, Any], grid_file: str) -> ModelCard:
         f"Iterated Integrated Attributions (`iia`) and {_code(methods[1])} for comparison; each image is explained "
         f"for its {'ground-truth class' if summary['has_labels'] else 'top-1 class'}, and classes are grouped "
         f"by {summary['grouped_by']}. Settings: {_settings(summary['settings'])}; maps at the model input size "
-        f"{summary['input_size'][0]}x{summary['input_size'][1]}.",
+        f"{summary['input_size'][0]}x{summary['input_size'][1]}." + _zero_shot_note(summary),
         "### Verdict",
         *[_verdict_block(method, summary["verdict"][method]) for method in methods],
         "### Overall",
@@ -162,9 +172,21 @@ def audit_card(summary: dict[str, Any], grid_file: str) -> ModelCard:
     return ModelCard(content)
 
 
+def _zero_shot_note(summary: dict[str, Any]) -> str:
+    """For a zero-shot model: what it was scored over (the dataset's class names, through the template)."""
+    settings = summary["settings"]
+    if not settings.get("labels_from_dataset"):
+        return ""
+    template = settings.get("hypothesis_template") or DEFAULT_TEMPLATE
+    return (
+        " The model is a zero-shot classifier: it scored the dataset's class names as candidate labels, each "
+        f"through the prompt {_code(template)}, as transformers' zero-shot-image-classification pipeline scores them."
+    )
+
+
 def _settings(settings: dict[str, Any]) -> str:
     """The settings that change the numbers, as ``name=value`` pairs (defaults left out)."""
-    shown = ("n", "layer", "preset", "steps", "perturbation_steps")
+    shown = ("n", "layer", "preset", "steps", "perturbation_steps", "labels_from_dataset", "hypothesis_template")
     return ", ".join(_code(f"{name}={settings[name]}") for name in shown if settings.get(name) is not None)
 
 

@@ -41,6 +41,10 @@ class AuditConfig:
         internal_batch_size: integration points per forward pass.
         image_size: side of the synthetic images. seed: the synthetic data seed.
         device: where the model runs (default: the process's Accelerate device).
+        labels_from_dataset: audit a zero-shot model (CLIP, SigLIP, ...) as a classifier over the label column's
+            ``ClassLabel`` names, its candidate labels (``hf-iia audit --labels-from-dataset``).
+        hypothesis_template: the prompt of each of those labels (default: the zero-shot pipeline's
+            ``"This is a photo of {}."``); only with ``labels_from_dataset``.
     """
 
     model: str
@@ -61,9 +65,18 @@ class AuditConfig:
     seed: int = 0
     device: str | None = None
     thresholds: Thresholds = field(default_factory=Thresholds)
+    labels_from_dataset: bool = False
+    hypothesis_template: str | None = None
 
     def manifest(self) -> dict[str, Any]:
-        """The JSON form stored in ``raw/manifest.json`` (device left out: it may differ between runs)."""
+        """The JSON form stored in ``raw/manifest.json`` (device left out: it may differ between runs; the zero-shot
+        settings only when set, so an audit of a classifier started before they existed resumes)."""
         settings = asdict(self)
         settings.pop("device")
+        for name in _ZERO_SHOT_SETTINGS:
+            if not settings[name]:
+                settings.pop(name)
         return json.loads(json.dumps(settings))
+
+
+_ZERO_SHOT_SETTINGS = ("labels_from_dataset", "hypothesis_template")

@@ -65,8 +65,8 @@ def run_audit(
     dataset = load_audit_dataset(config)
     label_column, mask_column = resolve_columns(config, dataset.column_names or _first_columns(dataset))
     columns = [name for name in (config.image_column, label_column, mask_column) if name is not None]
-    auditor = Auditor(config, config.device or state.device)
     feature = (dataset.features or {}).get(label_column) if label_column else None
+    auditor = Auditor(config, config.device or state.device, _candidate_labels(config, feature, label_column))
     if isinstance(feature, datasets.ClassLabel) and label_column:
         auditor.read_class_label(feature.names, label_column)
     image_feature = (dataset.features or {}).get(config.image_column)
@@ -108,6 +108,31 @@ def run_audit(
     write_atomic(output_path(out, GRID_FILE, overwrite=True), buffer.getvalue())
     write_atomic(output_path(out, "README.md", overwrite=True), str(audit_card(summary, GRID_FILE)).encode())
     return summary
+
+
+def _candidate_labels(config: AuditConfig, feature: object, label_column: str | None) -> list[str] | None:
+    """The label column's ``ClassLabel`` names as a zero-shot model's candidate labels, with
+    ``config.labels_from_dataset``; else ``None``.
+
+    Raises:
+        AuditError: ``labels_from_dataset`` without a ``ClassLabel`` label column, or a ``hypothesis_template``
+            without ``labels_from_dataset``.
+    """
+    if not config.labels_from_dataset:
+        if config.hypothesis_template is not None:
+            raise AuditError(
+                "hypothesis_template (--hypothesis-template) is the prompt of a zero-shot model's candidate labels; "
+                "give it with labels_from_dataset=True (--labels-from-dataset), or leave it out"
+            )
+        return None
+    if not isinstance(feature, datasets.ClassLabel):
+        found = f"column {label_column!r} is {type(feature).__name__}" if label_column else "there is no label column"
+        raise AuditError(
+            f"labels_from_dataset (--labels-from-dataset) reads the class names of a datasets.ClassLabel label column, "
+            f"but {found}; cast the column to ClassLabel(names=[...]) (dataset.cast_column), or name it with "
+            "label_column= (--labels)"
+        )
+    return list(feature.names)
 
 
 def _first_columns(dataset: datasets.IterableDataset) -> list[str]:
