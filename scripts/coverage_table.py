@@ -62,7 +62,8 @@ def _config(model_type: str) -> PretrainedConfig:
 def row(model_type: str) -> list[str]:
     """The table row of ``model_type``: type, representation, default layer, seconds per map, load average."""
     import torch
-    from transformers import AutoModelForImageClassification
+    from PIL import Image
+    from transformers import AutoModelForImageClassification, Siglip2ImageProcessor
 
     from hf_iia import IIAExplainer
     from hf_iia.adapters.registry import REFUSED
@@ -71,17 +72,27 @@ def row(model_type: str) -> list[str]:
     if model_type in REFUSED:
         return [model_type, f"refused: {REFUSED[model_type]}", "-", "-", "-"]
     torch.manual_seed(0)
-    model = AutoModelForImageClassification.from_config(_config(model_type)).eval()
-    explainer = IIAExplainer(model, processor=None, progress=False)
+    config = _config(model_type)
+    model = AutoModelForImageClassification.from_config(config).eval()
+    # A NaFlex model (siglip2) takes patch sequences with their masks and grids, which only their processor makes: they are
+    # explained from an image through it (the default 256 patches of 16 px), every other type from pixel_values.
+    naflex = model_type == "siglip2"
+    processor = Siglip2ImageProcessor() if naflex else None
+    explainer = IIAExplainer(model, processor=processor, progress=False)
     adapter = explainer.adapter
     layer = adapter.levels[-1]
     representation = explainer.family.name
     if isinstance(adapter, StageAdapter):
         representation += f", stage {adapter.layouts[layer]}"
     pixel_values = torch.randn(1, 3, SIDE, SIDE, generator=torch.Generator().manual_seed(0))
-    explainer.attribute(pixel_values, target=0)  # warm-up
+    image = Image.fromarray((pixel_values[0].permute(1, 2, 0).sigmoid() * 255).byte().numpy())
+
+    def explain() -> object:
+        return explainer(image, target=0) if naflex else explainer.attribute(pixel_values, target=0)
+
+    explain()  # warm-up
     start = time.perf_counter()
-    explainer.attribute(pixel_values, target=0)
+    explain()
     seconds = time.perf_counter() - start
     return [model_type, representation, f"`{', '.join(adapter.levels)}`", f"{seconds:.2f}", _load()]
 
