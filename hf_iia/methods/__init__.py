@@ -43,10 +43,11 @@ capability it needs, never a family, so a new family gets every method its repre
 Attention Rollout reads no gradient: the engine's one backward pass at ``a = 1`` is computed
 and left unused (cheap next to the forward pass, and it keeps one code path).
 
-Two methods need more than the integral, so their :meth:`Method.run` wraps the engine's: Score-CAM runs ``K``
-forward passes of masked images per image after it (``K`` channels; :mod:`.cams`), AttnLRP runs it with the
-adapter's LRP rules installed (:mod:`.attnlrp`). The explainer still does device, batching, targets, upsampling
-and normalisation as for every method.
+Score-CAM needs more than the integral, so its :meth:`Method.run` wraps the engine's: ``K`` forward passes of
+masked images per image after it (``K`` channels; :mod:`.cams`). AttnLRP and LeGrad change only the gradients the
+engine reads, so they override :meth:`Method.installed` (the adapter's LRP rules, :mod:`.attnlrp`; its block
+predictions, :mod:`.legrad`). The explainer still does device, batching, targets, upsampling and normalisation as
+for every method.
 
 Options: ``layer`` picks the explained layer of ``iia`` and the feature-map methods;
 ``preset``, ``integrand``, ``baselines``, ``rule``, ``fusion`` and ``combine`` are IIA's; ``steps`` sets IIA's steps

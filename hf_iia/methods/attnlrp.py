@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from ..adapters import Adapter, RelevanceAdapter
-from ..engine import INPUT_TAP, EngineTargets, IntegralSpec, IntegrationResult, Start, make_spec
+from ..engine import INPUT_TAP, IntegralSpec, Start, make_spec
 from ..fusions import channel_sum
 from ..integrands import grad_act
 from .base import Method, MethodOptions, register_method
@@ -27,20 +29,7 @@ class AttnLRP(Method):
         """The input relevance summed over channels, signed; already at the input's size."""
         return channel_sum(integrals[INPUT_TAP])
 
-    def run(
-        self,
-        adapter: Adapter,
-        pixel_values: torch.Tensor,
-        targets: EngineTargets,
-        spec: IntegralSpec,
-        *,
-        internal_batch_size: int = 64,
-        progress: bool = True,
-    ) -> IntegrationResult:
-        """The engine's integral with the adapter's LRP rules installed: the gradient at the input becomes
-        relevance per unit of input."""
-        assert isinstance(adapter, RelevanceAdapter)  # prepare() admits only relevance adapters
-        with adapter.relevance_rules():
-            return super().run(
-                adapter, pixel_values, targets, spec, internal_batch_size=internal_batch_size, progress=progress
-            )
+    def installed(self, adapter: Adapter) -> contextlib.AbstractContextManager[object]:
+        """The adapter's LRP rules: the gradient at the input becomes relevance per unit of input."""
+        assert isinstance(adapter, RelevanceAdapter)  # prepare() admits only these adapters
+        return adapter.relevance_rules()

@@ -8,6 +8,7 @@ when they differ). :func:`prepare` makes a registered method concrete for one mo
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import ClassVar, NamedTuple, TypeVar
@@ -126,11 +127,17 @@ class Method:
         internal_batch_size: int = 64,
         progress: bool = True,
     ) -> IntegrationResult:
-        """The integrals (see :data:`Integrator`): the engine's, unless a method wraps it (Score-CAM's channel
-        scores, AttnLRP's rules)."""
-        return integrate(
-            adapter, pixel_values, targets, spec, internal_batch_size=internal_batch_size, progress=progress
-        )
+        """The integrals (see :data:`Integrator`): the engine's under :meth:`installed`, unless a method wraps it
+        (Score-CAM's channel scores)."""
+        with self.installed(adapter):
+            return integrate(
+                adapter, pixel_values, targets, spec, internal_batch_size=internal_batch_size, progress=progress
+            )
+
+    def installed(self, adapter: Adapter) -> contextlib.AbstractContextManager[object]:
+        """What the method installs on the model around the engine's integral (default: nothing); AttnLRP's rules
+        and LeGrad's block predictions change the gradients the engine reads."""
+        return contextlib.nullcontext()
 
 
 METHODS: dict[str, Method] = {}

@@ -16,12 +16,13 @@ cuts the gradient between blocks, so one backward pass gives each block's own.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
 
 from ..adapters import Adapter, AttentionAdapter
-from ..engine import EngineTargets, IntegralSpec, IntegrationResult, Start, make_spec
+from ..engine import IntegralSpec, Start, make_spec
 from ..errors import MethodError
 from ..integrands import gradient
 from .base import Method, MethodOptions, input_size, register_method
@@ -60,20 +61,8 @@ class LeGrad(Method):
         assert isinstance(adapter, AttentionAdapter)  # prepare() admits only attention adapters
         return adapter.rollout_map(integrals, input_size(pixel_values), legrad_fusion)
 
-    def run(
-        self,
-        adapter: Adapter,
-        pixel_values: torch.Tensor,
-        targets: EngineTargets,
-        spec: IntegralSpec,
-        *,
-        internal_batch_size: int = 64,
-        progress: bool = True,
-    ) -> IntegrationResult:
-        """The engine's integral with the adapter's block predictions installed: the target's gradient at block
-        ``l``'s attention becomes that of block ``l``'s own prediction."""
-        assert isinstance(adapter, AttentionAdapter)  # prepare() admits only attention adapters
-        with adapter.block_predictions():
-            return super().run(
-                adapter, pixel_values, targets, spec, internal_batch_size=internal_batch_size, progress=progress
-            )
+    def installed(self, adapter: Adapter) -> contextlib.AbstractContextManager[object]:
+        """The adapter's block predictions: the target's gradient at block ``l``'s attention becomes that of block
+        ``l``'s own prediction."""
+        assert isinstance(adapter, AttentionAdapter)  # prepare() admits only these adapters
+        return adapter.block_predictions()
