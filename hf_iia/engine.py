@@ -52,11 +52,12 @@ INPUT_TAP = "pixel_values"
 
 RULES = ("endpoints", "riemann_right", "trapezoid")
 
-Contrast = Literal["mean", "max"] | None
+Contrast = Literal["mean", "max", "log_softmax"] | None
 """What the methods differentiate for class ``c``: ``None``, the logit ``z_c``; ``"mean"``, ``z_c`` minus the mean of
-the other logits; ``"max"``, ``z_c`` minus the largest other logit (:func:`target_score`)."""
+the other logits; ``"max"``, ``z_c`` minus the largest other logit; ``"log_softmax"``, the log-probability
+``z_c - logsumexp(z)`` (:func:`target_score`)."""
 
-CONTRASTS: tuple[Contrast, ...] = (None, "mean", "max")
+CONTRASTS: tuple[Contrast, ...] = (None, "mean", "max", "log_softmax")
 
 
 def check_contrast(contrast: object) -> Contrast:
@@ -83,6 +84,8 @@ def target_score(logits: torch.Tensor, targets: torch.Tensor, contrast: Contrast
         return own
     if logits.shape[1] < 2:
         raise TargetError(f"contrast={contrast!r} needs at least two classes, the model has {logits.shape[1]} logit")
+    if contrast == "log_softmax":
+        return own - logits.logsumexp(dim=1)
     others = logits.scatter(1, targets.unsqueeze(1), float("-inf") if contrast == "max" else 0.0)
     if contrast == "max":
         return own - others.max(dim=1).values

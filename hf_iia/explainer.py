@@ -46,8 +46,6 @@ Targets = Target | Sequence[int | str] | torch.Tensor | np.ndarray | Callable[[t
 (:data:`hf_iia.engine.TargetFunction`: one input's logits ``[1, K]`` -> the scalar ``[1]`` to explain), or
 ``"top_k:k"`` / ``"threshold:t"`` (several classes per image: :func:`hf_iia.labels.selection`)."""
 
-DEFAULT_INTERNAL_BATCH_SIZE = 64
-
 
 class IIAExplainer:
     """Iterated Integrated Attributions for an image classifier.
@@ -73,7 +71,9 @@ class IIAExplainer:
         device: where the model runs; ``None`` keeps a given model where it is and puts a
             loaded one on the best device Accelerate finds.
         dtype: cast the model (e.g. ``torch.bfloat16`` on GPU); maps are always float32.
-        internal_batch_size: most integration points per forward/backward pass.
+        internal_batch_size: most integration points per forward/backward pass (it bounds the peak memory).
+            Default: the adapter's (:attr:`~hf_iia.adapters.Adapter.default_internal_batch_size`): 8 on attention
+            models, whose backward runs through every block, else 64.
         integrand: name of an integrand in :data:`hf_iia.integrands.INTEGRANDS`.
         baselines: IIA's constant path baselines: one float for every path, or ``(b0, b1, ...)``
             image path first (``b0`` in normalised pixel space: 0 is the processor's mean colour).
@@ -82,19 +82,24 @@ class IIAExplainer:
             (``a = 0, 1/n, ..., 1``, the reference code's; the CNN default) or ``"riemann_right"``
             (``a = 1/n, ..., 1``; the ViT default) or ``"trapezoid"``.
         fusion: the rollout of an attention model's IIA map (:data:`hf_iia.fusions.ROLLOUTS`):
-            ``"gradient_rollout"`` (the published rule) or ``"normalised_gradient_rollout"`` (the same with each
-            block's term scaled to mean row sum 1, so the map does not depend on the logits' scale).
+            ``"gradient_rollout"`` (the published rule), ``"normalised_gradient_rollout"`` (the same with each
+            block's term scaled to mean row sum 1, so the map does not depend on the logits' scale),
+            ``"globally_normalised_gradient_rollout"`` (every block's term divided by one number per image, so the
+            blocks keep their relative size), ``"gae"`` (Chefer et al.'s propagation of the integrated terms) or
+            ``"globally_normalised_gae"`` (the same, scale-invariant).
         combine: where a feature-map model's IIA map is formed when several levels are interpolated
             (:data:`hf_iia.fusions.LEVEL_FUSIONS`): ``"deepest"`` (the default: the channel sum at the deepest level),
             ``"earliest"`` (the integrand read at the earliest level: a finer grid), ``"product"`` or ``"sum"``
             (every level's channel sum on the finest grid, min-max normalised, multiplied or averaged).
         start: a named start of the image path for ``iia`` and ``ig`` (:data:`hf_iia.presets.STARTS`) instead of
-            ``baselines=``: ``"mean"`` (0 in normalised space, the default), ``"black"`` (the processor's output for a
-            black image) or ``"blur"`` (each image Gaussian-blurred).
+            ``baselines=``: ``"mean"`` (0 in normalised space), ``"black"`` (the processor's output for a black image)
+            or ``"blur"`` (each image Gaussian-blurred). Default: the preset's (:attr:`~hf_iia.family.Preset.start`:
+            ``"blur"`` for IIA on attention models taking images, else ``"mean"``); with ``baselines=`` given, none.
         contrast: what every method explains for the target class ``c`` (:data:`hf_iia.engine.Contrast`): ``None``
             (the default) its logit ``z_c``; ``"mean"`` ``z_c`` minus the mean of the other logits; ``"max"`` ``z_c``
-            minus the largest other logit (for the top-1 class: its margin over the runner-up). A contrastive map
-            shows what sets ``c`` apart from the other classes, not what raises them all.
+            minus the largest other logit (for the top-1 class: its margin over the runner-up); ``"log_softmax"`` its
+            log-probability ``z_c - logsumexp(z)``. A contrastive map shows what sets ``c`` apart from the other
+            classes, not what raises them all.
         trust_remote_code: passed to ``from_pretrained``; off unless you trust the repo.
         allow_pickle: allow loading pickle (``.bin``) weights; off by default.
         progress: show a progress bar on runs longer than a second.
@@ -176,7 +181,7 @@ class IIAExplainer:
             )
         if internal_batch_size is not None and internal_batch_size < 1:
             raise IIAError(f"internal_batch_size must be a positive int, got {internal_batch_size}")
-        self.internal_batch_size = internal_batch_size or DEFAULT_INTERNAL_BATCH_SIZE
+        self.internal_batch_size = internal_batch_size or self.adapter.default_internal_batch_size
         self.progress = progress
         self._geometries: dict[tuple[int, int], Geometry | None] = {}
         if hasattr(model, "config"):

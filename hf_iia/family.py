@@ -23,7 +23,9 @@ class Preset:
     interpolated when ``layer=`` is not given: the adapter's default tap and the ``levels - 1`` taps before it.
     ``grid_factor`` (feature maps, ``layer=`` not given): the level is instead the deepest tap in the second half
     of the network, up to the default one, whose map has at least ``grid_factor`` times the default's rows and
-    columns at the processor's input size; ``0`` keeps the default tap.
+    columns at the processor's input size; ``0`` keeps the default tap. ``start`` names the image path's start
+    (:data:`hf_iia.presets.STARTS`) used when neither ``start=`` nor ``baselines=`` is given, on models that take
+    images ``[B, C, H, W]``; ``None``: the constant baseline 0.
     """
 
     input_steps: int
@@ -35,6 +37,7 @@ class Preset:
     fusion: str | None = None
     levels: int = 1
     grid_factor: float = 0
+    start: str | None = None
 
 
 @dataclass(frozen=True)

@@ -117,7 +117,7 @@ def gradient_rollout(blocks: Sequence[torch.Tensor], readout: torch.Tensor, firs
     normalised, ``M_b = (G_b + I) / rowsum``; the blocks are multiplied in forward
     order, ``R = M_{B-1} ... M_1 M_0``; the relevance is ``readout @ R`` at the patch columns.
     """
-    return _rollout(blocks, readout, first_patch, normalise=False)
+    return _rollout(blocks, readout, first_patch)
 
 
 def gae_rollout(blocks: Sequence[torch.Tensor], readout: torch.Tensor, first_patch: int) -> torch.Tensor:
@@ -140,30 +140,60 @@ def gae_rollout(blocks: Sequence[torch.Tensor], readout: torch.Tensor, first_pat
 def normalised_gradient_rollout(
     blocks: Sequence[torch.Tensor], readout: torch.Tensor, first_patch: int
 ) -> torch.Tensor:
-    """Gradient Rollout made invariant to the scale of the logit.
+    """Gradient Rollout made invariant to the scale of the logit, one scale per block.
 
     Same arguments and result as :func:`gradient_rollout`. Each head-averaged block term ``G_b`` is divided by its
     mean row sum before the identity is added, ``M_b = (G_b / mean_i sum_j G_b[i, j] + I) / rowsum``, so that
     logits ``c * y`` (a temperature, a re-scaled head) give the same map for every ``c > 0``: in the published
-    rule the identity competes with a term whose size follows ``c``. A block whose term is all zero keeps the
-    identity alone.
+    rule the identity competes with a term whose size follows ``c``. Every block's term then weighs as much as the
+    identity, whatever its own size. A block whose term is all zero keeps the identity alone.
     """
-    return _rollout(blocks, readout, first_patch, normalise=True)
+    return _rollout(_scaled(blocks, per_block=True), readout, first_patch)
 
 
-def _rollout(blocks: Sequence[torch.Tensor], readout: torch.Tensor, first_patch: int, normalise: bool) -> torch.Tensor:
-    """The rollout of :func:`gradient_rollout`, each block term divided by its mean row sum when ``normalise``."""
+def globally_normalised_gradient_rollout(
+    blocks: Sequence[torch.Tensor], readout: torch.Tensor, first_patch: int
+) -> torch.Tensor:
+    """Gradient Rollout made invariant to the scale of the logit, one scale per image.
+
+    Same arguments and result as :func:`gradient_rollout`. Every head-averaged block term ``G_b`` of an image is
+    divided by one number, the mean over the blocks of their mean row sums, before the identity is added: logits
+    ``c * y`` give the same map for every ``c > 0`` (as :func:`normalised_gradient_rollout`), while a block whose
+    term is small stays small next to the others (unlike it).
+    """
+    return _rollout(_scaled(blocks, per_block=False), readout, first_patch)
+
+
+def globally_normalised_gae(blocks: Sequence[torch.Tensor], readout: torch.Tensor, first_patch: int) -> torch.Tensor:
+    """:func:`gae_rollout` over block terms divided by one number per image (as
+    :func:`globally_normalised_gradient_rollout`): invariant to the scale of the logit. Same arguments and result."""
+    return gae_rollout(_scaled(blocks, per_block=False), readout, first_patch)
+
+
+def _scaled(blocks: Sequence[torch.Tensor], per_block: bool) -> list[torch.Tensor]:
+    """Each ``[B, heads, T, T]`` block divided by its image's mean row sum of the head-averaged term: that block's
+    (``per_block``) or the mean of every block's (one number per image). A zero scale leaves the terms as they are
+    (all zero)."""
+    if not blocks:
+        raise ValueError("a rollout needs at least one block")
+    sums = torch.stack([block.mean(dim=1).sum(dim=-1).mean(dim=-1) for block in blocks])  # [blocks, B]
+    scales = sums if per_block else sums.mean(dim=0, keepdim=True).expand_as(sums)
+    tiny = torch.finfo(blocks[0].dtype).tiny
+    return [
+        torch.where(scale.view(-1, 1, 1, 1) > 0, block / scale.clamp_min(tiny).view(-1, 1, 1, 1), block)
+        for block, scale in zip(blocks, scales, strict=True)
+    ]
+
+
+def _rollout(blocks: Sequence[torch.Tensor], readout: torch.Tensor, first_patch: int) -> torch.Tensor:
+    """The rollout of :func:`gradient_rollout`."""
     if not blocks:
         raise ValueError("gradient rollout needs at least one block")
     batch, _, tokens, _ = blocks[0].shape
     eye = torch.eye(tokens, dtype=blocks[0].dtype, device=blocks[0].device).expand(batch, tokens, tokens)
     rollout = eye
     for block in blocks:
-        term = block.mean(dim=1)  # [B, T, T]
-        if normalise:
-            scale = term.sum(dim=-1).mean(dim=-1).view(-1, 1, 1)  # [B, 1, 1]: the mean row sum
-            term = torch.where(scale > 0, term / scale.clamp_min(torch.finfo(term.dtype).tiny), term)
-        fused = term + eye
+        fused = block.mean(dim=1) + eye  # [B, T, T]
         fused = fused / fused.sum(dim=-1, keepdim=True)
         rollout = fused @ rollout
     return (readout @ rollout)[:, first_patch:]
@@ -172,6 +202,10 @@ def _rollout(blocks: Sequence[torch.Tensor], readout: torch.Tensor, first_patch:
 ROLLOUTS: dict[str, Rollout] = {
     "gradient_rollout": gradient_rollout,
     "normalised_gradient_rollout": normalised_gradient_rollout,
+    "globally_normalised_gradient_rollout": globally_normalised_gradient_rollout,
+    "gae": gae_rollout,
+    "globally_normalised_gae": globally_normalised_gae,
 }
-"""The rollouts an attention family's IIA map can use (``fusion=``): the published rule and its logit-scale
-invariant variant."""
+"""The rollouts an attention family's IIA map can use (``fusion=``): the published rule, its logit-scale invariant
+variants (one scale per block or per image), and GAE's propagation (Chefer et al.) of IIA's integrated terms, as
+published and invariant."""

@@ -108,7 +108,9 @@ def _rss_bytes() -> int:
         return int(stream.read().split()[1]) * resource.getpagesize()
 
 
-def run_case(model_name: str, case: str, device: str, dtype: str, repeats: int, internal_batch_size: int) -> dict:
+def run_case(
+    model_name: str, case: str, device: str, dtype: str, repeats: int, internal_batch_size: int | None
+) -> dict:
     """Time one case in this process; returns seconds per map and peak memory in MiB."""
     from hf_iia import IIAExplainer
 
@@ -161,7 +163,13 @@ def run_case(model_name: str, case: str, device: str, dtype: str, repeats: int, 
         once()
         _sync(device)
         times.append(time.perf_counter() - start)
-    return {"seconds": statistics.median(times), "peak_mib": max(peak, 0) / 2**20, "points": points, "family": family}
+    return {
+        "seconds": statistics.median(times),
+        "peak_mib": max(peak, 0) / 2**20,
+        "points": points,
+        "family": family,
+        "internal_batch_size": explainer.internal_batch_size,
+    }
 
 
 def run_lite0(folder: str, repeats: int, internal_batch_size: int) -> dict:
@@ -246,25 +254,32 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--internal-batch-size", type=int, nargs="+", default=[64])
+    parser.add_argument(
+        "--internal-batch-size",
+        type=int,
+        nargs="+",
+        help="points per chunk, one run each (default: the explainer's own; 64 for --lite0)",
+    )
     parser.add_argument("--lite0", metavar="FOLDER", help="time the real Lite0 on the demo photos (see above)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads for --lite0 (default: torch's)")
     parser.add_argument("--captum", action="store_true", help="with --lite0: ig against Captum's IG (see above)")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    chunks: list[int | None] = args.internal_batch_size or [None]
     if args.lite0:
+        lite0_chunk = chunks[0] or 64
         if args.threads:
             torch.set_num_threads(args.threads)
         if args.captum:
-            figures = run_lite0_captum(args.lite0, args.repeats, args.internal_batch_size[0])
+            figures = run_lite0_captum(args.lite0, args.repeats, lite0_chunk)
             print(f"Lite0 IG, 7 photos per call, CPU x{torch.get_num_threads()} threads, load avg {os.getloadavg()}")
             for clock in ("wall", "cpu"):
                 iia, peer = (statistics.median(figures[name][clock]) for name in ("iia", "captum"))
                 raw = "; ".join(f"{name} " + ", ".join(f"{v:.3f}" for v in figures[name][clock]) for name in figures)
                 print(f"{clock}: iia {iia:.3f} s/map, captum {peer:.3f} s/map, captum / iia {peer / iia:.2f} ({raw})")
             return
-        result = run_lite0(args.lite0, args.repeats, args.internal_batch_size[0])
+        result = run_lite0(args.lite0, args.repeats, lite0_chunk)
         calls = ", ".join(f"{seconds:.2f}" for seconds in result["times"])
         print(
             f"Lite0, 7 photos in one call, CPU x{torch.get_num_threads()} threads: {result['seconds']:.3f} s/map "
@@ -273,11 +288,7 @@ def main() -> None:
         )
         return
     if args.case:
-        print(
-            json.dumps(
-                run_case(args.model, args.case, args.device, args.dtype, args.repeats, args.internal_batch_size[0])
-            )
-        )
+        print(json.dumps(run_case(args.model, args.case, args.device, args.dtype, args.repeats, chunks[0])))
         return
     device_name = (
         torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU x{torch.get_num_threads()} threads"
@@ -290,7 +301,7 @@ def main() -> None:
         for case in ["floor", "floor-sdpa", *args.presets]:
             if case == "floor-sdpa" and results["floor"]["family"] != "vit":
                 continue
-            for ibs in args.internal_batch_size if case in ("default", "reference") else args.internal_batch_size[:1]:
+            for ibs in chunks if case in ("default", "reference") else chunks[:1]:
                 command = [
                     sys.executable,
                     __file__,
@@ -304,15 +315,15 @@ def main() -> None:
                     args.dtype,
                     "--repeats",
                     str(args.repeats),
-                    "--internal-batch-size",
-                    str(ibs),
+                    *([] if ibs is None else ["--internal-batch-size", str(ibs)]),
                 ]
                 output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
                 result = json.loads(output.strip().splitlines()[-1])
                 results.setdefault(case, result)
                 ratio = result["seconds"] / results["floor"]["seconds"]
                 print(
-                    f"| {model_name} | {case} | {ibs if case in ('default', 'reference') else '-'} | {result['points']} "
+                    f"| {model_name} | {case} | {result['internal_batch_size'] if case in ('default', 'reference') else '-'} "
+                    f"| {result['points']} "
                     f"| {result['seconds']:.3f} | {ratio:.2f} | {result['peak_mib']:.0f} | {os.getloadavg()[0]:.2f} |",
                     flush=True,
                 )

@@ -2,20 +2,29 @@
 
     python scripts/design_search.py --split dev --out search/dev                      # every candidate
     python scripts/design_search.py --split report --configs iia iia3-product --protocol paper --out search/report
+    python scripts/design_search.py --split dev --models vit deit textures-vit textures-deit --no-information \
+        --perturbation-steps 20 --threads 1 --out search/vit-dev                          # the ViT search
 
-Models: the real ImageNet EfficientNet-Lite0 and Lite1 (:func:`hf_iia.tools.demo.build_lite_checkpoint`) and the
-synthetic checkpoints of ``hf_iia/tools/bench/models`` (``--models``). Splits never share an image:
+Models: the real ImageNet EfficientNet-Lite0 and Lite1 (:func:`hf_iia.tools.demo.build_lite_checkpoint`), the
+synthetic checkpoints of ``hf_iia/tools/bench/models`` and the real-texture ones of
+``hf_iia/tools/bench/models_textures`` (named ``textures-<arch>``), chosen with ``--models``. Splits never share an
+image:
 
 * real: 13 offline photos (the demo's 7 and :data:`hf_iia.tools.demo.EXTRA_PHOTOS`), each in the bench's five
   crops; the development split holds the crops of :data:`DEV_PHOTOS`, the report split those of the others
   (a photo's crops stay together, so the report split shows no photo the choice was made on);
 * synthetic: held-out images, the first ``--n`` for development, the next ``--n`` for the report.
 
-Candidates (:data:`CANDIDATES`, one table per representation) are named IIA options: the level(s) the map is
-formed at, how several levels are fused (``combine=``), the image path's start (``start=``), the integrand and the
-steps; the comparison methods run in the same call. Each row prints mean ± 95 % interval and the paired difference
-to Grad-CAM (feature maps) or GAE (attention), ``*`` where that interval excludes 0. Targets: top-1 class (real),
-the ground-truth label (synthetic). ``--out`` receives ``results.json`` with every per-image value.
+Candidates (:data:`FEATURE_MAP_CANDIDATES`, :data:`ATTENTION_CANDIDATES`) are named options: the level(s) the map
+is formed at, how several levels are fused (``combine=``, ``fusion=``), the image path's start (``start=``), the
+integrand, the steps and the explained score (``contrast=``); the comparison methods run in the same call. Each row
+prints the mean and the paired difference to ``--reference`` (default Grad-CAM, else GAE), ``*`` where its 95 %
+interval excludes 0. Targets: top-1 class (real), the ground-truth label (synthetic). Each method also explains
+every image's least likely class, for the class sensitivity (``CS``, 1 - the correlation of the two maps;
+``--no-class-sensitivity`` leaves it out). ``--out`` receives ``results.json`` with every per-image value;
+``--tables-from results.json [--reference LABEL]`` prints its tables again:
+
+    python scripts/design_search.py --tables-from search/vit-report/results.json --reference iia-blur-gae
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import argparse
 import json
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +45,7 @@ from hf_iia.adapters import AttentionAdapter
 from hf_iia.methods import methods_for
 from hf_iia.tools.bench.evaluate import compute_maps, paired_difference, score_maps
 from hf_iia.tools.bench.inputs import BenchInputs, real_inputs, subset, synthetic_inputs
-from hf_iia.tools.bench.run import DEFAULT_MODELS_DIR
+from hf_iia.tools.bench.run import DEFAULT_MODELS_DIR, TEXTURES_MODELS_DIR
 from hf_iia.tools.bench.stats import summarise
 from hf_iia.tools.demo import build_lite_checkpoint, extra_images, sample_images
 
@@ -74,15 +84,45 @@ FEATURE_MAP_CANDIDATES: list[Candidate] = [
     ("ig", "ig", {}),
 ]
 ATTENTION_CANDIDATES: list[Candidate] = [
-    ("iia", "iia", {}),
-    ("iia3", "iia", {"preset": "iia3"}),
-    ("iia-normalised", "iia", {"fusion": "normalised_gradient_rollout"}),
+    ("iia", "iia", {}),  # the default preset
+    # the default before this search: the last block's attention and the image, 5 x 5 points, Gradient Rollout
+    ("iia-before-search", "iia", {"start": "mean", "fusion": "gradient_rollout"}),
+    ("iia-block-2", "iia", {"layer": -2}),
+    ("iia-block-0", "iia", {"layer": 0}),
+    ("iia-last-two", "iia", {"layer": [-2, -1], "steps": [4, 3, 3]}),
+    ("iia-every-block", "iia", {"layer": [0, 1, 2, 3], "steps": [3, 2, 2, 2, 2]}),
+    ("iia-image-path-only", "iia", {"steps": [5, 0]}),
+    ("iia-attention-path-only", "iia", {"steps": [0, 5]}),
+    ("iia-3x3", "iia", {"steps": 3}),
+    ("iia-signed", "iia", {"integrand": "grad_act"}),
     ("iia-black", "iia", {"start": "black"}),
+    ("iia-blur", "iia", {"start": "blur"}),
+    ("iia-log-probability", "iia", {"contrast": "log_softmax"}),
+    ("iia-normalised", "iia", {"fusion": "normalised_gradient_rollout"}),
+    ("iia-globally-normalised", "iia", {"fusion": "globally_normalised_gradient_rollout"}),
+    ("iia-gae", "iia", {"fusion": "gae"}),
+    ("iia-globally-normalised-gae", "iia", {"fusion": "globally_normalised_gae"}),
+    # second round, around the first round's best (the blurred start)
+    ("iia-blur-every-block", "iia", {"start": "blur", "layer": [0, 1, 2, 3], "steps": [3, 2, 2, 2, 2]}),
+    ("iia-blur-last-two", "iia", {"start": "blur", "layer": [-2, -1], "steps": [4, 3, 3]}),
+    ("iia-blur-block-0", "iia", {"start": "blur", "layer": 0}),
+    ("iia-blur-gae", "iia", {"start": "blur", "fusion": "gae"}),
+    ("iia-blur-10x5", "iia", {"start": "blur", "steps": [10, 5]}),
+    ("iia-blur-3x3", "iia", {"start": "blur", "steps": 3}),
+    ("iia-blur-image-path-only", "iia", {"start": "blur", "steps": [5, 0]}),
     ("attention_rollout", "attention_rollout", {}),
+    ("gradient_rollout", "gradient_rollout", {}),
     ("gae", "gae", {}),
     ("attnlrp", "attnlrp", {}),
+    ("legrad", "legrad", {}),
+    ("gradcam", "gradcam", {}),  # on the token grid entering the last block
+    ("gradcam-block-2", "gradcam", {"layer": -2}),
+    ("gradcam++", "gradcam++", {}),
+    ("layercam", "layercam", {}),
+    ("scorecam", "scorecam", {}),
     ("ig", "ig", {}),
 ]
+"""Block indices are those of the 4-block synthetic ViT / DeiT: ``-2`` is a middle block, ``0`` the first."""
 REAL = ("efficientnet_lite0", "efficientnet_lite1")
 
 
@@ -96,6 +136,8 @@ def candidates_for(explainer: IIAExplainer, labels: list[str] | None) -> list[Ca
 
 
 def model_inputs(name: str, split: str, n: int, work: Path) -> tuple[IIAExplainer, BenchInputs]:
+    """The explainer of model ``name`` and its ``split`` inputs: a real Lite, a synthetic checkpoint (``"vit"``) or a
+    real-texture one (``"textures-vit"``)."""
     if name in REAL:
         base = IIAExplainer(str(build_lite_checkpoint(work / name, name)), device="cpu", progress=False)
         photos = sample_images() + extra_images()
@@ -104,24 +146,43 @@ def model_inputs(name: str, split: str, n: int, work: Path) -> tuple[IIAExplaine
             i for i, ident in enumerate(inputs.ids) if (ident.rsplit("-", 1)[0] in DEV_PHOTOS) == (split == "dev")
         ]
         return base, subset(inputs, wanted)
-    folder = DEFAULT_MODELS_DIR / name
+    suite, arch = name.split("-", 1) if name.startswith("textures-") else ("synthetic", name)
+    folder = (TEXTURES_MODELS_DIR if suite == "textures" else DEFAULT_MODELS_DIR) / arch
     base = IIAExplainer(str(folder), device="cpu", progress=False)
-    inputs = synthetic_inputs(base, folder, 2 * n, 0, 64)
+    inputs = synthetic_inputs(base, folder, 2 * n, 0, 64, suite=suite)
     return base, subset(inputs, range(n) if split == "dev" else range(n, 2 * n))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--split", choices=["dev", "report"], required=True)
+    parser.add_argument("--split", choices=["dev", "report"])
+    parser.add_argument(
+        "--reference", help="the row the paired differences are taken against (default: gradcam, else gae)"
+    )
+    parser.add_argument(
+        "--tables-from", metavar="RESULTS_JSON", help="print the tables of an earlier run's results.json and stop"
+    )
     parser.add_argument("--models", nargs="+", default=[*REAL, "resnet", "convnext"])
     parser.add_argument("--configs", nargs="+", help="candidate labels to run (default: every candidate)")
     parser.add_argument("--n", type=int, default=60, help="synthetic images per split (default 60)")
     parser.add_argument("--protocol", choices=["rise", "paper"], default="rise")
     parser.add_argument("--perturbation-steps", type=int, default=20)
     parser.add_argument("--no-information", action="store_true", help="leave out SIC / AIC (the slowest metrics)")
+    parser.add_argument(
+        "--no-class-sensitivity",
+        action="store_true",
+        help="do not explain each image's least likely class too (that doubles the maps' cost)",
+    )
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out")
     args = parser.parse_args()
+    if args.tables_from:
+        earlier = json.loads(Path(args.tables_from).read_text())
+        for name, model in earlier["models"].items():
+            print(table(name, model["n"], model["rows"], args.reference))
+        return
+    if args.split is None or args.out is None:
+        parser.error("--split and --out are required (unless --tables-from is given)")
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -134,6 +195,9 @@ def main() -> None:
         for label, method, options in tqdm(candidates_for(base, args.configs), desc=name, unit="config"):
             explainer = IIAExplainer(base.model, base.processor, method=method, progress=False, **options)
             maps, seconds = compute_maps(explainer, inputs, 8)
+            other_maps = None
+            if inputs.second_targets is not None and not args.no_class_sensitivity:
+                other_maps, _ = compute_maps(explainer, replace(inputs, targets=inputs.second_targets), 8)
             values = score_maps(
                 explainer,
                 inputs,
@@ -142,10 +206,11 @@ def main() -> None:
                 metric_batch_size=64,
                 protocol=args.protocol,
                 information=not args.no_information,
+                other_maps=other_maps,
             )
             rows[label] = {"method": method, "options": options, "seconds_per_map": seconds / len(inputs.ids), **values}
         results["models"][name] = {"n": len(inputs.ids), "ids": inputs.ids, "rows": rows}
-        print(table(name, len(inputs.ids), rows), flush=True)
+        print(table(name, len(inputs.ids), rows, args.reference), flush=True)
         (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     print(f"wall time {time.perf_counter() - started:.0f} s")
 
@@ -161,12 +226,17 @@ METRICS = {
     "aic": "AIC ↑",
     "energy_pointing_game": "EPG ↑",
     "mask_ap": "mask AP ↑",
+    "class_sensitivity": "CS ↑",
 }
 
 
-def table(name: str, n: int, rows: dict[str, Any]) -> str:
-    """Markdown: mean ± half-width per metric, and the paired difference to the family's comparison method."""
-    reference = "gradcam" if "gradcam" in rows else ("gae" if "gae" in rows else None)
+def table(name: str, n: int, rows: dict[str, Any], reference: str | None = None) -> str:
+    """Markdown: the mean per metric and the paired difference to the row ``reference`` (default: Grad-CAM, else
+    GAE, when they ran)."""
+    if reference is None:
+        reference = "gradcam" if "gradcam" in rows else ("gae" if "gae" in rows else None)
+    elif reference not in rows:
+        raise SystemExit(f"--reference {reference!r} is not a row of {name}: {list(rows)}")
     metrics = [m for m in METRICS if m in next(iter(rows.values()))]
     head = "| config | " + " | ".join(METRICS[m] for m in metrics) + " | s / map |"
     lines = [f"\n### {name} (n = {n}; Δ vs {reference})\n", head, "|---" * (len(metrics) + 2) + "|"]

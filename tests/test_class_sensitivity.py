@@ -69,15 +69,19 @@ def test_class_sensitivity_needs_second_maps_of_the_same_shape():
 
 
 def _by_hand(logits: torch.Tensor, targets: torch.Tensor, contrast: str) -> torch.Tensor:
-    """The contrastive score written out per image: z_c minus the mean or the max of the other logits."""
+    """The contrastive score written out per image: z_c minus the mean or the max of the other logits, or the log of
+    the softmax probability."""
     rows = []
     for row, target in zip(logits, targets.tolist(), strict=True):
         others = torch.cat([row[:target], row[target + 1 :]])
-        rows.append(row[target] - (others.mean() if contrast == "mean" else others.max()))
+        if contrast == "log_softmax":
+            rows.append(torch.log(row.exp()[target] / row.exp().sum()))
+        else:
+            rows.append(row[target] - (others.mean() if contrast == "mean" else others.max()))
     return torch.stack(rows)
 
 
-@pytest.mark.parametrize("contrast", ["mean", "max"])
+@pytest.mark.parametrize("contrast", ["mean", "max", "log_softmax"])
 def test_the_engine_differentiates_the_contrastive_score_as_autograd_does(folder, contrast):
     """The gradient at the input of ``z_c - mean/max_{j != c} z_j`` that the engine integrates (one point a = 1,
     integrand = the gradient) equals autograd's of the expression written out, on every kind of family."""
@@ -111,7 +115,7 @@ def test_contrast_applies_to_each_of_several_targets_and_not_to_a_target_functio
 def test_target_score_matches_the_expression_and_refuses_what_has_no_meaning():
     logits = torch.randn(4, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     targets = torch.tensor([0, 4, 2, 2])
-    for contrast in ("mean", "max"):
+    for contrast in ("mean", "max", "log_softmax"):
         torch.testing.assert_close(target_score(logits, targets, contrast), _by_hand(logits, targets, contrast))
     assert torch.equal(target_score(logits, targets), logits[torch.arange(4), targets])
     with pytest.raises(TargetError, match="unknown contrast 'min'"):

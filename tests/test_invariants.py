@@ -142,13 +142,21 @@ def test_a_user_hook_that_changes_nothing_changes_no_map(family, worst_case):
             handle.remove()
 
 
+INVARIANT_ROLLOUTS = ["normalised_gradient_rollout", "globally_normalised_gradient_rollout", "globally_normalised_gae"]
+
+
 @pytest.mark.parametrize("scale", [1e-6, 1e-3, 1e3, 1e6])
 def test_logit_scale_does_not_change_the_map(family, scale, worst_case):
     """Logits c * y (the head's weight and bias scaled) give the same map within 1e-4: the feature-map families
-    with their defaults, the attention families with fusion="normalised_gradient_rollout". The published
+    with their defaults, the attention families with each scale-invariant rollout of IIA. The published
     Gradient Rollout (their default) is not scale-invariant, as documented in the README."""
     name, model, processor = family
-    options = {"fusion": "normalised_gradient_rollout"} if name in ATTENTION else {}
+    choices = [{"fusion": rollout} for rollout in INVARIANT_ROLLOUTS] if name in ATTENTION else [{}]
+    for options in choices:
+        _check_logit_scale(name, model, processor, scale, worst_case, options)
+
+
+def _check_logit_scale(name, model, processor, scale, worst_case, options) -> None:
     explainer = _explainer(model, processor, **options)
     pixels = _pixels(explainer, 2)
     plain = explainer.attribute(pixels, target=0)
@@ -163,7 +171,7 @@ def test_logit_scale_does_not_change_the_map(family, scale, worst_case):
                 head.bias.mul_(scale)
     try:
         difference = (explainer.attribute(pixels, target=0) - plain).abs().max()
-        assert worst_case("logit scale c = 1e-6 .. 1e6", name, difference) <= 1e-4, name
+        assert worst_case("logit scale c = 1e-6 .. 1e6", name, difference) <= 1e-4, (name, options)
     finally:
         with torch.no_grad():
             for head, (weight, bias) in zip(heads, saved, strict=True):

@@ -35,12 +35,13 @@ from hf_iia.tools.cli import main
 
 torch.set_num_threads(1)
 
+CAMS = ["gradcam", "gradcam++", "layercam", "scorecam"]  # on attention models: the token grid
 SUPPORTED = {
-    "resnet": ["iia", "ig", "gradcam", "gradcam++", "layercam", "scorecam"],
-    "convnext": ["iia", "ig", "gradcam", "gradcam++", "layercam", "scorecam"],
-    "timm": ["iia", "ig", "gradcam", "gradcam++", "layercam", "scorecam"],
-    "vit": ["iia", "ig", "attention_rollout", "gradient_rollout", "gae", "attnlrp", "legrad"],
-    "deit": ["iia", "ig", "attention_rollout", "gradient_rollout", "gae", "attnlrp", "legrad"],
+    "resnet": ["iia", "ig", *CAMS],
+    "convnext": ["iia", "ig", *CAMS],
+    "timm": ["iia", "ig", *CAMS],
+    "vit": ["iia", "ig", *CAMS, "attention_rollout", "gradient_rollout", "gae", "attnlrp", "legrad"],
+    "deit": ["iia", "ig", *CAMS, "attention_rollout", "gradient_rollout", "gae", "attnlrp", "legrad"],
 }
 FAST = {"iia": dict(steps=2), "ig": dict(steps=4)}  # keep the integrals small; other methods take no steps
 
@@ -155,6 +156,33 @@ def test_gradcam_matches_pytorch_grad_cam(tiny_folder, kind, layer):
     assert np.abs(ours - reference).max() <= 1e-4
 
 
+@pytest.mark.parametrize("kind,special", [("vit", 1), ("deit", 2)])
+@pytest.mark.parametrize("layer", [None, 1])
+def test_gradcam_on_the_token_grid_matches_pytorch_grad_cam_with_a_reshape(tiny_folder, kind, special, layer):
+    """On an attention model a CAM reads the patch tokens entering the block ``layer=`` names (default the last) as
+    a feature map: pytorch-grad-cam on the output of the block before it, with the ``reshape_transform`` its ViT
+    tutorial uses (special tokens dropped, raster order), gives the same map."""
+    explainer = IIAExplainer(tiny_folder(kind), method="gradcam", layer=layer, progress=False)
+    x, targets = _inputs(size=32, seed=3), torch.tensor([1, 3])
+    method = METHODS["gradcam"]
+    result = method.run(explainer.adapter, x, targets, explainer.spec, internal_batch_size=5, progress=False)
+    raw = method.fuse(explainer.adapter, result.integrals, x)
+    attention = explainer.adapter.attention
+    height, width = attention.patch_grid((32, 32))
+    assert raw.shape == (2, height, width)
+    previous = attention.blocks[attention.taps.index(explainer.adapter.levels[0]) - 1]
+
+    def reshape(tokens: torch.Tensor) -> torch.Tensor:
+        return tokens[:, special:].reshape(tokens.shape[0], height, width, tokens.shape[2]).permute(0, 3, 1, 2)
+
+    with GradCAM(Logits(explainer.model), [previous], reshape_transform=reshape) as cam:
+        reference = cam(x, [ClassifierOutputTarget(int(t)) for t in targets])
+    ours = scale_cam_image(scale_cam_image(raw.numpy(), (32, 32)))
+    assert np.abs(ours - reference).max() <= 1e-4
+    expected = normalise(upsample(raw, (32, 32), "bilinear"))
+    torch.testing.assert_close(explainer.attribute(x, target=targets), expected, rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize("method,cam_class", [("layercam", LayerCAM), ("scorecam", ScoreCAM)])
 @pytest.mark.parametrize("kind,layer", [("resnet", None), ("resnet", "resnet.encoder.stages.1"), ("convnext", None)])
 def test_layercam_and_scorecam_match_pytorch_grad_cam(tiny_folder, method, cam_class, kind, layer):
@@ -252,6 +280,82 @@ def test_attention_methods_match_naive_loops(tiny_folder, method, kind, special,
     naive_model = AutoModelForImageClassification.from_pretrained(folder, attn_implementation="eager").eval()
     expected = _naive_attention_map(naive_model, x, targets, method, special, rows)
     assert (explainer.attribute(x, target=targets) - expected).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("kind", ["vit", "deit"])
+def test_iia_at_one_point_with_a_rollout_fusion_is_that_rollout_method(tiny_folder, kind):
+    """With no integral (``steps=0``: the single point a = 1 on every path) IIA's integrand is Gradient Rollout's
+    term, so ``fusion="gae"`` gives ``method="gae"`` and the default fusion ``method="gradient_rollout"``."""
+    folder = tiny_folder(kind)
+    x, targets = _inputs(seed=6), torch.tensor([1, 3])
+    for fusion, method in (("gae", "gae"), ("gradient_rollout", "gradient_rollout")):
+        iia = IIAExplainer(folder, steps=0, fusion=fusion, progress=False).attribute(x, target=targets)
+        expected = IIAExplainer(folder, method=method, progress=False).attribute(x, target=targets)
+        assert (iia - expected).abs().max() <= 1e-5, fusion
+
+
+@pytest.mark.parametrize("kind", ["vit", "deit"])
+def test_the_attention_default_is_the_blurred_start_and_gaes_rule(tiny_folder, kind):
+    """The ViT family's default preset is IIA from the blurred image fused by GAE's rule (the design search's
+    choice): the same map as those options given by hand, filled in as ``start=`` (what the explainer reports and
+    rebuilds from). ``baselines=`` given by the user replaces the preset's start; ``reference`` keeps the zero start
+    and Gradient Rollout."""
+    folder = tiny_folder(kind)
+    x, targets = _inputs(seed=7), torch.tensor([0, 2])
+    default = IIAExplainer(folder, progress=False)
+    assert default._options.start == "blur"
+    by_hand = IIAExplainer(folder, start="blur", fusion="gae", progress=False)
+    assert torch.equal(default.attribute(x, target=targets), by_hand.attribute(x, target=targets))
+    constant = IIAExplainer(folder, baselines=0.0, progress=False)
+    assert constant._options.start is None
+    from_zero = IIAExplainer(folder, start="mean", fusion="gae", progress=False).attribute(x, target=targets)
+    assert torch.equal(constant.attribute(x, target=targets), from_zero)
+    assert (from_zero - by_hand.attribute(x, target=targets)).abs().max() > 1e-3  # the start matters
+    reference = IIAExplainer(folder, preset="reference", progress=False)
+    assert reference._options.start is None and reference._options.fusion is None
+
+
+def test_attention_models_chunk_eight_points_by_default(tiny_folder):
+    """Attention models keep every block's activations for the backward, so they chunk 8 points by default (also
+    for IG, whose input gradient runs through every block); other models 64; a given value wins; the chunking
+    never changes a map."""
+    vit, resnet = tiny_folder("vit"), tiny_folder("resnet")
+    for method in ("iia", "ig", "gae", "gradcam"):
+        assert IIAExplainer(vit, method=method, progress=False).internal_batch_size == 8, method
+    assert IIAExplainer(resnet, progress=False).internal_batch_size == 64
+    assert IIAExplainer(resnet, method="ig", progress=False).internal_batch_size == 64
+    assert IIAExplainer(vit, internal_batch_size=3, progress=False).internal_batch_size == 3
+    x = _inputs(seed=8)
+    chunked = IIAExplainer(vit, progress=False).attribute(x, target=1)
+    whole = IIAExplainer(vit, internal_batch_size=64, progress=False).attribute(x, target=1)
+    assert (chunked - whole).abs().max() <= 1e-6
+
+
+def test_the_global_scale_keeps_the_blocks_relative_size_and_the_per_block_scale_does_not():
+    """Two blocks whose terms differ only by a factor 4: one scale per block makes them weigh alike (the map equals
+    that of the two blocks at the same size), one scale per image keeps the factor (the map equals the published
+    rollout of the terms divided by their mean size), and every scale-invariant rollout ignores a common factor."""
+    from hf_iia.fusions import ROLLOUTS
+
+    generator = torch.Generator().manual_seed(0)
+    term = torch.rand(2, 3, 5, 5, generator=generator, dtype=torch.float64)
+    other = torch.rand(2, 3, 5, 5, generator=generator, dtype=torch.float64)
+    readout = torch.tensor([1.0, 0, 0, 0, 0], dtype=torch.float64)
+    blocks = [term, 4 * other]
+    per_block = ROLLOUTS["normalised_gradient_rollout"]
+    per_image = ROLLOUTS["globally_normalised_gradient_rollout"]
+    published = ROLLOUTS["gradient_rollout"]
+
+    def size(block):
+        return block.mean(dim=1).sum(dim=-1).mean(dim=-1).view(-1, 1, 1, 1)
+
+    torch.testing.assert_close(per_block(blocks, readout, 1), per_block([term, other], readout, 1))
+    mean_size = (size(term) + size(4 * other)) / 2
+    torch.testing.assert_close(per_image(blocks, readout, 1), published([b / mean_size for b in blocks], readout, 1))
+    assert (per_image(blocks, readout, 1) - per_block(blocks, readout, 1)).abs().max() > 1e-3
+    for name in ("normalised_gradient_rollout", "globally_normalised_gradient_rollout", "globally_normalised_gae"):
+        rollout = ROLLOUTS[name]
+        torch.testing.assert_close(rollout([7 * b for b in blocks], readout, 1), rollout(blocks, readout, 1))
 
 
 # ------------------------------------------------------------------------------------- AttnLRP vs lxt
@@ -365,10 +469,8 @@ def test_attnlrp_applies_to_the_types_its_rules_cover(tiny_folder, tmp_path):
 @pytest.mark.parametrize(
     "kind,options,message",
     [
-        ("vit", dict(method="gradcam"), "needs a model explained through a FeatureMapAdapter"),
-        ("deit", dict(method="gradcam++"), "needs a model explained through a FeatureMapAdapter"),
-        ("vit", dict(method="layercam"), "needs a model explained through a FeatureMapAdapter"),
-        ("deit", dict(method="scorecam"), "needs a model explained through a FeatureMapAdapter"),
+        ("vit", dict(method="gradcam", layer=[0, 1]), "pass a single layer="),
+        ("deit", dict(method="scorecam", steps=2), "does not use steps="),
         ("resnet", dict(method="scorecam", steps=2), "does not use steps="),
         ("convnext", dict(method="layercam", preset="reference"), "does not use preset="),
         ("resnet", dict(method="scorecam", layer=[1, 2]), "pass a single layer="),

@@ -112,9 +112,14 @@ def test_pixel_values_alone_are_refused_with_the_fix(folder):
         explainer.attribute(pixel_values)
 
 
-def test_ig_and_image_starts_are_refused(folder):
+def test_ig_image_starts_and_token_grid_cams_are_refused(folder):
+    """No one token grid holds a NaFlex batch (each image has its own, with padding rows), so the CAMs, which read
+    the token grid on other attention models, are refused like ig and the image starts."""
     with pytest.raises(MethodError, match="NaFlex"):
         _explainer(folder, method="ig")
+    for method in ("gradcam", "scorecam"):
+        with pytest.raises(MethodError, match="needs a model explained through a FeatureMapAdapter"):
+            _explainer(folder, method=method)
     with pytest.raises(MethodError, match="NaFlex"):
         _explainer(folder, start="blur")
 

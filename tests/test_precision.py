@@ -19,7 +19,7 @@ from PIL import Image
 from hf_iia import IIAExplainer
 from hf_iia import testing as zoo
 from hf_iia.explainer import normalise
-from hf_iia.fusions import gradient_rollout, min_max
+from hf_iia.fusions import ROLLOUTS, min_max
 
 # Patch-mean readouts (beit, ijepa, dinov2 with registers) have the flattest rollouts; vit/deit read CLS rows.
 ATTENTION = ["beit", "ijepa", "dinov2_with_registers", "vit", "deit"]
@@ -35,13 +35,17 @@ def _integrals(explainer: IIAExplainer) -> tuple[dict[str, torch.Tensor], torch.
     return result.integrals, pixel_values
 
 
+@pytest.mark.parametrize("fusion", ["gae", "gradient_rollout"])
 @pytest.mark.parametrize("model_type", ATTENTION)
-def test_maps_equal_the_float64_rollout_of_the_same_integrals(model_type, tmp_path):
-    """The map equals the published rollout of the same (float32) integrals computed here in float64, to 1e-9."""
-    explainer = IIAExplainer(zoo.save_tiny(model_type, tmp_path / model_type), progress=False)
+def test_maps_equal_the_float64_rollout_of_the_same_integrals(model_type, fusion, tmp_path):
+    """The map equals the rollout (the default's GAE rule, the published Gradient Rollout) of the same (float32)
+    integrals computed here in float64, to 1e-6."""
+    folder = zoo.save_tiny(model_type, tmp_path / model_type)
+    explainer = IIAExplainer(folder, fusion=fusion, progress=False)
     integrals, pixel_values = _integrals(explainer)
     size = tuple(pixel_values.shape[2:])
-    rollout = explainer.adapter.rollout_map({tap: v.double() for tap, v in integrals.items()}, size, gradient_rollout)
+    doubled = {tap: v.double() for tap, v in integrals.items()}
+    rollout = explainer.adapter.rollout_map(doubled, size, ROLLOUTS[fusion])
     exact = F.interpolate(rollout.unsqueeze(1), size=size, mode=explainer.adapter.upsample_mode).squeeze(1)
     low, high = exact.amin(dim=(1, 2), keepdim=True), exact.amax(dim=(1, 2), keepdim=True)
     exact = (exact - low) / (high - low)

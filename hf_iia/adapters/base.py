@@ -62,6 +62,9 @@ class Adapter(ABC):
     mid-network): for models that read per-image inputs after a tap, whose rows must then match the input's."""
     input_names: ClassVar[tuple[str, ...]] = ()
     """Processor outputs besides ``pixel_values`` the model reads (bound with :meth:`with_inputs`)."""
+    default_internal_batch_size: int = 64
+    """Most integration points per forward/backward pass when the explainer is not given ``internal_batch_size=``:
+    the saved activations of one chunk bound the peak memory."""
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
@@ -160,6 +163,11 @@ class AttentionAdapter(Adapter):
     """An adapter that observes the attention probabilities ``[B, heads, T, T]`` of every block and fuses
     them with a rollout over the tokens the classifier reads. Rollout-style methods apply to it."""
 
+    # Every block is observed, so the backward runs through all of them and a chunk keeps every block's activations
+    # (ViT-B/16: about 150 MB per point). 8 points: peak 1.0 GB instead of 3.8 GB at 64, and no slower on the CPU
+    # (docs/BENCHMARKS.md, scripts/bench_speed.py --internal-batch-size).
+    default_internal_batch_size = 8
+
     @abstractmethod
     def rollout_map(
         self, integrals: dict[str, torch.Tensor], input_size: tuple[int, int], rollout: Rollout
@@ -181,6 +189,12 @@ class AttentionAdapter(Adapter):
         attention is that of ``s_l`` alone (LeGrad's per-block sensitivity, in one backward pass). Values are
         unchanged; everything installed is removed on every exit path (an
         :class:`~hf_iia.adapters.guard.Installation`)."""
+
+    def token_grid(self) -> FeatureMapAdapter | None:
+        """The patch tokens entering the block at :attr:`levels` as a feature map ``[N, D, h, w]``, for
+        the CAM methods on attention models (Grad-CAM on the token grid); ``None`` where the tokens of a batch form no
+        one grid established from evidence."""
+        return None
 
 
 class RelevanceAdapter(Adapter):

@@ -56,6 +56,11 @@ class NaFlexViTAdapter(ViTAdapter):
     rows_from_input = True
     input_names = NAFLEX_INPUTS
 
+    def token_grid(self) -> None:
+        """None: each image of a NaFlex batch has its own grid and padding rows, so a CAM's channel weights (means
+        over one grid) are not established."""
+        return None
+
     def with_inputs(self, inputs: Mapping[str, torch.Tensor]) -> contextlib.AbstractContextManager[object]:
         return _bound({name: inputs[name] for name in NAFLEX_INPUTS if name in inputs})
 

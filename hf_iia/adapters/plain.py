@@ -25,6 +25,13 @@ class PlainAdapter(Adapter):
     family = PLAIN
     upsample_mode = "bilinear"  # unused in practice: input-space maps already have the input size
 
+    def __init__(self, model: torch.nn.Module, default_internal_batch_size: int | None = None) -> None:
+        """``default_internal_batch_size``: that of the model's family adapter, whose saved activations per point the
+        input gradient needs as well (``None``: the package's)."""
+        super().__init__(model)
+        if default_internal_batch_size is not None:
+            self.default_internal_batch_size = default_internal_batch_size
+
     @property
     def taps(self) -> tuple[str, ...]:
         return ()

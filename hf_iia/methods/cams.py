@@ -1,5 +1,6 @@
 """The CAM methods on feature maps, each at ``a = 1`` of the explained layer (``layer=``): Grad-CAM (Selvaraju et
-al. 2017), Grad-CAM++ (Chattopadhay et al. 2018), LayerCAM (Jiang et al. 2021) and Score-CAM (Wang et al. 2020)."""
+al. 2017), Grad-CAM++ (Chattopadhay et al. 2018), LayerCAM (Jiang et al. 2021) and Score-CAM (Wang et al. 2020).
+On attention models they read the patch tokens entering a block as a feature map (the token grid)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..adapters import Adapter, FeatureMapAdapter
+from ..adapters import Adapter, AttentionAdapter, FeatureMapAdapter
 from ..engine import EngineTargets, IntegralSpec, IntegrationResult, Start, target_scalars
 from ..fusions import min_max
 from ..integrands import Integrand, attention, gradcam, gradcam_plus_plus, layercam
@@ -18,11 +19,23 @@ from .base import Method, MethodOptions, at_input, input_size, register_method
 
 
 class CAM(Method):
-    """A CAM: :attr:`integrand` at ``a = 1`` of one feature-map layer; channel sum, ReLU (positive evidence)."""
+    """A CAM: :attr:`integrand` at ``a = 1`` of one feature-map layer; channel sum, ReLU (positive evidence). On an
+    attention model the feature map is the token grid entering the block ``layer=`` names (default the last):
+    :meth:`~hf_iia.adapters.AttentionAdapter.token_grid`."""
 
     requires = FeatureMapAdapter
     options = frozenset({"layer"})
     integrand: ClassVar[Integrand]
+
+    def applies_to(self, adapter: Adapter) -> bool:
+        return super().applies_to(adapter) or (
+            isinstance(adapter, AttentionAdapter) and adapter.token_grid() is not None
+        )
+
+    def adapter(self, model: nn.Module, options: MethodOptions) -> Adapter:
+        adapter = super().adapter(model, options)
+        grid = adapter.token_grid() if isinstance(adapter, AttentionAdapter) else None
+        return adapter if grid is None else grid
 
     def spec(self, adapter: Adapter, options: MethodOptions, start: Start | None) -> IntegralSpec:
         return at_input(adapter, type(self).integrand)

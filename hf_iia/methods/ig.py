@@ -35,7 +35,7 @@ class IntegratedGradients(Method):
                 f"ig calls {type(model).__name__} with pixel_values alone, but it also reads "
                 f"{list(family.input_names)} (NaFlex); choose one of {[m for m in methods_for(family) if m != 'ig']}"
             )
-        return PlainAdapter(model)
+        return PlainAdapter(model, None if family is None else family.default_internal_batch_size)
 
     def spec(self, adapter: Adapter, options: MethodOptions, start: Start | None) -> IntegralSpec:
         """The gradient with respect to the input on the image path, right Riemann sum (as Captum's

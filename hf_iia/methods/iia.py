@@ -99,7 +99,19 @@ class IIA(Method):
         taps before it; ``preset="iia3"``: the last two stages or blocks) or, for one level, at the preset's finest
         default (:func:`_default_level`), returned as ``layer=`` in the options. The family's adapter is built once
         and moved to the chosen levels (:meth:`~hf_iia.adapters.Adapter.at_levels`), so a model that the adapter
-        probes is probed once."""
+        probes is probed once. The preset's image-path start (``Preset.start``) is returned as ``start=`` when
+        neither ``start=`` nor ``baselines=`` is given and the model takes images (not NaFlex patches)."""
+        adapter, options = self._at_levels(model, options, preprocess)
+        preset = adapter.family.preset(options.preset)
+        if preset.start is not None and options.start is None and options.baselines is None and not adapter.input_names:
+            # filled in, as layer= is, so that what the explainer reports and rebuilds from is what ran
+            options = replace(options, start=preset.start)
+        return adapter, options
+
+    def _at_levels(
+        self, model: nn.Module, options: MethodOptions, preprocess: Preprocess | None
+    ) -> tuple[Adapter, MethodOptions]:
+        """:meth:`resolve`'s adapter and options before the preset's start is filled in."""
         adapter = adapter_for(model, options.layer)
         preset = adapter.family.preset(options.preset)
         if options.layer is not None:
