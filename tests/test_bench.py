@@ -23,8 +23,9 @@ from hf_iia.tools.synthetic import CLASS_NAMES
 SIZE = 32
 N = 4
 IIA_METHODS = ["iia", "iia-reference", "iia-multilayer", "iia3"]
-CNN_METHODS = [*IIA_METHODS, "iia3-earliest", "iia3-product", "ig", "gradcam", "gradcam++", "layercam", "scorecam"]
-VIT_METHODS = [*IIA_METHODS, "ig", "attention_rollout", "gradient_rollout", "gae", "attnlrp", "legrad"]
+CAMS = ["gradcam", "gradcam++", "layercam", "scorecam"]  # on a ViT: the token grid
+CNN_METHODS = [*IIA_METHODS, "iia3-earliest", "iia3-product", "ig", *CAMS]
+VIT_METHODS = [*IIA_METHODS, "ig", *CAMS, "attention_rollout", "gradient_rollout", "gae", "attnlrp", "legrad"]
 LOCALISATION = ["pointing_game", "energy_pointing_game", "mask_ap"]
 PERTURBATION = ["deletion_auc", "insertion_auc"]
 SENSITIVITY = ["class_sensitivity"]

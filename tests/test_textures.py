@@ -198,7 +198,7 @@ def texture_bench(tmp_path_factory) -> dict:
 def test_bench_textures_suite_runs_on_the_committed_checkpoints(texture_bench: dict) -> None:
     assert texture_bench["suite"] == "textures"
     assert [model["name"] for model in texture_bench["models"]] == ["vit", "resnet"]
-    methods = {"vit": {"iia", "attention_rollout"}, "resnet": {"iia", "gradcam"}}
+    methods = {"vit": {"iia", "attention_rollout", "gradcam"}, "resnet": {"iia", "gradcam"}}  # ViT: the token grid
     for model in texture_bench["models"]:
         assert [r["id"] for r in model["inputs"]] == [f"textures-{HELDOUT_START + i}" for i in range(2)]
         assert [r["label_name"] for r in model["inputs"]] == [CLASS_NAMES[(HELDOUT_START + i) % 6] for i in range(2)]
