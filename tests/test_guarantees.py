@@ -305,8 +305,9 @@ def convergence_tables() -> dict[str, list[dict[str, float]]]:
         "2",
         "4",
         "8",
+        "16",
         "--reference",
-        "32",
+        "64",
         "--size",
         "32",
         "--images",
@@ -327,16 +328,16 @@ def convergence_tables() -> dict[str, list[dict[str, float]]]:
 
 @pytest.mark.parametrize("kind", ["resnet", "vit"])
 def test_riemann_sum_converges_as_steps_grow(kind, convergence_tables):
-    """Mean |map - map at 32 steps| falls at every doubling of steps, for a CNN and a ViT, to below a third of its
-    one-step value at 8 steps (first order would be an eighth; the ViT's GAE fusion is not linear in the integrals,
-    and 8 steps are not yet in the asymptotic regime: 0.065 -> 0.020 here)."""
+    """Mean |map - map at 64 steps| falls at every doubling of steps, for a CNN and a ViT, to below a quarter of its
+    one-step value (the ViT's GAE fusion is not linear in the integrals, so its map error is first order only from
+    about 8 steps on: 0.068 -> 0.024 at 8, 0.010 at 16)."""
     rows = convergence_tables[kind]
-    assert [row["steps"] for row in rows] == [1, 2, 4, 8]
+    assert [row["steps"] for row in rows] == [1, 2, 4, 8, 16]
     errors = [row["map_mad"] for row in rows]
     integral = [row["integral_rel_l2"] for row in rows]
     assert all(later < earlier for earlier, later in pairwise(errors)), errors
     assert all(later < earlier for earlier, later in pairwise(integral)), integral
-    assert errors[-1] < errors[0] / 3, errors
+    assert errors[-1] < errors[0] / 4, errors
 
 
 def test_nan_logits_never_give_a_map():

@@ -328,7 +328,8 @@ def test_attention_models_chunk_eight_points_by_default(tiny_folder):
     x = _inputs(seed=8)
     chunked = IIAExplainer(vit, progress=False).attribute(x, target=1)
     whole = IIAExplainer(vit, internal_batch_size=64, progress=False).attribute(x, target=1)
-    assert (chunked - whole).abs().max() <= 1e-6
+    # chunks are batches of other sizes: float32 may differ in the last bits by CPU; maps lie in [0, 1]
+    assert (chunked - whole).abs().max() <= 1e-5
 
 
 def test_the_global_scale_keeps_the_blocks_relative_size_and_the_per_block_scale_does_not():
