@@ -326,10 +326,14 @@ def _grid(batch: int, spec: IntegralSpec) -> torch.Tensor:
 
 
 def _chunks(total: int, points_per_image_point: int, internal_batch_size: int) -> list[tuple[int, int]]:
-    """Contiguous row ranges of at most ``internal_batch_size`` rows, aligned to whole image points when possible."""
-    size = internal_batch_size
-    if size >= points_per_image_point:
-        size -= size % points_per_image_point
+    """Contiguous row ranges of at most ``internal_batch_size`` rows, aligned to whole image points when possible, as
+    even as the alignment allows: as few passes as the bound allows, and each no larger than their share (so the
+    peak memory is that of ``total / passes`` rows, not of the bound, and no pass is left with a few rows)."""
+    unit = points_per_image_point if internal_batch_size >= points_per_image_point else 1
+    bound = internal_batch_size - internal_batch_size % unit
+    passes = -(-total // bound) if total else 0
+    share = -(-total // passes) if passes else 1
+    size = -(-share // unit) * unit  # at most bound: bound is a multiple of unit and share <= bound
     return [(start, min(start + size, total)) for start in range(0, total, size)]
 
 
@@ -359,6 +363,7 @@ class _ChunkRun:
     rows: torch.Tensor  # [N, L + 2] grid rows of this chunk
     spec: IntegralSpec
     baseline: float | torch.Tensor  # the image path's start: a constant, or [B, C, H, W] one per image
+    span: torch.Tensor  # [B, C, H, W] the image path's direction, pixel_values - baseline (once per batch)
     depths: dict[str, int]
     device: torch.device
     depth: int = 0  # the grid depth of the rows entering the model: the full depth when every row runs from the input
@@ -386,16 +391,18 @@ class _ChunkRun:
         """``[N0]`` int64 (CPU) the image of each row :meth:`input_points` gives the model."""
         return self.rows[self.prefix_rows(self.input_depth), 0]
 
-    def input_points(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """The image-path points of this chunk, ``[N0, ...]`` (``pixel_values`` ``[B, ...]``): one per distinct image
-        point, or one per grid row when the run starts at the full depth (:attr:`Adapter.rows_from_input`)."""
+    def input_points(self) -> torch.Tensor:
+        """The image-path points of this chunk, ``[N0, C, H, W]``: one per distinct image point, or one per grid row
+        when the run starts at the full depth (:attr:`Adapter.rows_from_input`)."""
         first = self.rows[self.prefix_rows(self.input_depth)]
-        alpha = self.spec.input_path.alphas()[first[:, 1]].to(self.device, pixel_values.dtype)
-        alpha = alpha.view(-1, *([1] * (pixel_values.dim() - 1)))
+        alpha = self.spec.input_path.alphas()[first[:, 1]].to(self.device, self.span.dtype)
+        alpha = alpha.view(-1, *([1] * (self.span.dim() - 1)))
         image_index = first[:, 0].to(self.device)
-        images = pixel_values[image_index]
-        baseline = self.baseline[image_index] if isinstance(self.baseline, torch.Tensor) else self.baseline
-        return baseline + alpha * (images - baseline)
+        # one [N0, C, H, W] tensor per chunk, scaled in place: on CPU every fresh large tensor costs page faults
+        points = self.span.index_select(0, image_index).mul_(alpha)
+        if isinstance(self.baseline, torch.Tensor):
+            return points.add_(self.baseline.index_select(0, image_index))
+        return points.add_(self.baseline) if self.baseline else points
 
     def expand(self, tap: str, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if not self.grad_started:
@@ -467,6 +474,7 @@ def integrate(
     baseline = spec.image_baseline(pixel_values)
     if isinstance(baseline, torch.Tensor):
         baseline = baseline.to(device, pixel_values.dtype)
+    span = (pixel_values - baseline).detach()
     # rows per image point, for aligning the chunks: those of the first (b = 0, a0 = 1); which points vanish depends
     # on the level columns only, so every image point keeps as many
     per_image_point = int((grid[:, 0] == 0).logical_and(grid[:, 1] == 0).sum()) if batch else 1
@@ -486,10 +494,10 @@ def integrate(
     for start, stop in tqdm(chunks, desc="IIA", unit="chunk", delay=1.0, disable=not progress or len(chunks) < 2):
         # An adapter whose model reads per-image inputs after its taps (NaFlex masks) gets every row from the input.
         run = _ChunkRun(
-            grid[start:stop], spec, baseline, depths, device, depth=len(spec.levels) * adapter.rows_from_input
+            grid[start:stop], spec, baseline, span, depths, device, depth=len(spec.levels) * adapter.rows_from_input
         )
         with torch.no_grad(), adapter.installed(run, active):
-            points = run.input_points(pixel_values)
+            points = run.input_points()
             if INPUT_TAP in spec.observe:
                 (points,) = run.expand(INPUT_TAP, points)
                 points = run.represent(INPUT_TAP, points)
@@ -535,12 +543,15 @@ def integrate(
             for tap, grad in zip(taps, grads, strict=True):
                 rep = run.observed[tap].detach()
                 grad = torch.zeros_like(rep) if grad is None else grad
-                contribution = spec.integrand(rep.float(), grad.float()).to(accumulate)
-                contribution = contribution * row_weights.view(-1, *([1] * (contribution.dim() - 1)))
+                # one fresh tensor (copy=True: never scale the integrand's input, which it may return, in place)
+                contribution = spec.integrand(rep.float(), grad.float()).to(accumulate, copy=True)
+                contribution.mul_(row_weights.view(-1, *([1] * (contribution.dim() - 1))))
                 if tap not in sums:
                     sums[tap] = torch.zeros(batch * count, *contribution.shape[1:], dtype=accumulate, device=device)
                 sums[tap].index_add_(0, image_index * count + column, contribution)
-        del run, logits, scalars, grads
+                del rep, grad, contribution
+        # the chunk's tensors go before the next forward, whose memory can then reuse theirs
+        del run, points, logits, scalars, grads
     if input_logits is None:  # empty batch
         input_logits = torch.empty(0, 0)
     shape = (batch, count) if several else (batch,)

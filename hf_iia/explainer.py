@@ -73,7 +73,8 @@ class IIAExplainer:
         dtype: cast the model (e.g. ``torch.bfloat16`` on GPU); maps are always float32.
         internal_batch_size: most integration points per forward/backward pass (it bounds the peak memory).
             Default: the adapter's (:attr:`~hf_iia.adapters.Adapter.default_internal_batch_size`): 8 on attention
-            models, whose backward runs through every block, else 64.
+            models, whose backward runs through every block, else 64; for ``method="ig"``, whose every point runs
+            the whole network, at most 16.
         integrand: name of an integrand in :data:`hf_iia.integrands.INTEGRANDS`.
         baselines: IIA's constant path baselines: one float for every path, or ``(b0, b1, ...)``
             image path first (``b0`` in normalised pixel space: 0 is the processor's mean colour).

@@ -34,9 +34,10 @@ that reach the classifier, counted by a hook (so the figure is the same for any 
 chunk) with Captum's ``IntegratedGradients(n_steps=50, internal_batch_size=...)`` (``method="riemann_right"``: the
 same 50 points, zero baseline) on the same timm network (the checkpoint's ``timm_model``), the same 7 photos and
 targets, interleaved (IIA, Captum, IIA, Captum, ...: the machine's load weighs on both alike); the ratio is Captum's
-seconds over IIA's (> 1: IIA is faster):
+seconds over IIA's (> 1: IIA is faster), with the kernel's share of the CPU time and the page faults; several
+``--internal-batch-size`` values give one row each:
 
-    python scripts/bench_speed.py --lite0 /tmp/lite0 --captum --threads 2 --repeats 3
+    python scripts/bench_speed.py --lite0 /tmp/lite0 --captum --threads 2 --repeats 3 --internal-batch-size 64 16 8
 """
 
 from __future__ import annotations
@@ -205,8 +206,11 @@ def run_lite0(folder: str, repeats: int, internal_batch_size: int) -> dict:
 
 
 def run_lite0_captum(folder: str, repeats: int, internal_batch_size: int) -> dict:
-    """Interleaved s/map (wall clock and this process's CPU time) of IIA's ``ig`` and Captum's IG on the real Lite0,
-    one call of each for the 7 demo photos per repeat, after one warm-up call of each."""
+    """Interleaved s/map of IIA's ``ig`` and Captum's IG on the real Lite0, one call of each for the 7 demo photos per
+    repeat, after one warm-up call of each: wall clock, this process's CPU time (all threads), the part of it spent in
+    the kernel (``sys``) and the minor page faults per map (``getrusage``). On Linux, glibc's malloc serves tensors
+    over 32 MiB (its largest mmap threshold) with fresh pages each time, so a chunk a few rows larger can cost far
+    more kernel time: the two counters show it."""
     from captum.attr import IntegratedGradients
 
     from hf_iia import IIAExplainer
@@ -236,14 +240,20 @@ def run_lite0_captum(folder: str, repeats: int, internal_batch_size: int) -> dic
         )
 
     contenders = {"iia": iia, "captum": peer}
-    figures: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": []} for name in contenders}
+    figures: dict[str, dict[str, list[float]]] = {
+        name: {"wall": [], "cpu": [], "sys": [], "faults": []} for name in contenders
+    }
     for repeat in range(repeats + 1):  # repeat 0 warms both up
         for name, call in contenders.items():
-            start, cpu_start = time.perf_counter(), time.process_time()
+            start, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
             call()
+            wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
             if repeat:
-                figures[name]["wall"].append((time.perf_counter() - start) / len(targets))
-                figures[name]["cpu"].append((time.process_time() - cpu_start) / len(targets))
+                system = after.ru_stime - before.ru_stime
+                figures[name]["wall"].append(wall / len(targets))
+                figures[name]["cpu"].append((after.ru_utime - before.ru_utime + system) / len(targets))
+                figures[name]["sys"].append(system / len(targets))
+                figures[name]["faults"].append((after.ru_minflt - before.ru_minflt) / len(targets))
     return figures
 
 
@@ -272,12 +282,20 @@ def main() -> None:
         if args.threads:
             torch.set_num_threads(args.threads)
         if args.captum:
-            figures = run_lite0_captum(args.lite0, args.repeats, lite0_chunk)
-            print(f"Lite0 IG, 7 photos per call, CPU x{torch.get_num_threads()} threads, load avg {os.getloadavg()}")
-            for clock in ("wall", "cpu"):
-                iia, peer = (statistics.median(figures[name][clock]) for name in ("iia", "captum"))
-                raw = "; ".join(f"{name} " + ", ".join(f"{v:.3f}" for v in figures[name][clock]) for name in figures)
-                print(f"{clock}: iia {iia:.3f} s/map, captum {peer:.3f} s/map, captum / iia {peer / iia:.2f} ({raw})")
+            print(f"Lite0 IG, 7 photos per call, CPU x{torch.get_num_threads()} threads, median of {args.repeats}")
+            print("| internal_batch_size | clock | iia /map | captum /map | captum / iia | runs | load avg 1 min |")
+            print("|---:|---|---:|---:|---:|---|---:|")
+            for chunk in [size or 64 for size in chunks]:
+                figures = run_lite0_captum(args.lite0, args.repeats, chunk)
+                for clock in ("wall", "cpu", "sys", "faults"):
+                    iia, peer = (statistics.median(figures[name][clock]) for name in ("iia", "captum"))
+                    raw = "; ".join(
+                        f"{name} " + ", ".join(f"{v:.3g}" for v in figures[name][clock]) for name in figures
+                    )
+                    ratio = f"{peer / iia:.2f}" if iia else "–"  # no page fault at all: nothing to compare
+                    print(
+                        f"| {chunk} | {clock} | {iia:.3g} | {peer:.3g} | {ratio} | {raw} | {os.getloadavg()[0]:.2f} |"
+                    )
             return
         result = run_lite0(args.lite0, args.repeats, lite0_chunk)
         calls = ", ".join(f"{seconds:.2f}" for seconds in result["times"])

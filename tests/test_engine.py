@@ -185,6 +185,26 @@ def test_chunking_does_not_change_the_integral(tiny_folder, internal_batch_size,
     torch.testing.assert_close(chunked, reference, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "internal_batch_size, passes",
+    [
+        (64, [50, 50]),  # 2 images x 50 steps: two even passes, not 64 + 36
+        (30, [25, 25, 25, 25]),  # 4 passes either way, each of 25 rows rather than 30 + 30 + 30 + 10
+        (7, [7] * 14 + [2]),  # 15 passes of at most ceil(100 / 15) = 7 rows
+    ],
+)
+def test_ig_chunks_are_as_even_as_the_bound_allows(tiny_folder, internal_batch_size, passes):
+    """The rows that reach the classifier, pass by pass: as few passes as ``internal_batch_size`` allows, each no
+    larger than its share (the peak memory is that of the largest pass)."""
+    explainer = IIAExplainer(
+        tiny_folder("resnet"), method="ig", internal_batch_size=internal_batch_size, progress=False
+    )
+    rows: list[int] = []
+    explainer.model.classifier.register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]))
+    explainer.attribute(torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(6)), target=0)
+    assert rows == passes
+
+
 def test_path_points_are_descending_and_inclusive():
     assert Path(4).alphas().tolist() == [1.0, 0.75, 0.5, 0.25, 0.0]
     assert Path(0).alphas().tolist() == [1.0]

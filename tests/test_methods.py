@@ -317,13 +317,13 @@ def test_the_attention_default_is_the_blurred_start_and_gaes_rule(tiny_folder, k
 
 def test_attention_models_chunk_eight_points_by_default(tiny_folder):
     """Attention models keep every block's activations for the backward, so they chunk 8 points by default (also
-    for IG, whose input gradient runs through every block); other models 64; a given value wins; the chunking
-    never changes a map."""
+    for IG, whose input gradient runs through every block); other models 64, and 16 for IG (each of its points runs
+    the whole network); a given value wins; the chunking never changes a map."""
     vit, resnet = tiny_folder("vit"), tiny_folder("resnet")
     for method in ("iia", "ig", "gae", "gradcam"):
         assert IIAExplainer(vit, method=method, progress=False).internal_batch_size == 8, method
     assert IIAExplainer(resnet, progress=False).internal_batch_size == 64
-    assert IIAExplainer(resnet, method="ig", progress=False).internal_batch_size == 64
+    assert IIAExplainer(resnet, method="ig", progress=False).internal_batch_size == 16  # every point runs it all
     assert IIAExplainer(vit, internal_batch_size=3, progress=False).internal_batch_size == 3
     x = _inputs(seed=8)
     chunked = IIAExplainer(vit, progress=False).attribute(x, target=1)

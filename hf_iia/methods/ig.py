@@ -15,6 +15,10 @@ from .base import Fusion, Method, MethodOptions, input_size, methods_for, regist
 
 IG_STEPS = 50  # Captum's default n_steps
 IG_BASELINE = 0.0  # the all-zero input in normalised pixel space, as IIA's image path
+# Every IG point runs forward and backward through the whole network and keeps all its activations, so a point costs
+# what an attention model's does: the default chunk is small (the family's own where smaller). On CPU, chunks of 64
+# points also push the large activations over malloc's mmap threshold, which doubles the time (BENCHMARKS.md).
+IG_INTERNAL_BATCH_SIZE = 16
 
 
 @register_method("ig")
@@ -35,7 +39,8 @@ class IntegratedGradients(Method):
                 f"ig calls {type(model).__name__} with pixel_values alone, but it also reads "
                 f"{list(family.input_names)} (NaFlex); choose one of {[m for m in methods_for(family) if m != 'ig']}"
             )
-        return PlainAdapter(model, None if family is None else family.default_internal_batch_size)
+        family_default = IG_INTERNAL_BATCH_SIZE if family is None else family.default_internal_batch_size
+        return PlainAdapter(model, min(IG_INTERNAL_BATCH_SIZE, family_default))
 
     def spec(self, adapter: Adapter, options: MethodOptions, start: Start | None) -> IntegralSpec:
         """The gradient with respect to the input on the image path, right Riemann sum (as Captum's
