@@ -14,6 +14,15 @@ multiplied by ``c`` (so the logits are ``c z``: every decision and ranking uncha
 ``c = 0.5, 2, 10``, and the largest and the mean ``|change|`` of the normalised map (values in ``[0, 1]``) against
 ``c = 1``, over all pixels of all images.
 
+``--part pairs``: the texture checkpoints (``hf_iia/tools/bench/models_textures/<arch>``) on ``--n`` held-out *pair*
+images (:func:`hf_iia.tools.textures.make_pair_arrays`: two class objects of different classes, each with its mask;
+indices from ``HELDOUT_START + 300``, past the bench's and the design search's held-out images). Of the two present
+classes, the one the model scores higher is the *top* class, the other the *second* class. Every method that
+applies explains both; per class: the pointing game against that class's object (the bench's tolerance) and the
+share of the map's positive mass on the two objects that lies on that class's object
+(:func:`hf_iia.metrics.object_energy_share`; 0.5 = the map does not tell the objects apart). Mean ± Student-t 95 %
+half-width; for the second class, the paired difference to ``iia`` with ``*`` where its interval excludes 0.
+
 ``--part bench``: the benchmark's class-sensitivity column on the synthetic checkpoints (``--n`` images, every method
 that applies: :func:`hf_iia.tools.bench.evaluate.evaluate_method`), mean ± Student-t 95 % half-width.
 
@@ -22,6 +31,7 @@ Examples::
     python scripts/class_sensitivity.py --part real --threads 2
     python scripts/class_sensitivity.py --part temperature --n 8 --threads 2
     python scripts/class_sensitivity.py --part bench --n 16 --archs resnet vit
+    python scripts/class_sensitivity.py --part pairs --n 60 --archs vit deit resnet --threads 2
 """
 
 from __future__ import annotations
@@ -33,18 +43,22 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch import nn
 
 from hf_iia import IIAExplainer
-from hf_iia.metrics import map_correlation
-from hf_iia.tools.bench.evaluate import METHOD_SPECS, compute_maps, evaluate_method
-from hf_iia.tools.bench.inputs import synthetic_inputs
-from hf_iia.tools.bench.run import DEFAULT_MODELS_DIR, SYNTHETIC_ARCHS
+from hf_iia.metrics import map_correlation, object_energy_share, pointing_game
+from hf_iia.tools.bench.evaluate import METHOD_SPECS, compute_maps, evaluate_method, pointing_tolerance
+from hf_iia.tools.bench.inputs import synthetic_heldout, synthetic_inputs
+from hf_iia.tools.bench.run import DEFAULT_MODELS_DIR, SYNTHETIC_ARCHS, TEXTURE_ARCHS, TEXTURES_MODELS_DIR
 from hf_iia.tools.bench.stats import summarise
 
 SCALES = (0.5, 2.0, 10.0)
 REAL_METHODS = ("iia", "gradcam", "ig")
 CONTRASTS = (None, "mean", "max")
+PAIR_OFFSET = 300
+"""Pair images start at the texture suite's ``HELDOUT_START + PAIR_OFFSET``: past every held-out index the bench
+and the design search use, so no choice was made on them."""
 NAMED_PAIRS = {"astronaut": (None, "space shuttle"), "coffee": ("espresso", "cup")}
 """Photo -> (first class, second class) by label name; ``None``: the photo's top-1 class."""
 
@@ -169,25 +183,115 @@ def bench_part(archs: Sequence[str], n: int, methods: Sequence[str] | None, mode
             print(f"| {arch} | `{key}` | {mean} | {summary['n']} |", flush=True)
 
 
+def _interval(values: Sequence[float | None]) -> str:
+    """``mean ± half-width`` of ``values`` (None left out)."""
+    summary = summarise(values)
+    if summary["mean"] is None:
+        return "n/a"
+    spread = f"±{summary['half_width']:.3f}" if summary["half_width"] is not None else ""
+    return f"{summary['mean']:.3f}{spread}"
+
+
+def _paired(values: Sequence[float | None], reference: Sequence[float | None]) -> str:
+    """The paired difference ``values - reference`` as ``Δ±`` with ``*`` where its 95 % interval excludes 0."""
+    differences = [a - b for a, b in zip(values, reference, strict=True) if a is not None and b is not None]
+    summary = summarise(differences)
+    if summary["mean"] is None or summary["ci_low"] is None or summary["ci_high"] is None:
+        return ""
+    significant = "*" if summary["ci_low"] > 0 or summary["ci_high"] < 0 else ""
+    return f" (Δ{summary['mean']:+.3f}{significant})"
+
+
+def pairs_part(archs: Sequence[str], n: int, methods: Sequence[str] | None, models_dir: Path) -> None:
+    """The pair table: pointing game and object energy share of the top and the second present class."""
+    from hf_iia.tools.textures import make_pair_arrays
+
+    print(f"Pair images of the texture suite, {n} per model, {torch.get_num_threads()} threads")
+    for arch in archs:
+        folder = models_dir / arch
+        base = IIAExplainer(str(folder), device="cpu", progress=False)
+        heldout = synthetic_heldout(folder, 0, None, "textures")
+        images, masks, labels = make_pair_arrays(
+            n, seed=heldout["seed"], size=heldout["size"], start=heldout["start"] + PAIR_OFFSET
+        )
+        pixel_values, _ = base.preprocess([Image.fromarray(image, "RGB") for image in images])
+        if tuple(pixel_values.shape[2:]) != masks.shape[2:]:
+            raise SystemExit(f"{arch}: the processor resizes {masks.shape[2:]} to {tuple(pixel_values.shape[2:])}")
+        probabilities = base.class_scores(base.logits(pixel_values)).double()
+        classes = torch.as_tensor(labels)
+        order = probabilities.gather(1, classes).argsort(dim=1, descending=True)  # [n, 2]: top class first
+        classes = classes.gather(1, order)
+        object_masks = torch.as_tensor(masks)[torch.arange(n)[:, None], order]  # [n, 2, H, W] in the same order
+        top2 = probabilities.topk(2, dim=1).indices.sort(dim=1).values
+        both = (top2 == classes.sort(dim=1).values).all(dim=1).double().mean()
+        present = probabilities.gather(1, classes)
+        # The share a map scores when it is the same on both objects: the explained object's share of their area.
+        area = object_masks.flatten(2).sum(dim=2).double()
+        uniform = area / area.sum(dim=1, keepdim=True)
+        print(
+            f"\n{arch}: the two present classes are the model's top two on {float(both):.2f} of the images; mean p "
+            f"top {float(present[:, 0].mean()):.3f}, second {float(present[:, 1].mean()):.3f}; a map uniform on "
+            f"both objects has share {float(uniform[:, 1].mean()):.3f} (2nd), {float(uniform[:, 0].mean()):.3f} (top)\n"
+        )
+        print("| method | 2nd class PG | 2nd class share | top class PG | top class share | r(top, 2nd) |")
+        print("|---|---|---|---|---|---:|")
+        tolerance = pointing_tolerance(masks.shape[2:])
+        reference: dict[str, list[float | None]] = {}
+        for key in _methods(base, methods):
+            explainer = METHOD_SPECS[key].explainer(base.model, base.processor, None)
+            values: dict[str, list[float | None]] = {}
+            maps = []
+            for rank, name in enumerate(("top", "2nd")):
+                rank_maps = torch.cat(
+                    [
+                        explainer.attribute(chunk, targets)
+                        for chunk, targets in zip(pixel_values.split(8), classes[:, rank].split(8), strict=True)
+                    ]
+                )
+                own, other = object_masks[:, rank], object_masks[:, 1 - rank]
+                values[f"{name} pg"] = pointing_game(rank_maps, own, tolerance).double().tolist()
+                share = object_energy_share(rank_maps, own, other)
+                values[f"{name} share"] = [None if v != v else v for v in share.tolist()]
+                maps.append(rank_maps)
+            if not reference:
+                reference = values
+            cells = [
+                _interval(values[column])
+                + (_paired(values[column], reference[column]) if column.startswith("2nd") else "")
+                for column in ("2nd pg", "2nd share", "top pg", "top share")
+            ]
+            r = map_correlation(maps[0], maps[1]).nanmean()
+            print(f"| `{key}` | " + " | ".join(cells) + f" | {float(r):.3f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=("real", "temperature", "bench"), required=True)
+    parser.add_argument("--part", choices=("real", "temperature", "bench", "pairs"), required=True)
     parser.add_argument("--n", type=int, default=8, help="held-out images per synthetic model")
-    parser.add_argument("--archs", nargs="+", default=list(SYNTHETIC_ARCHS), choices=SYNTHETIC_ARCHS)
+    parser.add_argument(
+        "--archs",
+        nargs="+",
+        choices=SYNTHETIC_ARCHS,
+        help=f"default {list(SYNTHETIC_ARCHS)}; pairs: {list(TEXTURE_ARCHS)}",
+    )
     parser.add_argument(
         "--methods", nargs="+", help=f"method names (real: default {list(REAL_METHODS)}) or bench keys (default: all)"
     )
-    parser.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR)
+    parser.add_argument(
+        "--models-dir", type=Path, help=f"checkpoints (default {DEFAULT_MODELS_DIR}; pairs: {TEXTURES_MODELS_DIR})"
+    )
     parser.add_argument("--threads", type=int, help="torch threads")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.part == "real":
         real_part(args.methods or REAL_METHODS)
+    elif args.part == "pairs":
+        pairs_part(args.archs or TEXTURE_ARCHS, args.n, args.methods, args.models_dir or TEXTURES_MODELS_DIR)
     elif args.part == "temperature":
-        temperature_part(args.archs, args.n, args.methods, args.models_dir)
+        temperature_part(args.archs or SYNTHETIC_ARCHS, args.n, args.methods, args.models_dir or DEFAULT_MODELS_DIR)
     else:
-        bench_part(args.archs, args.n, args.methods, args.models_dir)
+        bench_part(args.archs or SYNTHETIC_ARCHS, args.n, args.methods, args.models_dir or DEFAULT_MODELS_DIR)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from hf_iia.metrics import (
     insertion_curve,
     mask_auroc,
     mask_average_precision,
+    object_energy_share,
     perturbation_auc,
     perturbation_curve,
     pointing_game,
@@ -363,6 +364,18 @@ def test_energy_pointing_game_by_hand() -> None:
     masks = torch.tensor([[[1, 0], [0, 0]], [[1, 0], [0, 0]]])
     # Image 0: positive mass 3 + 1 = 4, of which 3 on the mask. Image 1: no positive mass -> 0.
     assert energy_pointing_game(heatmaps, masks).tolist() == pytest.approx([0.75, 0.0])
+
+
+def test_object_energy_share_by_hand() -> None:
+    heatmaps = torch.tensor([[[3.0, 1.0], [-2.0, 1.0]], [[2.0, 1.5], [0.5, 7.0]], [[-1.0, 0.0], [0.0, 4.0]]])
+    masks = torch.tensor([[[1, 0], [0, 0]]] * 3)
+    other = torch.tensor([[[0, 1], [1, 0]]] * 3)
+    # Image 0: 3 on the object, 1 (+ a negative value, clamped) on the other one; the 1 off both does not count.
+    # Image 1: the same mass (2) on both: 0.5, whatever lies off both. Image 2: no positive mass on either object: undefined.
+    share = object_energy_share(heatmaps, masks, other)
+    assert share[:2].tolist() == pytest.approx([0.75, 0.5]) and share[2].isnan()
+    with pytest.raises(MetricInputError, match="disjoint"):
+        object_energy_share(heatmaps, masks, masks)
 
 
 def test_average_precision_and_auroc_by_hand() -> None:

@@ -22,6 +22,7 @@ from hf_iia.tools.textures import (
     _halves,
     make_arrays,
     make_dataset,
+    make_pair_arrays,
     make_sample,
 )
 
@@ -103,6 +104,27 @@ def test_make_arrays_matches_make_sample_and_dataset() -> None:
     sample = make_sample(HELDOUT_START + 2, seed=4, size=32)
     assert np.array_equal(np.asarray(ds[2]["image"]), np.asarray(sample.image))
     assert np.array_equal(np.asarray(ds[2]["mask"], dtype=bool), sample.mask)
+
+
+def test_pair_samples_hold_two_objects_of_different_classes() -> None:
+    """Two disjoint, non-empty masks of two different classes; the grey textures' pixels under each mask; the same
+    arrays for the same arguments; a size too small for two objects is refused, not drawn with fewer."""
+    images, masks, labels = make_pair_arrays(36, seed=1, start=HELDOUT_START)
+    assert images.shape == (36, 64, 64, 3) and masks.shape == (36, 2, 64, 64) and labels.shape == (36, 2)
+    assert (labels[:, 0] == (HELDOUT_START + np.arange(36)) % NUM_CLASSES).all() and (
+        labels[:, 0] != labels[:, 1]
+    ).all()
+    assert len(set(labels[:, 1].tolist())) == NUM_CLASSES
+    assert not (masks[:, 0] & masks[:, 1]).any() and (masks.sum(axis=(2, 3)) >= 0.02 * 64 * 64).all()
+    for i in range(36):
+        for k in range(2):
+            if CLASS_NAMES[labels[i, k]] in GREY_CLASSES:
+                values = images[i][masks[i, k]].astype(int)
+                assert (values.max(1) - values.min(1) <= 2 * NOISE).all()
+    again = make_pair_arrays(3, seed=1, start=HELDOUT_START + 33)
+    assert all(np.array_equal(a, b[33:]) for a, b in zip(again, (images, masks, labels), strict=True))
+    with pytest.raises(IIAError, match="no room for two objects"):
+        make_pair_arrays(40, size=32)
 
 
 def test_bad_arguments_are_refused() -> None:

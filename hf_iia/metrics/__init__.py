@@ -16,7 +16,13 @@ mAP, mF1); :mod:`hf_iia.metrics.sensitivity` (class sensitivity: how much a map 
 # isort: off
 from .registry import Metric, available_metrics, get_metric, register_metric, unregister_metric
 from .inputs import MetricInputs
-from .localization import energy_pointing_game, mask_auroc, mask_average_precision, pointing_game
+from .localization import (
+    energy_pointing_game,
+    mask_auroc,
+    mask_average_precision,
+    object_energy_share,
+    pointing_game,
+)
 from .perturbation import (
     DEFAULT_PERTURBATION_FRACTIONS,
     Forward,
@@ -79,6 +85,7 @@ __all__ = [
     "deletion_auc",
     "deletion_curve",
     "energy_pointing_game",
+    "object_energy_share",
     "gaussian_blur",
     "insertion_auc",
     "insertion_curve",

@@ -74,6 +74,34 @@ def energy_pointing_game(heatmaps: torch.Tensor | np.ndarray, masks: torch.Tenso
     return torch.where(total > 0, on_object / total, torch.zeros_like(total))
 
 
+def object_energy_share(
+    heatmaps: torch.Tensor | np.ndarray, masks: torch.Tensor | np.ndarray, other_masks: torch.Tensor | np.ndarray
+) -> torch.Tensor:
+    """Share of the positive map mass on two objects that lies on the explained one.
+
+    ``e(masks) / (e(masks) + e(other_masks))`` per image, with ``e(m) = sum(relu(map) * m)``: on an image with two
+    class objects, the map of the first object's class should lie on ``masks``, not on the other object's
+    ``other_masks``. 1: all of it on the explained object; 0.5: the map does not tell the two apart (a map that
+    ignores the class); 0: all on the other object. NaN where neither object has positive map mass.
+
+    Args:
+        heatmaps: ``[B, H, W]`` saliency maps of the class of ``masks``.
+        masks: ``[B, H, W]`` masks of the objects of the explained class.
+        other_masks: ``[B, H, W]`` masks of the other class's objects (disjoint from ``masks``).
+
+    Returns:
+        ``[B]`` float64 tensor with values in ``[0, 1]`` or NaN.
+    """
+    maps, labels = maps_and_masks(heatmaps, masks)
+    _, other = maps_and_masks(heatmaps, other_masks)
+    if (labels & other).any():
+        raise MetricInputError("masks and other_masks must be disjoint (two different objects).")
+    positive = maps.clamp(min=0)
+    own = (positive * labels).sum(dim=(1, 2))
+    both = own + (positive * other).sum(dim=(1, 2))
+    return torch.where(both > 0, own / both, torch.full_like(both, float("nan")))
+
+
 def mask_average_precision(heatmaps: torch.Tensor | np.ndarray, masks: torch.Tensor | np.ndarray) -> torch.Tensor:
     """Average precision of the map as a per-pixel score for the mask labels.
 

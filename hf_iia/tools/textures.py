@@ -20,6 +20,9 @@ offline images that scikit-image, matplotlib and scikit-learn ship:
 The label is ``index % 6`` and the visible class texture is the only thing in the image that depends on it, so
 the mask is the ground-truth evidence for the label.
 
+*Pair samples* (:func:`make_pair_arrays`) hold two class objects of different classes, each with its mask: the
+test of whether a map follows the class it explains (the pointing game of the second class).
+
 Split discipline: every sample is a pure function of ``(seed, index)`` (the object and its occluder from
 ``np.random.default_rng([seed, index, 0])``, the background and clutter from ``[seed, index, 1]``), so disjoint
 index ranges give disjoint, reproducible splits, as in the synthetic suite: training uses indices below
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -83,6 +87,8 @@ _CLUTTER_SIDE = (0.08, 0.2)  # fractions of the image side
 _OCCLUDER_SIDE = (0.5, 0.9)  # fractions of the object's radius
 _MAX_OCCLUDED = 0.5  # at most this share of the object's pixels is covered
 _NOISE_AMPLITUDE = 4  # +- grey levels of the per-pixel noise
+_PAIR_RADIUS = (0.13, 0.19)  # object circumradius range of pair samples: two objects and clutter fit at 64 px
+_PAIR_ATTEMPTS = 16  # fresh draws of a pair's two objects before the size is refused
 
 
 def _scaled(image: Image.Image, shorter_side: int) -> Image.Image:
@@ -136,70 +142,120 @@ def _photo_crop(
     return _crop(photo, rng, rng.uniform(*fraction) * min(photo.size), width, height)
 
 
-def _free_box(rng: np.random.Generator, size: int, half: float, taken: list[Box]) -> tuple[float, float] | None:
-    """A random centre whose ``+-half`` box lies inside the image and touches no box in ``taken`` (8 tries)."""
+def _free_box(
+    rng: np.random.Generator, size: int, half: float, taken: list[Box], margin: float = 1.0
+) -> tuple[float, float] | None:
+    """A random centre whose ``+-(half + margin)`` box lies inside the image's ``+-(half + 1)`` border and touches
+    no box in ``taken`` (8 tries); the box is added to ``taken``."""
     for _ in range(8):
         cx, cy = rng.uniform(half + 1, size - 2 - half, 2)
-        box = (cx - half - 1, cy - half - 1, cx + half + 1, cy + half + 1)
+        box = (cx - half - margin, cy - half - margin, cx + half + margin, cy + half + margin)
         if not any(boxes_overlap(box, other) for other in taken):
             taken.append(box)
             return float(cx), float(cy)
     return None
 
 
-def _render(index: int, seed: int, size: int, background_seed: int | None) -> tuple[np.ndarray, np.ndarray, int]:
-    """Render sample ``index``: ``(uint8 [size, size, 3] image, bool [size, size] visible-object mask, label)``."""
+@dataclass
+class _ClassObject:
+    """A class object placed in the image: its shape's pixels, the texture under them and its occluder."""
+
+    label: int
+    shape_pixels: np.ndarray  # bool [size, size]
+    fill: np.ndarray  # uint8 [size, size, 3]; only the shape's pixels are used
+    mask: np.ndarray  # bool [size, size]: the shape's visible pixels
+    occluder: tuple[int, int, int, int] | None  # (x0, y0, width, height)
+    occluder_pixels: np.ndarray  # uint8 [height, width, 3]
+
+
+def _class_object(
+    rng: np.random.Generator,
+    label: int,
+    part: int,
+    size: int,
+    radius_range: tuple[float, float],
+    photos: list[Image.Image],
+    taken: list[Box],
+) -> _ClassObject | None:
+    """Draw a class object of ``label`` from ``rng`` away from the boxes in ``taken`` (its box and its occluder's,
+    with the object margin, are added to ``taken``); ``None`` when no free place was found.
+
+    For the first object of an image (``taken`` empty) the draws are those of the suite's single-object samples."""
+    textures, _ = _sources()
+    shape = SHAPES[int(rng.integers(len(SHAPES)))]
+    radius = rng.uniform(*radius_range) * size
+    angle = rng.uniform(-math.pi, math.pi)
+    centre = _free_box(rng, size, radius, taken, _OBJECT_MARGIN)
+    if centre is None:
+        return None
+    cx, cy = centre
+    shape_pixels = shape_mask(shape, cx, cy, radius, angle, size)
+    fill = _crop(textures[label][part], rng, rng.uniform(*_TEXTURE_ZOOM) * size, size, size)
+    placed = _ClassObject(label, shape_pixels, fill, shape_pixels, None, np.zeros((0, 0, 3), dtype=np.uint8))
+    if rng.uniform() < OCCLUSION_PROBABILITY:
+        width, height = (np.round(rng.uniform(*_OCCLUDER_SIDE, 2) * radius)).astype(int)
+        theta = rng.uniform(0, 2 * math.pi)  # the occluder's centre sits on the object's circumcircle
+        x0 = int(np.clip(round(cx + radius * math.cos(theta) - width / 2), 0, size - width))
+        y0 = int(np.clip(round(cy + radius * math.sin(theta) - height / 2), 0, size - height))
+        box = (x0 - _OBJECT_MARGIN, y0 - _OBJECT_MARGIN, x0 + width + _OBJECT_MARGIN, y0 + height + _OBJECT_MARGIN)
+        covered = np.zeros_like(shape_pixels)
+        covered[y0 : y0 + height, x0 : x0 + width] = True
+        visible = shape_pixels & ~covered
+        # taken[-1] is this object's own box; the occluder may cover no other object.
+        if visible.sum() >= (1 - _MAX_OCCLUDED) * shape_pixels.sum() and not any(
+            boxes_overlap(box, other) for other in taken[:-1]
+        ):
+            placed.occluder, placed.mask = (x0, y0, width, height), visible
+            placed.occluder_pixels = _photo_crop(photos, rng, width, height, (0.1, 0.3))
+            taken.append(box)
+    return placed
+
+
+def _render(
+    index: int, seed: int, size: int, background_seed: int | None, pair: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Render sample ``index``: ``(uint8 [size, size, 3] image, bool [K, size, size] visible-object masks, int64 [K]
+    labels)`` with ``K = 1``, or ``K = 2`` class objects of different classes when ``pair``."""
     if size < MIN_SIZE:
         raise IIAError(f"size must be at least {MIN_SIZE} px, got {size}")
     if index < 0 or seed < 0 or (background_seed is not None and background_seed < 0):
         raise IIAError(f"index, seed and background_seed must be >= 0, got {index}, {seed}, {background_seed}")
     part = int(index >= HELDOUT_START)
-    textures, photo_parts = _sources()
-    photos = [pair[part] for pair in photo_parts]
+    photos = [pair_[part] for pair_ in _sources()[1]]
 
-    # The object and its occluder: shape, position, texture crop; they stay when only the clutter is redrawn.
+    # The objects and their occluders: they stay when only the clutter is redrawn.
+    radius_range = _PAIR_RADIUS if pair else (_MIN_RADIUS, _MAX_RADIUS)
     label = index % NUM_CLASSES
-    obj_rng = np.random.default_rng([seed, index, 0])
-    shape = SHAPES[int(obj_rng.integers(len(SHAPES)))]
-    radius = obj_rng.uniform(_MIN_RADIUS, _MAX_RADIUS) * size
-    angle = obj_rng.uniform(-math.pi, math.pi)
-    cx, cy = obj_rng.uniform(radius + 1, size - 2 - radius, 2)
-    shape_pixels = shape_mask(shape, cx, cy, radius, angle, size)
-    fill = _crop(textures[label][part], obj_rng, obj_rng.uniform(*_TEXTURE_ZOOM) * size, size, size)
-    occluder: tuple[int, int, int, int] | None = None  # (x0, y0, width, height)
-    occluder_pixels = np.zeros((0, 0, 3), dtype=np.uint8)
-    mask = shape_pixels
-    if obj_rng.uniform() < OCCLUSION_PROBABILITY:
-        width, height = (np.round(obj_rng.uniform(*_OCCLUDER_SIDE, 2) * radius)).astype(int)
-        theta = obj_rng.uniform(0, 2 * math.pi)  # the occluder's centre sits on the object's circumcircle
-        x0 = int(np.clip(round(cx + radius * math.cos(theta) - width / 2), 0, size - width))
-        y0 = int(np.clip(round(cy + radius * math.sin(theta) - height / 2), 0, size - height))
-        covered = np.zeros_like(shape_pixels)
-        covered[y0 : y0 + height, x0 : x0 + width] = True
-        visible = shape_pixels & ~covered
-        if visible.sum() >= (1 - _MAX_OCCLUDED) * shape_pixels.sum():
-            occluder, mask = (x0, y0, width, height), visible
-            occluder_pixels = _photo_crop(photos, obj_rng, width, height, (0.1, 0.3))
+    taken: list[Box] = []
+    if not pair:
+        single = _class_object(np.random.default_rng([seed, index, 0]), label, part, size, radius_range, photos, taken)
+        assert single is not None  # an empty image always has room for one object
+        objects = [single]
+    else:
+        pair_labels = (
+            label,
+            (label + 1 + int(np.random.default_rng([seed, index, 3]).integers(NUM_CLASSES - 1))) % NUM_CLASSES,
+        )
+        for attempt in range(_PAIR_ATTEMPTS):  # both objects drawn afresh until the second fits beside the first
+            taken = []
+            drawn = [
+                _class_object(
+                    np.random.default_rng([seed, index, 4, attempt, k]), c, part, size, radius_range, photos, taken
+                )
+                for k, c in enumerate(pair_labels)
+            ]
+            objects = [placed for placed in drawn if placed is not None]
+            if len(objects) == 2:
+                break
+        else:
+            raise IIAError(f"no room for two objects at {size} px (sample {index}); use a larger size")
 
-    # The clutter: a photo background, distractor shapes and clutter patches away from the object.
+    # The clutter: a photo background, distractor shapes and clutter patches away from the objects.
     clutter_seed = [seed, index, 1] if background_seed is None else [seed, index, 2, background_seed]
     rng = np.random.default_rng(clutter_seed)
     pixels = _photo_crop(photos, rng, size, size, (0.5, 1.0)).astype(np.int16)
-    taken: list[Box] = [
-        (
-            cx - radius - _OBJECT_MARGIN,
-            cy - radius - _OBJECT_MARGIN,
-            cx + radius + _OBJECT_MARGIN,
-            cy + radius + _OBJECT_MARGIN,
-        )
-    ]
-    if occluder is not None:
-        x0, y0, width, height = occluder
-        taken.append(
-            (x0 - _OBJECT_MARGIN, y0 - _OBJECT_MARGIN, x0 + width + _OBJECT_MARGIN, y0 + height + _OBJECT_MARGIN)
-        )
     for _ in range(int(rng.integers(*_DISTRACTORS))):
-        distractor_radius = rng.uniform(_MIN_RADIUS, _MAX_RADIUS) * size
+        distractor_radius = rng.uniform(*radius_range) * size
         centre = _free_box(rng, size, distractor_radius, taken)
         if centre is not None:
             name = SHAPES[int(rng.integers(len(SHAPES)))]
@@ -212,12 +268,22 @@ def _render(index: int, seed: int, size: int, background_seed: int | None) -> tu
             x0, y0 = round(centre[0] - side / 2), round(centre[1] - side / 2)
             pixels[y0 : y0 + side, x0 : x0 + side] = _photo_crop(photos, rng, side, side, (0.05, 0.2))
 
-    pixels[shape_pixels] = fill[shape_pixels]
-    if occluder is not None:
-        x0, y0, width, height = occluder
-        pixels[y0 : y0 + height, x0 : x0 + width] = occluder_pixels
+    for placed in objects:
+        pixels[placed.shape_pixels] = placed.fill[placed.shape_pixels]
+    for placed in objects:
+        if placed.occluder is not None:
+            x0, y0, width, height = placed.occluder
+            pixels[y0 : y0 + height, x0 : x0 + width] = placed.occluder_pixels
     pixels += rng.integers(-_NOISE_AMPLITUDE, _NOISE_AMPLITUDE + 1, (size, size, 3), dtype=np.int16)
-    return np.clip(pixels, 0, 255).astype(np.uint8), mask, label
+    masks = np.stack([placed.mask for placed in objects])
+    labels = np.array([placed.label for placed in objects], dtype=np.int64)
+    return np.clip(pixels, 0, 255).astype(np.uint8), masks, labels
+
+
+def _render_one(index: int, seed: int, size: int, background_seed: int | None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Single-object sample ``index``: ``(image, bool [size, size] mask, label)``."""
+    image, masks, labels = _render(index, seed, size, background_seed)
+    return image, masks[0], int(labels[0])
 
 
 def make_sample(index: int, *, seed: int = 0, size: int = 64, background_seed: int | None = None) -> SyntheticSample:
@@ -231,7 +297,7 @@ def make_sample(index: int, *, seed: int = 0, size: int = 64, background_seed: i
         background_seed: ``None`` for the sample's own clutter; any other value (>= 0) redraws only the
             background, distractors, clutter and noise while the object, its occluder and the mask stay.
     """
-    image, mask, label = _render(index, seed, size, background_seed)
+    image, mask, label = _render_one(index, seed, size, background_seed)
     return SyntheticSample(Image.fromarray(image, "RGB"), mask, label, CLASS_NAMES[label])
 
 
@@ -246,7 +312,29 @@ def make_arrays(
     """
     if shortcut:
         raise IIAError("the texture suite has no shortcut variant; use hf_iia.tools.synthetic for shortcut data")
-    return render_arrays(lambda index: _render(index, seed, size, None), n, size, start)
+    return render_arrays(lambda index: _render_one(index, seed, size, None), n, size, start)
+
+
+def make_pair_arrays(
+    n: int, *, seed: int = 0, size: int = 64, start: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pair samples ``start .. start + n - 1``: two class objects of different classes in one image.
+
+    The first object's label is ``index % 6``, the second's another class drawn at random; both are drawn as the
+    class object of a single sample (shape, texture, occluder), smaller (circumradius ``0.13``-``0.19`` of the side)
+    so that both fit, and never touch each other, the distractors or the clutter. For the class sensitivity of maps
+    (:mod:`hf_iia.metrics.sensitivity`): the map of either class should lie on that class's object, not the other.
+
+    Returns:
+        ``(images uint8 [n, size, size, 3], masks bool [n, 2, size, size], labels int64 [n, 2])``; ``masks[i, k]``
+        holds the visible pixels of the object of class ``labels[i, k]``.
+    """
+    images = np.empty((n, size, size, 3), dtype=np.uint8)
+    masks = np.empty((n, 2, size, size), dtype=bool)
+    labels = np.empty((n, 2), dtype=np.int64)
+    for offset in range(n):
+        images[offset], masks[offset], labels[offset] = _render(start + offset, seed, size, None, pair=True)
+    return images, masks, labels
 
 
 def make_dataset(n: int, *, seed: int = 0, size: int = 64, start: int = 0) -> datasets.Dataset:
