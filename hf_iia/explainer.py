@@ -13,7 +13,7 @@ engine integrates.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -383,6 +383,18 @@ class IIAExplainer:
             self.adapter.check_input(pixel_values)  # no inputs are bound: refused, naming the fix
         return check_pixel_values(pixel_values)
 
+    def _bound_inputs(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``inputs`` given with a ``pixel_values`` tensor, checked: exactly the processor outputs the model reads
+        (:attr:`Adapter.input_names`), each a tensor (their shapes are the adapter's to check)."""
+        read = set(self.adapter.input_names)
+        if set(inputs) != read or not all(isinstance(value, torch.Tensor) for value in inputs.values()):
+            wanted = sorted(read) or "nothing"
+            raise ImageInputError(
+                f"{type(self.model).__name__} reads {wanted} besides pixel_values; inputs= got {sorted(inputs)} "
+                "(tensors, as the image processor returns them)"
+            )
+        return dict(inputs)
+
     def class_scores(self, logits: torch.Tensor) -> torch.Tensor:
         """``[B, K]`` float32 scores of every class from the model's ``logits`` ``[B, K]``, as ``Explanation.score``
         reports them (:attr:`score_function`; for a plain module, decided by the logits' width ``K``)."""
@@ -579,11 +591,15 @@ class IIAExplainer:
         *,
         top_k: int | None = None,
         threshold: float | None = None,
+        inputs: Mapping[str, torch.Tensor] | None = None,
     ):
         """Explain one image (-> :class:`Explanation`) or a list (-> list).
 
         ``images``: a path, PIL image or numpy array (``[H, W]`` / ``[H, W, C]``), a list
-        of them, or a preprocessed ``pixel_values`` tensor ``[C, H, W]`` / ``[B, C, H, W]``. ``target`` goes to
+        of them, or a preprocessed ``pixel_values`` tensor ``[C, H, W]`` / ``[B, C, H, W]``. ``inputs``: with a
+        ``pixel_values`` tensor ``[B, ...]``, the image processor's other outputs the model reads (SigLIP2 NaFlex:
+        ``pixel_attention_mask`` ``[B, P]`` and ``spatial_shapes`` ``[B, 2]``), as the model's forward takes them;
+        the result is then a list. ``target`` goes to
         the forward stage: ``None`` (top-1), a class index, a label name, one per image, or a callable
         (logits ``[1, K]`` -> ``[1]``: the scalar to explain; its explanation has ``target`` -1, ``label`` the
         callable's ``__name__`` and ``score`` its value on the image).
@@ -600,18 +616,25 @@ class IIAExplainer:
                 return self(images, target, top_k=top_k, threshold=threshold)
         chosen = selection(target, top_k, threshold)
         request: Targets | Selection = target if chosen is None else chosen
-        if isinstance(images, torch.Tensor):
+        if inputs is not None and not isinstance(images, torch.Tensor):
+            raise ImageInputError(
+                "inputs= goes with a preprocessed pixel_values tensor; pass images alone and the processor makes them"
+            )
+        bound: dict[str, torch.Tensor] = {}
+        if isinstance(images, torch.Tensor) and inputs:
+            bound = self._bound_inputs(inputs)
+            single, pixel_values, originals = False, images, cast(list[Image.Image], [])
+        elif isinstance(images, torch.Tensor):
             single = images.dim() == 3
             pixel_values, originals = self._checked(images), cast(list[Image.Image], [])
-            inputs: dict[str, torch.Tensor] = {}
         else:
             single = not isinstance(images, (list, tuple))
             if not single and not images:
                 if chosen is None and not callable(target):
                     self.resolve_targets(target, 0)  # a target list must still match the (empty) batch
                 return []
-            pixel_values, inputs, originals = self.model_inputs(images)
-        outputs = self._forward(pixel_values, request, inputs)
+            pixel_values, bound, originals = self.model_inputs(images)
+        outputs = self._forward(pixel_values, request, bound)
         explanations = self._explanations(outputs, originals)
         return explanations[0] if single else explanations
 

@@ -117,16 +117,21 @@ def process(processor: object, images: list[Image.Image]) -> torch.Tensor:
 
 
 def process_inputs(
-    processor: object, images: list[Image.Image], names: Sequence[str]
+    processor: object, images: list[Image.Image], names: Sequence[str] | None
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """:func:`process`'s ``pixel_values`` and the processor's outputs ``names`` (tensors ``[B, ...]``, e.g. NaFlex's
-    ``pixel_attention_mask`` and ``spatial_shapes``), refused with :class:`ImageInputError` when one is missing."""
+    ``pixel_attention_mask`` and ``spatial_shapes``), refused with :class:`ImageInputError` when one is missing;
+    ``names=None``: every other tensor the processor returns (what a pipeline hands the model)."""
     call: Callable[..., object] = processor  # type: ignore[assignment]
     out: Any = call(images=images, return_tensors="pt") if is_hf_processor(processor) else call(images)
     mapping = isinstance(out, dict) or hasattr(out, "keys")
     pixel_values = out["pixel_values"] if mapping else out
     if not isinstance(pixel_values, torch.Tensor):
         pixel_values = torch.as_tensor(np.stack(pixel_values))
+    if names is None:
+        names = [
+            name for name in (out if mapping else ()) if name != "pixel_values" and isinstance(out[name], torch.Tensor)
+        ]
     missing = [name for name in names if not mapping or not isinstance(out.get(name), torch.Tensor)]
     if missing:
         raise ImageInputError(

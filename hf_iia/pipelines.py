@@ -22,7 +22,7 @@ from transformers.pipelines import PIPELINE_REGISTRY
 
 from .errors import IIAError
 from .explainer import IIAExplainer
-from .imaging import process
+from .imaging import process_inputs
 from .zeroshot import PipelineProcessor
 
 TASKS = ("image-explanation", "zero-shot-image-explanation")
@@ -60,7 +60,8 @@ class ImageExplanationPipeline(Pipeline):
 
     def preprocess(self, image: Any, timeout: float | None = None) -> Any:  # type: ignore[override]
         image = load_image(image, timeout=timeout)
-        return {"pixel_values": self.explainer().preprocess(image)[0].to(self.dtype)}
+        pixel_values, inputs, _ = self.explainer().model_inputs(image)
+        return {"pixel_values": pixel_values.to(self.dtype), **inputs}
 
     def explainer(self, candidate_labels: list[str] | None = None) -> IIAExplainer:
         """The explainer over this pipeline's model and image processor (built on first use)."""
@@ -73,21 +74,24 @@ class ImageExplanationPipeline(Pipeline):
         return self.image_processor
 
     def _forward(self, model_inputs: Any, top_k: int = DEFAULT_TOP_K) -> Any:  # type: ignore[override]
-        """``pixel_values`` ``[B, C, H, W]`` -> ``{"targets", "scores": [B, k], "heatmaps": [B, k, H, W]}``."""
-        return self._explain(self.explainer(), model_inputs["pixel_values"], top_k)
+        """``pixel_values`` ``[B, C, H, W]`` (and the processor's other outputs) -> ``{"targets", "scores": [B, k],
+        "heatmaps": B tensors [k, H, W]}``."""
+        return self._explain(self.explainer(), model_inputs, top_k)
 
-    def _explain(self, explainer: IIAExplainer, pixel_values: torch.Tensor, top_k: int) -> dict[str, torch.Tensor]:
+    def _explain(self, explainer: IIAExplainer, model_inputs: dict[str, torch.Tensor], top_k: int) -> dict[str, Any]:
         """The ``top_k`` classes of each image, best first, explained in one call that shares every forward pass
-        (``explainer(..., top_k=)``: the same maps as explaining each class alone)."""
+        (``explainer(..., top_k=)``: the same maps as explaining each class alone). Of the processor's outputs
+        besides ``pixel_values``, those the model reads go with it (NaFlex's masks and shapes). The heatmaps are a
+        list, one ``[k, H_i, W_i]`` per image: NaFlex images of one batch have their own sizes."""
         if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
             raise IIAError(f"top_k must be a positive int, got {top_k!r}")
-        explained = explainer(pixel_values, top_k=top_k)  # [B] lists of min(top_k, classes) explanations
+        inputs = {name: model_inputs[name] for name in explainer.adapter.input_names if name in model_inputs}
+        # [B] lists of min(top_k, classes) explanations
+        explained = explainer(model_inputs["pixel_values"], top_k=top_k, inputs=inputs or None)
         return {
             "targets": torch.tensor([[item.target for item in items] for items in explained]),
             "scores": torch.tensor([[item.score for item in items] for items in explained]),
-            "heatmaps": torch.stack(
-                [torch.stack([torch.from_numpy(item.heatmap) for item in items]) for items in explained]
-            ),
+            "heatmaps": [torch.stack([torch.from_numpy(item.heatmap) for item in items]) for items in explained],
         }
 
     def postprocess(self, model_outputs: Any, **parameters: Any) -> Any:
@@ -124,8 +128,10 @@ class ZeroShotImageExplanationPipeline(ImageExplanationPipeline):
 
     def preprocess(self, image: Any, timeout: float | None = None) -> Any:  # type: ignore[override]
         image = load_image(image, timeout=timeout)
-        # The image processor alone: the explainer (and its labels) may not exist before the first call.
-        return {"pixel_values": process(self.image_processor, [image]).to(self.dtype)}
+        # The image processor alone, every tensor it returns (as transformers' pipelines hand them to the model): the
+        # explainer, which knows what the model reads, may not exist before the first call (it needs the labels).
+        pixel_values, inputs = process_inputs(self.image_processor, [image], None)
+        return {"pixel_values": pixel_values.to(self.dtype), **inputs}
 
     def _processor(self) -> Any:
         return PipelineProcessor(self.image_processor, self.tokenizer)
@@ -145,7 +151,7 @@ class ZeroShotImageExplanationPipeline(ImageExplanationPipeline):
             self.explainer_kwargs.update(candidate_labels=candidate_labels, hypothesis_template=hypothesis_template)
         explainer = self.explainer()
         with explainer.model.candidates(candidate_labels, hypothesis_template):  # type: ignore[operator]
-            return self._explain(explainer, model_inputs["pixel_values"], top_k or len(candidate_labels))
+            return self._explain(explainer, model_inputs, top_k or len(candidate_labels))
 
     def postprocess(self, model_outputs: Any, **parameters: Any) -> Any:
         candidate_labels = parameters["candidate_labels"]  # _forward refused a call without them

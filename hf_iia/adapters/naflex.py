@@ -72,7 +72,8 @@ class NaFlexViTAdapter(ViTAdapter):
             raise ImageInputError(
                 f"{type(self.model).__name__} takes NaFlex inputs: pixel_values [B, patches, C*p*p] with the "
                 "processor's pixel_attention_mask and spatial_shapes, which a pixel_values tensor alone does not "
-                "carry; pass the images (explainer(images)) so that the processor makes all three"
+                "carry; pass the images (explainer(images)) so that the processor makes all three, or give the "
+                "processor's masks and shapes with the tensor: explainer(pixel_values, inputs={...})"
             )
         shapes, mask = inputs["spatial_shapes"], inputs["pixel_attention_mask"]
         if batch is not None and (shapes.shape != (batch, 2) or mask.shape[0] != batch):
