@@ -17,12 +17,13 @@ image:
 
 Candidates (:data:`FEATURE_MAP_CANDIDATES`, :data:`ATTENTION_CANDIDATES`) are named options: the level(s) the map
 is formed at, how several levels are fused (``combine=``, ``fusion=``), the image path's start (``start=``), the
-integrand, the steps and the explained score (``contrast=``); the comparison methods run in the same call. Each row
-prints the mean and the paired difference to ``--reference`` (default Grad-CAM, else GAE), ``*`` where its 95 %
-interval excludes 0. Targets: top-1 class (real), the ground-truth label (synthetic). Each method also explains
-every image's least likely class, for the class sensitivity (``CS``, 1 - the correlation of the two maps;
-``--no-class-sensitivity`` leaves it out). ``--out`` receives ``results.json`` with every per-image value;
-``--tables-from results.json [--reference LABEL]`` prints its tables again:
+integrand, the steps and the explained score (``contrast=``); the comparison methods run in the same call, some
+also at the token grid's resolution (:data:`ON_TOKEN_GRID`). Each row prints the mean and the paired difference to
+``--reference`` (default Grad-CAM, else GAE), ``*`` where its 95 % interval excludes 0. Targets: top-1 class
+(real), the ground-truth label (synthetic). Each method also explains every image's least likely class, for the
+class sensitivity (``CS``, 1 - the correlation of the two maps; ``--no-class-sensitivity`` leaves it out).
+``--out`` receives ``results.json`` with every per-image value; ``--tables-from results.json [--reference LABEL]``
+prints its tables again:
 
     python scripts/design_search.py --tables-from search/vit-report/results.json --reference iia-blur-gae
 """
@@ -38,10 +39,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from hf_iia import IIAExplainer
 from hf_iia.adapters import AttentionAdapter
+from hf_iia.fusions import min_max
+from hf_iia.maps import upsample
 from hf_iia.methods import methods_for
 from hf_iia.tools.bench.evaluate import compute_maps, paired_difference, score_maps
 from hf_iia.tools.bench.inputs import BenchInputs, real_inputs, subset, synthetic_inputs
@@ -53,6 +57,11 @@ DEV_PHOTOS = ("chelsea", "astronaut", "grace_hopper", "flower", "stereo_motorcyc
 """The photos of the development split; the other seven are the report split."""
 
 Candidate = tuple[str, str, dict[str, Any]]  # (label, method, options)
+
+ON_TOKEN_GRID = "on_token_grid"
+"""A candidate option the script applies, not the explainer: the method's pixel-level map averaged over each patch
+and resampled to the input as the token-grid maps are (:func:`on_token_grid`). It separates what a map says from
+the resolution it says it at: deletion and insertion reward pixel-precise maps."""
 
 FEATURE_MAP_CANDIDATES: list[Candidate] = [
     ("iia", "iia", {}),
@@ -121,6 +130,8 @@ ATTENTION_CANDIDATES: list[Candidate] = [
     ("layercam", "layercam", {}),
     ("scorecam", "scorecam", {}),
     ("ig", "ig", {}),
+    ("attnlrp-token-grid", "attnlrp", {ON_TOKEN_GRID: True}),
+    ("ig-token-grid", "ig", {ON_TOKEN_GRID: True}),
 ]
 """Block indices are those of the 4-block synthetic ViT / DeiT: ``-2`` is a middle block, ``0`` the first."""
 REAL = ("efficientnet_lite0", "efficientnet_lite1")
@@ -133,6 +144,14 @@ def candidates_for(explainer: IIAExplainer, labels: list[str] | None) -> list[Ca
         return table
     known = {candidate[0]: candidate for candidate in table}
     return [known[label] for label in labels if label in known]
+
+
+def on_token_grid(maps: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """``[N, H, W]`` maps averaged over each ``patch_size`` square and resampled bilinearly back to ``[N, H, W]``,
+    min-max per map: a pixel-level map at the resolution of the token-grid maps (which are ``[N, H / p, W / p]``
+    upsampled bilinearly)."""
+    cells = F.avg_pool2d(maps.unsqueeze(1), patch_size).squeeze(1)
+    return min_max(upsample(cells, (maps.shape[-2], maps.shape[-1]), "bilinear"))
 
 
 def model_inputs(name: str, split: str, n: int, work: Path) -> tuple[IIAExplainer, BenchInputs]:
@@ -193,11 +212,16 @@ def main() -> None:
         base, inputs = model_inputs(name, args.split, args.n, work)
         rows: dict[str, Any] = {}
         for label, method, options in tqdm(candidates_for(base, args.configs), desc=name, unit="config"):
-            explainer = IIAExplainer(base.model, base.processor, method=method, progress=False, **options)
+            settings = {key: value for key, value in options.items() if key != ON_TOKEN_GRID}
+            explainer = IIAExplainer(base.model, base.processor, method=method, progress=False, **settings)
             maps, seconds = compute_maps(explainer, inputs, 8)
             other_maps = None
             if inputs.second_targets is not None and not args.no_class_sensitivity:
                 other_maps, _ = compute_maps(explainer, replace(inputs, targets=inputs.second_targets), 8)
+            if options.get(ON_TOKEN_GRID):
+                patch_size = base.adapter.patch_size  # the model's AttentionAdapter (IG's own adapter is input-space)
+                maps = on_token_grid(maps, patch_size)
+                other_maps = None if other_maps is None else on_token_grid(other_maps, patch_size)
             values = score_maps(
                 explainer,
                 inputs,

@@ -7,6 +7,7 @@ its imports are checked.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -39,3 +40,22 @@ def test_class_sensitivity_pairs_part_prints_a_row_per_method() -> None:
         means = [float(cell.split("±")[0].split(" ")[0]) for cell in cells[:4] if cell != "n/a"]
         assert means and all(0.0 <= value <= 1.0 for value in means), row
     assert rows[0].count("(Δ+0.000)") == 2
+
+
+def test_design_search_scores_a_pixel_map_on_the_token_grid(tmp_path: Path) -> None:
+    """AttnLRP and IG at their own resolution and pooled to the token grid, on the committed texture ViT: every row
+    is scored, a pooled map is another map (its mask AP differs on every image) and every share stays in [0, 1]."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "design_search.py"
+    command = [sys.executable, str(script), "--split", "report", "--models", "textures-vit", "--n", "2"]
+    options = ["--no-information", "--no-class-sensitivity", "--perturbation-steps", "5", "--threads", "1"]
+    configs = ["--configs", "attnlrp", "attnlrp-token-grid", "ig", "ig-token-grid", "--out", str(tmp_path)]
+    finished = subprocess.run([*command, *options, *configs], capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    rows = json.loads((tmp_path / "results.json").read_text())["models"]["textures-vit"]["rows"]
+    assert list(rows) == ["attnlrp", "attnlrp-token-grid", "ig", "ig-token-grid"]
+    for method in ("attnlrp", "ig"):
+        pixel, pooled = rows[method]["mask_ap"], rows[f"{method}-token-grid"]["mask_ap"]
+        assert all(abs(a - b) > 1e-6 for a, b in zip(pixel, pooled, strict=True)), method
+    for row in rows.values():
+        shares = row["energy_pointing_game"] + row["mask_ap"]
+        assert len(shares) == 4 and all(0.0 <= value <= 1.0 for value in shares)
