@@ -44,8 +44,8 @@ from tqdm.auto import tqdm
 
 from hf_iia import IIAExplainer
 from hf_iia.adapters import AttentionAdapter
-from hf_iia.fusions import min_max
-from hf_iia.maps import upsample
+from hf_iia.adapters.vit import ViTAdapter
+from hf_iia.maps import normalise, upsample
 from hf_iia.methods import methods_for
 from hf_iia.tools.bench.evaluate import compute_maps, paired_difference, score_maps
 from hf_iia.tools.bench.inputs import BenchInputs, real_inputs, subset, synthetic_inputs
@@ -146,12 +146,12 @@ def candidates_for(explainer: IIAExplainer, labels: list[str] | None) -> list[Ca
     return [known[label] for label in labels if label in known]
 
 
-def on_token_grid(maps: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """``[N, H, W]`` maps averaged over each ``patch_size`` square and resampled bilinearly back to ``[N, H, W]``,
-    min-max per map: a pixel-level map at the resolution of the token-grid maps (which are ``[N, H / p, W / p]``
-    upsampled bilinearly)."""
-    cells = F.avg_pool2d(maps.unsqueeze(1), patch_size).squeeze(1)
-    return min_max(upsample(cells, (maps.shape[-2], maps.shape[-1]), "bilinear"))
+def on_token_grid(maps: torch.Tensor, adapter: ViTAdapter) -> torch.Tensor:
+    """``[N, H, W]`` pixel-level maps averaged over each patch of ``adapter``'s model (``[N, H / p, W / p]``) and
+    finished as the explainer finishes that model's token-grid maps: resampled with its upsampling mode back to
+    ``[N, H, W]`` and normalised (:func:`hf_iia.maps.normalise`)."""
+    cells = F.avg_pool2d(maps.unsqueeze(1), adapter.patch_size).squeeze(1)
+    return normalise(upsample(cells, (maps.shape[-2], maps.shape[-1]), adapter.upsample_mode))
 
 
 def model_inputs(name: str, split: str, n: int, work: Path) -> tuple[IIAExplainer, BenchInputs]:
@@ -219,9 +219,9 @@ def main() -> None:
             if inputs.second_targets is not None and not args.no_class_sensitivity:
                 other_maps, _ = compute_maps(explainer, replace(inputs, targets=inputs.second_targets), 8)
             if options.get(ON_TOKEN_GRID):
-                patch_size = base.adapter.patch_size  # the model's AttentionAdapter (IG's own adapter is input-space)
-                maps = on_token_grid(maps, patch_size)
-                other_maps = None if other_maps is None else on_token_grid(other_maps, patch_size)
+                grid = base.adapter  # the model's attention adapter: IG's own adapter is input-space
+                maps = on_token_grid(maps, grid)
+                other_maps = None if other_maps is None else on_token_grid(other_maps, grid)
             values = score_maps(
                 explainer,
                 inputs,
