@@ -18,7 +18,8 @@ image:
 Candidates (:data:`FEATURE_MAP_CANDIDATES`, :data:`ATTENTION_CANDIDATES`) are named options: the level(s) the map
 is formed at, how several levels are fused (``combine=``, ``fusion=``), the image path's start (``start=``), the
 integrand, the steps and the explained score (``contrast=``); the comparison methods run in the same call, some
-also at the token grid's resolution (:data:`ON_TOKEN_GRID`). Each row prints the mean and the paired difference to
+also at the token grid's resolution (:data:`ON_TOKEN_GRID`), and IIA's map times Attention Rollout's
+(:data:`TIMES_ROLLOUT`), and maps with more contrast (:data:`POWER`). Each row prints the mean and the paired difference to
 ``--reference`` (default Grad-CAM, else GAE), ``*`` where its 95 % interval excludes 0. Targets: top-1 class
 (real), the ground-truth label (synthetic). Each method also explains every image's least likely class, for the
 class sensitivity (``CS``, 1 - the correlation of the two maps; ``--no-class-sensitivity`` leaves it out).
@@ -62,6 +63,16 @@ ON_TOKEN_GRID = "on_token_grid"
 """A candidate option the script applies, not the explainer: the method's pixel-level map averaged over each patch
 and resampled to the input as the token-grid maps are (:func:`on_token_grid`). It separates what a map says from
 the resolution it says it at: deletion and insertion reward pixel-precise maps."""
+
+TIMES_ROLLOUT = "times_rollout"
+"""A candidate option the script applies, not the explainer: the method's map multiplied by the same image's
+Attention Rollout map raised to this power, then normalised (:func:`times_rollout`). It asks whether the
+class-agnostic attention flow, the best mask AP on the clean shapes, adds to IIA what its own rollout lacks."""
+POWER = "power"
+"""A candidate option the script applies, not the explainer: the method's map raised to this power and normalised.
+The pixels' order is unchanged, so are mask AP, deletion and insertion; only the contrast grows. Energy pointing
+game, a share of the map's energy, is not invariant to it: these rows show how much of it is contrast alone."""
+SCRIPT_OPTIONS = frozenset({ON_TOKEN_GRID, TIMES_ROLLOUT, POWER})
 
 FEATURE_MAP_CANDIDATES: list[Candidate] = [
     ("iia", "iia", {}),
@@ -132,6 +143,15 @@ ATTENTION_CANDIDATES: list[Candidate] = [
     ("ig", "ig", {}),
     ("attnlrp-token-grid", "attnlrp", {ON_TOKEN_GRID: True}),
     ("ig-token-grid", "ig", {ON_TOKEN_GRID: True}),
+    # the default's map times Attention Rollout's, the attention flow weighing more as the power grows
+    ("iia-x-rollout^0.25", "iia", {TIMES_ROLLOUT: 0.25}),
+    ("iia-x-rollout^0.5", "iia", {TIMES_ROLLOUT: 0.5}),
+    ("iia-x-rollout", "iia", {TIMES_ROLLOUT: 1.0}),
+    ("iia-x-rollout^2", "iia", {TIMES_ROLLOUT: 2.0}),
+    # the same maps with more contrast: what energy pointing game rewards besides the pixels' order
+    ("iia^2", "iia", {POWER: 2.0}),
+    ("attention_rollout^2", "attention_rollout", {POWER: 2.0}),
+    ("gae^2", "gae", {POWER: 2.0}),
 ]
 """Block indices are those of the 4-block synthetic ViT / DeiT: ``-2`` is a middle block, ``0`` the first."""
 REAL = ("efficientnet_lite0", "efficientnet_lite1")
@@ -152,6 +172,12 @@ def on_token_grid(maps: torch.Tensor, adapter: ViTAdapter) -> torch.Tensor:
     ``[N, H, W]`` and normalised (:func:`hf_iia.maps.normalise`)."""
     cells = F.avg_pool2d(maps.unsqueeze(1), adapter.patch_size).squeeze(1)
     return normalise(upsample(cells, (maps.shape[-2], maps.shape[-1]), adapter.upsample_mode))
+
+
+def times_rollout(maps: torch.Tensor, rollout: torch.Tensor, power: float) -> torch.Tensor:
+    """``[N, H, W]`` maps multiplied by ``[N, H, W]`` Attention Rollout maps (in ``[0, 1]``) to ``power``, each
+    product normalised (:func:`hf_iia.maps.normalise`)."""
+    return normalise(maps * rollout**power)
 
 
 def model_inputs(name: str, split: str, n: int, work: Path) -> tuple[IIAExplainer, BenchInputs]:
@@ -211,8 +237,9 @@ def main() -> None:
     for name in args.models:
         base, inputs = model_inputs(name, args.split, args.n, work)
         rows: dict[str, Any] = {}
+        rollout: torch.Tensor | None = None  # Attention Rollout's maps, computed once for every TIMES_ROLLOUT row
         for label, method, options in tqdm(candidates_for(base, args.configs), desc=name, unit="config"):
-            settings = {key: value for key, value in options.items() if key != ON_TOKEN_GRID}
+            settings = {key: value for key, value in options.items() if key not in SCRIPT_OPTIONS}
             explainer = IIAExplainer(base.model, base.processor, method=method, progress=False, **settings)
             maps, seconds = compute_maps(explainer, inputs, 8)
             other_maps = None
@@ -222,6 +249,16 @@ def main() -> None:
                 grid = base.adapter  # the model's attention adapter: IG's own adapter is input-space
                 maps = on_token_grid(maps, grid)
                 other_maps = None if other_maps is None else on_token_grid(other_maps, grid)
+            if TIMES_ROLLOUT in options:
+                if rollout is None:
+                    flow = IIAExplainer(base.model, base.processor, method="attention_rollout", progress=False)
+                    rollout, _ = compute_maps(flow, inputs, 8)
+                maps = times_rollout(maps, rollout, options[TIMES_ROLLOUT])
+                # Attention Rollout reads no class: the second class's map meets the same flow
+                other_maps = None if other_maps is None else times_rollout(other_maps, rollout, options[TIMES_ROLLOUT])
+            if POWER in options:
+                maps = normalise(maps ** options[POWER])
+                other_maps = None if other_maps is None else normalise(other_maps ** options[POWER])
             values = score_maps(
                 explainer,
                 inputs,

@@ -42,20 +42,27 @@ def test_class_sensitivity_pairs_part_prints_a_row_per_method() -> None:
     assert rows[0].count("(Δ+0.000)") == 2
 
 
-def test_design_search_scores_a_pixel_map_on_the_token_grid(tmp_path: Path) -> None:
-    """AttnLRP and IG at their own resolution and pooled to the token grid, on the committed texture ViT: every row
-    is scored, a pooled map is another map (its mask AP differs on every image) and every share stays in [0, 1]."""
+def test_design_search_rows_the_script_finishes(tmp_path: Path) -> None:
+    """The rows whose maps the script finishes, on the committed texture ViT: AttnLRP and IG pooled to the token grid
+    (another map: its mask AP differs on every image), IIA's map times Attention Rollout's (another ranking on some
+    image) and IIA's map squared (the same ranking: mask AP equal, energy pointing game not), every share in [0, 1]."""
     script = Path(__file__).resolve().parents[1] / "scripts" / "design_search.py"
     command = [sys.executable, str(script), "--split", "report", "--models", "textures-vit", "--n", "2"]
     options = ["--no-information", "--no-class-sensitivity", "--perturbation-steps", "5", "--threads", "1"]
-    configs = ["--configs", "attnlrp", "attnlrp-token-grid", "ig", "ig-token-grid", "--out", str(tmp_path)]
-    finished = subprocess.run([*command, *options, *configs], capture_output=True, text=True, timeout=300)
+    labels = ["attnlrp", "attnlrp-token-grid", "ig", "ig-token-grid", "iia", "iia-x-rollout", "iia^2"]
+    finished = subprocess.run(
+        [*command, *options, "--configs", *labels, "--out", str(tmp_path)], capture_output=True, text=True, timeout=300
+    )
     assert finished.returncode == 0, finished.stderr
     rows = json.loads((tmp_path / "results.json").read_text())["models"]["textures-vit"]["rows"]
-    assert list(rows) == ["attnlrp", "attnlrp-token-grid", "ig", "ig-token-grid"]
+    assert list(rows) == labels
     for method in ("attnlrp", "ig"):
         pixel, pooled = rows[method]["mask_ap"], rows[f"{method}-token-grid"]["mask_ap"]
         assert all(abs(a - b) > 1e-6 for a, b in zip(pixel, pooled, strict=True)), method
+    assert any(abs(a - b) > 1e-6 for a, b in zip(rows["iia"]["mask_ap"], rows["iia-x-rollout"]["mask_ap"], strict=True))
+    assert rows["iia^2"]["mask_ap"] == pytest.approx(rows["iia"]["mask_ap"], abs=1e-4)
+    energy, sharper = rows["iia"]["energy_pointing_game"], rows["iia^2"]["energy_pointing_game"]
+    assert all(abs(a - b) > 1e-4 for a, b in zip(energy, sharper, strict=True))
     for row in rows.values():
         shares = row["energy_pointing_game"] + row["mask_ap"]
         assert len(shares) == 4 and all(0.0 <= value <= 1.0 for value in shares)

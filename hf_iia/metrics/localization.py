@@ -60,6 +60,9 @@ def energy_pointing_game(heatmaps: torch.Tensor | np.ndarray, masks: torch.Tenso
     ``sum(relu(map) * mask) / sum(relu(map))`` per image, where negative map values are
     clamped to 0. An image whose map has no positive value scores 0.
 
+    It reads the map's values, not only their order: a sharper map with the same order (the map squared) scores
+    higher, so compare it between maps of like contrast; :func:`mask_average_precision` reads the order alone.
+
     Args:
         heatmaps: ``[B, H, W]`` saliency maps.
         masks: ``[B, H, W]`` ground-truth object masks.
