@@ -17,14 +17,14 @@ image:
 
 Candidates (:data:`FEATURE_MAP_CANDIDATES`, :data:`ATTENTION_CANDIDATES`) are named options: the level(s) the map
 is formed at, how several levels are fused (``combine=``, ``fusion=``), the image path's start (``start=``), the
-integrand, the steps and the explained score (``contrast=``); the comparison methods run in the same call, some
-also at the token grid's resolution (:data:`ON_TOKEN_GRID`), and IIA's map times Attention Rollout's
-(:data:`TIMES_ROLLOUT`), and maps with more contrast (:data:`POWER`). Each row prints the mean and the paired difference to
-``--reference`` (default Grad-CAM, else GAE), ``*`` where its 95 % interval excludes 0. Targets: top-1 class
-(real), the ground-truth label (synthetic). Each method also explains every image's least likely class, for the
-class sensitivity (``CS``, 1 - the correlation of the two maps; ``--no-class-sensitivity`` leaves it out).
-``--out`` receives ``results.json`` with every per-image value; ``--tables-from results.json [--reference LABEL]``
-prints its tables again:
+integrand, the steps and the explained score (``contrast=``); the comparison methods run in the same call. Some
+maps the script finishes itself (:func:`finished`): at the token grid's resolution (:data:`ON_TOKEN_GRID`), times
+Attention Rollout's (:data:`TIMES_ROLLOUT`), with more contrast (:data:`POWER`). Each row prints the mean and the
+paired difference to ``--reference`` (default Grad-CAM, else GAE), ``*`` where its 95 % interval excludes 0.
+Targets: top-1 class (real), the ground-truth label (synthetic). Each method also explains every image's least
+likely class, for the class sensitivity (``CS``, 1 - the correlation of the two maps; ``--no-class-sensitivity``
+leaves it out). ``--out`` receives ``results.json`` with every per-image value; ``--tables-from results.json
+[--reference LABEL]`` prints its tables again:
 
     python scripts/design_search.py --tables-from search/vit-report/results.json --reference iia-blur-gae
 """
@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from hf_iia import IIAExplainer
-from hf_iia.adapters import AttentionAdapter
+from hf_iia.adapters import Adapter, AttentionAdapter
 from hf_iia.adapters.vit import ViTAdapter
 from hf_iia.maps import normalise, upsample
 from hf_iia.methods import methods_for
@@ -66,7 +66,7 @@ the resolution it says it at: deletion and insertion reward pixel-precise maps."
 
 TIMES_ROLLOUT = "times_rollout"
 """A candidate option the script applies, not the explainer: the method's map multiplied by the same image's
-Attention Rollout map raised to this power, then normalised (:func:`times_rollout`). It asks whether the
+Attention Rollout map raised to this power, then normalised (:func:`finished`). It asks whether the
 class-agnostic attention flow, the best mask AP on the clean shapes, adds to IIA what its own rollout lacks."""
 POWER = "power"
 """A candidate option the script applies, not the explainer: the method's map raised to this power and normalised.
@@ -174,10 +174,23 @@ def on_token_grid(maps: torch.Tensor, adapter: ViTAdapter) -> torch.Tensor:
     return normalise(upsample(cells, (maps.shape[-2], maps.shape[-1]), adapter.upsample_mode))
 
 
-def times_rollout(maps: torch.Tensor, rollout: torch.Tensor, power: float) -> torch.Tensor:
-    """``[N, H, W]`` maps multiplied by ``[N, H, W]`` Attention Rollout maps (in ``[0, 1]``) to ``power``, each
-    product normalised (:func:`hf_iia.maps.normalise`)."""
-    return normalise(maps * rollout**power)
+def finished(
+    maps: torch.Tensor, options: dict[str, Any], adapter: Adapter, rollout: torch.Tensor | None
+) -> torch.Tensor:
+    """``[N, H, W]`` maps with the candidate's :data:`SCRIPT_OPTIONS` applied, in this order: pooled to the token
+    grid of ``adapter`` (the model's own, :data:`ON_TOKEN_GRID`), multiplied by ``rollout`` (Attention Rollout's
+    ``[N, H, W]`` maps of the same images, in ``[0, 1]``) to the power :data:`TIMES_ROLLOUT`, raised to
+    :data:`POWER`; each step normalises (:func:`hf_iia.maps.normalise`). Attention Rollout reads no class, so the
+    second class's maps meet the same ``rollout``."""
+    if options.get(ON_TOKEN_GRID):
+        assert isinstance(adapter, ViTAdapter), "token-grid candidates are attention candidates"
+        maps = on_token_grid(maps, adapter)
+    if TIMES_ROLLOUT in options:
+        assert rollout is not None, "the caller computes Attention Rollout's maps for a TIMES_ROLLOUT candidate"
+        maps = normalise(maps * rollout ** options[TIMES_ROLLOUT])
+    if POWER in options:
+        maps = normalise(maps ** options[POWER])
+    return maps
 
 
 def model_inputs(name: str, split: str, n: int, work: Path) -> tuple[IIAExplainer, BenchInputs]:
@@ -245,20 +258,12 @@ def main() -> None:
             other_maps = None
             if inputs.second_targets is not None and not args.no_class_sensitivity:
                 other_maps, _ = compute_maps(explainer, replace(inputs, targets=inputs.second_targets), 8)
-            if options.get(ON_TOKEN_GRID):
-                grid = base.adapter  # the model's attention adapter: IG's own adapter is input-space
-                maps = on_token_grid(maps, grid)
-                other_maps = None if other_maps is None else on_token_grid(other_maps, grid)
-            if TIMES_ROLLOUT in options:
-                if rollout is None:
-                    flow = IIAExplainer(base.model, base.processor, method="attention_rollout", progress=False)
-                    rollout, _ = compute_maps(flow, inputs, 8)
-                maps = times_rollout(maps, rollout, options[TIMES_ROLLOUT])
-                # Attention Rollout reads no class: the second class's map meets the same flow
-                other_maps = None if other_maps is None else times_rollout(other_maps, rollout, options[TIMES_ROLLOUT])
-            if POWER in options:
-                maps = normalise(maps ** options[POWER])
-                other_maps = None if other_maps is None else normalise(other_maps ** options[POWER])
+            if TIMES_ROLLOUT in options and rollout is None:
+                flow = IIAExplainer(base.model, base.processor, method="attention_rollout", progress=False)
+                rollout, _ = compute_maps(flow, inputs, 8)
+            # base.adapter is the model's own attention adapter: IG's is input-space
+            maps = finished(maps, options, base.adapter, rollout)
+            other_maps = None if other_maps is None else finished(other_maps, options, base.adapter, rollout)
             values = score_maps(
                 explainer,
                 inputs,
